@@ -1,0 +1,99 @@
+//! Loading the configuration: the TOML file, then `GTMD__SECTION__KEY` environment overrides.
+//!
+//! Layering goes through the `config` crate so that a container can change, say, the listen
+//! addresses (`GTMD__SERVER__LISTEN=0.0.0.0:53,[::]:53`) without editing the mounted file.
+//! Lists in the environment are comma-separated. Entries of arrays of tables (`[[apps]]`)
+//! cannot be addressed from the environment; they live in the file.
+
+mod duration;
+mod error;
+pub mod file;
+
+use std::path::Path;
+
+pub use error::{ConfigError, ConfigErrors, Errors};
+pub use file::Config;
+
+/// The environment variable prefix: `GTMD__SERVER__MAX_UDP_PAYLOAD=1400`.
+pub const ENV_PREFIX: &str = "GTMD";
+
+/// Keys whose environment value is a comma-separated list.
+const ENV_LIST_KEYS: &[&str] = &["server.listen"];
+
+/// Reads and deserializes the file at `path` with the process environment layered on top.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with_env(path, std::env::vars())
+}
+
+/// Like [`load`], with an explicit environment (tests must not touch the process's own).
+pub fn load_with_env(
+    path: &Path,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    // Read the file ourselves first: the `config` crate's message for a missing or unreadable
+    // file is less clear than the OS error with the path.
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::single(path, ConfigError::new("", format!("cannot read file: {e}")))
+    })?;
+    parse_with_env(path, &text, env)
+}
+
+/// Deserializes `text` (the contents of `path`) with `env` layered on top.
+pub fn parse_with_env(
+    path: &Path,
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Config, ConfigErrors> {
+    let env: config::Map<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    let mut environment = config::Environment::with_prefix(ENV_PREFIX)
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(",")
+        .source(Some(env));
+    for key in ENV_LIST_KEYS {
+        environment = environment.with_list_parse_key(key);
+    }
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .add_source(environment)
+        .build()
+        .map_err(|e| ConfigErrors::single(path, from_config_error(e)))?;
+    built
+        .try_deserialize::<Config>()
+        .map_err(|e| ConfigErrors::single(path, from_config_error(e)))
+}
+
+/// Turns the `config` crate's error into ours, keeping its key path when it has one.
+fn from_config_error(e: config::ConfigError) -> ConfigError {
+    match e {
+        config::ConfigError::Type {
+            origin: _,
+            unexpected,
+            expected,
+            key,
+        } => ConfigError::new(
+            key.unwrap_or_default(),
+            format!("invalid type: {unexpected}, expected {expected}"),
+        ),
+        config::ConfigError::At {
+            error,
+            origin: _,
+            key,
+        } => {
+            let inner = from_config_error(*error);
+            let path = match (key, inner.path.is_empty()) {
+                (Some(k), true) => k,
+                (Some(k), false) if !inner.path.starts_with(&k) => format!("{k}.{}", inner.path),
+                _ => inner.path,
+            };
+            ConfigError::new(path, inner.message)
+        }
+        config::ConfigError::Message(m) => ConfigError::new("", m),
+        config::ConfigError::NotFound(k) => ConfigError::new(k, "missing"),
+        other => ConfigError::new("", other.to_string()),
+    }
+}

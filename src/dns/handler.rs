@@ -1,0 +1,136 @@
+//! gtmd's hickory [`RequestHandler`]: request checks, lookup, response.
+//!
+//! The stock `Catalog` cannot be used: it does not see EDNS options (needed for client
+//! subnet steering) and apps are answered from the live snapshot, not from a zone store.
+//! The handler reads the current snapshot once per query (lock-free, via arc-swap) and
+//! never awaits anything but the send.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use hickory_server::{
+    net::{runtime::Time, xfer::Protocol},
+    proto::{
+        op::{Header, HeaderCounts, Metadata, OpCode, ResponseCode},
+        rr::{DNSClass, Record},
+    },
+    server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
+    zone_handler::MessageResponseBuilder,
+};
+use tracing::debug;
+
+use super::{
+    lookup::{Answer, lookup},
+    response::{Fit, fit, response_edns, udp_limit},
+};
+use crate::snapshot::Snapshot;
+
+/// Answers DNS requests from the current snapshot.
+#[derive(Clone)]
+pub struct DnsHandler {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+}
+
+impl DnsHandler {
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
+        Self { snapshot }
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for DnsHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
+        let snapshot = self.snapshot.load();
+        let server_max = snapshot.max_udp_payload;
+        let client_payload = request.edns.as_ref().map(|e| e.max_payload());
+        let limit = match request.protocol() {
+            Protocol::Udp => udp_limit(client_payload, server_max),
+            _ => u16::MAX,
+        };
+        // The OPT we send advertises our own limit and, over UDP, is also what hickory
+        // encodes against, so it must equal the limit decided above.
+        let edns = request.edns.as_ref().map(|_| {
+            response_edns(match request.protocol() {
+                Protocol::Udp => limit,
+                _ => server_max,
+            })
+        });
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+
+        let answer = match check_request(request) {
+            Err(rcode) => Answer {
+                rcode,
+                ..Answer::default()
+            },
+            Ok(()) => {
+                let query = &request.queries.queries()[0];
+                lookup(&snapshot, query.name(), query.query_type())
+            }
+        };
+        metadata.response_code = answer.rcode;
+        metadata.authoritative = answer.authoritative;
+
+        let queries = request.queries.queries();
+        let fitted = fit(&metadata, queries, &answer, edns.as_ref(), limit);
+        let empty: &[&Record] = &[];
+        let (answers, authority, additional) = match fitted {
+            Fit::Full => (
+                &answer.answers[..],
+                &answer.authority[..],
+                &answer.additional[..],
+            ),
+            Fit::WithoutAdditional => (&answer.answers[..], &answer.authority[..], empty),
+            Fit::Truncated => {
+                metadata.truncation = true;
+                (empty, empty, empty)
+            }
+        };
+        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        if let Some(edns) = &edns {
+            builder.edns(edns);
+        }
+        let response = builder.build(
+            metadata,
+            answers.iter().copied(),
+            authority.iter().copied(),
+            std::iter::empty(),
+            additional.iter().copied(),
+        );
+        match response_handle.send_response(response).await {
+            Ok(info) => info,
+            Err(error) => {
+                debug!(%error, src = %request.src(), "failed to send response");
+                let mut metadata = metadata;
+                metadata.response_code = ResponseCode::ServFail;
+                ResponseInfo::from(Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                })
+            }
+        }
+    }
+}
+
+/// Request-level checks before any lookup, in the order servers conventionally apply them.
+fn check_request(request: &Request) -> Result<(), ResponseCode> {
+    if request.metadata.op_code != OpCode::Query {
+        return Err(ResponseCode::NotImp);
+    }
+    if let Some(edns) = &request.edns
+        && edns.version() > 0
+    {
+        // RFC 6891 §6.1.3: we implement version 0 only.
+        return Err(ResponseCode::BADVERS);
+    }
+    if request.queries.len() != 1 {
+        return Err(ResponseCode::FormErr);
+    }
+    if request.queries.queries()[0].query_class() != DNSClass::IN {
+        return Err(ResponseCode::Refused);
+    }
+    Ok(())
+}

@@ -1,0 +1,7 @@
+//! The DNS side: request handling, authoritative lookup, response fitting.
+
+pub mod handler;
+pub mod lookup;
+pub mod response;
+
+pub use handler::DnsHandler;

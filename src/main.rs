@@ -1,0 +1,146 @@
+//! The `gtmd` command line: `serve`, `check`, `--version`. All logic lives in the library.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand};
+use gtmd::server::{Listeners, ServeOptions};
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "gtmd",
+    version,
+    about = "Global traffic manager: health-steered authoritative DNS for app zones"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve DNS for the configured zones.
+    Serve {
+        #[arg(long, short, default_value = "config/gtmd.toml")]
+        config: PathBuf,
+    },
+    /// Check a config file (the same parse, validation and build as serve) and exit.
+    Check {
+        #[arg(long, short, default_value = "config/gtmd.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Serve { config } => serve(&config),
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match gtmd::load(path) {
+        Ok(loaded) => {
+            let s = loaded.snapshot.summary;
+            println!(
+                "{}: ok: {} zone{}, {} record{}, {} app{}, {} cluster{}",
+                path.display(),
+                s.zones,
+                plural(s.zones),
+                s.records,
+                plural(s.records),
+                s.apps,
+                plural(s.apps),
+                s.clusters,
+                plural(s.clusters),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors.errors {
+                eprintln!("{}: {e}", errors.file.display());
+            }
+            eprintln!(
+                "{}: {} error{}",
+                errors.file.display(),
+                errors.errors.len(),
+                plural(errors.errors.len())
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+fn serve(path: &std::path::Path) -> ExitCode {
+    gtmd::logging::init();
+    let loaded = match gtmd::load(path) {
+        Ok(l) => l,
+        Err(errors) => {
+            for e in &errors.errors {
+                error!(file = %errors.file.display(), "config error: {e}");
+            }
+            eprintln!("gtmd: {}: invalid config, not starting", path.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let listeners = match Listeners::bind(&loaded.model.server.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("gtmd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let s = loaded.snapshot.summary;
+    info!(
+        config = %path.display(),
+        zones = s.zones,
+        records = s.records,
+        apps = s.apps,
+        clusters = s.clusters,
+        "config loaded"
+    );
+    let options = ServeOptions {
+        tcp_idle_timeout: loaded.model.server.tcp_idle_timeout,
+    };
+    let snapshot = Arc::new(ArcSwap::from_pointee(loaded.snapshot));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("gtmd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        gtmd::server::run(snapshot, listeners, options, shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gtmd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot listen for SIGTERM: {e}");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,125 @@
+//! The validated model: what the configuration *means*, with every rule checked.
+//!
+//! [`validate`] walks the whole [`Config`] and collects every problem with its path, so
+//! `gtmd check` and a rejected reload both report all of them at once. On success the model
+//! holds canonical (lower-case, absolute) names, parsed records and addresses, and clusters
+//! referenced by index, so nothing downstream has to re-check or re-parse anything.
+
+mod app;
+mod cluster;
+pub mod names;
+mod server;
+mod zone;
+
+use std::{net::IpAddr, net::SocketAddr, time::Duration};
+
+use hickory_proto::rr::{Name, Record};
+
+use crate::config::{Config, ConfigError, Errors};
+
+pub use app::{PolicyKind, ProbeKind};
+
+/// Largest TTL accepted for static records and the SOA: one week. Longer TTLs are legal DNS
+/// but in a GSLB zone they are always a typo that would pin resolvers for too long.
+pub const MAX_TTL: u32 = 604_800;
+/// Largest TTL accepted for an app: one day. Beyond that health-driven steering is moot.
+pub const MAX_APP_TTL: u32 = 86_400;
+
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub server: ServerModel,
+    pub zones: Vec<ZoneModel>,
+    pub clusters: Vec<ClusterModel>,
+    pub apps: Vec<AppModel>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerModel {
+    pub listen: Vec<SocketAddr>,
+    pub tcp_idle_timeout: Duration,
+    pub max_udp_payload: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct ZoneModel {
+    /// Lower-case, absolute.
+    pub origin: Name,
+    pub soa: Record,
+    /// The apex NS RRset.
+    pub nameservers: Vec<Record>,
+    /// Static records, owner names lower-case and absolute, inside this zone.
+    pub records: Vec<Record>,
+    /// The config path of each entry of `records` (`zones[0].records[3].values[1]`).
+    pub record_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterModel {
+    pub name: String,
+    pub region: Option<String>,
+    pub coordinates: Option<(f64, f64)>,
+    pub ingress: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppModel {
+    /// Position in the config's `apps` list, for error paths.
+    pub index: usize,
+    /// Lower-case, absolute.
+    pub hostname: Name,
+    /// Index into [`Model::zones`]: the most specific zone holding the hostname.
+    pub zone: usize,
+    pub ttl: u32,
+    pub policy: PolicyKind,
+    pub targets: Vec<TargetModel>,
+    pub probe: Option<ProbeModel>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TargetModel {
+    /// Index into [`Model::clusters`].
+    pub cluster: usize,
+    pub weight: u32,
+    pub priority: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeModel {
+    pub kind: ProbeKind,
+    pub port: u16,
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+}
+
+/// Checks the whole configuration; returns every error found, in file order.
+pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
+    let mut errors = Errors::default();
+    let server = server::validate(&config.server, &mut errors);
+    let zones = zone::validate_zones(&config.zones, &mut errors);
+    let clusters = cluster::validate(&config.clusters, &mut errors);
+    let apps = app::validate(&config.apps, &zones, &clusters, &mut errors);
+    zone::check_cross(&zones, &apps, &mut errors);
+    if errors.is_empty() {
+        Ok(Model {
+            server,
+            zones,
+            clusters,
+            apps,
+        })
+    } else {
+        Err(errors.into_vec())
+    }
+}
+
+/// The most specific zone holding `name`, if any.
+pub fn zone_for(zones: &[ZoneModel], name: &Name) -> Option<usize> {
+    zones
+        .iter()
+        .enumerate()
+        .filter(|(_, z)| names::in_zone(name, &z.origin))
+        .max_by_key(|(_, z)| z.origin.num_labels())
+        .map(|(i, _)| i)
+}

@@ -1,0 +1,48 @@
+//! `[server]` validation.
+
+use std::{collections::HashSet, net::SocketAddr, time::Duration};
+
+use super::ServerModel;
+use crate::config::{Errors, file::ServerConfig};
+
+pub fn validate(cfg: &ServerConfig, errors: &mut Errors) -> ServerModel {
+    let mut listen = Vec::new();
+    let mut seen = HashSet::new();
+    if cfg.listen.is_empty() {
+        errors.push("server.listen", "at least one listen address is needed");
+    }
+    for (i, text) in cfg.listen.iter().enumerate() {
+        let path = format!("server.listen[{i}]");
+        match text.trim().parse::<SocketAddr>() {
+            Ok(addr) if !seen.insert(addr) => errors.push(path, format!("duplicate address {addr}")),
+            Ok(addr) => listen.push(addr),
+            Err(_) => errors.push(
+                path,
+                format!(
+                    "invalid address {text:?}: expected IP:PORT, e.g. \"127.0.0.1:53\" or \"[::1]:53\""
+                ),
+            ),
+        }
+    }
+    if !(512..=4096).contains(&cfg.max_udp_payload) {
+        errors.push(
+            "server.max_udp_payload",
+            format!(
+                "{} is out of range 512..=4096 (1232 avoids IP fragmentation)",
+                cfg.max_udp_payload
+            ),
+        );
+    }
+    let t = cfg.tcp_idle_timeout;
+    if t < Duration::from_millis(100) || t > Duration::from_secs(3600) {
+        errors.push(
+            "server.tcp_idle_timeout",
+            format!("{t:?} is out of range 100ms..=1h"),
+        );
+    }
+    ServerModel {
+        listen,
+        tcp_idle_timeout: cfg.tcp_idle_timeout,
+        max_udp_payload: cfg.max_udp_payload,
+    }
+}
