@@ -51,14 +51,9 @@ impl RequestHandler for DnsHandler {
             Protocol::Udp => udp_limit(client_payload, server_max),
             _ => u16::MAX,
         };
-        // The OPT we send advertises our own limit and, over UDP, is also what hickory
-        // encodes against, so it must equal the limit decided above.
-        let edns = request.edns.as_ref().map(|_| {
-            response_edns(match request.protocol() {
-                Protocol::Udp => limit,
-                _ => server_max,
-            })
-        });
+        // The OPT we send advertises our own maximum (RFC 6891 §6.2.3). hickory encodes UDP
+        // against that number, but `fit` below has already made the content fit `limit`.
+        let edns = request.edns.as_ref().map(|_| response_edns(server_max));
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
         let answer = match check_request(request) {

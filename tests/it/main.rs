@@ -1,0 +1,8 @@
+//! gtmd integration tests: one binary, one module per area.
+
+mod cli;
+mod config;
+mod dig;
+mod dns;
+mod malformed;
+mod support;
