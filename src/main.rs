@@ -78,14 +78,13 @@ fn plural(n: usize) -> &'static str {
 }
 
 fn serve(path: &std::path::Path) -> ExitCode {
-    gtmd::logging::init();
+    // Startup failures are plain lines on stderr (one per problem), before logging starts.
     let loaded = match gtmd::load(path) {
         Ok(l) => l,
         Err(errors) => {
             for e in &errors.errors {
-                error!(file = %errors.file.display(), "config error: {e}");
+                eprintln!("gtmd: {}: {e}", errors.file.display());
             }
-            eprintln!("gtmd: {}: invalid config, not starting", path.display());
             return ExitCode::FAILURE;
         }
     };
@@ -96,6 +95,7 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    gtmd::logging::init();
     let s = loaded.snapshot.summary;
     info!(
         config = %path.display(),

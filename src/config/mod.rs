@@ -69,6 +69,26 @@ pub fn parse_with_env(
 
 /// Turns the `config` crate's error into ours, keeping its key path when it has one.
 fn from_config_error(e: config::ConfigError) -> ConfigError {
+    let mut e = from_config_error_raw(e);
+    e.path = normalize_path(&e.path);
+    e
+}
+
+/// The `config` crate writes `apps[0]targets[1]`; we write `apps[0].targets[1]` everywhere.
+fn normalize_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len() + 4);
+    let mut prev = None;
+    for c in path.chars() {
+        if prev == Some(']') && c != '.' && c != '[' {
+            out.push('.');
+        }
+        out.push(c);
+        prev = Some(c);
+    }
+    out
+}
+
+fn from_config_error_raw(e: config::ConfigError) -> ConfigError {
     match e {
         config::ConfigError::Type {
             origin: _,
@@ -84,7 +104,7 @@ fn from_config_error(e: config::ConfigError) -> ConfigError {
             origin: _,
             key,
         } => {
-            let inner = from_config_error(*error);
+            let inner = from_config_error_raw(*error);
             let path = match (key, inner.path.is_empty()) {
                 (Some(k), true) => k,
                 (Some(k), false) if !inner.path.starts_with(&k) => format!("{k}.{}", inner.path),

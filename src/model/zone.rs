@@ -110,7 +110,8 @@ fn validate_soa(z: &ZoneConfig, origin: &Name, path: &str, errors: &mut Errors) 
         );
     }
     let ttl = s.ttl.unwrap_or(z.ttl);
-    if ttl > MAX_TTL {
+    // Inherited from the zone TTL: already reported there if out of range.
+    if s.ttl.is_some() && ttl > MAX_TTL {
         errors.push(
             format!("{path}.soa.ttl"),
             format!("{ttl} is out of range 0..={MAX_TTL}"),

@@ -1,1 +1,192 @@
-//! placeholder
+//! The `gtmd` binary: `--version`, `check`, and `serve` start-up and shutdown.
+
+use std::{
+    io::Write,
+    net::SocketAddr,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+
+use crate::support::{BOTH, ask, query};
+
+const BIN: &str = env!("CARGO_BIN_EXE_gtmd");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gtmd.toml");
+
+fn gtmd(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run gtmd")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A loopback port free for both UDP and TCP right now.
+pub fn free_port() -> u16 {
+    let l = gtmd::server::Listeners::bind_ephemeral("127.0.0.1".parse().unwrap()).unwrap();
+    l.local_addrs()[0].port()
+}
+
+/// The example config, listening on `port` instead of 5353.
+pub fn example_on_port(port: u16) -> tempfile::NamedTempFile {
+    let toml = std::fs::read_to_string(EXAMPLE).unwrap().replace(
+        r#"listen = ["127.0.0.1:5353", "[::1]:5353"]"#,
+        &format!(r#"listen = ["127.0.0.1:{port}"]"#),
+    );
+    assert!(toml.contains(&format!("127.0.0.1:{port}")));
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(toml.as_bytes()).unwrap();
+    f
+}
+
+/// A running `gtmd serve`, killed on drop if still running.
+pub struct Served(pub Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `gtmd serve` on `config` and waits until it answers on `addr`.
+pub fn serve(config: &std::path::Path, addr: SocketAddr) -> Served {
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let served = Served(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let probe = query("shop.apps.example.com.", RecordType::A)
+        .to_vec()
+        .unwrap();
+    while Instant::now() < deadline {
+        if crate::support::udp_raw_timeout(addr, &probe, Duration::from_millis(200)).is_some() {
+            return served;
+        }
+    }
+    panic!("gtmd serve did not answer on {addr} within 20 s");
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = gtmd(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout).trim(),
+        format!("gtmd {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_accepts_the_example_with_a_summary_line() {
+    let out = gtmd(&["check", "--config", EXAMPLE]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("ok: 1 zone, 13 records, 3 apps, 3 clusters"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_lists_every_error_with_its_path_and_fails() {
+    let toml = std::fs::read_to_string(EXAMPLE)
+        .unwrap()
+        .replace(
+            r#"{ cluster = "west", weight = 20 }"#,
+            r#"{ cluster = "west2", weight = 20 }"#,
+        )
+        .replace("203.0.113.30", "203.0.113.300")
+        .replace(
+            "hostname = \"api.apps.example.com\"",
+            "hostname = \"api.example.org\"",
+        );
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(toml.as_bytes()).unwrap();
+    let path = f.path().to_str().unwrap();
+    let out = gtmd(&["check", "--config", path]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    for expected in [
+        format!("{path}: clusters[2].ingress[0]: invalid IP address \"203.0.113.300\""),
+        format!("{path}: apps[0].targets[1].cluster: unknown cluster \"west2\""),
+        format!("{path}: apps[1].hostname: api.example.org. is not inside any configured zone"),
+        format!("{path}: 3 errors"),
+    ] {
+        assert!(
+            stderr.contains(&expected),
+            "missing {expected:?} in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn serve_fails_with_one_line_when_the_port_is_taken() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = example_on_port(port);
+    let out = gtmd(&["serve", "--config", config.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on UDP 127.0.0.1:{port}")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn serve_fails_with_one_line_when_the_file_is_unreadable() {
+    let out = gtmd(&["serve", "--config", "/nonexistent/gtmd.toml"]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/gtmd.toml: cannot read file"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn serve_answers_and_stops_cleanly_on_sigterm() {
+    let port = free_port();
+    let config = example_on_port(port);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut served = serve(config.path(), addr);
+    for proto in BOTH {
+        let r = ask(addr, proto, &query("shop.apps.example.com.", RecordType::A));
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert!(r.metadata.authoritative);
+        assert_eq!(r.answers.len(), 2);
+    }
+    let pid = served.0.id();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = served.0.try_wait().unwrap() {
+            assert!(status.success(), "exit status after SIGTERM: {status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gtmd did not exit within 10 s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

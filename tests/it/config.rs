@@ -1,1 +1,299 @@
-//! placeholder
+//! Configuration loading and validation: every rule names the exact field at fault, and all
+//! errors of a file are reported together.
+
+use std::path::Path;
+
+const BASE: &str = r#"
+[[zones]]
+origin = "apps.example.com"
+nameservers = ["ns1.gtm.example.net"]
+[zones.soa]
+mname = "ns1.gtm.example.net"
+rname = "hostmaster@example.com"
+
+[[clusters]]
+name = "east"
+ingress = ["198.51.100.10", "2001:db8::10"]
+[[clusters]]
+name = "west"
+ingress = ["198.51.100.20"]
+
+[[apps]]
+hostname = "shop.apps.example.com"
+targets = [{ cluster = "east", weight = 80 }, { cluster = "west", weight = 20 }]
+"#;
+
+/// Loads `toml` (with `env`) and returns "path: message" for every error.
+fn errors_with_env(toml: &str, env: &[(&str, &str)]) -> Vec<String> {
+    let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let result = gtmd::config::parse_with_env(Path::new("t.toml"), toml, env)
+        .and_then(|c| gtmd::from_config(Path::new("t.toml"), &c));
+    match result {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn errors(toml: &str) -> Vec<String> {
+    errors_with_env(toml, &[])
+}
+
+/// Asserts exactly one error, at `path`, whose message contains `needle`.
+fn assert_one_error(toml: &str, path: &str, needle: &str) {
+    let errs = errors(toml);
+    assert_eq!(errs.len(), 1, "expected one error at {path}, got {errs:#?}");
+    assert!(
+        errs[0].starts_with(&format!("{path}: ")) && errs[0].contains(needle),
+        "expected {path}: …{needle}…, got {:?}",
+        errs[0]
+    );
+}
+
+#[test]
+fn base_config_is_valid() {
+    assert_eq!(errors(BASE), Vec::<String>::new());
+}
+
+#[test]
+fn example_config_is_valid() {
+    let loaded = gtmd::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/gtmd.toml"
+    )))
+    .expect("config/gtmd.toml is valid");
+    let s = loaded.snapshot.summary;
+    assert_eq!((s.zones, s.apps, s.clusters), (1, 3, 3));
+}
+
+#[test]
+fn unknown_cluster_in_a_target() {
+    assert_one_error(
+        &BASE.replace(r#"cluster = "west""#, r#"cluster = "west2""#),
+        "apps[0].targets[1].cluster",
+        r#"unknown cluster "west2" (known: east, west)"#,
+    );
+}
+
+#[test]
+fn hostname_outside_every_zone() {
+    assert_one_error(
+        &BASE.replace("shop.apps.example.com", "shop.example.org"),
+        "apps[0].hostname",
+        "not inside any configured zone",
+    );
+}
+
+#[test]
+fn duplicate_hostname() {
+    let toml = format!(
+        "{BASE}\n[[apps]]\nhostname = \"SHOP.apps.example.com.\"\ntargets = [{{ cluster = \"east\" }}]\n"
+    );
+    assert_one_error(&toml, "apps[1].hostname", "duplicate hostname");
+}
+
+#[test]
+fn cname_beside_other_data() {
+    let toml = BASE.replace(
+        "[[clusters]]\nname = \"east\"",
+        "[[zones.records]]\nname = \"www\"\ntype = \"CNAME\"\nvalue = \"shop\"\n\
+         [[zones.records]]\nname = \"www\"\ntype = \"TXT\"\nvalue = \"x\"\n\
+         [[clusters]]\nname = \"east\"",
+    );
+    let errs = errors(&toml);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].starts_with("zones[0].records[0].value: CNAME beside other data"),
+        "{errs:?}"
+    );
+
+    // A CNAME at an app hostname is CNAME beside other data too.
+    let toml = BASE.replace(
+        "[[clusters]]\nname = \"east\"",
+        "[[zones.records]]\nname = \"shop\"\ntype = \"CNAME\"\nvalue = \"elsewhere.net.\"\n\
+         [[clusters]]\nname = \"east\"",
+    );
+    assert_one_error(
+        &toml,
+        "zones[0].records[0].value",
+        "CNAME beside other data",
+    );
+}
+
+#[test]
+fn bad_ip_literal() {
+    assert_one_error(
+        &BASE.replace("198.51.100.20", "198.51.100.300"),
+        "clusters[1].ingress[0]",
+        "invalid IP address \"198.51.100.300\"",
+    );
+    let toml = BASE.replace(
+        "[[clusters]]\nname = \"east\"",
+        "[[zones.records]]\nname = \"x\"\ntype = \"A\"\nvalue = \"2001:db8::1\"\n\
+         [[clusters]]\nname = \"east\"",
+    );
+    assert_one_error(&toml, "zones[0].records[0].value", "invalid A value");
+}
+
+#[test]
+fn ttl_out_of_range() {
+    assert_one_error(
+        &BASE.replace(
+            "hostname = \"shop.apps.example.com\"",
+            "hostname = \"shop.apps.example.com\"\nttl = 100000",
+        ),
+        "apps[0].ttl",
+        "out of range",
+    );
+    assert_one_error(
+        &BASE.replace(
+            "origin = \"apps.example.com\"",
+            "origin = \"apps.example.com\"\nttl = 9999999",
+        ),
+        "zones[0].ttl",
+        "out of range",
+    );
+}
+
+#[test]
+fn zero_total_weight() {
+    assert_one_error(
+        &BASE
+            .replace("weight = 80", "weight = 0")
+            .replace("weight = 20", "weight = 0"),
+        "apps[0].targets",
+        "zero total weight",
+    );
+}
+
+#[test]
+fn unknown_keys_are_rejected() {
+    let errs = errors(&BASE.replace("weight = 80", "wieght = 80"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("wieght"), "{errs:?}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let errs = errors(&BASE.replace(
+        "hostname = \"shop.apps.example.com\"",
+        "hostname = \"shop.apps.example.com\"\nttl = \"thirty\"",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("ttl"), "{errs:?}");
+}
+
+#[test]
+fn unimplemented_policy_is_named_as_such() {
+    assert_one_error(
+        &BASE.replace(
+            "hostname = \"shop.apps.example.com\"",
+            "hostname = \"shop.apps.example.com\"\npolicy = \"geo\"",
+        ),
+        "apps[0].policy",
+        "not available in this version",
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once() {
+    let toml = BASE
+        .replace(r#"cluster = "west""#, r#"cluster = "nope""#)
+        .replace("198.51.100.10", "bad-ip")
+        .replace(
+            "origin = \"apps.example.com\"",
+            "origin = \"apps.example.com\"\nttl = 9999999",
+        )
+        + "\n[[apps]]\nhostname = \"x.example.org\"\ntargets = []\n";
+    let errs = errors(&toml);
+    let paths: Vec<&str> = errs.iter().map(|e| e.split(": ").next().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "zones[0].ttl",
+            "clusters[0].ingress[0]",
+            "apps[0].targets[1].cluster",
+            "apps[1].hostname",
+            "apps[1].targets",
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn delegation_rules() {
+    let with = |records: &str| {
+        BASE.replace(
+            "[[clusters]]\nname = \"east\"",
+            &format!("{records}\n[[clusters]]\nname = \"east\""),
+        )
+    };
+    // Glue is needed for an in-bailiwick nameserver of a delegation.
+    assert_one_error(
+        &with("[[zones.records]]\nname = \"sub\"\ntype = \"NS\"\nvalue = \"ns1.sub\""),
+        "zones[0].records[0].value",
+        "needs glue",
+    );
+    // Data below a cut is occluded.
+    assert_one_error(
+        &with(
+            "[[zones.records]]\nname = \"sub\"\ntype = \"NS\"\nvalue = \"ns.other.net.\"\n\
+             [[zones.records]]\nname = \"www.sub\"\ntype = \"TXT\"\nvalue = \"x\"",
+        ),
+        "zones[0].records[1].value",
+        "below the delegation",
+    );
+    // An app below a cut.
+    assert_one_error(
+        &with("[[zones.records]]\nname = \"shop\"\ntype = \"NS\"\nvalue = \"ns.other.net.\""),
+        "apps[0].hostname",
+        "delegation",
+    );
+}
+
+#[test]
+fn in_zone_nameserver_needs_an_address() {
+    assert_one_error(
+        &BASE.replace(
+            "nameservers = [\"ns1.gtm.example.net\"]",
+            "nameservers = [\"ns1.apps.example.com\"]",
+        ),
+        "zones[0].nameservers[0]",
+        "no A or AAAA record",
+    );
+}
+
+#[test]
+fn relative_name_that_repeats_the_origin() {
+    let toml = BASE.replace(
+        "[[clusters]]\nname = \"east\"",
+        "[[zones.records]]\nname = \"www\"\ntype = \"CNAME\"\nvalue = \"shop.apps.example.com\"\n\
+         [[clusters]]\nname = \"east\"",
+    );
+    assert_one_error(&toml, "zones[0].records[0].value", "add a trailing dot");
+}
+
+#[test]
+fn environment_overrides_file_values() {
+    let env = [
+        ("GTMD__SERVER__MAX_UDP_PAYLOAD", "1400"),
+        ("GTMD__SERVER__LISTEN", "127.0.0.1:1053,[::1]:1053"),
+        ("GTMD__SERVER__TCP_IDLE_TIMEOUT", "3s"),
+    ];
+    let env_iter = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let config = gtmd::config::parse_with_env(Path::new("t.toml"), BASE, env_iter).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &config).unwrap();
+    assert_eq!(loaded.model.server.max_udp_payload, 1400);
+    assert_eq!(
+        loaded.model.server.listen,
+        [
+            "127.0.0.1:1053".parse().unwrap(),
+            "[::1]:1053".parse().unwrap()
+        ]
+    );
+    assert_eq!(loaded.model.server.tcp_idle_timeout.as_secs(), 3);
+
+    // A bad override is reported at its key.
+    let errs = errors_with_env(BASE, &[("GTMD__SERVER__MAX_UDP_PAYLOAD", "100")]);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("server.max_udp_payload: "), "{errs:?}");
+}

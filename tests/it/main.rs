@@ -1,6 +1,6 @@
 //! gtmd integration tests: one binary, one module per area.
 
-mod cli;
+pub mod cli;
 mod config;
 mod dig;
 mod dns;
