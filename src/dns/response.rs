@@ -81,3 +81,28 @@ pub fn fit(
         Fit::Truncated
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_limit_follows_the_client_within_bounds() {
+        assert_eq!(udp_limit(None, 1232), 512, "no EDNS: classic 512");
+        assert_eq!(
+            udp_limit(Some(4096), 1232),
+            1232,
+            "clamped to the server maximum"
+        );
+        assert_eq!(
+            udp_limit(Some(800), 1232),
+            800,
+            "the client's smaller buffer"
+        );
+        assert_eq!(
+            udp_limit(Some(100), 1232),
+            512,
+            "never below 512 (RFC 6891)"
+        );
+    }
+}

@@ -523,3 +523,18 @@ fn request_level_errors() {
     );
     assert_eq!(r.metadata.response_code, ResponseCode::Refused);
 }
+
+#[test]
+fn serves_over_ipv6_too() {
+    let s =
+        crate::support::TestServer::start_on(&crate::support::zone_toml(), "::1".parse().unwrap());
+    assert!(s.addr.is_ipv6());
+    for proto in BOTH {
+        let r = ask(s.addr, proto, &query("app.example.test.", RecordType::AAAA));
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(
+            rdata_strings(&r.answers),
+            ["2001:db8:e::10".to_owned()].into()
+        );
+    }
+}

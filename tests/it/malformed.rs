@@ -42,7 +42,8 @@ fn assert_still_answers(addr: SocketAddr) {
 /// not lost); every reply must parse as a DNS message. Returns the number of replies.
 fn blast(addr: SocketAddr, packets: &[Vec<u8>]) -> usize {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(30))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(30)))
+        .unwrap();
     let mut buf = vec![0u8; 65535];
     let mut replies = 0;
     for batch in packets.chunks(32) {
@@ -100,7 +101,10 @@ fn random_and_mutated_packets() {
     // Most mutants are still queries (a flipped bit in a label or the ID): they must be
     // answered, or this test would only exercise the drop path.
     eprintln!("{replies} replies to {} packets", packets.len());
-    assert!(replies > 2000, "mutated queries mostly get answers, got {replies}");
+    assert!(
+        replies > 2000,
+        "mutated queries mostly get answers, got {replies}"
+    );
     assert_still_answers(s.addr);
 }
 

@@ -33,11 +33,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn start(toml: &str) -> Self {
+        Self::start_on(toml, "127.0.0.1".parse().unwrap())
+    }
+
+    /// Like [`TestServer::start`], on a loopback address of the caller's choice (e.g. ::1).
+    pub fn start_on(toml: &str, ip: std::net::IpAddr) -> Self {
         let config = gtmd::config::parse_with_env(Path::new("test.toml"), toml, [])
             .unwrap_or_else(|e| panic!("test config does not parse: {e}"));
         let loaded = gtmd::from_config(Path::new("test.toml"), &config)
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
-        let listeners = Listeners::bind_ephemeral("127.0.0.1".parse().unwrap()).unwrap();
+        let listeners = Listeners::bind_ephemeral(ip).unwrap();
         let addr = listeners.local_addrs()[0];
         let snapshot = Arc::new(ArcSwap::from_pointee(loaded.snapshot));
         let (tx, rx) = oneshot::channel::<()>();
@@ -122,7 +127,14 @@ pub fn udp_raw(addr: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
 }
 
 pub fn udp_raw_timeout(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> Option<Vec<u8>> {
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let local: SocketAddr = if addr.is_ipv6() {
+        "[::1]:0"
+    } else {
+        "127.0.0.1:0"
+    }
+    .parse()
+    .unwrap();
+    let sock = UdpSocket::bind(local).unwrap();
     sock.set_read_timeout(Some(timeout)).unwrap();
     sock.send_to(bytes, addr).unwrap();
     let mut buf = vec![0u8; 65535];
