@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod dns;
+pub mod health;
 pub mod logging;
 pub mod model;
 pub mod server;
@@ -37,6 +38,6 @@ pub fn from_config(path: &Path, config: &config::Config) -> Result<Loaded, Confi
         file: path.to_path_buf(),
         errors,
     })?;
-    let snapshot = Snapshot::build(&model);
+    let snapshot = Snapshot::build(&model, &health::HealthTable::initial(&model));
     Ok(Loaded { model, snapshot })
 }

@@ -41,3 +41,18 @@ impl de::Visitor<'_> for DurationVisitor {
         })
     }
 }
+
+/// `Option<Duration>` fields: absent, or a duration as above.
+pub mod option {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapper(#[serde(with = "super")] Duration);
+        Option::<Wrapper>::deserialize(deserializer).map(|o| o.map(|Wrapper(d)| d))
+    }
+}

@@ -70,8 +70,13 @@ impl fmt::Display for ConfigErrors {
 pub struct Errors(Vec<ConfigError>);
 
 impl Errors {
+    /// Records an error; an identical one already recorded (the same merged probe checked
+    /// for several clusters) is not repeated.
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError::new(path, message));
+        let e = ConfigError::new(path, message);
+        if !self.0.contains(&e) {
+            self.0.push(e);
+        }
     }
 
     pub fn is_empty(&self) -> bool {

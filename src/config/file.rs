@@ -21,6 +21,8 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
+    pub health: HealthConfig,
+    #[serde(default)]
     pub zones: Vec<ZoneConfig>,
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
@@ -159,6 +161,19 @@ pub struct ClusterConfig {
     /// Ingress (router / load balancer) addresses, IPv4 and/or IPv6.
     #[serde(default)]
     pub ingress: Vec<String>,
+    /// Probe this address instead of the first ingress address (NAT / proxy setups).
+    pub probe_address: Option<String>,
+    /// Stop answering this cluster for every app (probes keep running).
+    #[serde(default)]
+    pub drain: bool,
+    /// Override probe results for every app in this cluster: "up" or "down".
+    pub force: Option<String>,
+    /// A probe of the cluster's ingress itself (e.g. the router's /healthz/ready on 1936).
+    /// When it is down, every app is down in this cluster.
+    pub probe: Option<ProbeConfig>,
+    /// Defaults for the app probes sent to this cluster (between `[health.defaults]` and the
+    /// app's own `probe`).
+    pub app_probe: Option<ProbeConfig>,
 }
 
 /// `[[apps]]`: one application hostname steered over clusters.
@@ -172,9 +187,17 @@ pub struct AppConfig {
     pub policy: String,
     #[serde(default)]
     pub targets: Vec<TargetConfig>,
-    /// Health probe settings (consumed by the probe engine).
+    /// Health probe settings, layered over the cluster's `app_probe` and `[health.defaults]`.
     #[serde(default)]
     pub probe: Option<ProbeConfig>,
+    /// What to answer when no target is up: "all" (fail open, default), "none", or
+    /// "cluster:NAME".
+    #[serde(default = "default_fallback")]
+    pub fallback: String,
+}
+
+fn default_fallback() -> String {
+    "all".to_owned()
 }
 
 pub const DEFAULT_APP_TTL: u32 = 30;
@@ -197,6 +220,13 @@ pub struct TargetConfig {
     /// Lower is preferred (used by the failover policy).
     #[serde(default = "default_priority")]
     pub priority: u32,
+    /// Stop answering this target (probes keep running).
+    #[serde(default)]
+    pub drain: bool,
+    /// Override the probe result: "up" or "down".
+    pub force: Option<String>,
+    /// Probe this address instead of the cluster's (NAT / proxy setups).
+    pub probe_address: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -206,41 +236,72 @@ fn default_priority() -> u32 {
     1
 }
 
-/// `apps[].probe`: how the health of the app in each cluster is checked.
+/// `[health]`: the probe engine.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProbeConfig {
-    /// `http`, `https` or `tcp`.
-    #[serde(default = "default_probe_kind")]
-    pub kind: String,
-    pub port: Option<u16>,
-    #[serde(default = "default_probe_path")]
-    pub path: String,
-    #[serde(default = "default_probe_interval", with = "duration")]
-    pub interval: Duration,
-    #[serde(default = "default_probe_timeout", with = "duration")]
-    pub timeout: Duration,
-    #[serde(default = "default_rise")]
-    pub rise: u32,
-    #[serde(default = "default_fall")]
-    pub fall: u32,
+pub struct HealthConfig {
+    /// Probes in flight at once, across all targets.
+    #[serde(default = "default_max_concurrent_probes")]
+    pub max_concurrent_probes: usize,
+    /// Defaults for every app probe. Setting `kind` here probes every app.
+    #[serde(default)]
+    pub defaults: Option<ProbeConfig>,
 }
 
-fn default_probe_kind() -> String {
-    "http".to_owned()
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_probes: default_max_concurrent_probes(),
+            defaults: None,
+        }
+    }
 }
-fn default_probe_path() -> String {
-    "/".to_owned()
+
+fn default_max_concurrent_probes() -> usize {
+    1024
 }
-fn default_probe_interval() -> Duration {
-    Duration::from_secs(5)
+
+/// Probe settings. Every field is optional: an app probe is the merge of built-in defaults,
+/// `[health.defaults]`, the cluster's `app_probe` and the app's `probe`, later layers
+/// winning field by field.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeConfig {
+    /// `http`, `https`, `tcp`, or `none` (not probed: always up).
+    pub kind: Option<String>,
+    pub port: Option<u16>,
+    pub path: Option<String>,
+    /// `GET` or `HEAD`.
+    pub method: Option<String>,
+    /// Host header and TLS SNI; the app's hostname by default.
+    pub host: Option<String>,
+    /// Accepted status codes: numbers and ranges, e.g. `[200, "300-399"]`. Default 200-399.
+    pub expect_status: Option<Vec<StatusSpec>>,
+    /// A substring the response body must contain (first 64 KiB).
+    pub expect_body: Option<String>,
+    /// Extra request headers.
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Verify the server certificate (https). Default true.
+    pub tls_verify: Option<bool>,
+    /// PEM file of the CA(s) to trust instead of the system roots (https).
+    pub ca_file: Option<String>,
+    #[serde(default, with = "duration::option")]
+    pub interval: Option<Duration>,
+    #[serde(default, with = "duration::option")]
+    pub timeout: Option<Duration>,
+    /// Re-probe interval while a result disagrees with the state. Default interval / 5.
+    #[serde(default, with = "duration::option")]
+    pub fast_interval: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    /// State before the first probe settles: "up" (default) or "down".
+    pub initial: Option<String>,
 }
-fn default_probe_timeout() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_rise() -> u32 {
-    2
-}
-fn default_fall() -> u32 {
-    3
+
+/// One entry of `expect_status`: a code (`200`) or a range (`"200-399"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StatusSpec {
+    Code(u64),
+    Text(String),
 }

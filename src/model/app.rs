@@ -1,13 +1,11 @@
 //! `[[apps]]` validation.
 
-use std::{collections::HashMap, fmt, time::Duration};
+use std::{collections::HashMap, fmt, net::IpAddr};
 
-use super::{
-    AppModel, ClusterModel, MAX_APP_TTL, ProbeModel, TargetModel, ZoneModel, names, zone_for,
-};
+use super::{AppModel, ClusterModel, MAX_APP_TTL, TargetModel, ZoneModel, names, probe, zone_for};
 use crate::config::{
     Errors,
-    file::{AppConfig, ProbeConfig},
+    file::{AppConfig, ClusterConfig, ProbeConfig},
 };
 
 /// How an app's answer is chosen among its healthy targets.
@@ -35,11 +33,15 @@ impl fmt::Display for PolicyKind {
 /// calling a documented policy "unknown".
 const PLANNED_POLICIES: &[&str] = &["failover", "weighted", "geo", "nearest"];
 
+/// What an app answers when none of its targets is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProbeKind {
-    Http,
-    Https,
-    Tcp,
+pub enum Fallback {
+    /// Fail open: every target that is not drained (the default).
+    All,
+    /// Nothing (NODATA): clients fail fast rather than reach a dead cluster.
+    None,
+    /// This cluster (index into the clusters), e.g. a static maintenance page.
+    Cluster(usize),
 }
 
 /// Largest weight accepted: keeps sums of many targets far from overflow.
@@ -47,6 +49,8 @@ const MAX_WEIGHT: u32 = 1_000_000;
 
 pub fn validate(
     cfgs: &[AppConfig],
+    probe_defaults: Option<&ProbeConfig>,
+    cluster_cfgs: &[ClusterConfig],
     zones: &[ZoneModel],
     clusters: &[ClusterModel],
     errors: &mut Errors,
@@ -107,24 +111,69 @@ pub fn validate(
                 None
             }
         };
-        let targets = validate_targets(a, &path, &cluster_index, errors);
-        let probe = a
-            .probe
-            .as_ref()
-            .and_then(|p| validate_probe(p, &format!("{path}.probe"), errors));
-        if let (Some(zone), Some(policy)) = (zone, policy) {
+        if let Some(p) = &a.probe {
+            probe::check_layer(p, &format!("{path}.probe"), errors);
+        }
+        let mut targets = validate_targets(a, &path, &cluster_index, errors);
+        // Each target's probe: built-in defaults < [health.defaults] < cluster app_probe <
+        // app probe.
+        for t in &mut targets {
+            let cluster = t.model.cluster;
+            let layers = [
+                probe_defaults,
+                cluster_cfgs.get(cluster).and_then(|c| c.app_probe.as_ref()),
+                a.probe.as_ref(),
+            ];
+            let merged = probe::merge(layers.into_iter().flatten());
+            let ip = t.probe_ip.unwrap_or(clusters[cluster].probe_ip);
+            t.model.probe = probe::resolve(
+                &merged,
+                ip,
+                Some(hostname.to_string().trim_end_matches('.').to_owned()),
+                &format!("{path}.probe"),
+                errors,
+            );
+        }
+        let fallback = parse_fallback(&a.fallback, &cluster_index)
+            .map_err(|e| errors.push(format!("{path}.fallback"), e))
+            .ok();
+        if let (Some(zone), Some(policy), Some(fallback)) = (zone, policy, fallback) {
             out.push(AppModel {
                 index: i,
                 hostname,
                 zone,
                 ttl: a.ttl,
                 policy,
-                targets,
-                probe,
+                fallback,
+                targets: targets.into_iter().map(|t| t.model).collect(),
             });
         }
     }
     out
+}
+
+/// A target whose probe is not resolved yet.
+struct PendingTarget {
+    model: TargetModel,
+    /// The target's own `probe_address`.
+    probe_ip: Option<IpAddr>,
+}
+
+fn parse_fallback(text: &str, clusters: &HashMap<&str, usize>) -> Result<Fallback, String> {
+    let t = text.trim();
+    match t.to_ascii_lowercase().as_str() {
+        "all" => Ok(Fallback::All),
+        "none" => Ok(Fallback::None),
+        _ => match t.split_once(':') {
+            Some((k, name)) if k.eq_ignore_ascii_case("cluster") => clusters
+                .get(name.trim())
+                .map(|&c| Fallback::Cluster(c))
+                .ok_or_else(|| format!("unknown cluster {:?} in {t:?}", name.trim())),
+            _ => Err(format!(
+                "invalid fallback {t:?} (expected \"all\", \"none\" or \"cluster:NAME\")"
+            )),
+        },
+    }
 }
 
 fn validate_targets(
@@ -132,12 +181,12 @@ fn validate_targets(
     path: &str,
     cluster_index: &HashMap<&str, usize>,
     errors: &mut Errors,
-) -> Vec<TargetModel> {
+) -> Vec<PendingTarget> {
     if a.targets.is_empty() {
         errors.push(format!("{path}.targets"), "at least one target is needed");
         return Vec::new();
     }
-    let mut targets: Vec<TargetModel> = Vec::with_capacity(a.targets.len());
+    let mut targets: Vec<PendingTarget> = Vec::with_capacity(a.targets.len());
     let mut total_weight: u64 = 0;
     for (j, t) in a.targets.iter().enumerate() {
         let tpath = format!("{path}.targets[{j}]");
@@ -151,7 +200,7 @@ fn validate_targets(
             );
             continue;
         };
-        if targets.iter().any(|x| x.cluster == cluster) {
+        if targets.iter().any(|x| x.model.cluster == cluster) {
             errors.push(
                 format!("{tpath}.cluster"),
                 format!("cluster {name:?} is listed twice"),
@@ -165,10 +214,32 @@ fn validate_targets(
             );
         }
         total_weight += u64::from(t.weight);
-        targets.push(TargetModel {
-            cluster,
-            weight: t.weight,
-            priority: t.priority,
+        let force = t.force.as_deref().and_then(|f| {
+            probe::parse_up_down(f)
+                .map_err(|e| errors.push(format!("{tpath}.force"), e))
+                .ok()
+        });
+        let probe_ip = t.probe_address.as_deref().and_then(|text| {
+            text.trim()
+                .parse::<IpAddr>()
+                .map_err(|_| {
+                    errors.push(
+                        format!("{tpath}.probe_address"),
+                        format!("invalid IP address {text:?}"),
+                    )
+                })
+                .ok()
+        });
+        targets.push(PendingTarget {
+            model: TargetModel {
+                cluster,
+                weight: t.weight,
+                priority: t.priority,
+                drain: t.drain,
+                force,
+                probe: None,
+            },
+            probe_ip,
         });
     }
     if total_weight == 0 && !targets.is_empty() {
@@ -178,70 +249,4 @@ fn validate_targets(
         );
     }
     targets
-}
-
-fn validate_probe(p: &ProbeConfig, path: &str, errors: &mut Errors) -> Option<ProbeModel> {
-    let kind = match p.kind.trim().to_ascii_lowercase().as_str() {
-        "http" => ProbeKind::Http,
-        "https" => ProbeKind::Https,
-        "tcp" => ProbeKind::Tcp,
-        other => {
-            errors.push(
-                format!("{path}.kind"),
-                format!("unknown probe kind {other:?} (expected http, https or tcp)"),
-            );
-            return None;
-        }
-    };
-    let port = match (p.port, kind) {
-        (Some(0), _) => {
-            errors.push(format!("{path}.port"), "port 0 is not a valid port");
-            0
-        }
-        (Some(port), _) => port,
-        (None, ProbeKind::Http) => 80,
-        (None, ProbeKind::Https) => 443,
-        (None, ProbeKind::Tcp) => {
-            errors.push(format!("{path}.port"), "a tcp probe needs a port");
-            0
-        }
-    };
-    if !p.path.starts_with('/') {
-        errors.push(
-            format!("{path}.path"),
-            format!("{:?} must start with '/'", p.path),
-        );
-    }
-    if p.interval < Duration::from_millis(250) {
-        errors.push(
-            format!("{path}.interval"),
-            format!("{:?} is below the minimum of 250ms", p.interval),
-        );
-    }
-    if p.timeout.is_zero() || p.timeout >= p.interval {
-        errors.push(
-            format!("{path}.timeout"),
-            format!(
-                "{:?} must be above 0 and below the interval ({:?})",
-                p.timeout, p.interval
-            ),
-        );
-    }
-    for (field, v) in [("rise", p.rise), ("fall", p.fall)] {
-        if !(1..=100).contains(&v) {
-            errors.push(
-                format!("{path}.{field}"),
-                format!("{v} is out of range 1..=100"),
-            );
-        }
-    }
-    Some(ProbeModel {
-        kind,
-        port,
-        path: p.path.clone(),
-        interval: p.interval,
-        timeout: p.timeout,
-        rise: p.rise,
-        fall: p.fall,
-    })
 }

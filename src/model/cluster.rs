@@ -2,7 +2,7 @@
 
 use std::{collections::HashSet, net::IpAddr};
 
-use super::ClusterModel;
+use super::{ClusterModel, probe};
 use crate::config::{Errors, file::ClusterConfig};
 
 pub fn validate(cfgs: &[ClusterConfig], errors: &mut Errors) -> Vec<ClusterModel> {
@@ -71,11 +71,41 @@ pub fn validate(cfgs: &[ClusterConfig], errors: &mut Errors) -> Vec<ClusterModel
                 ),
             }
         }
+        let probe_ip = match &c.probe_address {
+            Some(text) => text.trim().parse::<IpAddr>().unwrap_or_else(|_| {
+                errors.push(
+                    format!("{path}.probe_address"),
+                    format!("invalid IP address {text:?}"),
+                );
+                IpAddr::from([0, 0, 0, 0])
+            }),
+            None => ingress
+                .first()
+                .copied()
+                .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+        };
+        let force = c.force.as_deref().and_then(|f| {
+            probe::parse_up_down(f)
+                .map_err(|e| errors.push(format!("{path}.force"), e))
+                .ok()
+        });
+        if let Some(p) = &c.app_probe {
+            probe::check_layer(p, &format!("{path}.app_probe"), errors);
+        }
+        let cluster_probe = c.probe.as_ref().and_then(|p| {
+            let ppath = format!("{path}.probe");
+            probe::check_layer(p, &ppath, errors);
+            probe::resolve(p, probe_ip, None, &ppath, errors)
+        });
         out.push(ClusterModel {
             name,
             region: c.region.as_ref().map(|r| r.trim().to_owned()),
             coordinates,
             ingress,
+            probe_ip,
+            drain: c.drain,
+            force,
+            probe: cluster_probe,
         });
     }
     out

@@ -8,6 +8,7 @@
 mod app;
 mod cluster;
 pub mod names;
+pub mod probe;
 mod server;
 mod zone;
 
@@ -17,7 +18,8 @@ use hickory_proto::rr::{Name, Record};
 
 use crate::config::{Config, ConfigError, Errors};
 
-pub use app::{PolicyKind, ProbeKind};
+pub use app::{Fallback, PolicyKind};
+pub use probe::{HttpMethod, ProbeKind, ProbeSpec};
 
 /// Largest TTL accepted for static records and the SOA: one week. Longer TTLs are legal DNS
 /// but in a GSLB zone they are always a typo that would pin resolvers for too long.
@@ -28,6 +30,7 @@ pub const MAX_APP_TTL: u32 = 86_400;
 #[derive(Debug, Clone)]
 pub struct Model {
     pub server: ServerModel,
+    pub health: HealthModel,
     pub zones: Vec<ZoneModel>,
     pub clusters: Vec<ClusterModel>,
     pub apps: Vec<AppModel>,
@@ -38,6 +41,11 @@ pub struct ServerModel {
     pub listen: Vec<SocketAddr>,
     pub tcp_idle_timeout: Duration,
     pub max_udp_payload: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthModel {
+    pub max_concurrent_probes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -59,6 +67,13 @@ pub struct ClusterModel {
     pub region: Option<String>,
     pub coordinates: Option<(f64, f64)>,
     pub ingress: Vec<IpAddr>,
+    /// Where probes of this cluster go: `probe_address`, else the first ingress address.
+    pub probe_ip: IpAddr,
+    pub drain: bool,
+    /// Admin override of every app's health in this cluster.
+    pub force: Option<bool>,
+    /// The probe of the cluster's ingress itself.
+    pub probe: Option<ProbeSpec>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,8 +86,8 @@ pub struct AppModel {
     pub zone: usize,
     pub ttl: u32,
     pub policy: PolicyKind,
+    pub fallback: Fallback,
     pub targets: Vec<TargetModel>,
-    pub probe: Option<ProbeModel>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,36 +96,54 @@ pub struct TargetModel {
     pub cluster: usize,
     pub weight: u32,
     pub priority: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct ProbeModel {
-    pub kind: ProbeKind,
-    pub port: u16,
-    pub path: String,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub rise: u32,
-    pub fall: u32,
+    pub drain: bool,
+    /// Admin override of the probe result.
+    pub force: Option<bool>,
+    /// The probe of this app in this cluster (None: not probed, counts as up).
+    pub probe: Option<ProbeSpec>,
 }
 
 /// Checks the whole configuration; returns every error found, in file order.
 pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
     let mut errors = Errors::default();
     let server = server::validate(&config.server, &mut errors);
+    let health = validate_health(&config.health, &mut errors);
     let zones = zone::validate_zones(&config.zones, &mut errors);
     let clusters = cluster::validate(&config.clusters, &mut errors);
-    let apps = app::validate(&config.apps, &zones, &clusters, &mut errors);
+    let apps = app::validate(
+        &config.apps,
+        config.health.defaults.as_ref(),
+        &config.clusters,
+        &zones,
+        &clusters,
+        &mut errors,
+    );
     zone::check_cross(&zones, &apps, &mut errors);
     if errors.is_empty() {
         Ok(Model {
             server,
+            health,
             zones,
             clusters,
             apps,
         })
     } else {
         Err(errors.into_vec())
+    }
+}
+
+fn validate_health(cfg: &crate::config::file::HealthConfig, errors: &mut Errors) -> HealthModel {
+    if !(1..=100_000).contains(&cfg.max_concurrent_probes) {
+        errors.push(
+            "health.max_concurrent_probes",
+            format!("{} is out of range 1..=100000", cfg.max_concurrent_probes),
+        );
+    }
+    if let Some(d) = &cfg.defaults {
+        probe::check_layer(d, "health.defaults", errors);
+    }
+    HealthModel {
+        max_concurrent_probes: cfg.max_concurrent_probes.max(1),
     }
 }
 

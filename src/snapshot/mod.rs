@@ -6,14 +6,16 @@
 //! delegation points, negative-answer SOA records with their RFC 2308 TTL, and each app's
 //! answer records.
 
+mod app;
 mod zone;
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
-use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::LowerName;
 
-use crate::model::{Model, PolicyKind};
+use crate::{health::state::HealthTable, model::Model};
 
+pub use app::{AppAnswers, TargetStatus};
 pub use zone::{Node, Zone};
 
 /// Counts printed by `gtmd check` and logged at start and reload.
@@ -25,42 +27,23 @@ pub struct Summary {
     pub clusters: usize,
 }
 
-/// Answer records for one app hostname.
-#[derive(Debug, Clone)]
-pub struct AppAnswers {
-    pub hostname: Name,
-    pub policy: PolicyKind,
-    /// A records: the IPv4 ingress addresses of every target cluster, with the app's TTL.
-    pub a: Vec<Record>,
-    /// AAAA records: the IPv6 ingress addresses.
-    pub aaaa: Vec<Record>,
-}
-
-impl AppAnswers {
-    /// The app's RRset of `rtype`, empty for types an app does not have.
-    pub fn records(&self, rtype: RecordType) -> &[Record] {
-        match rtype {
-            RecordType::A => &self.a,
-            RecordType::AAAA => &self.aaaa,
-            _ => &[],
-        }
-    }
-}
-
 /// Everything the DNS handler needs, frozen.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Snapshot {
-    zones: HashMap<LowerName, Zone>,
-    apps: Vec<AppAnswers>,
+    /// Shared between snapshots that differ only in health.
+    zones: Arc<HashMap<LowerName, Zone>>,
+    apps: Vec<Arc<AppAnswers>>,
     /// The largest UDP payload gtmd sends (server.max_udp_payload).
     pub max_udp_payload: u16,
     pub summary: Summary,
 }
 
 impl Snapshot {
-    /// Builds the snapshot. The model is valid, so this cannot fail.
-    pub fn build(model: &Model) -> Self {
-        let apps: Vec<AppAnswers> = model.apps.iter().map(|a| app_answers(model, a)).collect();
+    /// Builds the snapshot for `health`. The model is valid, so this cannot fail.
+    pub fn build(model: &Model, health: &HealthTable) -> Self {
+        let apps: Vec<Arc<AppAnswers>> = (0..model.apps.len())
+            .map(|a| Arc::new(AppAnswers::build(model, a, health)))
+            .collect();
         let mut zones: HashMap<LowerName, Zone> = model
             .zones
             .iter()
@@ -79,7 +62,7 @@ impl Snapshot {
             clusters: model.clusters.len(),
         };
         Self {
-            zones,
+            zones: Arc::new(zones),
             apps,
             max_udp_payload: model.server.max_udp_payload,
             summary,
@@ -104,28 +87,17 @@ impl Snapshot {
     pub fn app(&self, index: usize) -> &AppAnswers {
         &self.apps[index]
     }
-}
 
-fn app_answers(model: &Model, app: &crate::model::AppModel) -> AppAnswers {
-    let mut a: Vec<Record> = Vec::new();
-    let mut aaaa: Vec<Record> = Vec::new();
-    for target in &app.targets {
-        for ip in &model.clusters[target.cluster].ingress {
-            let rdata = match ip {
-                std::net::IpAddr::V4(v4) => RData::A((*v4).into()),
-                std::net::IpAddr::V6(v6) => RData::AAAA((*v6).into()),
-            };
-            let set = if ip.is_ipv4() { &mut a } else { &mut aaaa };
-            // Two clusters may share an ingress (a shared edge): answer it once.
-            if !set.iter().any(|r| r.data == rdata) {
-                set.push(Record::from_rdata(app.hostname.clone(), app.ttl, rdata));
-            }
-        }
+    pub fn apps(&self) -> &[Arc<AppAnswers>] {
+        &self.apps
     }
-    AppAnswers {
-        hostname: app.hostname.clone(),
-        policy: app.policy,
-        a,
-        aaaa,
+
+    /// A copy with some apps' answers replaced (after a health change); zones are shared.
+    pub fn with_apps(&self, updates: impl IntoIterator<Item = (usize, AppAnswers)>) -> Self {
+        let mut next = self.clone();
+        for (i, answers) in updates {
+            next.apps[i] = Arc::new(answers);
+        }
+        next
     }
 }

@@ -1,0 +1,16 @@
+//! Health probing: probes of every cluster's ingress drive which targets are answered.
+//!
+//! [`engine`] schedules the probes ([`http`], [`tcp`]); [`hysteresis`] turns results into
+//! states; [`state`] holds the verdicts and decides, with drain and force, whether each
+//! target is answered. Every change publishes a new immutable snapshot.
+
+pub mod engine;
+pub mod http;
+pub mod hysteresis;
+pub mod outcome;
+pub mod state;
+pub mod tcp;
+pub mod tls;
+
+pub use engine::HealthEngine;
+pub use state::{HealthTable, ProbeKey, TargetState};

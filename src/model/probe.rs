@@ -1,0 +1,393 @@
+//! Probe settings: checking each layer once, merging the layers, resolving one probe.
+//!
+//! An app probe of one cluster is the field-by-field merge of built-in defaults,
+//! `[health.defaults]`, the cluster's `app_probe` and the app's `probe` (later wins). Each
+//! layer is checked on its own, so a bad value in `[health.defaults]` is reported once at its
+//! own path, not once per app; rules that need the merged result (timeout < interval, a TCP
+//! probe needs a port) are reported at the app.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+use crate::config::{
+    Errors,
+    file::{ProbeConfig, StatusSpec},
+};
+
+/// What a probe does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProbeKind {
+    Http,
+    Https,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HttpMethod {
+    Get,
+    Head,
+}
+
+/// One fully resolved probe: where, how, and how often.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProbeSpec {
+    pub kind: ProbeKind,
+    /// The address probed: the cluster's ingress unless overridden.
+    pub addr: SocketAddr,
+    /// Host header and TLS SNI (the app hostname by default; none for cluster probes).
+    pub host: Option<String>,
+    pub path: String,
+    pub method: HttpMethod,
+    /// Accepted status codes as inclusive ranges.
+    pub expect_status: Vec<(u16, u16)>,
+    pub expect_body: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub tls_verify: bool,
+    pub ca_file: Option<PathBuf>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fast_interval: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// The state assumed before the first results settle.
+    pub initial_up: bool,
+}
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+pub const MIN_INTERVAL: Duration = Duration::from_millis(250);
+const DEFAULT_RISE: u32 = 2;
+const DEFAULT_FALL: u32 = 3;
+const DEFAULT_PATH: &str = "/";
+
+/// Checks the fields of one layer on their own; errors are reported at `path`.
+pub fn check_layer(p: &ProbeConfig, path: &str, errors: &mut Errors) {
+    if let Some(k) = &p.kind
+        && let Err(e) = parse_kind(k)
+    {
+        errors.push(format!("{path}.kind"), e);
+    }
+    if p.port == Some(0) {
+        errors.push(format!("{path}.port"), "port 0 is not a valid port");
+    }
+    if let Some(pa) = &p.path
+        && !pa.starts_with('/')
+    {
+        errors.push(
+            format!("{path}.path"),
+            format!("{pa:?} must start with '/'"),
+        );
+    }
+    if let Some(m) = &p.method
+        && let Err(e) = parse_method(m)
+    {
+        errors.push(format!("{path}.method"), e);
+    }
+    if let Some(h) = &p.host
+        && (h.trim().is_empty() || h.contains(char::is_whitespace))
+    {
+        errors.push(format!("{path}.host"), format!("invalid host {h:?}"));
+    }
+    if let Some(list) = &p.expect_status {
+        if list.is_empty() {
+            errors.push(format!("{path}.expect_status"), "empty list");
+        }
+        for (i, s) in list.iter().enumerate() {
+            if let Err(e) = parse_status(s) {
+                errors.push(format!("{path}.expect_status[{i}]"), e);
+            }
+        }
+    }
+    if let Some(b) = &p.expect_body
+        && b.is_empty()
+    {
+        errors.push(
+            format!("{path}.expect_body"),
+            "empty string matches everything",
+        );
+    }
+    if let Some(headers) = &p.headers {
+        for (k, v) in headers {
+            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                errors.push(
+                    format!("{path}.headers"),
+                    format!("invalid header name {k:?}"),
+                );
+            }
+            if reqwest::header::HeaderValue::from_str(v).is_err() {
+                errors.push(
+                    format!("{path}.headers.{k}"),
+                    format!("invalid header value {v:?}"),
+                );
+            }
+        }
+    }
+    if let Some(f) = &p.ca_file
+        && let Err(e) = crate::health::tls::read_ca_file(std::path::Path::new(f))
+    {
+        errors.push(format!("{path}.ca_file"), e);
+    }
+    if let Some(i) = p.interval
+        && i < MIN_INTERVAL
+    {
+        errors.push(
+            format!("{path}.interval"),
+            format!("{i:?} is below the minimum of {MIN_INTERVAL:?}"),
+        );
+    }
+    if p.timeout.is_some_and(|t| t.is_zero()) {
+        errors.push(format!("{path}.timeout"), "must be above 0");
+    }
+    if p.fast_interval
+        .is_some_and(|f| f < Duration::from_millis(50))
+    {
+        errors.push(format!("{path}.fast_interval"), "must be at least 50ms");
+    }
+    for (field, v) in [("rise", p.rise), ("fall", p.fall)] {
+        if let Some(v) = v
+            && !(1..=100).contains(&v)
+        {
+            errors.push(
+                format!("{path}.{field}"),
+                format!("{v} is out of range 1..=100"),
+            );
+        }
+    }
+    if let Some(i) = &p.initial
+        && let Err(e) = parse_up_down(i)
+    {
+        errors.push(format!("{path}.initial"), e);
+    }
+}
+
+/// Field-by-field merge: later layers win.
+pub fn merge<'a>(layers: impl IntoIterator<Item = &'a ProbeConfig>) -> ProbeConfig {
+    let mut m = ProbeConfig::default();
+    for l in layers {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if l.$f.is_some() { m.$f = l.$f.clone(); } )* };
+        }
+        take!(
+            kind,
+            port,
+            path,
+            method,
+            host,
+            expect_status,
+            expect_body,
+            headers,
+            tls_verify,
+            ca_file,
+            interval,
+            timeout,
+            fast_interval,
+            rise,
+            fall,
+            initial
+        );
+    }
+    m
+}
+
+/// Resolves a merged probe against `ip`. `None` when the kind is absent or `none` (not
+/// probed). Field errors were reported by [`check_layer`]; here only the rules that need
+/// the merged whole are reported, at `path`.
+pub fn resolve(
+    p: &ProbeConfig,
+    ip: IpAddr,
+    default_host: Option<String>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<ProbeSpec> {
+    let kind = parse_kind(p.kind.as_deref()?).ok()??;
+    let port = match (p.port, kind) {
+        (Some(port), _) => port,
+        (None, ProbeKind::Http) => 80,
+        (None, ProbeKind::Https) => 443,
+        (None, ProbeKind::Tcp) => {
+            errors.push(format!("{path}.port"), "a tcp probe needs a port");
+            0
+        }
+    };
+    let interval = p.interval.unwrap_or(DEFAULT_INTERVAL);
+    let timeout = p.timeout.unwrap_or(DEFAULT_TIMEOUT.min(interval / 2));
+    if timeout >= interval {
+        errors.push(
+            format!("{path}.timeout"),
+            format!("{timeout:?} must be below the interval ({interval:?})"),
+        );
+    }
+    let fast_interval = p
+        .fast_interval
+        .unwrap_or((interval / 5).max(Duration::from_millis(50)));
+    if fast_interval > interval {
+        errors.push(
+            format!("{path}.fast_interval"),
+            format!("{fast_interval:?} must not exceed the interval ({interval:?})"),
+        );
+    }
+    let method = p
+        .method
+        .as_deref()
+        .and_then(|m| parse_method(m).ok())
+        .unwrap_or(HttpMethod::Get);
+    if method == HttpMethod::Head && p.expect_body.is_some() {
+        errors.push(
+            format!("{path}.expect_body"),
+            "a HEAD response has no body to match: use GET",
+        );
+    }
+    let expect_status = match &p.expect_status {
+        Some(list) => list.iter().filter_map(|s| parse_status(s).ok()).collect(),
+        None => vec![(200, 399)],
+    };
+    Some(ProbeSpec {
+        kind,
+        addr: SocketAddr::new(ip, port),
+        host: p.host.clone().or(default_host),
+        path: p.path.clone().unwrap_or_else(|| DEFAULT_PATH.to_owned()),
+        method,
+        expect_status,
+        expect_body: p.expect_body.clone(),
+        headers: p
+            .headers
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        tls_verify: p.tls_verify.unwrap_or(true),
+        ca_file: p.ca_file.as_ref().map(PathBuf::from),
+        interval,
+        timeout,
+        fast_interval,
+        rise: p.rise.unwrap_or(DEFAULT_RISE),
+        fall: p.fall.unwrap_or(DEFAULT_FALL),
+        initial_up: p
+            .initial
+            .as_deref()
+            .and_then(|i| parse_up_down(i).ok())
+            .unwrap_or(true),
+    })
+}
+
+/// `Ok(None)` for `none`.
+fn parse_kind(s: &str) -> Result<Option<ProbeKind>, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "http" => Ok(Some(ProbeKind::Http)),
+        "https" => Ok(Some(ProbeKind::Https)),
+        "tcp" => Ok(Some(ProbeKind::Tcp)),
+        "none" => Ok(None),
+        other => Err(format!(
+            "unknown probe kind {other:?} (expected http, https, tcp or none)"
+        )),
+    }
+}
+
+fn parse_method(s: &str) -> Result<HttpMethod, String> {
+    match s.trim().to_ascii_uppercase().as_str() {
+        "GET" => Ok(HttpMethod::Get),
+        "HEAD" => Ok(HttpMethod::Head),
+        other => Err(format!(
+            "unsupported method {other:?} (expected GET or HEAD)"
+        )),
+    }
+}
+
+/// `"up"` → true, `"down"` → false.
+pub fn parse_up_down(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "up" => Ok(true),
+        "down" => Ok(false),
+        other => Err(format!("{other:?} is neither \"up\" nor \"down\"")),
+    }
+}
+
+fn parse_status(s: &StatusSpec) -> Result<(u16, u16), String> {
+    let code = |v: u64| -> Result<u16, String> {
+        u16::try_from(v)
+            .ok()
+            .filter(|c| (100..=599).contains(c))
+            .ok_or_else(|| format!("{v} is not an HTTP status code (100-599)"))
+    };
+    match s {
+        StatusSpec::Code(c) => code(*c).map(|c| (c, c)),
+        StatusSpec::Text(t) => {
+            let t = t.trim();
+            let parse = |x: &str| {
+                x.trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("invalid status {t:?} (expected e.g. 200 or \"200-399\")"))
+                    .and_then(code)
+            };
+            match t.split_once('-') {
+                None => parse(t).map(|c| (c, c)),
+                Some((a, b)) => {
+                    let (a, b) = (parse(a)?, parse(b)?);
+                    if a > b {
+                        return Err(format!("empty range {t:?}"));
+                    }
+                    Ok((a, b))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_specs() {
+        assert_eq!(parse_status(&StatusSpec::Code(204)), Ok((204, 204)));
+        assert_eq!(
+            parse_status(&StatusSpec::Text("200-299".into())),
+            Ok((200, 299))
+        );
+        assert_eq!(
+            parse_status(&StatusSpec::Text("301".into())),
+            Ok((301, 301))
+        );
+        assert!(parse_status(&StatusSpec::Text("399-200".into())).is_err());
+        assert!(parse_status(&StatusSpec::Code(42)).is_err());
+        assert!(parse_status(&StatusSpec::Text("2xx".into())).is_err());
+    }
+
+    #[test]
+    fn later_layers_win_field_by_field() {
+        let global = ProbeConfig {
+            kind: Some("http".into()),
+            interval: Some(Duration::from_secs(2)),
+            path: Some("/healthz".into()),
+            ..ProbeConfig::default()
+        };
+        let app = ProbeConfig {
+            path: Some("/ready".into()),
+            ..ProbeConfig::default()
+        };
+        let m = merge([&global, &app]);
+        assert_eq!(m.kind.as_deref(), Some("http"));
+        assert_eq!(m.interval, Some(Duration::from_secs(2)));
+        assert_eq!(m.path.as_deref(), Some("/ready"));
+    }
+
+    #[test]
+    fn defaults_are_derived_from_the_interval() {
+        let mut e = Errors::default();
+        let p = ProbeConfig {
+            kind: Some("http".into()),
+            interval: Some(Duration::from_secs(1)),
+            ..ProbeConfig::default()
+        };
+        let s = resolve(&p, "127.0.0.1".parse().unwrap(), None, "x", &mut e).unwrap();
+        assert!(e.is_empty());
+        assert_eq!(s.timeout, Duration::from_millis(500));
+        assert_eq!(s.fast_interval, Duration::from_millis(200));
+        assert_eq!((s.rise, s.fall, s.initial_up), (2, 3, true));
+        assert_eq!(s.expect_status, [(200, 399)]);
+        assert_eq!(s.addr.port(), 80);
+    }
+}
