@@ -48,12 +48,26 @@ pub fn parse_with_env(
         .into_iter()
         .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
         .collect();
+    // Errors cannot tell a value from the file from one set in the environment: say which
+    // overrides were in effect so a bad one is not hunted for in the file.
+    let hint = |mut e: ConfigError| {
+        if !env.is_empty() {
+            let mut keys: Vec<&str> = env.keys().map(String::as_str).collect();
+            keys.sort_unstable();
+            e.message = format!(
+                "{} (environment overrides in effect: {})",
+                e.message,
+                keys.join(", ")
+            );
+        }
+        e
+    };
     let mut environment = config::Environment::with_prefix(ENV_PREFIX)
         .prefix_separator("__")
         .separator("__")
         .try_parsing(true)
         .list_separator(",")
-        .source(Some(env));
+        .source(Some(env.clone()));
     for key in ENV_LIST_KEYS {
         environment = environment.with_list_parse_key(key);
     }
@@ -61,10 +75,10 @@ pub fn parse_with_env(
         .add_source(config::File::from_str(text, config::FileFormat::Toml))
         .add_source(environment)
         .build()
-        .map_err(|e| ConfigErrors::single(path, from_config_error(e)))?;
+        .map_err(|e| ConfigErrors::single(path, hint(from_config_error(e))))?;
     built
         .try_deserialize::<Config>()
-        .map_err(|e| ConfigErrors::single(path, from_config_error(e)))
+        .map_err(|e| ConfigErrors::single(path, hint(from_config_error(e))))
 }
 
 /// Turns the `config` crate's error into ours, keeping its key path when it has one.

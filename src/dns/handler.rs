@@ -17,7 +17,7 @@ use hickory_server::{
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::MessageResponseBuilder,
 };
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{
     lookup::{Answer, lookup},
@@ -81,6 +81,12 @@ impl RequestHandler for DnsHandler {
             Fit::WithoutAdditional => (&answer.answers[..], &answer.authority[..], empty),
             Fit::Truncated => {
                 metadata.truncation = true;
+                (empty, empty, empty)
+            }
+            Fit::Unencodable => {
+                warn!(src = %request.src(), "answer cannot be encoded: SERVFAIL");
+                metadata.response_code = ResponseCode::ServFail;
+                metadata.authoritative = false;
                 (empty, empty, empty)
             }
         };

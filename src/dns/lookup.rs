@@ -54,10 +54,14 @@ pub fn lookup<'a>(snapshot: &'a Snapshot, qname: &LowerName, qtype: RecordType) 
             // A DS query at the cut belongs to the parent side: answered below as NODATA.
             let parent_side = cut == name && qtype == RecordType::DS;
             if !parent_side {
+                let delegation = referral(snapshot, zone, cut_node);
                 if hop == 0 {
-                    return referral(zone, cut_node);
+                    return delegation;
                 }
-                // A CNAME pointing into delegated space: the resolver follows it itself.
+                // A CNAME into delegated space: the CNAME (authoritative) plus the
+                // delegation, as BIND and Knot answer, so the resolver can go on.
+                answer.authority = delegation.authority;
+                answer.additional = delegation.additional;
                 return answer;
             }
         }
@@ -115,7 +119,7 @@ fn node_records<'a>(snapshot: &'a Snapshot, node: &'a Node, qtype: RecordType) -
 }
 
 /// A referral to the delegation at `cut_node`: NS in authority, glue in additional, AA clear.
-fn referral<'a>(zone: &'a Zone, cut_node: &'a Node) -> Answer<'a> {
+fn referral<'a>(snapshot: &'a Snapshot, zone: &'a Zone, cut_node: &'a Node) -> Answer<'a> {
     let ns = cut_node.rrset(RecordType::NS);
     let mut answer = Answer {
         authority: ns.iter().collect(),
@@ -126,8 +130,12 @@ fn referral<'a>(zone: &'a Zone, cut_node: &'a Node) -> Answer<'a> {
         if let RData::NS(target) = &record.data
             && let Some(node) = zone.node(&LowerName::new(&target.0))
         {
-            answer.additional.extend(node.rrset(RecordType::A));
-            answer.additional.extend(node.rrset(RecordType::AAAA));
+            answer
+                .additional
+                .extend(node_records(snapshot, node, RecordType::A));
+            answer
+                .additional
+                .extend(node_records(snapshot, node, RecordType::AAAA));
         }
     }
     answer

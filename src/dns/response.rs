@@ -44,6 +44,9 @@ pub enum Fit {
     WithoutAdditional,
     /// Nothing fits: send an empty reply with TC=1.
     Truncated,
+    /// The answer cannot be encoded at all (a bug or a record validation missed):
+    /// SERVFAIL rather than a TC=1 the client would retry forever.
+    Unencodable,
 }
 
 /// Decides how much of `answer` fits in `limit` bytes by encoding it (with name
@@ -55,24 +58,25 @@ pub fn fit(
     edns: Option<&Edns>,
     limit: u16,
 ) -> Fit {
-    let fits = |additional: &[&Record]| {
+    let encode = |additional: &[&Record], limit: u16| {
         let mut buf = Vec::with_capacity(512);
         let mut encoder = BinEncoder::new(&mut buf);
         encoder.set_max_size(limit);
-        matches!(
-            emit_message_parts(
-                metadata,
-                &mut queries.iter(),
-                &mut answer.answers.iter().copied(),
-                &mut answer.authority.iter().copied(),
-                &mut additional.iter().copied(),
-                edns,
-                None,
-                &mut encoder,
-            ),
-            Ok(header) if !header.truncation
+        emit_message_parts(
+            metadata,
+            &mut queries.iter(),
+            &mut answer.answers.iter().copied(),
+            &mut answer.authority.iter().copied(),
+            &mut additional.iter().copied(),
+            edns,
+            None,
+            &mut encoder,
         )
     };
+    let fits = |additional: &[&Record]| matches!(encode(additional, limit), Ok(h) if !h.truncation);
+    if encode(&answer.additional, u16::MAX).is_err() {
+        return Fit::Unencodable;
+    }
     if fits(&answer.additional) {
         Fit::Full
     } else if !answer.referral && !answer.additional.is_empty() && fits(&[]) {

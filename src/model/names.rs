@@ -79,6 +79,47 @@ pub fn mailbox(text: &str) -> Result<Name, String> {
     }
 }
 
+/// Is `text` a relative name (no trailing dot) that already ends with `origin`? Then the
+/// trailing dot was most likely forgotten: `www.apps.example.com` in zone
+/// `apps.example.com` would otherwise mean `www.apps.example.com.apps.example.com.`.
+pub fn repeats_origin(text: &str, origin: &Name) -> bool {
+    let t = text.trim();
+    if t == "@" || t.ends_with('.') {
+        return false;
+    }
+    match Name::from_ascii(t) {
+        Ok(mut n) => {
+            n.set_fqdn(true);
+            origin.zone_of(&n)
+        }
+        Err(_) => false,
+    }
+}
+
+/// `text` with `origin` removed from its end (for suggesting the relative form).
+pub fn strip_origin(text: &str, origin: &Name) -> String {
+    let t = text.trim().trim_end_matches('.');
+    let o = origin.to_string();
+    let o = o.trim_end_matches('.');
+    match t.len().checked_sub(o.len()) {
+        Some(0) => "@".to_owned(),
+        Some(n) if t[n..].eq_ignore_ascii_case(o) => t[..n].trim_end_matches('.').to_owned(),
+        _ => t.to_owned(),
+    }
+}
+
+/// A name with one label under the root (`ns1.`) is never a real server's name: it is
+/// a relative name written where an absolute one is needed.
+pub fn check_not_single_label(name: &Name, text: &str) -> Result<(), String> {
+    if name.num_labels() == 1 {
+        return Err(format!(
+            "{text:?} is a single-label name: write the full name (e.g. {}.example.com)",
+            text.trim().trim_end_matches('.')
+        ));
+    }
+    Ok(())
+}
+
 /// Is `name` equal to or below `zone`?
 pub fn in_zone(name: &Name, zone: &Name) -> bool {
     zone.zone_of(name)

@@ -6,6 +6,7 @@ use hickory_proto::rr::{
     Name, RData, Record, RecordType,
     rdata::{MX, NS, SOA, SRV, TXT},
 };
+use hickory_proto::serialize::binary::BinEncodable;
 
 use super::{AppModel, MAX_TTL, ZoneModel, names, zone_for};
 use crate::config::{
@@ -79,10 +80,12 @@ pub fn validate_zones(cfgs: &[ZoneConfig], errors: &mut Errors) -> Vec<ZoneModel
 
 fn validate_soa(z: &ZoneConfig, origin: &Name, path: &str, errors: &mut Errors) -> Record {
     let s = &z.soa;
-    let mname = names::absolute(&s.mname).unwrap_or_else(|e| {
-        errors.push(format!("{path}.soa.mname"), e);
-        Name::root()
-    });
+    let mname = names::absolute(&s.mname)
+        .and_then(|n| names::check_not_single_label(&n, &s.mname).map(|()| n))
+        .unwrap_or_else(|e| {
+            errors.push(format!("{path}.soa.mname"), e);
+            Name::root()
+        });
     let rname = names::mailbox(&s.rname).unwrap_or_else(|e| {
         errors.push(format!("{path}.soa.rname"), e);
         Name::root()
@@ -141,7 +144,9 @@ fn validate_nameservers(
     let mut out: Vec<Record> = Vec::new();
     for (j, text) in z.nameservers.iter().enumerate() {
         let npath = format!("{path}.nameservers[{j}]");
-        match names::absolute(text) {
+        match names::absolute(text)
+            .and_then(|n| names::check_not_single_label(&n, text).map(|()| n))
+        {
             Ok(ns) if out.iter().any(|r| r.data == RData::NS(NS(ns.clone()))) => {
                 errors.push(npath, format!("duplicate nameserver {ns}"))
             }
@@ -163,6 +168,26 @@ fn parse_records(
     for (k, r) in cfgs.iter().enumerate() {
         let path = format!("{zpath}.records[{k}]");
         let owner = match names::relative(&r.name, origin) {
+            Ok(_) if names::repeats_origin(&r.name, origin) => {
+                errors.push(
+                    format!("{path}.name"),
+                    format!(
+                        "{:?} already ends with the zone origin: add a trailing dot (\"{}.\") \
+                         or write it relative (\"{}\")",
+                        r.name,
+                        r.name.trim(),
+                        names::strip_origin(&r.name, origin)
+                    ),
+                );
+                continue;
+            }
+            Ok(o) if o.is_wildcard() || o.iter().any(|l| l == b"*") => {
+                errors.push(
+                    format!("{path}.name"),
+                    "wildcard records are not supported: list each name",
+                );
+                continue;
+            }
             Ok(o) if !names::in_zone(&o, origin) => {
                 errors.push(
                     format!("{path}.name"),
@@ -241,15 +266,37 @@ fn parse_rdata(rtype: RecordType, text: &str, origin: &Name) -> Result<RData, St
     // A TXT value that is not quoted is one string, as people mean it, not one string per
     // word as the zone-file lexer would read it.
     if rtype == RecordType::TXT && !t.starts_with('"') {
-        let chunks: Vec<String> = t
-            .as_bytes()
-            .chunks(255)
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect();
-        return Ok(RData::TXT(TXT::new(chunks)));
+        return Ok(RData::TXT(TXT::new(split_txt(t))));
     }
+    // `@` stands for the origin inside record data too (zone-file rules).
+    let owned;
+    let t = if t.split_whitespace().any(|w| w == "@") && rtype != RecordType::TXT {
+        owned = t
+            .split_whitespace()
+            .map(|w| {
+                if w == "@" {
+                    origin.to_string()
+                } else {
+                    w.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        owned.as_str()
+    } else {
+        t
+    };
     let rdata = RData::try_from_str(rtype, t)
         .map_err(|e| format!("invalid {rtype} value {text:?}: {e}"))?;
+    if let RData::TXT(txt) = &rdata
+        && let Some(long) = txt.txt_data.iter().find(|s| s.len() > 255)
+    {
+        return Err(format!(
+            "a quoted TXT string is {} bytes, over the 255-byte limit of one DNS string: \
+             split it into several quoted strings, or leave the value unquoted",
+            long.len()
+        ));
+    }
     let complete = |n: Name| -> Result<Name, String> {
         // `shop.apps.example.com` without the trailing dot would become
         // `shop.apps.example.com.apps.example.com.`: almost surely not what was meant.
@@ -276,13 +323,48 @@ fn parse_rdata(rtype: RecordType, text: &str, origin: &Name) -> Result<RData, St
     })
 }
 
+/// Splits an unquoted TXT value into DNS character-strings of at most 255 bytes, at UTF-8
+/// character boundaries.
+fn split_txt(t: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for c in t.chars() {
+        if current.len() + c.len_utf8() > 255 {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(c);
+    }
+    out.push(current);
+    out
+}
+
 /// Rules within one zone: CNAME exclusivity, duplicates, apex NS, and occlusion by
 /// delegations (records below a cut are never served, except glue).
 fn check_zone_records(records: &[Located], origin: &Name, errors: &mut Errors) {
     let mut seen: HashSet<(&Name, RecordType, &RData)> = HashSet::new();
     let mut types_at: HashMap<&Name, Vec<RecordType>> = HashMap::new();
+    let mut ttls: HashMap<(&Name, RecordType), u32> = HashMap::new();
     for l in records {
         let r = &l.record;
+        if let Err(e) = r.to_bytes() {
+            errors.push(
+                &l.path,
+                format!("cannot be encoded in DNS wire format: {e}"),
+            );
+        }
+        let first_ttl = *ttls.entry((&r.name, r.record_type())).or_insert(r.ttl);
+        if first_ttl != r.ttl {
+            errors.push(
+                field_path(&l.path, "ttl"),
+                format!(
+                    "TTL {} differs from {first_ttl} of the other {} {} records: an RRset has one \
+                     TTL (RFC 2181 §5.2)",
+                    r.ttl,
+                    r.name,
+                    r.record_type()
+                ),
+            );
+        }
         if !seen.insert((&r.name, r.record_type(), &r.data)) {
             errors.push(
                 &l.path,
@@ -364,13 +446,33 @@ pub fn check_cross(zones: &[ZoneModel], apps: &[AppModel], errors: &mut Errors) 
             .filter(|r| r.record_type() == RecordType::NS)
             .map(|r| &r.name)
             .collect();
+        // Delegations to a child zone this server also serves are allowed (with glue), as
+        // in BIND and Knot; the child zone answers for its names.
+        let child_cuts: Vec<&Record> = zone
+            .records
+            .iter()
+            .filter(|r| {
+                r.record_type() == RecordType::NS
+                    && zones
+                        .iter()
+                        .any(|z| z.origin == r.name && z.origin != zone.origin)
+            })
+            .collect();
+        let is_child_glue = |r: &Record| {
+            matches!(r.record_type(), RecordType::A | RecordType::AAAA)
+                && child_cuts
+                    .iter()
+                    .any(|c| matches!(&c.data, RData::NS(NS(t)) if *t == r.name))
+        };
         for (ri, r) in zone.records.iter().enumerate() {
             let path = &zone.record_paths[ri];
             if let Some(other) = zone_for(zones, &r.name)
                 && other != zi
+                && !child_cuts.iter().any(|c| std::ptr::eq(*c, r))
+                && !is_child_glue(r)
             {
                 errors.push(
-                    path,
+                    field_path(path, "name"),
                     format!(
                         "{} is inside the more specific zone {}: move the record there",
                         r.name, zones[other].origin
@@ -395,7 +497,9 @@ pub fn check_cross(zones: &[ZoneModel], apps: &[AppModel], errors: &mut Errors) 
             }
         }
         for app in apps.iter().filter(|a| a.zone == zi) {
-            if let Some(cut) = cuts.iter().find(|c| names::in_zone(&app.hostname, c)) {
+            if let Some(cut) = cuts.iter().find(|c| {
+                names::in_zone(&app.hostname, c) && zone_for(zones, &app.hostname) == Some(zi)
+            }) {
                 errors.push(
                     format!("apps[{}].hostname", app.index),
                     format!("{} is at or below the delegation at {cut}", app.hostname),
@@ -438,5 +542,15 @@ pub fn check_cross(zones: &[ZoneModel], apps: &[AppModel], errors: &mut Errors) 
                 );
             }
         }
+    }
+}
+
+/// `zones[0].records[3].values[1]` → `zones[0].records[3].FIELD`.
+fn field_path(value_path: &str, field: &str) -> String {
+    match value_path.rfind("].") {
+        Some(i) if value_path[..=i].contains("records[") => {
+            format!("{}.{field}", &value_path[..=i])
+        }
+        _ => format!("{value_path}.{field}"),
     }
 }

@@ -297,3 +297,99 @@ fn environment_overrides_file_values() {
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(errs[0].starts_with("server.max_udp_payload: "), "{errs:?}");
 }
+
+fn with_records(records: &str) -> String {
+    BASE.replace(
+        "[[clusters]]\nname = \"east\"",
+        &format!("{records}\n[[clusters]]\nname = \"east\""),
+    )
+}
+
+#[test]
+fn quoted_txt_string_over_255_bytes() {
+    let long = "q".repeat(300);
+    assert_one_error(
+        &with_records(&format!(
+            "[[zones.records]]\nname = \"t\"\ntype = \"TXT\"\nvalue = '\"{long}\"'"
+        )),
+        "zones[0].records[0].value",
+        "255-byte limit",
+    );
+}
+
+#[test]
+fn owner_that_repeats_the_origin() {
+    assert_one_error(
+        &with_records(
+            "[[zones.records]]\nname = \"www.apps.example.com\"\ntype = \"A\"\nvalue = \"192.0.2.1\"",
+        ),
+        "zones[0].records[0].name",
+        "or write it relative (\"www\")",
+    );
+}
+
+#[test]
+fn ttls_differ_within_an_rrset() {
+    assert_one_error(
+        &with_records(
+            "[[zones.records]]\nname = \"m\"\ntype = \"A\"\nttl = 10\nvalue = \"192.0.2.1\"\n\
+             [[zones.records]]\nname = \"m\"\ntype = \"A\"\nttl = 9999\nvalue = \"192.0.2.2\"",
+        ),
+        "zones[0].records[1].ttl",
+        "RFC 2181",
+    );
+}
+
+#[test]
+fn wildcards_are_rejected() {
+    assert_one_error(
+        &with_records("[[zones.records]]\nname = \"*\"\ntype = \"A\"\nvalue = \"192.0.2.1\""),
+        "zones[0].records[0].name",
+        "wildcard",
+    );
+}
+
+#[test]
+fn single_label_nameserver() {
+    assert_one_error(
+        &BASE.replace(
+            "nameservers = [\"ns1.gtm.example.net\"]",
+            "nameservers = [\"ns1\"]",
+        ),
+        "zones[0].nameservers[0]",
+        "single-label",
+    );
+}
+
+#[test]
+fn parent_may_delegate_to_a_child_zone_it_also_serves() {
+    let toml = with_records(
+        "[[zones.records]]\nname = \"eu\"\ntype = \"NS\"\nvalue = \"ns1.eu\"\n\
+         [[zones.records]]\nname = \"ns1.eu\"\ntype = \"A\"\nvalue = \"192.0.2.9\"",
+    ) + "\n[[zones]]\norigin = \"eu.apps.example.com\"\nnameservers = [\"ns1.eu.apps.example.com\"]\n\
+         [zones.soa]\nmname = \"ns1.eu.apps.example.com\"\nrname = \"h@example.com\"\n\
+         [[zones.records]]\nname = \"ns1\"\ntype = \"A\"\nvalue = \"192.0.2.9\"\n";
+    assert_eq!(errors(&toml), Vec::<String>::new());
+    // Other data of the parent inside the child zone is still an error.
+    let toml = toml.replace(
+        "name = \"ns1.eu\"\ntype = \"A\"",
+        "name = \"x.eu\"\ntype = \"A\"",
+    );
+    let errs = errors(&toml);
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "zones[0].records[1].name: x.eu.apps.example.com. is inside the more specific zone"
+        )),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn environment_overrides_are_named_in_errors() {
+    let errs = errors_with_env(BASE, &[("GTMD__SERVER__LISTN", "1")]);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("listn") && errs[0].contains("GTMD__SERVER__LISTN"),
+        "{errs:?}"
+    );
+}

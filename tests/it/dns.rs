@@ -538,3 +538,87 @@ fn serves_over_ipv6_too() {
         );
     }
 }
+
+#[test]
+fn cname_into_a_delegation_carries_the_referral() {
+    let s = zone_server();
+    for proto in BOTH {
+        let r = ask(s.addr, proto, &query("todel.example.test.", RecordType::A));
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert!(
+            r.metadata.authoritative,
+            "the CNAME itself is authoritative"
+        );
+        assert_eq!(types(&r.answers), [RecordType::CNAME]);
+        assert_eq!(types(&r.authorities), [RecordType::NS, RecordType::NS]);
+        assert!(
+            r.additionals
+                .iter()
+                .any(|a| a.data.to_string() == "192.0.2.77")
+        );
+    }
+}
+
+#[test]
+fn referral_glue_for_an_app_nameserver_comes_from_the_app() {
+    let s = zone_server();
+    let r = ask(
+        s.addr,
+        Proto::Udp,
+        &query("x.appns.example.test.", RecordType::A),
+    );
+    assert!(!r.metadata.authoritative);
+    assert_eq!(types(&r.authorities), [RecordType::NS]);
+    let glue: BTreeSet<String> = r
+        .additionals
+        .iter()
+        .filter(|a| a.record_type() != RecordType::OPT)
+        .map(|a| a.data.to_string())
+        .collect();
+    assert_eq!(
+        glue,
+        ["198.51.100.10", "198.51.100.20", "2001:db8:e::10"]
+            .map(String::from)
+            .into()
+    );
+}
+
+#[test]
+fn long_unquoted_txt_is_split_and_served_whole() {
+    let s = zone_server();
+    let r = ask(
+        s.addr,
+        Proto::Tcp,
+        &query("longtxt.example.test.", RecordType::TXT),
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    assert!(!r.metadata.truncation);
+    let RData::TXT(txt) = &r.answers[0].data else {
+        panic!("{:?}", r.answers)
+    };
+    assert!(txt.txt_data.iter().all(|s| s.len() <= 255));
+    let whole: Vec<u8> = txt
+        .txt_data
+        .iter()
+        .flat_map(|s| s.iter().copied())
+        .collect();
+    assert_eq!(String::from_utf8(whole).unwrap(), "é-gtmd-".repeat(200));
+    // Over UDP it does not fit in 1232 bytes: TC, and the TCP answer above is whole.
+    let r = ask(
+        s.addr,
+        Proto::Udp,
+        &query("longtxt.example.test.", RecordType::TXT),
+    );
+    assert!(r.metadata.truncation);
+}
+
+#[test]
+fn at_sign_in_record_data_is_the_origin() {
+    let s = zone_server();
+    let r = ask(
+        s.addr,
+        Proto::Udp,
+        &query("at.example.test.", RecordType::MX),
+    );
+    assert_eq!(r.answers[0].data.to_string(), "5 example.test.");
+}

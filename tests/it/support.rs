@@ -243,6 +243,27 @@ name = "ns1.sub"
 type = "A"
 value = "192.0.2.77"
 [[zones.records]]
+name = "todel"
+type = "CNAME"
+value = "host.sub"
+[[zones.records]]
+name = "appns"
+type = "NS"
+value = "app"
+[[zones.records]]
+name = "longtxt"
+type = "TXT"
+value = "LONGTXT"
+[[zones.records]]
+name = "at"
+type = "MX"
+value = "5 @"
+# The parent side of the nested zone below: allowed, the child zone answers its names.
+[[zones.records]]
+name = "inner"
+type = "NS"
+value = "ns.outside.net."
+[[zones.records]]
 name = "mail"
 type = "MX"
 values = [
@@ -388,6 +409,7 @@ pub fn zone_toml() -> String {
             .join(", ")
     };
     ZONE_TOML
+        .replace("LONGTXT", &"é-gtmd-".repeat(200))
         .replace("BIG40", &list(40))
         .replace("BIG100", &list(100))
 }
