@@ -1,10 +1,9 @@
 //! The `gtmd` command line: `serve`, `check`, `--version`. All logic lives in the library.
 
-use std::{path::PathBuf, process::ExitCode, sync::Arc};
+use std::{path::PathBuf, process::ExitCode};
 
-use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
-use gtmd::server::{Listeners, ServeOptions};
+use gtmd::server::Listeners;
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -105,10 +104,6 @@ fn serve(path: &std::path::Path) -> ExitCode {
         clusters = s.clusters,
         "config loaded"
     );
-    let options = ServeOptions {
-        tcp_idle_timeout: loaded.model.server.tcp_idle_timeout,
-    };
-    let snapshot = Arc::new(ArcSwap::from_pointee(loaded.snapshot));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -116,9 +111,8 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async move {
-        gtmd::server::run(snapshot, listeners, options, shutdown_signal()).await
-    });
+    let result = runtime
+        .block_on(async move { gtmd::server::run(loaded, listeners, shutdown_signal()).await });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

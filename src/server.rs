@@ -8,7 +8,6 @@ use std::{
     io,
     net::{SocketAddr, TcpListener, UdpSocket},
     sync::Arc,
-    time::Duration,
 };
 
 use arc_swap::ArcSwap;
@@ -16,7 +15,12 @@ use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::info;
 
-use crate::{dns::DnsHandler, snapshot::Snapshot};
+use crate::{
+    Loaded,
+    dns::DnsHandler,
+    health::{HealthEngine, HealthTable},
+    snapshot::Snapshot,
+};
 
 /// How many responses may queue for one TCP connection (pipelined queries) before the
 /// handler waits for the client to read.
@@ -134,21 +138,24 @@ fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, BindError> {
     })
 }
 
-/// Serving settings that are not part of the snapshot.
-#[derive(Debug, Clone, Copy)]
-pub struct ServeOptions {
-    pub tcp_idle_timeout: Duration,
+/// A running gtmd: DNS on its listeners, probes updating the snapshot.
+pub struct Running {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub health: HealthEngine,
+    server: Server<DnsHandler>,
 }
 
-/// Serves DNS on `listeners` from whatever snapshot `snapshot` holds at each query, until
-/// `shutdown` completes.
-pub async fn run(
-    snapshot: Arc<ArcSwap<Snapshot>>,
-    listeners: Listeners,
-    options: ServeOptions,
-    shutdown: impl Future<Output = ()>,
-) -> io::Result<()> {
-    let mut server = Server::new(DnsHandler::new(snapshot));
+/// Starts serving `loaded` on `listeners` and probing its targets (inside a tokio runtime).
+pub async fn start(loaded: Loaded, listeners: Listeners) -> Result<Running, StartError> {
+    let model = Arc::new(loaded.model);
+    let snapshot = Arc::new(ArcSwap::from_pointee(loaded.snapshot));
+    let health = HealthEngine::start(
+        model.clone(),
+        HealthTable::initial(&model),
+        snapshot.clone(),
+    )
+    .map_err(StartError::Health)?;
+    let mut server = Server::new(DnsHandler::new(snapshot.clone()));
     for udp in listeners.udp {
         let addr = udp.local_addr()?;
         server.register_socket(tokio::net::UdpSocket::from_std(udp)?);
@@ -158,15 +165,47 @@ pub async fn run(
         let addr = tcp.local_addr()?;
         server.register_listener(
             tokio::net::TcpListener::from_std(tcp)?,
-            options.tcp_idle_timeout,
+            model.server.tcp_idle_timeout,
             TCP_RESPONSE_QUEUE,
         );
         info!(%addr, "serving DNS over TCP");
     }
+    Ok(Running {
+        snapshot,
+        health,
+        server,
+    })
+}
+
+impl Running {
+    /// Stops probing and serving; in-flight queries finish.
+    pub async fn stop(mut self) -> io::Result<()> {
+        info!("shutting down");
+        self.health.stop().await;
+        self.server
+            .shutdown_gracefully()
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))
+    }
+}
+
+/// Why gtmd could not start serving.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("health probes: {0}")]
+    Health(String),
+}
+
+/// Serves until `shutdown` completes, then stops cleanly.
+pub async fn run(
+    loaded: Loaded,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let running = start(loaded, listeners).await?;
     shutdown.await;
-    info!("shutting down");
-    server
-        .shutdown_gracefully()
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))
+    running.stop().await?;
+    Ok(())
 }

@@ -39,7 +39,7 @@ use crate::{
 
 /// A prepared probe of either kind.
 enum Prober {
-    Http(HttpProbe),
+    Http(Box<HttpProbe>),
     Tcp(std::net::SocketAddr, Duration),
 }
 
@@ -88,6 +88,7 @@ impl HealthEngine {
         });
         let semaphore = Arc::new(Semaphore::new(model.health.max_concurrent_probes));
         let cancel = CancellationToken::new();
+        super::tls::install_default_provider();
         let http = shared_http_client()?;
         let mut tls = TlsConfigs::default();
         let mut tasks = JoinSet::new();
@@ -95,10 +96,10 @@ impl HealthEngine {
         for (key, spec) in probes {
             let prober = match spec.kind {
                 ProbeKind::Tcp => Prober::Tcp(spec.addr, spec.timeout),
-                ProbeKind::Http => Prober::Http(HttpProbe::new(&spec, &http, None)?),
+                ProbeKind::Http => Prober::Http(Box::new(HttpProbe::new(&spec, &http, None)?)),
                 ProbeKind::Https => {
                     let config = tls.get(spec.tls_verify, spec.ca_file.as_deref())?;
-                    Prober::Http(HttpProbe::new(&spec, &http, Some(config))?)
+                    Prober::Http(Box::new(HttpProbe::new(&spec, &http, Some(config))?))
                 }
             };
             tasks.spawn(probe_loop(

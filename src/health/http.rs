@@ -201,16 +201,10 @@ fn classify(e: &reqwest::Error, timeout: Duration) -> Reason {
         if let Some(tls) = s.downcast_ref::<rustls::Error>() {
             return Reason::Tls(tls.to_string());
         }
-        if let Some(io) = s.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::ConnectionRefused {
-                return Reason::ConnectionRefused;
-            }
-            if let Some(tls) = io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-                return Reason::Tls(tls.to_string());
-            }
-            if io.kind() == io::ErrorKind::TimedOut {
-                return Reason::Timeout(timeout);
-            }
+        if let Some(io) = s.downcast_ref::<io::Error>()
+            && let Some(reason) = classify_io(io, timeout)
+        {
+            return reason;
         }
         source = s.source();
     }
@@ -220,6 +214,21 @@ fn classify(e: &reqwest::Error, timeout: Duration) -> Reason {
     } else {
         Reason::Protocol(detail)
     }
+}
+
+/// io errors nest (hyper wraps the TLS stream's io error, which wraps rustls's error) and
+/// `io::Error::source` skips the wrapped error itself, so walk `get_ref` by hand.
+fn classify_io(io: &io::Error, timeout: Duration) -> Option<Reason> {
+    match io.kind() {
+        io::ErrorKind::ConnectionRefused => return Some(Reason::ConnectionRefused),
+        io::ErrorKind::TimedOut => return Some(Reason::Timeout(timeout)),
+        _ => {}
+    }
+    let inner = io.get_ref()?;
+    if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
+        return Some(Reason::Tls(tls.to_string()));
+    }
+    classify_io(inner.downcast_ref::<io::Error>()?, timeout)
 }
 
 /// The most specific message in an error chain (reqwest's top level says little).

@@ -27,6 +27,12 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
     Ok(certs)
 }
 
+/// reqwest builds a TLS context for every client, even plain-HTTP ones, from the
+/// process-wide default provider: install ring's once (a no-op if one is installed).
+pub fn install_default_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }

@@ -1,8 +1,10 @@
 //! gtmd integration tests: one binary, one module per area.
 
+mod backend;
 pub mod cli;
 mod config;
 mod dig;
 mod dns;
+mod health;
 mod malformed;
 mod support;

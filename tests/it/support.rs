@@ -12,7 +12,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use gtmd::server::{Listeners, ServeOptions};
+use gtmd::server::Listeners;
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query},
     rr::{Name, RecordType},
@@ -25,8 +25,9 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// A gtmd serving `toml` on 127.0.0.1:<ephemeral> (UDP and TCP) until dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
-    #[allow(dead_code)] // for tests that swap configs
     pub snapshot: Arc<ArcSwap<gtmd::Snapshot>>,
+    /// True once every probe has its first verdict.
+    pub first_round: tokio::sync::watch::Receiver<bool>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -44,9 +45,8 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
         let listeners = Listeners::bind_ephemeral(ip).unwrap();
         let addr = listeners.local_addrs()[0];
-        let snapshot = Arc::new(ArcSwap::from_pointee(loaded.snapshot));
         let (tx, rx) = oneshot::channel::<()>();
-        let snap = snapshot.clone();
+        let (snap_tx, snap_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -54,19 +54,19 @@ impl TestServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let options = ServeOptions {
-                    tcp_idle_timeout: Duration::from_secs(5),
-                };
-                gtmd::server::run(snap, listeners, options, async {
-                    let _ = rx.await;
-                })
-                .await
-                .unwrap();
+                let running = gtmd::server::start(loaded, listeners).await.unwrap();
+                snap_tx
+                    .send((running.snapshot.clone(), running.health.first_round()))
+                    .unwrap();
+                let _ = rx.await;
+                running.stop().await.unwrap();
             });
         });
+        let (snapshot, first_round) = snap_rx.recv().expect("server started");
         Self {
             addr,
             snapshot,
+            first_round,
             shutdown: Some(tx),
             thread: Some(thread),
         }

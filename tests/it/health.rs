@@ -1,0 +1,512 @@
+//! Health probes driving DNS answers, over real sockets: local backends are switched between
+//! healthy, failing, slow, closed and flapping, and gtmd's answers are watched through DNS.
+
+use std::{
+    collections::BTreeSet,
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use hickory_proto::{
+    op::ResponseCode,
+    rr::{RData, RecordType},
+};
+
+use crate::{
+    backend::{Backend, Mode},
+    support::{Proto, TestServer, ask, query},
+};
+
+/// Probe timing for tests: fast, so transitions take a fraction of a second.
+const FAST: &str = r#"interval = "250ms"
+timeout = "150ms"
+fast_interval = "50ms"
+rise = 2
+fall = 3"#;
+
+const ZONE: &str = r#"
+[[zones]]
+origin = "h.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "hostmaster.h.test"
+minimum = 5
+"#;
+
+/// Two clusters on 127.0.0.11 and 127.0.0.12, their app probes sent to their backends.
+struct Fixture {
+    b1: Backend,
+    b2: Backend,
+    server: TestServer,
+}
+
+const C1: &str = "127.0.0.11";
+const C2: &str = "127.0.0.12";
+const C3: &str = "127.0.0.13";
+
+/// Starts backends on C1 and C2 and gtmd with `apps` (TOML), probe defaults `defaults`
+/// (TOML lines of `[health.defaults]`) and `extra` cluster settings for c1.
+fn fixture(defaults: &str, c1_extra: &str, apps: &str) -> Fixture {
+    let b1 = Backend::http(C1);
+    let b2 = Backend::http(C2);
+    let toml = format!(
+        r#"
+[health.defaults]
+{defaults}
+{ZONE}
+[[clusters]]
+name = "c1"
+ingress = ["{C1}"]
+app_probe = {{ port = {p1} }}
+{c1_extra}
+[[clusters]]
+name = "c2"
+ingress = ["{C2}"]
+app_probe = {{ port = {p2} }}
+[[clusters]]
+name = "c3"
+ingress = ["{C3}"]
+{apps}
+"#,
+        p1 = b1.addr.port(),
+        p2 = b2.addr.port(),
+    );
+    let server = TestServer::start(&toml);
+    Fixture { b1, b2, server }
+}
+
+fn answers(addr: SocketAddr, name: &str) -> BTreeSet<String> {
+    let r = ask(addr, Proto::Udp, &query(name, RecordType::A));
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{name}");
+    r.answers
+        .iter()
+        .filter_map(|a| match &a.data {
+            RData::A(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn set(ips: &[&str]) -> BTreeSet<String> {
+    ips.iter().map(|s| s.to_string()).collect()
+}
+
+/// Polls `cond` every 10 ms; panics with `what` after `limit`. Returns the time it took.
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    start.elapsed()
+}
+
+fn wait_ready(s: &TestServer) {
+    let mut rx = s.first_round.clone();
+    wait_for("the first probe round", Duration::from_secs(10), || {
+        *rx.borrow_and_update()
+    });
+}
+
+/// The detail gtmd records for target `t` of app `app` (index in config order).
+fn detail(s: &TestServer, app: usize, t: usize) -> String {
+    s.snapshot.load().apps()[app].targets[t].detail.clone()
+}
+
+const TWO: &str = r#"
+[[apps]]
+hostname = "shop.h.test"
+targets = [{ cluster = "c1" }, { cluster = "c2" }]
+"#;
+
+#[test]
+fn failing_backend_leaves_after_fall_failures_and_returns_after_rise() {
+    let f = fixture(&format!("kind = \"http\"\n{FAST}"), "", TWO);
+    wait_ready(&f.server);
+    let a = f.server.addr;
+    assert_eq!(answers(a, "shop.h.test."), set(&[C1, C2]));
+
+    let before = f.b1.hits();
+    f.b1.set(Mode::Status(503));
+    wait_for("c1 to leave", Duration::from_secs(5), || {
+        answers(a, "shop.h.test.") == set(&[C2])
+    });
+    let failures = f.b1.hits() - before;
+    assert!(failures >= 3, "down after {failures} probes with fall = 3");
+    assert_eq!(detail(&f.server, 0, 0), "status 503");
+
+    let before = f.b1.hits();
+    f.b1.set(Mode::Ok);
+    wait_for("c1 to return", Duration::from_secs(5), || {
+        answers(a, "shop.h.test.") == set(&[C1, C2])
+    });
+    let successes = f.b1.hits() - before;
+    assert!(successes >= 2, "up after {successes} probes with rise = 2");
+    assert_eq!(f.b2.hits() > 0, true);
+}
+
+#[test]
+fn fewer_failures_than_fall_change_nothing() {
+    let f = fixture(&format!("kind = \"http\"\n{FAST}"), "", TWO);
+    wait_ready(&f.server);
+    let a = f.server.addr;
+    for _ in 0..3 {
+        let before = f.b1.hits();
+        f.b1.script(&[503, 503]);
+        wait_for(
+            "the scripted failures and two more probes",
+            Duration::from_secs(5),
+            || {
+                assert_eq!(
+                    answers(a, "shop.h.test."),
+                    set(&[C1, C2]),
+                    "flipped on 2 failures"
+                );
+                f.b1.hits() >= before + 4
+            },
+        );
+    }
+}
+
+#[test]
+fn flapping_backend_never_changes_the_answer() {
+    let f = fixture(&format!("kind = \"http\"\n{FAST}"), "", TWO);
+    wait_ready(&f.server);
+    let a = f.server.addr;
+    let before = f.b1.hits();
+    f.b1.set(Mode::Flap);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        assert_eq!(answers(a, "shop.h.test."), set(&[C1, C2]));
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        f.b1.hits() - before >= 10,
+        "the backend was probed while flapping"
+    );
+}
+
+#[test]
+fn timeouts_refusals_and_body_mismatches_are_failures_with_reasons() {
+    let defaults = format!("kind = \"http\"\nexpect_body = \"ok\"\n{FAST}");
+    let f = fixture(&defaults, "", TWO);
+    wait_ready(&f.server);
+    let a = f.server.addr;
+    let both = set(&[C1, C2]);
+    let only_c2 = set(&[C2]);
+    let cases: [(Mode, &str); 3] = [
+        (Mode::Slow(Duration::from_secs(1)), "timeout after 150ms"),
+        (Mode::Closed, "connection refused"),
+        (
+            Mode::Body("nope".into()),
+            "body does not contain the expected text",
+        ),
+    ];
+    for (mode, reason) in cases {
+        f.b1.set(mode.clone());
+        wait_for(
+            &format!("c1 to leave on {mode:?}"),
+            Duration::from_secs(5),
+            || answers(a, "shop.h.test.") == only_c2,
+        );
+        assert_eq!(detail(&f.server, 0, 0), reason);
+        f.b1.set(Mode::Ok);
+        wait_for(
+            &format!("c1 to return after {mode:?}"),
+            Duration::from_secs(5),
+            || answers(a, "shop.h.test.") == both,
+        );
+    }
+}
+
+#[test]
+fn probes_carry_the_app_hostname_for_host_routing() {
+    let apps = r#"
+[[apps]]
+hostname = "shop.h.test"
+fallback = "none"
+targets = [{ cluster = "c1" }]
+[[apps]]
+hostname = "other.h.test"
+fallback = "none"
+targets = [{ cluster = "c1" }]
+"#;
+    let f = fixture(&format!("kind = \"http\"\n{FAST}"), "", apps);
+    f.b1.only_host("shop.h.test");
+    wait_ready(&f.server);
+    let a = f.server.addr;
+    wait_for("other to go down on 404", Duration::from_secs(5), || {
+        answers(a, "other.h.test.").is_empty()
+    });
+    assert_eq!(answers(a, "shop.h.test."), set(&[C1]));
+    assert_eq!(detail(&f.server, 1, 0), "status 404");
+    let port = f.b1.addr.port();
+    let hosts = f.b1.hosts_seen();
+    assert!(hosts.contains(&format!("shop.h.test:{port}")), "{hosts:?}");
+    assert!(hosts.contains(&format!("other.h.test:{port}")), "{hosts:?}");
+}
+
+#[test]
+fn https_probes_send_sni_and_check_certificates() {
+    let (backend, pem, sni) = Backend::https(C1, &["secure.h.test"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let port = backend.addr.port();
+    let toml = format!(
+        r#"
+[health.defaults]
+kind = "https"
+port = {port}
+{FAST}
+{ZONE}
+[[clusters]]
+name = "c1"
+ingress = ["{C1}"]
+
+[[apps]]
+hostname = "secure.h.test"
+fallback = "none"
+probe = {{ tls_verify = false }}
+targets = [{{ cluster = "c1" }}]
+[[apps]]
+hostname = "ca.h.test"
+fallback = "none"
+probe = {{ host = "secure.h.test", ca_file = "{ca}" }}
+targets = [{{ cluster = "c1" }}]
+[[apps]]
+hostname = "system.h.test"
+fallback = "none"
+probe = {{ host = "secure.h.test" }}
+targets = [{{ cluster = "c1" }}]
+"#,
+        ca = ca.display()
+    );
+    let s = TestServer::start(&toml);
+    wait_ready(&s);
+    let a = s.addr;
+    wait_for(
+        "the unverifiable probe to fail",
+        Duration::from_secs(5),
+        || answers(a, "system.h.test.").is_empty(),
+    );
+    assert!(
+        detail(&s, 2, 0).starts_with("TLS error"),
+        "{}",
+        detail(&s, 2, 0)
+    );
+    assert_eq!(answers(a, "secure.h.test."), set(&[C1]));
+    assert_eq!(answers(a, "ca.h.test."), set(&[C1]));
+    assert!(sni.lock().unwrap().iter().all(|n| n == "secure.h.test"));
+    assert!(!sni.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_down_cluster_probe_takes_every_app_there_down() {
+    let router = Backend::http(C1);
+    let c1_extra = format!(
+        "probe = {{ kind = \"http\", port = {}, path = \"/healthz/ready\", {} }}",
+        router.addr.port(),
+        FAST.replace('\n', ", ")
+    );
+    let apps = r#"
+[[apps]]
+hostname = "shop.h.test"
+targets = [{ cluster = "c1" }, { cluster = "c2" }]
+[[apps]]
+hostname = "api.h.test"
+targets = [{ cluster = "c1" }, { cluster = "c2" }]
+"#;
+    let f = fixture(&format!("kind = \"http\"\n{FAST}"), &c1_extra, apps);
+    wait_ready(&f.server);
+    let a = f.server.addr;
+    router.set(Mode::Status(503));
+    wait_for("both apps to leave c1", Duration::from_secs(5), || {
+        answers(a, "shop.h.test.") == set(&[C2]) && answers(a, "api.h.test.") == set(&[C2])
+    });
+    assert_eq!(detail(&f.server, 0, 0), "cluster c1 probe down: status 503");
+    router.set(Mode::Ok);
+    wait_for("both apps to return to c1", Duration::from_secs(5), || {
+        answers(a, "shop.h.test.") == set(&[C1, C2]) && answers(a, "api.h.test.") == set(&[C1, C2])
+    });
+    assert!(f.b1.hits() > 0);
+}
+
+#[test]
+fn drain_and_force_override_probes() {
+    let apps = r#"
+[[apps]]
+hostname = "drained.h.test"
+targets = [{ cluster = "c1", drain = true }, { cluster = "c2" }]
+[[apps]]
+hostname = "forced-down.h.test"
+targets = [{ cluster = "c1", force = "down" }, { cluster = "c2" }]
+[[apps]]
+hostname = "forced-up.h.test"
+targets = [{ cluster = "c1", force = "up" }, { cluster = "c2" }]
+[[apps]]
+hostname = "cluster-drained.h.test"
+targets = [{ cluster = "c3" }, { cluster = "c2" }]
+"#;
+    let f = fixture(&format!("kind = \"http\"\n{FAST}"), "", apps);
+    let toml_c3 = f.server.snapshot.load().apps().len();
+    assert_eq!(toml_c3, 4);
+    wait_ready(&f.server);
+    let a = f.server.addr;
+    assert_eq!(answers(a, "drained.h.test."), set(&[C2]));
+    assert_eq!(answers(a, "forced-down.h.test."), set(&[C2]));
+    assert_eq!(answers(a, "forced-up.h.test."), set(&[C1, C2]));
+    // Forced up stays up with a dead backend; drained targets are still probed.
+    let before = f.b1.hits();
+    f.b1.set(Mode::Status(500));
+    wait_for(
+        "probes of the drained target to go on",
+        Duration::from_secs(5),
+        || f.b1.hits() >= before + 8,
+    );
+    assert_eq!(answers(a, "forced-up.h.test."), set(&[C1, C2]));
+    assert_eq!(answers(a, "drained.h.test."), set(&[C2]));
+    assert_eq!(detail(&f.server, 0, 0), "target drained");
+    assert_eq!(detail(&f.server, 2, 0), "forced up");
+}
+
+#[test]
+fn cluster_drain_and_force() {
+    let apps = r#"
+[[apps]]
+hostname = "shop.h.test"
+targets = [{ cluster = "c1" }, { cluster = "c2" }]
+"#;
+    let f = fixture(&format!("kind = \"http\"\n{FAST}"), "drain = true", apps);
+    wait_ready(&f.server);
+    assert_eq!(answers(f.server.addr, "shop.h.test."), set(&[C2]));
+    assert_eq!(detail(&f.server, 0, 0), "cluster c1 drained");
+    let g = fixture(
+        &format!("kind = \"http\"\n{FAST}"),
+        "force = \"down\"",
+        apps,
+    );
+    wait_ready(&g.server);
+    assert_eq!(answers(g.server.addr, "shop.h.test."), set(&[C2]));
+    assert_eq!(detail(&g.server, 0, 0), "cluster c1 forced down");
+}
+
+#[test]
+fn all_down_uses_the_configured_fallback() {
+    let apps = r#"
+[[apps]]
+hostname = "open.h.test"
+targets = [{ cluster = "c1" }, { cluster = "c2" }]
+[[apps]]
+hostname = "open-drained.h.test"
+targets = [{ cluster = "c1", drain = true }, { cluster = "c2" }]
+[[apps]]
+hostname = "closed.h.test"
+fallback = "none"
+targets = [{ cluster = "c1" }, { cluster = "c2" }]
+[[apps]]
+hostname = "sorry.h.test"
+fallback = "cluster:c3"
+targets = [{ cluster = "c1" }, { cluster = "c2" }]
+"#;
+    let f = fixture(&format!("kind = \"http\"\n{FAST}"), "", apps);
+    wait_ready(&f.server);
+    let a = f.server.addr;
+    assert_eq!(answers(a, "sorry.h.test."), set(&[C1, C2]));
+    f.b1.set(Mode::Status(503));
+    f.b2.set(Mode::Status(503));
+    // Each app probes its own targets, so they fall back one by one.
+    wait_for("every app to fall back", Duration::from_secs(5), || {
+        f.server
+            .snapshot
+            .load()
+            .apps()
+            .iter()
+            .all(|app| app.fallback_active)
+    });
+    assert!(answers(a, "closed.h.test.").is_empty());
+    assert_eq!(answers(a, "sorry.h.test."), set(&[C3]));
+    // Fail open: every target that is not drained.
+    assert_eq!(answers(a, "open.h.test."), set(&[C1, C2]));
+    assert_eq!(answers(a, "open-drained.h.test."), set(&[C2]));
+    let r = ask(a, Proto::Udp, &query("closed.h.test.", RecordType::A));
+    assert_eq!(r.authorities.len(), 1, "NODATA carries the SOA");
+    f.b2.set(Mode::Ok);
+    wait_for("c2 to come back everywhere", Duration::from_secs(5), || {
+        f.server
+            .snapshot
+            .load()
+            .apps()
+            .iter()
+            .all(|app| !app.fallback_active)
+    });
+    for name in ["open", "open-drained", "closed", "sorry"] {
+        assert_eq!(answers(a, &format!("{name}.h.test.")), set(&[C2]), "{name}");
+    }
+}
+
+#[test]
+fn tcp_probes_check_that_a_port_accepts() {
+    let listener = std::net::TcpListener::bind(format!("{C1}:0")).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let toml = format!(
+        r#"
+{ZONE}
+[[clusters]]
+name = "c1"
+ingress = ["{C1}"]
+[[clusters]]
+name = "c2"
+ingress = ["{C2}"]
+[[apps]]
+hostname = "db.h.test"
+probe = {{ kind = "tcp", port = {port}, {fast} }}
+targets = [{{ cluster = "c1" }}, {{ cluster = "c2", probe_address = "{C1}" }}]
+"#,
+        fast = FAST.replace('\n', ", ")
+    );
+    let s = TestServer::start(&toml);
+    wait_ready(&s);
+    assert_eq!(answers(s.addr, "db.h.test."), set(&[C1, C2]));
+    assert_eq!(detail(&s, 0, 0), "initial state");
+    drop(listener);
+    wait_for(
+        "both targets down (fail open answers both)",
+        Duration::from_secs(5),
+        || s.snapshot.load().apps()[0].fallback_active,
+    );
+    assert_eq!(detail(&s, 0, 1), "connection refused");
+}
+
+#[test]
+fn initial_down_waits_for_rise_successes() {
+    let b = Backend::http(C1);
+    b.set(Mode::Slow(Duration::from_millis(700)));
+    let toml = format!(
+        r#"
+{ZONE}
+[[clusters]]
+name = "c1"
+ingress = ["{C1}"]
+[[apps]]
+hostname = "late.h.test"
+fallback = "none"
+probe = {{ kind = "http", port = {port}, interval = "2s", timeout = "1s", fast_interval = "100ms", initial = "down" }}
+targets = [{{ cluster = "c1" }}]
+"#,
+        port = b.addr.port()
+    );
+    let s = TestServer::start(&toml);
+    // No probe can have answered yet (the backend takes 700 ms): down until rise = 2.
+    assert!(answers(s.addr, "late.h.test.").is_empty());
+    assert!(!*s.first_round.borrow());
+    wait_for("rise successes", Duration::from_secs(10), || {
+        answers(s.addr, "late.h.test.") == set(&[C1])
+    });
+    wait_ready(&s);
+    assert!(b.hits() >= 2);
+}
