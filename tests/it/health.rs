@@ -146,7 +146,7 @@ fn failing_backend_leaves_after_fall_failures_and_returns_after_rise() {
     });
     let successes = f.b1.hits() - before;
     assert!(successes >= 2, "up after {successes} probes with rise = 2");
-    assert_eq!(f.b2.hits() > 0, true);
+    assert!(f.b2.hits() > 0, "c2 is probed too");
 }
 
 #[test]
@@ -348,13 +348,8 @@ targets = [{ cluster = "c1", force = "down" }, { cluster = "c2" }]
 [[apps]]
 hostname = "forced-up.h.test"
 targets = [{ cluster = "c1", force = "up" }, { cluster = "c2" }]
-[[apps]]
-hostname = "cluster-drained.h.test"
-targets = [{ cluster = "c3" }, { cluster = "c2" }]
 "#;
     let f = fixture(&format!("kind = \"http\"\n{FAST}"), "", apps);
-    let toml_c3 = f.server.snapshot.load().apps().len();
-    assert_eq!(toml_c3, 4);
     wait_ready(&f.server);
     let a = f.server.addr;
     assert_eq!(answers(a, "drained.h.test."), set(&[C2]));
