@@ -224,15 +224,15 @@ impl Shared {
             ProbeKey::App { app, target } => info!(
                 app = %model.apps[app].hostname,
                 cluster = %model.clusters[model.apps[app].targets[target].cluster].name,
-                from = state(!up),
-                to = state(up),
+                from = %state(!up),
+                to = %state(up),
                 reason = %reason,
                 "health transition"
             ),
             ProbeKey::Cluster(c) => info!(
                 cluster = %model.clusters[c].name,
-                from = state(!up),
-                to = state(up),
+                from = %state(!up),
+                to = %state(up),
                 reason = %reason,
                 "cluster health transition"
             ),
@@ -265,7 +265,7 @@ impl Shared {
             if answers.fallback_active && !was {
                 warn!(
                     app = %answers.hostname,
-                    fallback = ?model.apps[*a].fallback,
+                    fallback = %fallback_name(model, model.apps[*a].fallback),
                     "no target is up: answering the fallback"
                 );
             } else if was && !answers.fallback_active {
@@ -273,5 +273,13 @@ impl Shared {
             }
         }
         self.snapshot.store(Arc::new(current.with_apps(updates)));
+    }
+}
+
+fn fallback_name(model: &Model, f: crate::model::Fallback) -> String {
+    match f {
+        crate::model::Fallback::All => "all (fail open)".to_owned(),
+        crate::model::Fallback::None => "none (NODATA)".to_owned(),
+        crate::model::Fallback::Cluster(c) => format!("cluster:{}", model.clusters[c].name),
     }
 }
