@@ -22,7 +22,7 @@ use std::{
 use arc_swap::ArcSwap;
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{
     http::{HttpProbe, shared_http_client},
@@ -190,6 +190,7 @@ async fn probe_loop(
                 o = prober.run() => o,
             }
         };
+        debug!(?key, ok = outcome.up, reason = %outcome.reason, took = ?outcome.duration, "probe");
         if let Some(up) = hysteresis.observe(outcome.up) {
             shared.transition(key, up, &outcome);
         }

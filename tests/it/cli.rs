@@ -1,9 +1,10 @@
 //! The `gtmd` binary: `--version`, `check`, and `serve` start-up and shutdown.
 
 use std::{
-    io::Write,
+    io::{BufRead, BufReader, Write},
     net::SocketAddr,
     process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -44,8 +45,14 @@ pub fn example_on_port(port: u16) -> tempfile::NamedTempFile {
     f
 }
 
-/// A running `gtmd serve`, killed on drop if still running.
-pub struct Served(pub Child);
+/// A running `gtmd serve`, killed on drop if still running; its stderr is collected.
+pub struct Served(pub Child, pub Arc<Mutex<String>>);
+
+impl Served {
+    pub fn stderr(&self) -> String {
+        self.1.lock().unwrap().clone()
+    }
+}
 
 impl Drop for Served {
     fn drop(&mut self) {
@@ -56,14 +63,26 @@ impl Drop for Served {
 
 /// Starts `gtmd serve` on `config` and waits until it answers on `addr`.
 pub fn serve(config: &std::path::Path, addr: SocketAddr) -> Served {
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let served = Served(child);
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+            sink.lock().unwrap().push_str(&line);
+            line.clear();
+        }
+    });
+    let served = Served(child, log);
     let deadline = Instant::now() + Duration::from_secs(20);
     let probe = query("shop.apps.example.com.", RecordType::A)
         .to_vec()
@@ -189,4 +208,72 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn serve_logs_each_transition_once_with_its_reason() {
+    use crate::backend::{Backend, Mode};
+    let backend = Backend::http("127.0.0.21");
+    let port = free_port();
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+[[zones]]
+origin = "apps.example.com"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.example.com"
+[[clusters]]
+name = "east"
+ingress = ["127.0.0.21"]
+[[apps]]
+hostname = "shop.apps.example.com"
+probe = {{ kind = "http", port = {bport}, interval = "250ms", timeout = "100ms", fast_interval = "50ms" }}
+targets = [{{ cluster = "east" }}]
+"#,
+        bport = backend.addr.port()
+    );
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(toml.as_bytes()).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let served = serve(f.path(), addr);
+    let wait = |what: &str, needle: &str| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !served.stderr().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "no {what} in log:\n{}",
+                served.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait("first round line", "first probe round complete");
+    backend.set(Mode::Closed);
+    wait("down transition", "to=down");
+    backend.set(Mode::Ok);
+    wait("up transition", "to=up");
+    let log = served.stderr();
+    let transitions: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("health transition"))
+        .collect();
+    assert_eq!(transitions.len(), 2, "{log}");
+    assert!(transitions[0].contains("INFO"), "{log}");
+    assert!(
+        transitions[0].contains(
+            "app=shop.apps.example.com. cluster=east from=up to=down reason=connection refused"
+        ),
+        "{log}"
+    );
+    assert!(
+        transitions[1].contains("from=down to=up reason=status 200"),
+        "{log}"
+    );
+    assert!(
+        log.contains("no target is up: answering the fallback"),
+        "{log}"
+    );
 }
