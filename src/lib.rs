@@ -6,9 +6,11 @@
 
 pub mod config;
 pub mod dns;
+pub mod geo;
 pub mod health;
 pub mod logging;
 pub mod model;
+pub mod policy;
 pub mod server;
 pub mod snapshot;
 

@@ -23,6 +23,8 @@ pub struct Config {
     #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
+    pub geo: GeoConfig,
+    #[serde(default)]
     pub zones: Vec<ZoneConfig>,
     #[serde(default)]
     pub clusters: Vec<ClusterConfig>,
@@ -194,6 +196,95 @@ pub struct AppConfig {
     /// "cluster:NAME".
     #[serde(default = "default_fallback")]
     pub fallback: String,
+    /// Most addresses in one answer (all, failover, and fallbacks). Default 8.
+    pub max_answers: Option<u32>,
+    /// Targets chosen per answer by the weighted policy. Default 1.
+    pub answers: Option<u32>,
+    /// Weighted: choose by a consistent hash of the client subnet instead of at random.
+    #[serde(default)]
+    pub sticky: bool,
+    /// Weighted: below this fraction of total weight up, answer every healthy target.
+    pub min_healthy_fraction: Option<f64>,
+    /// Nearest: the policy used when the client's location is unknown ("all", "weighted",
+    /// "failover"). Default "all".
+    pub fallback_policy: Option<String>,
+    /// Locate clients by the resolver's address even when the query carries ECS.
+    #[serde(default)]
+    pub ignore_ecs: bool,
+    /// Geo: named groups of targets, each with its own policy.
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// Geo: location rules, first match wins.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `apps[].pools[]`: a named group of an app's target clusters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    /// Cluster names; each must be one of the app's targets.
+    pub clusters: Vec<String>,
+    /// "all" (default), "weighted" or "failover".
+    pub policy: Option<String>,
+}
+
+/// `apps[].rules[]`: where clients matching a location go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// What the rule matches: `region:NAME`, `country:DE`, `continent:EU` or `default`;
+    /// one string or a list (any of them).
+    #[serde(rename = "match")]
+    pub matches: OneOrMany,
+    /// Pool names in order of preference: the first with a healthy target answers.
+    pub pools: Vec<String>,
+    /// Never answer outside these pools (data locality); when they are all down the app's
+    /// fallback applies within them.
+    #[serde(default)]
+    pub geofence: bool,
+}
+
+/// A string or a list of strings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// `[geo]`: client location.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoConfig {
+    /// A MaxMind database (GeoLite2/GeoIP2 City or Country) for country, continent and
+    /// coordinates.
+    pub mmdb: Option<String>,
+    /// Ignore EDNS Client Subnet for every app: locate by the resolver's address.
+    #[serde(default)]
+    pub ignore_ecs: bool,
+    /// Trust ECS only from resolvers in these networks (all when absent).
+    pub ecs_trusted: Option<Vec<String>>,
+    /// Named regions as CIDR lists (longest prefix wins), matched by `region:NAME` rules.
+    #[serde(default)]
+    pub regions: Vec<RegionConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    pub name: String,
+    pub networks: Vec<String>,
 }
 
 fn default_fallback() -> String {

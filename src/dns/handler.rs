@@ -20,6 +20,7 @@ use hickory_server::{
 use tracing::{debug, warn};
 
 use super::{
+    client::Client,
     lookup::{Answer, lookup},
     response::{Fit, fit, response_edns, udp_limit},
 };
@@ -56,16 +57,24 @@ impl RequestHandler for DnsHandler {
         let edns = request.edns.as_ref().map(|_| response_edns(server_max));
         let mut metadata = Metadata::response_from_request(&request.metadata);
 
-        let answer = match check_request(request) {
+        let client =
+            Client::from_query(request.src().ip(), request.edns.as_ref(), &snapshot.clients);
+        let answer = match check_request(request).and(client.as_ref().map_err(|e| *e)) {
             Err(rcode) => Answer {
                 rcode,
                 ..Answer::default()
             },
-            Ok(()) => {
+            Ok(client) => {
                 let query = &request.queries.queries()[0];
-                lookup(&snapshot, query.name(), query.query_type())
+                lookup(&snapshot, query.name(), query.query_type(), client)
             }
         };
+        let mut edns = edns;
+        if let (Some(edns), Some(scope), Ok(client)) = (edns.as_mut(), answer.ecs_scope, &client)
+            && let Some(option) = client.echo(scope)
+        {
+            edns.options_mut().insert(option);
+        }
         metadata.response_code = answer.rcode;
         metadata.authoritative = answer.authoritative;
 

@@ -9,7 +9,11 @@ use hickory_proto::{
     rr::{LowerName, RData, Record, RecordType},
 };
 
-use crate::snapshot::{Node, Snapshot, Zone};
+use super::client::Client;
+use crate::{
+    policy::choose::ClientView,
+    snapshot::{AppAnswers, Node, Snapshot, Zone},
+};
 
 /// The longest CNAME chain followed inside a zone before giving up (loops included).
 const MAX_CNAME_CHAIN: usize = 8;
@@ -24,6 +28,12 @@ pub struct Answer<'a> {
     pub additional: Vec<&'a Record>,
     /// A referral: its glue is required, so it must not be dropped to make the response fit.
     pub referral: bool,
+    /// The ECS scope to echo: `Some(0)` for answers that do not depend on the client,
+    /// the deciding prefix length for those that do, `None` to echo no ECS (the app
+    /// ignores it).
+    pub ecs_scope: Option<u8>,
+    /// The app answered, and whether its fallback was used (for metrics and explain).
+    pub app: Option<(usize, bool)>,
 }
 
 impl Answer<'_> {
@@ -35,8 +45,27 @@ impl Answer<'_> {
     }
 }
 
-/// Answers `qname`/`qtype` (class IN) from `snapshot`.
-pub fn lookup<'a>(snapshot: &'a Snapshot, qname: &LowerName, qtype: RecordType) -> Answer<'a> {
+/// Answers `qname`/`qtype` (class IN) from `snapshot` for `client`.
+pub fn lookup<'a>(
+    snapshot: &'a Snapshot,
+    qname: &LowerName,
+    qtype: RecordType,
+    client: &Client,
+) -> Answer<'a> {
+    let mut answer = resolve(snapshot, qname, qtype, client);
+    if answer.app.is_none() && client.ecs.is_some() {
+        // Nothing here depends on the client: valid for every subnet.
+        answer.ecs_scope = Some(0);
+    }
+    answer
+}
+
+fn resolve<'a>(
+    snapshot: &'a Snapshot,
+    qname: &LowerName,
+    qtype: RecordType,
+    client: &Client,
+) -> Answer<'a> {
     let Some(zone) = snapshot.find_zone(qname) else {
         return Answer::refused();
     };
@@ -91,30 +120,90 @@ pub fn lookup<'a>(snapshot: &'a Snapshot, qname: &LowerName, qtype: RecordType) 
             name = target;
             continue;
         }
-        let records = node_records(snapshot, node, qtype);
+        let records = match node.app {
+            Some(i) if matches!(qtype, RecordType::A | RecordType::AAAA | RecordType::ANY) => {
+                app_records(snapshot, i, node, qtype, client, &mut answer)
+            }
+            // RFC 8482: one RRset, never the whole node.
+            _ if qtype == RecordType::ANY => node.first_rrset().iter().collect(),
+            _ => node.rrset(qtype).iter().collect(),
+        };
         if records.is_empty() {
             answer.authority.push(&zone.negative_soa);
         } else {
-            answer.answers.extend(records.iter());
-            add_additional(snapshot, zone, records, &mut answer.additional);
+            add_additional(snapshot, zone, &records, &mut answer.additional);
+            answer.answers.extend(records);
         }
         return answer;
     }
     answer
 }
 
-/// The RRset of `qtype` at `node`: static records, or the app's addresses.
-fn node_records<'a>(snapshot: &'a Snapshot, node: &'a Node, qtype: RecordType) -> &'a [Record] {
-    let app = node.app.map(|i| snapshot.app(i));
-    match qtype {
-        // RFC 8482: one RRset, never the whole node.
-        RecordType::ANY => match app {
-            Some(app) if !app.a.is_empty() => &app.a,
-            Some(app) if !app.aaaa.is_empty() && node.first_rrset().is_empty() => &app.aaaa,
-            _ => node.first_rrset(),
-        },
-        RecordType::A | RecordType::AAAA if app.is_some() => app.map_or(&[], |a| a.records(qtype)),
-        _ => node.rrset(qtype),
+/// The answer records of app `index` for `qtype`, chosen by its policy for `client`.
+/// ANY gets one RRset (RFC 8482): the app's A answer, else AAAA, else a static RRset.
+fn app_records<'a>(
+    snapshot: &'a Snapshot,
+    index: usize,
+    node: &'a Node,
+    qtype: RecordType,
+    client: &Client,
+    answer: &mut Answer<'a>,
+) -> Vec<&'a Record> {
+    let app = snapshot.app(index);
+    let types: &[RecordType] = match qtype {
+        RecordType::ANY => &[RecordType::A, RecordType::AAAA],
+        t => std::slice::from_ref(match t {
+            RecordType::A => &RecordType::A,
+            _ => &RecordType::AAAA,
+        }),
+    };
+    for &rtype in types {
+        let chosen = choose_for(snapshot, app, rtype, client);
+        answer.app = Some((index, chosen.fallback));
+        answer.ecs_scope = chosen.scope;
+        if !chosen.records.is_empty() {
+            return chosen.records;
+        }
+    }
+    if qtype == RecordType::ANY {
+        return node.first_rrset().iter().collect();
+    }
+    Vec::new()
+}
+
+/// The records an app answers, and the ECS scope to echo.
+struct Chosen<'a> {
+    records: Vec<&'a Record>,
+    scope: Option<u8>,
+    fallback: bool,
+}
+
+fn choose_for<'a>(
+    snapshot: &'a Snapshot,
+    app: &'a AppAnswers,
+    rtype: RecordType,
+    client: &Client,
+) -> Chosen<'a> {
+    let addr = client.view(app.policy.ignore_ecs);
+    let geo = &snapshot.clients.geo;
+    let locate = || addr.locate_with(geo);
+    let view = ClientView {
+        sticky_key: addr.sticky_key(),
+        sticky_scope: addr.sticky_prefix,
+        locate: &locate,
+    };
+    let mut rng = rand::rng();
+    let mut random = || rand::RngExt::random::<u64>(&mut rng);
+    let answer = app.answer(rtype, &view, &mut random);
+    // ECS is echoed when the query had usable ECS and this app uses it.
+    let scope = match client.ecs {
+        Some(_) if !app.policy.ignore_ecs => Some(answer.choice.scope.unwrap_or(0)),
+        _ => None,
+    };
+    Chosen {
+        records: answer.records,
+        scope,
+        fallback: answer.fallback,
     }
 }
 
@@ -132,10 +221,10 @@ fn referral<'a>(snapshot: &'a Snapshot, zone: &'a Zone, cut_node: &'a Node) -> A
         {
             answer
                 .additional
-                .extend(node_records(snapshot, node, RecordType::A));
+                .extend(address_records(snapshot, node, RecordType::A));
             answer
                 .additional
-                .extend(node_records(snapshot, node, RecordType::AAAA));
+                .extend(address_records(snapshot, node, RecordType::AAAA));
         }
     }
     answer
@@ -146,10 +235,10 @@ fn referral<'a>(snapshot: &'a Snapshot, zone: &'a Zone, cut_node: &'a Node) -> A
 fn add_additional<'a>(
     snapshot: &'a Snapshot,
     zone: &'a Zone,
-    records: &'a [Record],
+    records: &[&'a Record],
     additional: &mut Vec<&'a Record>,
 ) {
-    for record in records {
+    for &record in records {
         let target = match &record.data {
             RData::NS(ns) => &ns.0,
             RData::MX(mx) => &mx.exchange,
@@ -162,12 +251,25 @@ fn add_additional<'a>(
         }
         if let Some(node) = zone.node(&target) {
             for rtype in [RecordType::A, RecordType::AAAA] {
-                for r in node_records(snapshot, node, rtype) {
+                for r in address_records(snapshot, node, rtype) {
                     if !additional.iter().any(|x| std::ptr::eq(*x, r)) {
                         additional.push(r);
                     }
                 }
             }
         }
+    }
+}
+
+/// A or AAAA records at `node` for additional data: static ones, or every record an app
+/// could answer right now (no client: additional data is not steered).
+fn address_records<'a>(
+    snapshot: &'a Snapshot,
+    node: &'a Node,
+    rtype: RecordType,
+) -> Vec<&'a Record> {
+    match node.app {
+        Some(i) => snapshot.app(i).all_records(rtype),
+        None => node.rrset(rtype).iter().collect(),
     }
 }

@@ -1,37 +1,12 @@
 //! `[[apps]]` validation.
 
-use std::{collections::HashMap, fmt, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr};
 
 use super::{AppModel, ClusterModel, MAX_APP_TTL, TargetModel, ZoneModel, names, probe, zone_for};
 use crate::config::{
     Errors,
     file::{AppConfig, ClusterConfig, ProbeConfig},
 };
-
-/// How an app's answer is chosen among its healthy targets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PolicyKind {
-    /// Every target's ingress addresses.
-    All,
-}
-
-impl PolicyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PolicyKind::All => "all",
-        }
-    }
-}
-
-impl fmt::Display for PolicyKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Policies that are planned but not built yet: named so the error says so instead of
-/// calling a documented policy "unknown".
-const PLANNED_POLICIES: &[&str] = &["failover", "weighted", "geo", "nearest"];
 
 /// What an app answers when none of its targets is up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +28,7 @@ pub fn validate(
     cluster_cfgs: &[ClusterConfig],
     zones: &[ZoneModel],
     clusters: &[ClusterModel],
+    geo: &super::GeoModel,
     errors: &mut Errors,
 ) -> Vec<AppModel> {
     let cluster_index: HashMap<&str, usize> = clusters
@@ -94,23 +70,6 @@ pub fn validate(
                 format!("{} is out of range 0..={MAX_APP_TTL}", a.ttl),
             );
         }
-        let policy = match a.policy.trim().to_ascii_lowercase().as_str() {
-            "all" => Some(PolicyKind::All),
-            p if PLANNED_POLICIES.contains(&p) => {
-                errors.push(
-                    format!("{path}.policy"),
-                    format!("policy {p:?} is not available in this version (available: all)"),
-                );
-                None
-            }
-            p => {
-                errors.push(
-                    format!("{path}.policy"),
-                    format!("unknown policy {p:?} (available: all)"),
-                );
-                None
-            }
-        };
         if let Some(p) = &a.probe {
             probe::check_layer(p, &format!("{path}.probe"), errors);
         }
@@ -134,6 +93,8 @@ pub fn validate(
                 errors,
             );
         }
+        let target_models: Vec<TargetModel> = targets.iter().map(|t| t.model.clone()).collect();
+        let policy = super::policy::validate(a, &path, &target_models, clusters, &geo.geo, errors);
         let fallback = parse_fallback(&a.fallback, &cluster_index)
             .map_err(|e| errors.push(format!("{path}.fallback"), e))
             .ok();
@@ -145,7 +106,7 @@ pub fn validate(
                 ttl: a.ttl,
                 policy,
                 fallback,
-                targets: targets.into_iter().map(|t| t.model).collect(),
+                targets: target_models,
             });
         }
     }

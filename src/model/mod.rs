@@ -7,7 +7,9 @@
 
 mod app;
 mod cluster;
+pub mod geo;
 pub mod names;
+pub mod policy;
 pub mod probe;
 mod server;
 mod zone;
@@ -18,7 +20,8 @@ use hickory_proto::rr::{Name, Record};
 
 use crate::config::{Config, ConfigError, Errors};
 
-pub use app::{Fallback, PolicyKind};
+pub use app::Fallback;
+pub use geo::GeoModel;
 pub use probe::{HttpMethod, ProbeKind, ProbeSpec};
 
 /// Largest TTL accepted for static records and the SOA: one week. Longer TTLs are legal DNS
@@ -31,6 +34,7 @@ pub const MAX_APP_TTL: u32 = 86_400;
 pub struct Model {
     pub server: ServerModel,
     pub health: HealthModel,
+    pub geo: GeoModel,
     pub zones: Vec<ZoneModel>,
     pub clusters: Vec<ClusterModel>,
     pub apps: Vec<AppModel>,
@@ -85,7 +89,7 @@ pub struct AppModel {
     /// Index into [`Model::zones`]: the most specific zone holding the hostname.
     pub zone: usize,
     pub ttl: u32,
-    pub policy: PolicyKind,
+    pub policy: crate::policy::choose::AppPolicy,
     pub fallback: Fallback,
     pub targets: Vec<TargetModel>,
 }
@@ -108,6 +112,7 @@ pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
     let mut errors = Errors::default();
     let server = server::validate(&config.server, &mut errors);
     let health = validate_health(&config.health, &mut errors);
+    let geo = geo::validate(&config.geo, &mut errors);
     let zones = zone::validate_zones(&config.zones, &mut errors);
     let clusters = cluster::validate(&config.clusters, &mut errors);
     let apps = app::validate(
@@ -116,6 +121,7 @@ pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
         &config.clusters,
         &zones,
         &clusters,
+        &geo,
         &mut errors,
     );
     zone::check_cross(&zones, &apps, &mut errors);
@@ -123,6 +129,7 @@ pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
         Ok(Model {
             server,
             health,
+            geo,
             zones,
             clusters,
             apps,

@@ -1,101 +1,344 @@
-//! One app's answer plan for the current health: which addresses to answer, and why.
+//! One app's answer plan for the current health: per-target records, the healthy
+//! candidates of each address family (precomputed so a query only runs the policy), and
+//! the fallback records.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
 use crate::{
     health::state::{HealthTable, TargetState, target_state},
-    model::{Fallback, Model, PolicyKind},
+    model::{Fallback, Model},
+    policy::{
+        Candidate,
+        choose::{AppPolicy, Choice, ClientView, FamilyView, Picked, choose},
+        stable_hash,
+    },
 };
 
-/// The health of one target as the snapshot saw it.
+/// One target as the snapshot saw it.
 #[derive(Debug, Clone)]
-pub struct TargetStatus {
+pub struct TargetAnswers {
     /// Index into the model's clusters.
     pub cluster: usize,
     pub state: TargetState,
     pub detail: String,
+    pub a: Vec<Record>,
+    pub aaaa: Vec<Record>,
 }
 
-/// Answer records for one app hostname, for the health it was built with.
+/// What one address family offers right now.
+#[derive(Debug, Clone, Default)]
+pub struct FamilyPlan {
+    pub up: Vec<Candidate>,
+    /// Weight of every target of this family that is not drained.
+    pub total_weight: u64,
+    /// Per pool: its up candidates and total weight.
+    pub pools: Vec<(Vec<Candidate>, u64)>,
+    /// What the app's fallback answers when no target is up.
+    pub fallback: Vec<Record>,
+}
+
+/// An app's answer plan.
 #[derive(Debug, Clone)]
 pub struct AppAnswers {
     pub hostname: Name,
-    pub policy: PolicyKind,
-    /// A records: IPv4 ingress addresses of the answered targets, with the app's TTL.
-    pub a: Vec<Record>,
-    /// AAAA records: their IPv6 ingress addresses.
-    pub aaaa: Vec<Record>,
-    pub targets: Vec<TargetStatus>,
-    /// No target is up: the answer comes from the app's fallback.
+    pub policy: Arc<AppPolicy>,
+    pub fallback: Fallback,
+    pub targets: Vec<TargetAnswers>,
+    /// No target is up: answers come from the fallback.
     pub fallback_active: bool,
+    pub v4: FamilyPlan,
+    pub v6: FamilyPlan,
+}
+
+/// The records answered for one query, and why.
+#[derive(Debug)]
+pub struct AppAnswer<'a> {
+    pub records: Vec<&'a Record>,
+    pub choice: Choice,
+    /// The fallback answered (no eligible target was up).
+    pub fallback: bool,
+}
+
+fn records_for(hostname: &Name, ttl: u32, ips: &[IpAddr]) -> (Vec<Record>, Vec<Record>) {
+    let (mut a, mut aaaa) = (Vec::new(), Vec::new());
+    for ip in ips {
+        match ip {
+            IpAddr::V4(v4) => a.push(Record::from_rdata(
+                hostname.clone(),
+                ttl,
+                RData::A((*v4).into()),
+            )),
+            IpAddr::V6(v6) => aaaa.push(Record::from_rdata(
+                hostname.clone(),
+                ttl,
+                RData::AAAA((*v6).into()),
+            )),
+        }
+    }
+    (a, aaaa)
+}
+
+/// Records of `targets`, each address once (two clusters may share an ingress edge).
+fn union<'a>(targets: impl Iterator<Item = &'a [Record]>) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::new();
+    for set in targets {
+        for r in set {
+            if !out.iter().any(|x| x.data == r.data) {
+                out.push(r.clone());
+            }
+        }
+    }
+    out
 }
 
 impl AppAnswers {
     pub fn build(model: &Model, app: usize, table: &HealthTable) -> Self {
+        Self::build_with_policy(model, app, table, Arc::new(model.apps[app].policy.clone()))
+    }
+
+    /// Like [`Self::build`], sharing an already allocated policy (health changes rebuild
+    /// answers, never policies).
+    pub fn build_with_policy(
+        model: &Model,
+        app: usize,
+        table: &HealthTable,
+        policy: Arc<AppPolicy>,
+    ) -> Self {
         let m = &model.apps[app];
-        let targets: Vec<TargetStatus> = (0..m.targets.len())
-            .map(|t| {
+        let targets: Vec<TargetAnswers> = m
+            .targets
+            .iter()
+            .enumerate()
+            .map(|(t, target)| {
                 let (state, detail) = target_state(model, table, app, t);
-                TargetStatus {
-                    cluster: m.targets[t].cluster,
+                let (a, aaaa) =
+                    records_for(&m.hostname, m.ttl, &model.clusters[target.cluster].ingress);
+                TargetAnswers {
+                    cluster: target.cluster,
                     state,
                     detail,
+                    a,
+                    aaaa,
                 }
             })
             .collect();
-        let up: Vec<usize> = targets
-            .iter()
-            .filter(|t| t.state == TargetState::Up)
-            .map(|t| t.cluster)
-            .collect();
-        let fallback_active = up.is_empty();
-        let answered: Vec<usize> = if !fallback_active {
-            up
-        } else {
-            match m.fallback {
-                // Fail open: a GSLB that answers nothing takes the app down itself.
-                Fallback::All => targets
-                    .iter()
-                    .filter(|t| t.state != TargetState::Drained)
-                    .map(|t| t.cluster)
-                    .collect(),
-                Fallback::None => Vec::new(),
-                Fallback::Cluster(c) if !model.clusters[c].drain => vec![c],
-                Fallback::Cluster(_) => Vec::new(),
+        let fallback_active = !targets.iter().any(|t| t.state == TargetState::Up);
+        let family = |v6: bool| {
+            let has = |t: &TargetAnswers| {
+                if v6 {
+                    !t.aaaa.is_empty()
+                } else {
+                    !t.a.is_empty()
+                }
+            };
+            let candidate = |i: usize| {
+                let target = &m.targets[i];
+                let cluster = &model.clusters[target.cluster];
+                Candidate {
+                    target: i,
+                    weight: target.weight,
+                    priority: target.priority,
+                    coordinates: cluster.coordinates,
+                    key: stable_hash(cluster.name.as_bytes()),
+                }
+            };
+            let plan_of = |members: &mut dyn Iterator<Item = usize>| {
+                let mut up = Vec::new();
+                let mut total = 0u64;
+                for i in members {
+                    let t = &targets[i];
+                    if !has(t) || t.state == TargetState::Drained {
+                        continue;
+                    }
+                    total += u64::from(m.targets[i].weight);
+                    if t.state == TargetState::Up {
+                        up.push(candidate(i));
+                    }
+                }
+                (up, total)
+            };
+            let (up, total_weight) = plan_of(&mut (0..targets.len()));
+            let pools = policy
+                .pools
+                .iter()
+                .map(|p| plan_of(&mut p.targets.iter().copied()))
+                .collect();
+            let fallback = fallback_records(model, app, &targets, m.fallback, v6);
+            FamilyPlan {
+                up,
+                total_weight,
+                pools,
+                fallback,
             }
         };
-        let mut a: Vec<Record> = Vec::new();
-        let mut aaaa: Vec<Record> = Vec::new();
-        for c in answered {
-            for ip in &model.clusters[c].ingress {
-                let (rdata, set) = match ip {
-                    IpAddr::V4(v4) => (RData::A((*v4).into()), &mut a),
-                    IpAddr::V6(v6) => (RData::AAAA((*v6).into()), &mut aaaa),
-                };
-                // Two clusters may share an ingress (a shared edge): answer it once.
-                if !set.iter().any(|r| r.data == rdata) {
-                    set.push(Record::from_rdata(m.hostname.clone(), m.ttl, rdata));
-                }
-            }
-        }
+        let (v4, v6) = (family(false), family(true));
         Self {
             hostname: m.hostname.clone(),
-            policy: m.policy,
-            a,
-            aaaa,
+            policy,
+            fallback: m.fallback,
             targets,
             fallback_active,
+            v4,
+            v6,
         }
     }
 
-    /// The app's RRset of `rtype`, empty for types an app does not have.
-    pub fn records(&self, rtype: RecordType) -> &[Record] {
+    fn plan(&self, rtype: RecordType) -> Option<(&FamilyPlan, bool)> {
         match rtype {
-            RecordType::A => &self.a,
-            RecordType::AAAA => &self.aaaa,
-            _ => &[],
+            RecordType::A => Some((&self.v4, false)),
+            RecordType::AAAA => Some((&self.v6, true)),
+            _ => None,
+        }
+    }
+
+    /// The answer for one query of `rtype` (A or AAAA; anything else is empty).
+    pub fn answer(
+        &self,
+        rtype: RecordType,
+        client: &ClientView<'_>,
+        random: &mut dyn FnMut() -> u64,
+    ) -> AppAnswer<'_> {
+        let Some((plan, v6)) = self.plan(rtype) else {
+            return AppAnswer {
+                records: Vec::new(),
+                choice: Choice {
+                    picked: Picked::Targets(Vec::new()),
+                    scope: None,
+                    location: None,
+                    rule: None,
+                    pool: None,
+                },
+                fallback: false,
+            };
+        };
+        let view = FamilyView {
+            up: &plan.up,
+            total_weight: plan.total_weight,
+            pools: &plan.pools,
+            all_down: self.fallback_active,
+        };
+        let choice = choose(&self.policy, &view, client, random);
+        let max = self.policy.max_answers;
+        let mut records: Vec<&Record> = Vec::new();
+        let fallback = match &choice.picked {
+            Picked::Targets(targets) => {
+                for &t in targets {
+                    let set = if v6 {
+                        &self.targets[t].aaaa
+                    } else {
+                        &self.targets[t].a
+                    };
+                    for r in set {
+                        if records.len() < max && !records.iter().any(|x| x.data == r.data) {
+                            records.push(r);
+                        }
+                    }
+                }
+                false
+            }
+            Picked::Fallback { rule: None } => {
+                records.extend(plan.fallback.iter().take(max));
+                true
+            }
+            Picked::Fallback { rule: Some(rule) } => {
+                records.extend(self.fenced_fallback(*rule, v6).into_iter().take(max));
+                true
+            }
+        };
+        AppAnswer {
+            records,
+            choice,
+            fallback,
+        }
+    }
+
+    /// The fallback of a geofenced rule: the app's fallback restricted to the rule's pools
+    /// (a fallback cluster outside them answers nothing: the fence holds).
+    fn fenced_fallback(&self, rule: usize, v6: bool) -> Vec<&Record> {
+        let policy = &self.policy;
+        let within: Vec<usize> = policy.rules[rule]
+            .pools
+            .iter()
+            .flat_map(|&p| policy.pools[p].targets.iter().copied())
+            .collect();
+        let mut out: Vec<&Record> = Vec::new();
+        for (i, t) in self.targets.iter().enumerate() {
+            let eligible = within.contains(&i)
+                && t.state != TargetState::Drained
+                && match self.fallback {
+                    Fallback::All => true,
+                    Fallback::None => false,
+                    Fallback::Cluster(c) => t.cluster == c,
+                };
+            if !eligible {
+                continue;
+            }
+            for r in if v6 { &t.aaaa } else { &t.a } {
+                if !out.iter().any(|x| x.data == r.data) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every answerable record of `rtype` without a client (additional-section data):
+    /// the up targets' records, or the fallback.
+    pub fn all_records(&self, rtype: RecordType) -> Vec<&Record> {
+        let Some((plan, v6)) = self.plan(rtype) else {
+            return Vec::new();
+        };
+        if self.fallback_active {
+            return plan.fallback.iter().collect();
+        }
+        let mut out: Vec<&Record> = Vec::new();
+        for c in &plan.up {
+            let set = if v6 {
+                &self.targets[c.target].aaaa
+            } else {
+                &self.targets[c.target].a
+            };
+            for r in set {
+                if !out.iter().any(|x| x.data == r.data) {
+                    out.push(r);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The app's fallback records (all targets down).
+fn fallback_records(
+    model: &Model,
+    app: usize,
+    targets: &[TargetAnswers],
+    fallback: Fallback,
+    v6: bool,
+) -> Vec<Record> {
+    let m = &model.apps[app];
+    fn pick(t: &TargetAnswers, v6: bool) -> &[Record] {
+        if v6 { &t.aaaa } else { &t.a }
+    }
+    match fallback {
+        // Fail open: every target that is not drained.
+        Fallback::All => union(
+            targets
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| t.state != TargetState::Drained)
+                .map(|(_, t)| pick(t, v6)),
+        ),
+        Fallback::None => Vec::new(),
+        Fallback::Cluster(c) => {
+            let cluster = &model.clusters[c];
+            if cluster.drain {
+                return Vec::new();
+            }
+            let (a, aaaa) = records_for(&m.hostname, m.ttl, &cluster.ingress);
+            if v6 { aaaa } else { a }
         }
     }
 }

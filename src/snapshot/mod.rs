@@ -15,7 +15,15 @@ use hickory_proto::rr::LowerName;
 
 use crate::{health::state::HealthTable, model::Model};
 
-pub use app::{AppAnswers, TargetStatus};
+pub use app::{AppAnswer, AppAnswers, FamilyPlan, TargetAnswers};
+
+/// How clients are identified, from `[geo]`.
+#[derive(Debug, Clone, Default)]
+pub struct ClientSettings {
+    pub geo: Arc<crate::geo::Geo>,
+    pub ignore_ecs: bool,
+    pub ecs_trusted: Option<Vec<ipnet::IpNet>>,
+}
 pub use zone::{Node, Zone};
 
 /// Counts printed by `gtmd check` and logged at start and reload.
@@ -35,6 +43,7 @@ pub struct Snapshot {
     apps: Vec<Arc<AppAnswers>>,
     /// The largest UDP payload gtmd sends (server.max_udp_payload).
     pub max_udp_payload: u16,
+    pub clients: ClientSettings,
     pub summary: Summary,
 }
 
@@ -65,6 +74,11 @@ impl Snapshot {
             zones: Arc::new(zones),
             apps,
             max_udp_payload: model.server.max_udp_payload,
+            clients: ClientSettings {
+                geo: model.geo.geo.clone(),
+                ignore_ecs: model.geo.ignore_ecs,
+                ecs_trusted: model.geo.ecs_trusted.clone(),
+            },
             summary,
         }
     }

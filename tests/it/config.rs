@@ -183,14 +183,45 @@ fn wrong_type_names_the_key() {
 }
 
 #[test]
-fn unimplemented_policy_is_named_as_such() {
-    assert_one_error(
-        &BASE.replace(
+fn policy_names_and_options_are_checked() {
+    let with = |lines: &str| {
+        BASE.replace(
             "hostname = \"shop.apps.example.com\"",
-            "hostname = \"shop.apps.example.com\"\npolicy = \"geo\"",
-        ),
+            &format!("hostname = \"shop.apps.example.com\"\n{lines}"),
+        )
+    };
+    assert_one_error(
+        &with("policy = \"georgia\""),
         "apps[0].policy",
-        "not available in this version",
+        "unknown policy",
+    );
+    assert_one_error(
+        &with("policy = \"geo\""),
+        "apps[0].rules",
+        "at least one rule",
+    );
+    assert_one_error(
+        &with("sticky = true"),
+        "apps[0].sticky",
+        "only applies to the weighted policy",
+    );
+    assert_one_error(
+        &with("policy = \"weighted\"\nmin_healthy_fraction = 1.5"),
+        "apps[0].min_healthy_fraction",
+        "out of range",
+    );
+    assert_one_error(
+        &with("max_answers = 0"),
+        "apps[0].max_answers",
+        "out of range",
+    );
+    let errs = errors(&with("policy = \"nearest\""));
+    assert_eq!(
+        errs,
+        [
+            "apps[0].policy: the nearest policy needs client coordinates: set [geo] mmdb",
+            "apps[0].targets: the nearest policy needs clusters with lat/lon",
+        ]
     );
 }
 

@@ -394,9 +394,11 @@ ttl = 45
 targets = [{ cluster = "eu" }]
 [[apps]]
 hostname = "mid.example.test"
+max_answers = 64
 targets = [{ cluster = "forty" }]
 [[apps]]
 hostname = "big.example.test"
+max_answers = 256
 targets = [{ cluster = "hundred" }]
 "#;
 

@@ -1,0 +1,82 @@
+//! A MaxMind database (GeoIP2 / GeoLite2 City or Country) as a location source.
+
+use std::{net::IpAddr, path::Path, sync::Arc};
+
+use serde::Deserialize;
+
+use super::Location;
+
+/// An open MaxMind database, read fully into memory at load.
+pub struct GeoDb {
+    reader: maxminddb::Reader<Vec<u8>>,
+}
+
+impl std::fmt::Debug for GeoDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GeoDb")
+            .field("type", &self.reader.metadata().database_type)
+            .finish()
+    }
+}
+
+/// The fields gtmd uses; City and Country databases both decode into it.
+#[derive(Deserialize, Default)]
+struct Record<'a> {
+    #[serde(borrow, default)]
+    country: Option<Named<'a>>,
+    #[serde(borrow, default)]
+    continent: Option<Coded<'a>>,
+    #[serde(default)]
+    location: Option<Coordinates>,
+}
+
+#[derive(Deserialize)]
+struct Named<'a> {
+    #[serde(borrow, default)]
+    iso_code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Coded<'a> {
+    #[serde(borrow, default)]
+    code: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct Coordinates {
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
+
+impl GeoDb {
+    /// Opens and checks a database; the error names the file and the problem.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let reader = maxminddb::Reader::open_readfile(path)
+            .map_err(|e| format!("cannot open MaxMind database {}: {e}", path.display()))?;
+        Ok(Self { reader })
+    }
+
+    /// The database type from its metadata, e.g. `GeoLite2-City`.
+    pub fn database_type(&self) -> &str {
+        &self.reader.metadata().database_type
+    }
+
+    /// Adds what the database knows of `addr` to `location`.
+    pub fn fill(&self, addr: IpAddr, location: &mut Location) {
+        let Ok(result) = self.reader.lookup(addr) else {
+            return;
+        };
+        if let Ok(network) = result.network() {
+            location.db_scope = network.prefix();
+        }
+        let Ok(Some(record)) = result.decode::<Record<'_>>() else {
+            return;
+        };
+        let upper = |s: &str| Arc::<str>::from(s.to_ascii_uppercase());
+        location.country = record.country.and_then(|c| c.iso_code).map(upper);
+        location.continent = record.continent.and_then(|c| c.code).map(upper);
+        location.coordinates = record
+            .location
+            .and_then(|l| Some((l.latitude?, l.longitude?)));
+    }
+}

@@ -1,0 +1,282 @@
+//! Composing the policies for one query: geo rules → pools → pool policy, with the
+//! all-down fallback applied to every policy.
+
+use super::{
+    Candidate, PoolPolicy, all, failover,
+    geo::{Rule, matching_rule},
+    nearest, weighted,
+};
+use crate::geo::Location;
+
+/// The app-level policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    All,
+    Failover,
+    Weighted,
+    Geo,
+    Nearest,
+}
+
+impl PolicyKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyKind::All => "all",
+            PolicyKind::Failover => "failover",
+            PolicyKind::Weighted => "weighted",
+            PolicyKind::Geo => "geo",
+            PolicyKind::Nearest => "nearest",
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A named group of an app's targets with its own policy (geo).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub name: String,
+    /// Target indices of the app.
+    pub targets: Vec<usize>,
+    pub policy: PoolPolicy,
+}
+
+/// Everything about how one app chooses its answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppPolicy {
+    pub kind: PolicyKind,
+    /// The policy over all targets (all / failover / weighted apps).
+    pub pool_policy: PoolPolicy,
+    pub max_answers: usize,
+    /// Nearest: used when the client's coordinates are unknown.
+    pub fallback_policy: PoolPolicy,
+    pub pools: Vec<Pool>,
+    pub rules: Vec<Rule>,
+    /// Locate by the resolver address even when the query has ECS.
+    pub ignore_ecs: bool,
+}
+
+impl AppPolicy {
+    /// Whether answers can depend on where the client is (geo, nearest) or which subnet it
+    /// is in (sticky): then ECS is echoed with a real scope.
+    pub fn depends_on_client(&self) -> bool {
+        let sticky = |p: &PoolPolicy| matches!(p, PoolPolicy::Weighted { sticky: true, .. });
+        match self.kind {
+            PolicyKind::Geo | PolicyKind::Nearest => true,
+            _ => sticky(&self.pool_policy),
+        }
+    }
+}
+
+/// What one family (A or AAAA) of an app offers right now.
+#[derive(Debug, Clone, Copy)]
+pub struct FamilyView<'a> {
+    /// Up targets with addresses of the family.
+    pub up: &'a [Candidate],
+    /// Weight of every target of the family that is not drained.
+    pub total_weight: u64,
+    /// Per pool: its up candidates and total weight.
+    pub pools: &'a [(Vec<Candidate>, u64)],
+    /// No target of the app is up at all.
+    pub all_down: bool,
+}
+
+/// What is known of the client, computed only if the policy asks.
+pub struct ClientView<'a> {
+    /// Hash of the client subnet (ECS, or the resolver address masked to /24 or /56).
+    pub sticky_key: u64,
+    /// The prefix length that subnet was masked to.
+    pub sticky_scope: u8,
+    pub locate: &'a dyn Fn() -> Location,
+}
+
+/// The policy's decision.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Picked {
+    /// Answer these targets (empty: NODATA for this family).
+    Targets(Vec<usize>),
+    /// No eligible target is up: apply the app's fallback, over all its targets or, for a
+    /// geofenced rule, only over that rule's pools.
+    Fallback { rule: Option<usize> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Choice {
+    pub picked: Picked,
+    /// The ECS scope of this answer: `Some` when it depends on the client's subnet.
+    pub scope: Option<u8>,
+    /// The location that decided (geo, nearest), for explanations.
+    pub location: Option<Location>,
+    /// The geo rule that matched and the pool that answered.
+    pub rule: Option<usize>,
+    pub pool: Option<usize>,
+}
+
+impl Choice {
+    fn targets(targets: Vec<usize>) -> Self {
+        Self {
+            picked: Picked::Targets(targets),
+            scope: None,
+            location: None,
+            rule: None,
+            pool: None,
+        }
+    }
+}
+
+/// Runs a pool policy over `candidates`; returns the sticky scope if it used the subnet.
+fn run(
+    policy: PoolPolicy,
+    candidates: &[Candidate],
+    total_weight: u64,
+    max: usize,
+    client: &ClientView<'_>,
+    random: &mut dyn FnMut() -> u64,
+    out: &mut Vec<usize>,
+) -> Option<u8> {
+    let rotation = random() as usize;
+    match policy {
+        PoolPolicy::All => {
+            all::pick(candidates, rotation, max, out);
+            None
+        }
+        PoolPolicy::Failover => {
+            failover::pick(candidates, rotation, max, out);
+            None
+        }
+        PoolPolicy::Weighted {
+            answers,
+            sticky,
+            min_healthy_fraction,
+        } => {
+            weighted::pick(
+                candidates,
+                total_weight,
+                answers,
+                sticky.then_some(client.sticky_key),
+                min_healthy_fraction,
+                rotation,
+                max,
+                &mut *random,
+                out,
+            );
+            sticky.then_some(client.sticky_scope)
+        }
+    }
+}
+
+/// Chooses the targets of one app for one query.
+pub fn choose(
+    policy: &AppPolicy,
+    view: &FamilyView<'_>,
+    client: &ClientView<'_>,
+    random: &mut dyn FnMut() -> u64,
+) -> Choice {
+    if view.all_down {
+        return Choice {
+            picked: Picked::Fallback { rule: None },
+            ..Choice::targets(Vec::new())
+        };
+    }
+    let max = policy.max_answers;
+    let mut out = Vec::new();
+    match policy.kind {
+        PolicyKind::All | PolicyKind::Failover | PolicyKind::Weighted => {
+            let scope = run(
+                policy.pool_policy,
+                view.up,
+                view.total_weight,
+                max,
+                client,
+                random,
+                &mut out,
+            );
+            Choice {
+                scope,
+                ..Choice::targets(out)
+            }
+        }
+        PolicyKind::Nearest => {
+            let location = (client.locate)();
+            let mut scope = location.db_scope;
+            if let Some(coordinates) = location.coordinates {
+                nearest::pick(view.up, coordinates, &mut out);
+            }
+            if out.is_empty() {
+                let sticky = run(
+                    policy.fallback_policy,
+                    view.up,
+                    view.total_weight,
+                    max,
+                    client,
+                    random,
+                    &mut out,
+                );
+                scope = scope.max(sticky.unwrap_or(0));
+            }
+            Choice {
+                scope: Some(scope),
+                location: Some(location),
+                ..Choice::targets(out)
+            }
+        }
+        PolicyKind::Geo => {
+            let location = (client.locate)();
+            // The answer depends on the region table and the database alike (a rule that
+            // did not match also decided), so the scope must hold for both.
+            let mut scope = location.region_scope.max(location.db_scope);
+            let Some((rule_index, rule)) = matching_rule(&policy.rules, &location) else {
+                all::pick(view.up, random() as usize, max, &mut out);
+                return Choice {
+                    scope: Some(scope),
+                    location: Some(location),
+                    ..Choice::targets(out)
+                };
+            };
+            for &p in &rule.pools {
+                let (candidates, total) = &view.pools[p];
+                if candidates.is_empty() {
+                    continue;
+                }
+                if let Some(s) = run(
+                    policy.pools[p].policy,
+                    candidates,
+                    *total,
+                    max,
+                    client,
+                    random,
+                    &mut out,
+                ) {
+                    scope = scope.max(s);
+                }
+                return Choice {
+                    picked: Picked::Targets(out),
+                    scope: Some(scope),
+                    location: Some(location),
+                    rule: Some(rule_index),
+                    pool: Some(p),
+                };
+            }
+            let picked = if rule.geofence {
+                Picked::Fallback {
+                    rule: Some(rule_index),
+                }
+            } else {
+                // Its pools are all down and it is not fenced: any healthy target.
+                all::pick(view.up, random() as usize, max, &mut out);
+                Picked::Targets(out)
+            };
+            Choice {
+                picked,
+                scope: Some(scope),
+                location: Some(location),
+                rule: Some(rule_index),
+                pool: None,
+            }
+        }
+    }
+}
