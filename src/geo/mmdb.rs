@@ -80,3 +80,56 @@ impl GeoDb {
             .and_then(|l| Some((l.latitude?, l.longitude?)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> GeoDb {
+        GeoDb::open(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/geo-test.mmdb"
+        )))
+        .unwrap()
+    }
+
+    fn at(ip: &str) -> Location {
+        let mut l = Location::default();
+        db().fill(ip.parse().unwrap(), &mut l);
+        l
+    }
+
+    #[test]
+    fn reads_country_continent_coordinates_and_network() {
+        let de = at("192.0.2.77");
+        assert_eq!(de.country.as_deref(), Some("DE"));
+        assert_eq!(de.continent.as_deref(), Some("EU"));
+        assert_eq!(de.coordinates, Some((50.11, 8.68)));
+        assert_eq!(de.db_scope, 24);
+        let sf = at("198.18.7.1");
+        assert_eq!(sf.country.as_deref(), Some("US"), "the nested /24 wins");
+        assert_eq!(sf.db_scope, 24);
+        let paris = at("198.18.8.1");
+        assert_eq!(paris.country.as_deref(), Some("FR"));
+        assert!(
+            paris.db_scope > 16 && paris.db_scope <= 24,
+            "{}",
+            paris.db_scope
+        );
+        let br = at("100.64.1.1");
+        assert_eq!(br.country.as_deref(), Some("BR"));
+        assert_eq!(br.coordinates, None);
+        let v6 = at("2001:db8:e00::1");
+        assert_eq!(v6.country.as_deref(), Some("DE"));
+        assert_eq!(v6.db_scope, 40);
+        let nowhere = at("10.1.2.3");
+        assert_eq!(
+            nowhere,
+            Location {
+                db_scope: nowhere.db_scope,
+                ..Location::default()
+            }
+        );
+        assert_eq!(db().database_type(), "GeoIP2-City");
+    }
+}

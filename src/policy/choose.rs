@@ -280,3 +280,229 @@ pub fn choose(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::geo::Matcher;
+
+    fn c(target: usize, weight: u32, priority: u32) -> Candidate {
+        Candidate {
+            target,
+            weight,
+            priority,
+            coordinates: None,
+            key: crate::policy::stable_hash(&[target as u8]),
+        }
+    }
+
+    fn policy(kind: PolicyKind) -> AppPolicy {
+        AppPolicy {
+            kind,
+            pool_policy: PoolPolicy::All,
+            max_answers: 8,
+            fallback_policy: PoolPolicy::All,
+            pools: Vec::new(),
+            rules: Vec::new(),
+            ignore_ecs: false,
+        }
+    }
+
+    fn client<'a>(locate: &'a dyn Fn() -> Location) -> ClientView<'a> {
+        ClientView {
+            sticky_key: 7,
+            sticky_scope: 24,
+            locate,
+        }
+    }
+
+    fn targets(choice: &Choice) -> Vec<usize> {
+        match &choice.picked {
+            Picked::Targets(t) => {
+                let mut t = t.clone();
+                t.sort_unstable();
+                t
+            }
+            other => panic!("expected targets, got {other:?}"),
+        }
+    }
+
+    /// Targets 0, 1 in pool "eu" (0), 2, 3 in pool "us" (1); EU clients → [eu, us],
+    /// fenced DE clients → [eu] only; everyone else → [us, eu].
+    fn geo_policy() -> AppPolicy {
+        AppPolicy {
+            pools: vec![
+                Pool {
+                    name: "eu".into(),
+                    targets: vec![0, 1],
+                    policy: PoolPolicy::All,
+                },
+                Pool {
+                    name: "us".into(),
+                    targets: vec![2, 3],
+                    policy: PoolPolicy::All,
+                },
+            ],
+            rules: vec![
+                Rule {
+                    matchers: vec![Matcher::Country("DE".into())],
+                    pools: vec![0],
+                    geofence: true,
+                },
+                Rule {
+                    matchers: vec![Matcher::Continent("EU".into())],
+                    pools: vec![0, 1],
+                    geofence: false,
+                },
+                Rule {
+                    matchers: vec![Matcher::Default],
+                    pools: vec![1, 0],
+                    geofence: false,
+                },
+            ],
+            ..policy(PolicyKind::Geo)
+        }
+    }
+
+    fn located(country: &str, continent: &str) -> Location {
+        Location {
+            country: Some(country.into()),
+            continent: Some(continent.into()),
+            db_scope: 24,
+            region_scope: 8,
+            ..Location::default()
+        }
+    }
+
+    #[test]
+    fn geo_first_healthy_pool_of_the_matching_rule() {
+        let p = geo_policy();
+        let all = [c(0, 1, 1), c(1, 1, 1), c(2, 1, 1), c(3, 1, 1)];
+        let pools = vec![(vec![all[0], all[1]], 2), (vec![all[2], all[3]], 2)];
+        let view = FamilyView {
+            up: &all,
+            total_weight: 4,
+            pools: &pools,
+            all_down: false,
+        };
+        let fr = || located("FR", "EU");
+        let ch = choose(&p, &view, &client(&fr), &mut || 0);
+        assert_eq!(targets(&ch), [0, 1]);
+        assert_eq!((ch.rule, ch.pool, ch.scope), (Some(1), Some(0), Some(24)));
+        let us = || located("US", "NA");
+        let ch = choose(&p, &view, &client(&us), &mut || 0);
+        assert_eq!(targets(&ch), [2, 3]);
+
+        // EU pool down: FR (not fenced) goes to the US pool; DE (fenced) gets the fallback
+        // restricted to its pools.
+        let pools_eu_down = vec![(vec![], 2), (vec![all[2], all[3]], 2)];
+        let up = [all[2], all[3]];
+        let view = FamilyView {
+            up: &up,
+            total_weight: 4,
+            pools: &pools_eu_down,
+            all_down: false,
+        };
+        assert_eq!(targets(&choose(&p, &view, &client(&fr), &mut || 0)), [2, 3]);
+        let de = || located("DE", "EU");
+        let ch = choose(&p, &view, &client(&de), &mut || 0);
+        assert_eq!(ch.picked, Picked::Fallback { rule: Some(0) });
+    }
+
+    #[test]
+    fn all_down_is_the_app_fallback_for_every_policy() {
+        let nowhere = Location::default;
+        for kind in [
+            PolicyKind::All,
+            PolicyKind::Failover,
+            PolicyKind::Weighted,
+            PolicyKind::Geo,
+            PolicyKind::Nearest,
+        ] {
+            let p = AppPolicy {
+                kind,
+                ..geo_policy()
+            };
+            let view = FamilyView {
+                up: &[],
+                total_weight: 4,
+                pools: &[(vec![], 2), (vec![], 2)],
+                all_down: true,
+            };
+            let ch = choose(&p, &view, &client(&nowhere), &mut || 0);
+            assert_eq!(ch.picked, Picked::Fallback { rule: None }, "{kind}");
+        }
+    }
+
+    #[test]
+    fn nearest_uses_coordinates_then_its_fallback_policy() {
+        let mut fra = c(0, 1, 1);
+        fra.coordinates = Some((50.1, 8.7));
+        let mut iad = c(1, 1, 1);
+        iad.coordinates = Some((39.0, -77.5));
+        let up = [fra, iad];
+        let view = FamilyView {
+            up: &up,
+            total_weight: 2,
+            pools: &[],
+            all_down: false,
+        };
+        let p = AppPolicy {
+            fallback_policy: PoolPolicy::Failover,
+            ..policy(PolicyKind::Nearest)
+        };
+        let paris = || Location {
+            coordinates: Some((48.9, 2.35)),
+            db_scope: 20,
+            ..Location::default()
+        };
+        let ch = choose(&p, &view, &client(&paris), &mut || 0);
+        assert_eq!((targets(&ch), ch.scope), (vec![0], Some(20)));
+        let unknown = || Location {
+            db_scope: 12,
+            ..Location::default()
+        };
+        let ch = choose(&p, &view, &client(&unknown), &mut || 0);
+        assert_eq!((targets(&ch), ch.scope), (vec![0, 1], Some(12)));
+    }
+
+    #[test]
+    fn scopes_follow_what_the_answer_depends_on() {
+        let up = [c(0, 3, 1), c(1, 1, 1)];
+        let view = FamilyView {
+            up: &up,
+            total_weight: 4,
+            pools: &[],
+            all_down: false,
+        };
+        let never = || -> Location { panic!("location-independent policies never locate") };
+        for kind in [PolicyKind::All, PolicyKind::Failover, PolicyKind::Weighted] {
+            let p = AppPolicy {
+                pool_policy: if kind == PolicyKind::Weighted {
+                    PoolPolicy::Weighted {
+                        answers: 1,
+                        sticky: false,
+                        min_healthy_fraction: 0.0,
+                    }
+                } else {
+                    PoolPolicy::All
+                },
+                ..policy(kind)
+            };
+            assert_eq!(choose(&p, &view, &client(&never), &mut || 5).scope, None);
+        }
+        let sticky = AppPolicy {
+            pool_policy: PoolPolicy::Weighted {
+                answers: 1,
+                sticky: true,
+                min_healthy_fraction: 0.0,
+            },
+            ..policy(PolicyKind::Weighted)
+        };
+        assert!(sticky.depends_on_client());
+        assert_eq!(
+            choose(&sticky, &view, &client(&never), &mut || 5).scope,
+            Some(24)
+        );
+    }
+}

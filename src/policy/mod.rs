@@ -8,6 +8,8 @@ pub mod choose;
 pub mod failover;
 pub mod geo;
 pub mod nearest;
+#[cfg(test)]
+mod props;
 pub mod weighted;
 
 pub use choose::{Choice, ClientView, choose};

@@ -7,4 +7,5 @@ mod dig;
 mod dns;
 mod health;
 mod malformed;
+mod policy;
 mod support;
