@@ -259,7 +259,10 @@ impl Shared {
         let current = self.snapshot.load();
         let updates: Vec<(usize, AppAnswers)> = affected
             .into_iter()
-            .map(|a| (a, AppAnswers::build(model, a, &table)))
+            .map(|a| {
+                let policy = current.app(a).policy.clone();
+                (a, AppAnswers::build_with_policy(model, a, &table, policy))
+            })
             .collect();
         for (a, answers) in &updates {
             let was = current.app(*a).fallback_active;

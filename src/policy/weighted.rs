@@ -41,14 +41,25 @@ pub fn pick_random(
 
 /// Sticky weighted choice for the client subnet hashed to `client`.
 pub fn pick_sticky(candidates: &[Candidate], answers: usize, client: u64, out: &mut Vec<usize>) {
+    let score = |c: &Candidate| {
+        // u in (0, 1]: 53 random bits, never 0.
+        let u = ((mix(client, c.key) >> 11) + 1) as f64 / (1u64 << 53) as f64;
+        -u.ln() / f64::from(c.weight)
+    };
+    if answers == 1 {
+        // The common case: the lowest score, without sorting.
+        let best = candidates
+            .iter()
+            .filter(|c| c.weight > 0)
+            .map(|c| (score(c), c.target))
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        out.extend(best.map(|(_, t)| t));
+        return;
+    }
     let mut scored: Vec<(f64, usize)> = candidates
         .iter()
         .filter(|c| c.weight > 0)
-        .map(|c| {
-            // u in (0, 1]: 53 random bits, never 0.
-            let u = ((mix(client, c.key) >> 11) + 1) as f64 / (1u64 << 53) as f64;
-            (-u.ln() / f64::from(c.weight), c.target)
-        })
+        .map(|c| (score(c), c.target))
         .collect();
     scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     out.extend(scored.iter().take(answers).map(|&(_, t)| t));
