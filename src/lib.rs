@@ -4,13 +4,16 @@
 //! Data flow: config file → [`config`] (serde) → [`model::validate`] → [`snapshot::Snapshot`]
 //! → [`dns`] handler, served by [`server::run`]. See `../shared/ARCHITECTURE.md`.
 
+pub mod admin;
 pub mod config;
 pub mod dns;
 pub mod geo;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod model;
 pub mod policy;
+pub mod reload;
 pub mod server;
 pub mod snapshot;
 
@@ -20,18 +23,41 @@ pub use config::{ConfigError, ConfigErrors};
 pub use model::Model;
 pub use snapshot::Snapshot;
 
-/// Everything `serve` and `check` need from a config file: parse, validate, build. Both run
-/// exactly this, so `check` passing means `serve` will accept the file.
+/// Everything `serve`, `check` and a reload need from a config file: parse, validate,
+/// build. All run exactly this, so `check` passing means `serve` and a reload accept it.
 #[derive(Debug)]
 pub struct Loaded {
     pub model: Model,
-    pub snapshot: Snapshot,
+    pub summary: snapshot::Summary,
+    /// Identifies the configuration in effect (file text and environment overrides).
+    pub hash: String,
 }
 
 /// Loads `path` with the process environment's `GTMD__…` overrides.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let config = config::load(path)?;
-    from_config(path, &config)
+    let text = config::read(path)?;
+    let parsed = config::parse_with_env(path, &text, gtmd_env())?;
+    let mut loaded = from_config(path, &parsed)?;
+    loaded.hash = fingerprint(&text);
+    Ok(loaded)
+}
+
+/// The process's `GTMD__…` environment overrides, sorted.
+fn gtmd_env() -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(&format!("{}__", config::ENV_PREFIX)))
+        .collect();
+    env.sort();
+    env
+}
+
+/// Identifies a configuration: a hash of the file text and the environment overrides.
+pub fn fingerprint(text: &str) -> String {
+    let mut bytes = text.as_bytes().to_vec();
+    for (k, v) in gtmd_env() {
+        bytes.extend_from_slice(format!("\n{k}={v}").as_bytes());
+    }
+    format!("{:016x}", policy::stable_hash(&bytes))
 }
 
 /// Validates and builds an already parsed config (`path` is only used in error messages).
@@ -40,6 +66,15 @@ pub fn from_config(path: &Path, config: &config::Config) -> Result<Loaded, Confi
         file: path.to_path_buf(),
         errors,
     })?;
-    let snapshot = Snapshot::build(&model, &health::HealthTable::initial(&model));
-    Ok(Loaded { model, snapshot })
+    // The same build `serve` does, so a config that fails to build fails here too.
+    let snapshot = Snapshot::build(
+        &model,
+        &health::HealthTable::initial(&model),
+        &metrics::Metrics::new(),
+    );
+    Ok(Loaded {
+        model,
+        summary: snapshot.summary,
+        hash: String::new(),
+    })
 }

@@ -23,6 +23,9 @@ enum Command {
     Serve {
         #[arg(long, short, default_value = "config/gtmd.toml")]
         config: PathBuf,
+        /// Log line format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Check a config file (the same parse, validation and build as serve) and exit.
     Check {
@@ -35,14 +38,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Serve { config } => serve(&config),
+        Command::Serve { config, log_format } => serve(&config, log_format),
     }
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
     match gtmd::load(path) {
         Ok(loaded) => {
-            let s = loaded.snapshot.summary;
+            let s = loaded.summary;
             println!(
                 "{}: ok: {} zone{}, {} record{}, {} app{}, {} cluster{}",
                 path.display(),
@@ -76,7 +79,13 @@ fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
 
-fn serve(path: &std::path::Path) -> ExitCode {
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn serve(path: &std::path::Path, log_format: LogFormat) -> ExitCode {
     // Startup failures are plain lines on stderr (one per problem), before logging starts.
     let loaded = match gtmd::load(path) {
         Ok(l) => l,
@@ -87,15 +96,20 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listeners = match Listeners::bind(&loaded.model.server.listen) {
+    let listeners = match Listeners::bind(&loaded.model.server) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("gtmd: {e}");
             return ExitCode::FAILURE;
         }
     };
-    gtmd::logging::init();
-    let s = loaded.snapshot.summary;
+    gtmd::logging::init(matches!(log_format, LogFormat::Json));
+    let source = gtmd::server::ReloadSource {
+        path: Some(path.to_path_buf()),
+        sighup: true,
+        watch: true,
+    };
+    let s = loaded.summary;
     info!(
         config = %path.display(),
         zones = s.zones,
@@ -111,8 +125,9 @@ fn serve(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime
-        .block_on(async move { gtmd::server::run(loaded, listeners, shutdown_signal()).await });
+    let result = runtime.block_on(async move {
+        gtmd::server::run(loaded, listeners, source, shutdown_signal()).await
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -15,10 +15,15 @@ use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::info;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
     Loaded,
+    admin::AdminState,
     dns::DnsHandler,
-    health::{HealthEngine, HealthTable},
+    health::{HealthEngine, HealthShared, HealthTable},
+    metrics::Metrics,
+    reload::Reloader,
     snapshot::Snapshot,
 };
 
@@ -36,26 +41,39 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Bound DNS sockets: each address serves UDP and TCP.
+/// Bound sockets: each DNS address serves UDP and TCP; the admin endpoint is optional.
 #[derive(Debug)]
 pub struct Listeners {
     pub udp: Vec<UdpSocket>,
     pub tcp: Vec<TcpListener>,
+    pub admin: Option<TcpListener>,
 }
 
 impl Listeners {
-    /// Binds UDP and TCP on every address.
-    pub fn bind(addrs: &[SocketAddr]) -> Result<Self, BindError> {
+    /// Binds UDP and TCP on every DNS address, and the admin endpoint if configured.
+    pub fn bind(server: &crate::model::ServerModel) -> Result<Self, BindError> {
         let mut out = Listeners {
             udp: Vec::new(),
             tcp: Vec::new(),
+            admin: None,
         };
-        for &addr in addrs {
+        for &addr in &server.listen {
             let (udp, tcp) = bind_pair(addr)?;
             out.udp.push(udp);
             out.tcp.push(tcp);
         }
+        if let Some(addr) = server.admin {
+            out.admin = Some(bind_tcp(addr).map_err(|e| BindError {
+                proto: "HTTP (admin)",
+                ..e
+            })?);
+        }
         Ok(out)
+    }
+
+    /// The admin endpoint's bound address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Binds UDP and TCP on one free port of `ip` (tests: port 0 picks it).
@@ -76,6 +94,7 @@ impl Listeners {
                     return Ok(Listeners {
                         udp: vec![udp],
                         tcp: vec![tcp],
+                        admin: Some(bind_tcp(SocketAddr::new(ip, 0))?),
                     });
                 }
                 Err(e) => last = Some(e),
@@ -138,24 +157,53 @@ fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, BindError> {
     })
 }
 
-/// A running gtmd: DNS on its listeners, probes updating the snapshot.
+/// A running gtmd: DNS on its listeners, probes updating the snapshot, the admin endpoint,
+/// and reloads on SIGHUP or a change in the config file's directory.
 pub struct Running {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub health: HealthEngine,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<HealthShared>,
+    /// True once the first probe round is complete (readiness).
+    pub first_round: tokio::sync::watch::Receiver<bool>,
+    pub reloader: Arc<Reloader>,
+    pub admin_addr: Option<SocketAddr>,
+    engine: Arc<tokio::sync::Mutex<HealthEngine>>,
     server: Server<DnsHandler>,
+    background: CancellationToken,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+/// Where the configuration came from, for reloads (None: no reloads, e.g. in tests that
+/// build configs in memory).
+#[derive(Debug, Clone, Default)]
+pub struct ReloadSource {
+    pub path: Option<std::path::PathBuf>,
+    /// React to SIGHUP (only the real binary: tests run many servers in one process).
+    pub sighup: bool,
+    /// Watch the config file's directory.
+    pub watch: bool,
 }
 
 /// Starts serving `loaded` on `listeners` and probing its targets (inside a tokio runtime).
-pub async fn start(loaded: Loaded, listeners: Listeners) -> Result<Running, StartError> {
+pub async fn start(
+    loaded: Loaded,
+    listeners: Listeners,
+    source: ReloadSource,
+) -> Result<Running, StartError> {
+    let metrics = Arc::new(Metrics::new());
     let model = Arc::new(loaded.model);
-    let snapshot = Arc::new(ArcSwap::from_pointee(loaded.snapshot));
-    let health = HealthEngine::start(
-        model.clone(),
-        HealthTable::initial(&model),
-        snapshot.clone(),
-    )
-    .map_err(StartError::Health)?;
-    let mut server = Server::new(DnsHandler::new(snapshot.clone()));
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+        &model,
+        &HealthTable::initial(&model),
+        &metrics,
+    )));
+    metrics.config_applied(&loaded.hash, 1);
+    let engine = HealthEngine::start(model.clone(), snapshot.clone(), metrics.clone())
+        .map_err(StartError::Health)?;
+    let first_round = engine.first_round();
+    let health = engine.shared();
+    let engine = Arc::new(tokio::sync::Mutex::new(engine));
+    let mut server = Server::new(DnsHandler::new(snapshot.clone(), metrics.clone()));
     for udp in listeners.udp {
         let addr = udp.local_addr()?;
         server.register_socket(tokio::net::UdpSocket::from_std(udp)?);
@@ -170,22 +218,75 @@ pub async fn start(loaded: Loaded, listeners: Listeners) -> Result<Running, Star
         );
         info!(%addr, "serving DNS over TCP");
     }
+    let reloader = Arc::new(Reloader::new(
+        source.path.clone(),
+        engine.clone(),
+        metrics.clone(),
+        model.clone(),
+        loaded.hash.clone(),
+    ));
+    let background = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    let admin_addr = match listeners.admin {
+        Some(l) => {
+            let addr = l.local_addr()?;
+            let state = Arc::new(AdminState {
+                snapshot: snapshot.clone(),
+                health: health.clone(),
+                metrics: metrics.clone(),
+                ready: first_round.clone(),
+                reloader: reloader.clone(),
+            });
+            let listener = tokio::net::TcpListener::from_std(l)?;
+            tasks.spawn(crate::admin::serve(listener, state, background.clone()));
+            info!(%addr, "serving admin HTTP (/metrics, /healthz, /readyz, /api/v1/status, /api/v1/explain)");
+            Some(addr)
+        }
+        None => None,
+    };
+    {
+        let mut ready = first_round.clone();
+        let metrics = metrics.clone();
+        let cancel = background.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = ready.wait_for(|r| *r) => metrics.ready.set(1),
+            }
+        });
+    }
+    if source.path.is_some() {
+        crate::reload::spawn_triggers(&mut tasks, reloader.clone(), &source, background.clone())
+            .map_err(StartError::Reload)?;
+    }
     Ok(Running {
         snapshot,
+        metrics,
         health,
+        first_round,
+        reloader,
+        admin_addr,
+        engine,
         server,
+        background,
+        tasks,
     })
 }
 
 impl Running {
-    /// Stops probing and serving; in-flight queries finish.
+    /// Stops probing, reloading and serving: no new queries are accepted, in-flight ones
+    /// finish.
     pub async fn stop(mut self) -> io::Result<()> {
         info!("shutting down");
-        self.health.stop().await;
-        self.server
+        self.background.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        let result = self
+            .server
             .shutdown_gracefully()
             .await
-            .map_err(|e| io::Error::other(e.to_string()))
+            .map_err(|e| io::Error::other(e.to_string()));
+        self.engine.lock().await.stop().await;
+        result
     }
 }
 
@@ -196,15 +297,18 @@ pub enum StartError {
     Io(#[from] io::Error),
     #[error("health probes: {0}")]
     Health(String),
+    #[error("config reload: {0}")]
+    Reload(String),
 }
 
 /// Serves until `shutdown` completes, then stops cleanly.
 pub async fn run(
     loaded: Loaded,
     listeners: Listeners,
+    source: ReloadSource,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let running = start(loaded, listeners).await?;
+    let running = start(loaded, listeners, source).await?;
     shutdown.await;
     running.stop().await?;
     Ok(())

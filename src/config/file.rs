@@ -21,6 +21,8 @@ pub struct Config {
     #[serde(default)]
     pub server: ServerConfig,
     #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
     pub geo: GeoConfig,
@@ -70,6 +72,34 @@ pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
 
 fn default_max_udp_payload() -> u16 {
     DEFAULT_MAX_UDP_PAYLOAD
+}
+
+/// `[admin]`: the HTTP endpoint for metrics, health, readiness and status.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where to serve it. Loopback by default: binding elsewhere must be explicit.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+            enabled: true,
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9153".to_owned()
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[[zones]]`: one zone gtmd is authoritative for.

@@ -25,6 +25,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     load_with_env(path, std::env::vars())
 }
 
+/// Reads the config file, with the OS error and the path on failure.
+pub fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::single(path, ConfigError::new("", format!("cannot read file: {e}")))
+    })
+}
+
 /// Like [`load`], with an explicit environment (tests must not touch the process's own).
 pub fn load_with_env(
     path: &Path,
@@ -32,9 +39,7 @@ pub fn load_with_env(
 ) -> Result<Config, ConfigErrors> {
     // Read the file ourselves first: the `config` crate's message for a missing or unreadable
     // file is less clear than the OS error with the path.
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::single(path, ConfigError::new("", format!("cannot read file: {e}")))
-    })?;
+    let text = read(path)?;
     parse_with_env(path, &text, env)
 }
 

@@ -12,7 +12,7 @@ use hickory_server::{
     net::{runtime::Time, xfer::Protocol},
     proto::{
         op::{Header, HeaderCounts, Metadata, OpCode, ResponseCode},
-        rr::{DNSClass, Record},
+        rr::{DNSClass, Record, RecordType},
     },
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::MessageResponseBuilder,
@@ -24,17 +24,21 @@ use super::{
     lookup::{Answer, lookup},
     response::{Fit, fit, response_edns, udp_limit},
 };
-use crate::snapshot::Snapshot;
+use crate::{
+    metrics::{Metrics, Transport},
+    snapshot::Snapshot,
+};
 
 /// Answers DNS requests from the current snapshot.
 #[derive(Clone)]
 pub struct DnsHandler {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    metrics: Arc<Metrics>,
 }
 
 impl DnsHandler {
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
-        Self { snapshot }
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
+        Self { snapshot, metrics }
     }
 }
 
@@ -45,7 +49,18 @@ impl RequestHandler for DnsHandler {
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
+        let started = std::time::Instant::now();
         let snapshot = self.snapshot.load();
+        let transport = match request.protocol() {
+            Protocol::Udp => Transport::Udp,
+            _ => Transport::Tcp,
+        };
+        let qtype = request
+            .queries
+            .queries()
+            .first()
+            .map_or(RecordType::Unknown(0), |q| q.query_type());
+        self.metrics.request(transport, qtype);
         let server_max = snapshot.max_udp_payload;
         let client_payload = request.edns.as_ref().map(|e| e.max_payload());
         let limit = match request.protocol() {
@@ -110,7 +125,13 @@ impl RequestHandler for DnsHandler {
             std::iter::empty(),
             additional.iter().copied(),
         );
-        match response_handle.send_response(response).await {
+        let rcode = metadata.response_code;
+        let sent = response_handle.send_response(response).await;
+        self.metrics.response(rcode);
+        self.metrics
+            .request_duration
+            .observe(started.elapsed().as_secs_f64());
+        match sent {
             Ok(info) => info,
             Err(error) => {
                 debug!(%error, src = %request.src(), "failed to send response");

@@ -194,7 +194,7 @@ fn choose_for<'a>(
     };
     let mut rng = rand::rng();
     let mut random = || rand::RngExt::random::<u64>(&mut rng);
-    let answer = app.answer(rtype, &view, &mut random);
+    let answer = app.answer(rtype, &view, &mut random, true);
     // ECS is echoed when the query had usable ECS and this app uses it.
     let scope = match client.ecs {
         Some(_) if !app.policy.ignore_ecs => Some(answer.choice.scope.unwrap_or(0)),

@@ -8,18 +8,21 @@
 //! costs about one interval plus (fall − 1) short re-probes.
 //!
 //! On a transition the task updates the health table and publishes a new snapshot right
-//! away (under a mutex that only the probe side takes; queries never do), so the very next
-//! query sees it.
+//! away (under a mutex that only the probe and reload side take; queries never do), so the
+//! very next query sees it. A reload keeps the tasks of unchanged probes running (their
+//! hysteresis and state carry over), stops removed ones and starts new ones.
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use arc_swap::ArcSwap;
+use prometheus::{Histogram, IntCounter, IntGauge};
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -28,12 +31,13 @@ use super::{
     http::{HttpProbe, shared_http_client},
     hysteresis::Hysteresis,
     outcome::Outcome,
-    state::{HealthTable, ProbeKey, ProbeState},
+    state::{HealthTable, LastResult, ProbeId, ProbeState, probes},
     tcp,
     tls::TlsConfigs,
 };
 use crate::{
-    model::{Model, ProbeKind, ProbeSpec},
+    metrics::Metrics,
+    model::{Fallback, Model, ProbeKind, ProbeSpec},
     snapshot::{AppAnswers, Snapshot},
 };
 
@@ -52,129 +56,272 @@ impl Prober {
     }
 }
 
-/// State shared by all probe tasks.
-struct Shared {
-    model: Arc<Model>,
+/// State shared by the probe tasks and readers (status API).
+pub struct HealthShared {
+    model: ArcSwap<Model>,
     table: Mutex<HealthTable>,
     snapshot: Arc<ArcSwap<Snapshot>>,
-    /// Probes that have not reached their first settled verdict yet.
+    metrics: Arc<Metrics>,
+    /// Probes of the first configuration that have no settled verdict yet.
     pending_first: AtomicUsize,
     first_round: tokio::sync::watch::Sender<bool>,
 }
 
-/// The running probe engine. Dropping it does not stop the probes; call [`Self::stop`].
-pub struct HealthEngine {
-    shared: Arc<Shared>,
-    cancel: CancellationToken,
-    tasks: JoinSet<()>,
-}
-
-impl HealthEngine {
-    /// Starts probing every target of `model` (inside a tokio runtime). `table` is the
-    /// health the current snapshot was built with.
-    pub fn start(
-        model: Arc<Model>,
-        table: HealthTable,
-        snapshot: Arc<ArcSwap<Snapshot>>,
-    ) -> Result<Self, String> {
-        let probes = collect_probes(&model);
-        let (first_round, _) = tokio::sync::watch::channel(probes.is_empty());
-        let shared = Arc::new(Shared {
-            model: model.clone(),
-            table: Mutex::new(table),
-            snapshot,
-            pending_first: AtomicUsize::new(probes.len()),
-            first_round,
-        });
-        let semaphore = Arc::new(Semaphore::new(model.health.max_concurrent_probes));
-        let cancel = CancellationToken::new();
-        super::tls::install_default_provider();
-        let http = shared_http_client()?;
-        let mut tls = TlsConfigs::default();
-        let mut tasks = JoinSet::new();
-        let count = probes.len();
-        for (key, spec) in probes {
-            let prober = match spec.kind {
-                ProbeKind::Tcp => Prober::Tcp(spec.addr, spec.timeout),
-                ProbeKind::Http => Prober::Http(Box::new(HttpProbe::new(&spec, &http, None)?)),
-                ProbeKind::Https => {
-                    let config = tls.get(spec.tls_verify, spec.ca_file.as_deref())?;
-                    Prober::Http(Box::new(HttpProbe::new(&spec, &http, Some(config))?))
-                }
-            };
-            tasks.spawn(probe_loop(
-                key,
-                spec,
-                prober,
-                shared.clone(),
-                semaphore.clone(),
-                cancel.clone(),
-            ));
-        }
-        if count == 0 {
-            info!("no probes configured: every target counts as up");
-        } else {
-            info!(probes = count, "health probes started");
-        }
-        Ok(Self {
-            shared,
-            cancel,
-            tasks,
-        })
-    }
-
-    /// Becomes true once every probe has reached its first settled verdict.
-    pub fn first_round(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.shared.first_round.subscribe()
+impl HealthShared {
+    /// The model the current probes run for.
+    pub fn model(&self) -> Arc<Model> {
+        self.model.load_full()
     }
 
     /// A copy of the current health table.
     pub fn table(&self) -> HealthTable {
-        lock(&self.shared.table).clone()
+        lock(&self.table).clone()
+    }
+}
+
+/// A running probe task.
+struct Running {
+    spec: ProbeSpec,
+    cancel: CancellationToken,
+}
+
+/// The running probe engine.
+pub struct HealthEngine {
+    shared: Arc<HealthShared>,
+    running: HashMap<ProbeId, Running>,
+    tasks: JoinSet<()>,
+    semaphore: Arc<Semaphore>,
+    max_concurrent: usize,
+    http: reqwest::Client,
+    tls: TlsConfigs,
+}
+
+/// Metric handles of one probe, resolved once when it starts.
+struct ProbeMetrics {
+    up: IntGauge,
+    duration: Histogram,
+    to_up: IntCounter,
+    to_down: IntCounter,
+    labels: (String, String),
+}
+
+impl ProbeMetrics {
+    fn new(metrics: &Metrics, id: &ProbeId) -> Self {
+        let labels = id.labels();
+        let l = [labels.0.as_str(), labels.1.as_str()];
+        Self {
+            up: metrics.probe_up.with_label_values(&l),
+            duration: metrics.probe_duration.with_label_values(&l),
+            to_up: metrics
+                .health_transitions
+                .with_label_values(&[l[0], l[1], "up"]),
+            to_down: metrics
+                .health_transitions
+                .with_label_values(&[l[0], l[1], "down"]),
+            labels,
+        }
+    }
+}
+
+impl HealthEngine {
+    /// Starts probing every target of `model` (inside a tokio runtime). The snapshot must
+    /// have been built with [`HealthTable::initial`] of the same model.
+    pub fn start(
+        model: Arc<Model>,
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, String> {
+        super::tls::install_default_provider();
+        let list = probes(&model);
+        let (first_round, _) = tokio::sync::watch::channel(list.is_empty());
+        let shared = Arc::new(HealthShared {
+            model: ArcSwap::new(model.clone()),
+            table: Mutex::new(HealthTable::initial(&model)),
+            snapshot,
+            metrics,
+            pending_first: AtomicUsize::new(list.len()),
+            first_round,
+        });
+        let max_concurrent = model.health.max_concurrent_probes;
+        let mut engine = Self {
+            shared,
+            running: HashMap::new(),
+            tasks: JoinSet::new(),
+            semaphore: Arc::new(Semaphore::new(max_concurrent)),
+            max_concurrent,
+            http: shared_http_client()?,
+            tls: TlsConfigs::default(),
+        };
+        let prepared = engine.prepare(&list)?;
+        for ((id, spec), prober) in list.into_iter().zip(prepared) {
+            engine.spawn(id, spec, prober, true);
+        }
+        if engine.running.is_empty() {
+            info!("no probes configured: every target counts as up");
+        } else {
+            info!(probes = engine.running.len(), "health probes started");
+        }
+        Ok(engine)
+    }
+
+    fn prepare(&mut self, list: &[(ProbeId, ProbeSpec)]) -> Result<Vec<Prober>, String> {
+        list.iter()
+            .map(|(id, spec)| {
+                Ok(match spec.kind {
+                    ProbeKind::Tcp => Prober::Tcp(spec.addr, spec.timeout),
+                    ProbeKind::Http => {
+                        Prober::Http(Box::new(HttpProbe::new(spec, &self.http, None)?))
+                    }
+                    ProbeKind::Https => {
+                        let config = self.tls.get(spec.tls_verify, spec.ca_file.as_deref())?;
+                        Prober::Http(Box::new(HttpProbe::new(spec, &self.http, Some(config))?))
+                    }
+                })
+                .map_err(|e: String| format!("{id}: {e}"))
+            })
+            .collect()
+    }
+
+    fn spawn(&mut self, id: ProbeId, spec: ProbeSpec, prober: Prober, first: bool) {
+        let cancel = CancellationToken::new();
+        let metrics = ProbeMetrics::new(&self.shared.metrics, &id);
+        self.tasks.spawn(probe_loop(
+            id.clone(),
+            spec.clone(),
+            prober,
+            self.shared.clone(),
+            self.semaphore.clone(),
+            cancel.clone(),
+            metrics,
+            first,
+        ));
+        self.running.insert(id, Running { spec, cancel });
+    }
+
+    /// Becomes true once every probe of the first configuration has a settled verdict.
+    pub fn first_round(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shared.first_round.subscribe()
+    }
+
+    pub fn shared(&self) -> Arc<HealthShared> {
+        self.shared.clone()
+    }
+
+    /// Applies a new model: probes that are unchanged keep running with their state, the
+    /// others start over or stop; a snapshot of the new model with the carried health is
+    /// published. On error nothing changes.
+    pub fn reload(&mut self, new: Arc<Model>) -> Result<ReloadSummary, String> {
+        let list = probes(&new);
+        let to_start: Vec<(ProbeId, ProbeSpec)> = list
+            .iter()
+            .filter(|(id, spec)| self.running.get(id).is_none_or(|r| r.spec != *spec))
+            .cloned()
+            .collect();
+        // Everything that can fail happens before anything changes.
+        let prepared = self.prepare(&to_start)?;
+        {
+            let mut table = lock(&self.shared.table);
+            let old = self.shared.model.load_full();
+            let carried = table.carried(&old, &new);
+            let snapshot = Snapshot::build(&new, &carried, &self.shared.metrics);
+            *table = carried;
+            self.shared.model.store(new.clone());
+            self.shared.snapshot.store(Arc::new(snapshot));
+        }
+        let keep: HashSet<&ProbeId> = list.iter().map(|(id, _)| id).collect();
+        let mut stopped = 0;
+        let starting: HashSet<ProbeId> = to_start.iter().map(|(id, _)| id.clone()).collect();
+        self.running.retain(|id, r| {
+            let retain = keep.contains(id) && !starting.contains(id);
+            if !retain {
+                r.cancel.cancel();
+                stopped += 1;
+            }
+            retain
+        });
+        let kept = self.running.len();
+        let started = to_start.len();
+        for ((id, spec), prober) in to_start.into_iter().zip(prepared) {
+            self.spawn(id, spec, prober, false);
+        }
+        self.resize(new.health.max_concurrent_probes);
+        // Reap finished tasks so the set does not grow over many reloads.
+        while self.tasks.try_join_next().is_some() {}
+        Ok(ReloadSummary {
+            kept,
+            started,
+            stopped,
+        })
+    }
+
+    fn resize(&mut self, max: usize) {
+        if max > self.max_concurrent {
+            self.semaphore.add_permits(max - self.max_concurrent);
+        } else if max < self.max_concurrent {
+            // Permits in use are forgotten as they come back, down to the new limit.
+            let fewer = self.max_concurrent - max;
+            let forgotten = self.semaphore.forget_permits(fewer);
+            if forgotten < fewer {
+                debug!(
+                    pending = fewer - forgotten,
+                    "probe concurrency limit lowered while probes run"
+                );
+            }
+        }
+        self.max_concurrent = max;
     }
 
     /// Stops every probe and waits for the tasks to end.
-    pub async fn stop(mut self) {
-        self.cancel.cancel();
+    pub async fn stop(&mut self) {
+        for r in self.running.values() {
+            r.cancel.cancel();
+        }
+        self.running.clear();
         while self.tasks.join_next().await.is_some() {}
     }
 }
 
+/// What a reload did to the probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub kept: usize,
+    pub started: usize,
+    pub stopped: usize,
+}
+
 fn lock(m: &Mutex<HealthTable>) -> std::sync::MutexGuard<'_, HealthTable> {
-    // A panic while holding the lock cannot leave the table half-written (single `set`).
+    // A panic while holding the lock cannot leave an entry half-written.
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Every probe of the model: app probes per (app, target), then cluster probes.
-fn collect_probes(model: &Model) -> Vec<(ProbeKey, ProbeSpec)> {
-    let mut out = Vec::new();
-    for (a, app) in model.apps.iter().enumerate() {
-        for (t, target) in app.targets.iter().enumerate() {
-            if let Some(spec) = &target.probe {
-                out.push((ProbeKey::App { app: a, target: t }, spec.clone()));
-            }
-        }
-    }
-    for (c, cluster) in model.clusters.iter().enumerate() {
-        if let Some(spec) = &cluster.probe {
-            out.push((ProbeKey::Cluster(c), spec.clone()));
-        }
-    }
-    out
-}
-
+#[allow(clippy::too_many_arguments)]
 async fn probe_loop(
-    key: ProbeKey,
+    id: ProbeId,
     spec: ProbeSpec,
     prober: Prober,
-    shared: Arc<Shared>,
+    shared: Arc<HealthShared>,
     semaphore: Arc<Semaphore>,
     cancel: CancellationToken,
+    metrics: ProbeMetrics,
+    counts_for_first_round: bool,
 ) {
     let offset = Duration::from_nanos(rand::random_range(0..spec.interval.as_nanos() as u64));
     let mut next = Instant::now() + offset;
     let mut hysteresis = Hysteresis::new(spec.initial_up, spec.rise, spec.fall);
-    let mut first_pending = true;
+    // A probe restarted by a reload with changed settings starts from its initial state;
+    // one whose state carried over keeps it (its task keeps running, so this is new).
+    if let Some(entry) = lock(&shared.table).get(&id) {
+        hysteresis = Hysteresis::new(entry.state.up, spec.rise, spec.fall);
+    }
+    metrics.up.set(i64::from(hysteresis.is_up()));
+    let mut first_pending = counts_for_first_round;
+    let failures = |reason: &str| {
+        shared.metrics.probe_failures.with_label_values(&[
+            &metrics.labels.0,
+            &metrics.labels.1,
+            reason,
+        ])
+    };
     loop {
         tokio::select! {
             _ = cancel.cancelled() => return,
@@ -190,9 +337,16 @@ async fn probe_loop(
                 o = prober.run() => o,
             }
         };
-        debug!(?key, ok = outcome.up, reason = %outcome.reason, took = ?outcome.duration, "probe");
-        if let Some(up) = hysteresis.observe(outcome.up) {
-            shared.transition(key, up, &outcome);
+        metrics.duration.observe(outcome.duration.as_secs_f64());
+        if !outcome.up {
+            failures(outcome.reason.label()).inc();
+        }
+        debug!(probe = %id, ok = outcome.up, reason = %outcome.reason, took = ?outcome.duration, "probe");
+        let transition = hysteresis.observe(outcome.up);
+        shared.record(&id, &outcome, transition);
+        if let Some(up) = transition {
+            metrics.up.set(i64::from(up));
+            if up { &metrics.to_up } else { &metrics.to_down }.inc();
         }
         if first_pending && hysteresis.settled() {
             first_pending = false;
@@ -208,7 +362,7 @@ async fn probe_loop(
     }
 }
 
-impl Shared {
+impl HealthShared {
     fn first_verdict(&self) {
         if self.pending_first.fetch_sub(1, Ordering::AcqRel) == 1 {
             info!("first probe round complete: every target has a verdict");
@@ -216,52 +370,74 @@ impl Shared {
         }
     }
 
-    /// Records a state change and publishes the snapshot that follows from it.
-    fn transition(&self, key: ProbeKey, up: bool, outcome: &Outcome) {
-        let model = &self.model;
+    /// Records a probe result and, on a state change, publishes the snapshot that follows.
+    fn record(&self, id: &ProbeId, outcome: &Outcome, transition: Option<bool>) {
+        let mut table = lock(&self.table);
+        let Some(entry) = table.get_mut(id) else {
+            return; // removed by a reload while this probe ran
+        };
+        let now = SystemTime::now();
+        entry.last = Some(LastResult {
+            ok: outcome.up,
+            reason: outcome.reason.to_string(),
+            at: now,
+            duration: outcome.duration,
+        });
+        let Some(up) = transition else {
+            return;
+        };
         let state = |up: bool| if up { "up" } else { "down" };
         let reason = outcome.reason.to_string();
-        match key {
-            ProbeKey::App { app, target } => info!(
-                app = %model.apps[app].hostname,
-                cluster = %model.clusters[model.apps[app].targets[target].cluster].name,
+        match id {
+            ProbeId::App { app, cluster } => info!(
+                app = %app,
+                cluster = %cluster,
                 from = %state(!up),
                 to = %state(up),
                 reason = %reason,
                 "health transition"
             ),
-            ProbeKey::Cluster(c) => info!(
-                cluster = %model.clusters[c].name,
+            ProbeId::Cluster(cluster) => info!(
+                cluster = %cluster,
                 from = %state(!up),
                 to = %state(up),
                 reason = %reason,
                 "cluster health transition"
             ),
         }
-        let mut table = lock(&self.table);
-        table.set(
-            key,
-            ProbeState {
-                up,
-                reason: Arc::from(reason),
-            },
-        );
-        let affected: Vec<usize> = match key {
-            ProbeKey::App { app, .. } => vec![app],
-            ProbeKey::Cluster(c) => model
-                .apps
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| a.targets.iter().any(|t| t.cluster == c))
-                .map(|(i, _)| i)
-                .collect(),
+        entry.state = ProbeState {
+            up,
+            reason: Arc::from(reason),
+            since: now,
         };
+        let model = self.model.load();
+        let affected: Vec<usize> = model
+            .apps
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| match id {
+                ProbeId::App { app, cluster } => {
+                    a.hostname == *app
+                        && a.targets
+                            .iter()
+                            .any(|t| *model.clusters[t.cluster].name == **cluster)
+                }
+                ProbeId::Cluster(cluster) => a
+                    .targets
+                    .iter()
+                    .any(|t| *model.clusters[t.cluster].name == **cluster),
+            })
+            .map(|(i, _)| i)
+            .collect();
         let current = self.snapshot.load();
         let updates: Vec<(usize, AppAnswers)> = affected
             .into_iter()
             .map(|a| {
                 let policy = current.app(a).policy.clone();
-                (a, AppAnswers::build_with_policy(model, a, &table, policy))
+                (
+                    a,
+                    AppAnswers::build_with_policy(&model, a, &table, policy, &self.metrics),
+                )
             })
             .collect();
         for (a, answers) in &updates {
@@ -269,7 +445,7 @@ impl Shared {
             if answers.fallback_active && !was {
                 warn!(
                     app = %answers.hostname,
-                    fallback = %fallback_name(model, model.apps[*a].fallback),
+                    fallback = %fallback_name(&model, model.apps[*a].fallback),
                     "no target is up: answering the fallback"
                 );
             } else if was && !answers.fallback_active {
@@ -280,10 +456,10 @@ impl Shared {
     }
 }
 
-fn fallback_name(model: &Model, f: crate::model::Fallback) -> String {
+fn fallback_name(model: &Model, f: Fallback) -> String {
     match f {
-        crate::model::Fallback::All => "all (fail open)".to_owned(),
-        crate::model::Fallback::None => "none (NODATA)".to_owned(),
-        crate::model::Fallback::Cluster(c) => format!("cluster:{}", model.clusters[c].name),
+        Fallback::All => "all (fail open)".to_owned(),
+        Fallback::None => "none (NODATA)".to_owned(),
+        Fallback::Cluster(c) => format!("cluster:{}", model.clusters[c].name),
     }
 }

@@ -12,5 +12,5 @@ pub mod state;
 pub mod tcp;
 pub mod tls;
 
-pub use engine::HealthEngine;
-pub use state::{HealthTable, ProbeKey, TargetState};
+pub use engine::{HealthEngine, HealthShared, ReloadSummary};
+pub use state::{HealthTable, ProbeId, TargetState};

@@ -1,78 +1,169 @@
-//! Health state of every probed target, and how probes, drain and force combine into
-//! whether a target is answered. This is the one place those rules live.
+//! Health state of every probe, keyed by a stable identity, and how probes, drain and force
+//! combine into whether a target is answered. This is the one place those rules live.
+//!
+//! Probes are identified by app hostname and cluster name (not by position in the config),
+//! so a reload that reorders, adds or removes apps keeps the state of every probe whose
+//! target and settings did not change: no flap and no re-learning after a reload.
 
-use std::{fmt, sync::Arc};
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
-use crate::model::Model;
+use hickory_proto::rr::Name;
 
-/// Identifies one probe: an app in one of its target clusters, or a cluster's own probe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProbeKey {
-    App { app: usize, target: usize },
-    Cluster(usize),
+use crate::model::{Model, ProbeSpec};
+
+/// Identifies one probe: an app in one cluster, or a cluster's own probe.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ProbeId {
+    App { app: Name, cluster: Arc<str> },
+    Cluster(Arc<str>),
+}
+
+impl ProbeId {
+    /// (app, cluster) metric labels; the app is empty for a cluster probe.
+    pub fn labels(&self) -> (String, String) {
+        match self {
+            ProbeId::App { app, cluster } => (app.to_string(), cluster.to_string()),
+            ProbeId::Cluster(c) => (String::new(), c.to_string()),
+        }
+    }
+}
+
+impl fmt::Display for ProbeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeId::App { app, cluster } => write!(f, "app {app} in cluster {cluster}"),
+            ProbeId::Cluster(c) => write!(f, "cluster {c}"),
+        }
+    }
 }
 
 /// A probe's current verdict (after hysteresis).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeState {
     pub up: bool,
-    /// Why, as of the last change (or "initial" before any).
+    /// Why, as of the last change ("initial state" before any).
     pub reason: Arc<str>,
+    /// When the state last changed (or the probe started).
+    pub since: SystemTime,
 }
 
-/// Verdicts of every probe; `None` where nothing is probed.
-#[derive(Debug, Clone)]
+/// The last raw result of a probe, before hysteresis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastResult {
+    pub ok: bool,
+    pub reason: String,
+    pub at: SystemTime,
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeEntry {
+    pub state: ProbeState,
+    pub last: Option<LastResult>,
+}
+
+/// Every probe of a model with its settings: app probes per (app, target cluster), then
+/// cluster probes.
+pub fn probes(model: &Model) -> Vec<(ProbeId, ProbeSpec)> {
+    let mut out = Vec::new();
+    for app in &model.apps {
+        for target in &app.targets {
+            if let Some(spec) = &target.probe {
+                out.push((
+                    ProbeId::App {
+                        app: app.hostname.clone(),
+                        cluster: Arc::from(model.clusters[target.cluster].name.as_str()),
+                    },
+                    spec.clone(),
+                ));
+            }
+        }
+    }
+    for cluster in &model.clusters {
+        if let Some(spec) = &cluster.probe {
+            out.push((
+                ProbeId::Cluster(Arc::from(cluster.name.as_str())),
+                spec.clone(),
+            ));
+        }
+    }
+    out
+}
+
+/// Verdicts of every probe.
+#[derive(Debug, Clone, Default)]
 pub struct HealthTable {
-    apps: Vec<Vec<Option<ProbeState>>>,
-    clusters: Vec<Option<ProbeState>>,
+    entries: HashMap<ProbeId, ProbeEntry>,
+}
+
+fn initial(spec: &ProbeSpec) -> ProbeEntry {
+    ProbeEntry {
+        state: ProbeState {
+            up: spec.initial_up,
+            reason: Arc::from("initial state"),
+            since: SystemTime::now(),
+        },
+        last: None,
+    }
 }
 
 impl HealthTable {
     /// Every probe in its configured initial state.
     pub fn initial(model: &Model) -> Self {
-        let initial = |up: bool| ProbeState {
-            up,
-            reason: Arc::from("initial state"),
-        };
         Self {
-            apps: model
-                .apps
-                .iter()
-                .map(|a| {
-                    a.targets
-                        .iter()
-                        .map(|t| t.probe.as_ref().map(|p| initial(p.initial_up)))
-                        .collect()
+            entries: probes(model)
+                .into_iter()
+                .map(|(id, spec)| {
+                    let entry = initial(&spec);
+                    (id, entry)
                 })
                 .collect(),
-            clusters: model
-                .clusters
-                .iter()
-                .map(|c| c.probe.as_ref().map(|p| initial(p.initial_up)))
+        }
+    }
+
+    /// The table for `new` after a reload: a probe with the same identity and settings as
+    /// in `old` keeps its state; the others start in their initial state.
+    pub fn carried(&self, old: &Model, new: &Model) -> Self {
+        let old_specs: HashMap<ProbeId, ProbeSpec> = probes(old).into_iter().collect();
+        Self {
+            entries: probes(new)
+                .into_iter()
+                .map(|(id, spec)| {
+                    let kept = (old_specs.get(&id) == Some(&spec))
+                        .then(|| self.entries.get(&id).cloned())
+                        .flatten();
+                    let entry = kept.unwrap_or_else(|| initial(&spec));
+                    (id, entry)
+                })
                 .collect(),
         }
     }
 
-    pub fn get(&self, key: ProbeKey) -> Option<&ProbeState> {
-        match key {
-            ProbeKey::App { app, target } => self.apps.get(app)?.get(target)?.as_ref(),
-            ProbeKey::Cluster(c) => self.clusters.get(c)?.as_ref(),
-        }
+    pub fn get(&self, id: &ProbeId) -> Option<&ProbeEntry> {
+        self.entries.get(id)
     }
 
-    pub fn set(&mut self, key: ProbeKey, state: ProbeState) {
-        let slot = match key {
-            ProbeKey::App { app, target } => self.apps.get_mut(app).and_then(|a| a.get_mut(target)),
-            ProbeKey::Cluster(c) => self.clusters.get_mut(c),
-        };
-        if let Some(slot) = slot {
-            *slot = Some(state);
-        }
+    pub fn get_mut(&mut self, id: &ProbeId) -> Option<&mut ProbeEntry> {
+        self.entries.get_mut(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
 /// Whether a target is answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TargetState {
     Up,
     Down,
@@ -99,7 +190,8 @@ pub fn target_state(
     app: usize,
     target: usize,
 ) -> (TargetState, String) {
-    let t = &model.apps[app].targets[target];
+    let a = &model.apps[app];
+    let t = &a.targets[target];
     let cluster = &model.clusters[t.cluster];
     if t.drain {
         return (TargetState::Drained, "target drained".into());
@@ -126,17 +218,22 @@ pub fn target_state(
             format!("cluster {} forced {}", cluster.name, forced(up)),
         );
     }
-    if let Some(c) = table.get(ProbeKey::Cluster(t.cluster))
-        && !c.up
+    let name: Arc<str> = Arc::from(cluster.name.as_str());
+    if let Some(c) = table.get(&ProbeId::Cluster(name.clone()))
+        && !c.state.up
     {
         return (
             TargetState::Down,
-            format!("cluster {} probe down: {}", cluster.name, c.reason),
+            format!("cluster {} probe down: {}", cluster.name, c.state.reason),
         );
     }
-    match table.get(ProbeKey::App { app, target }) {
-        Some(p) if p.up => (TargetState::Up, p.reason.to_string()),
-        Some(p) => (TargetState::Down, p.reason.to_string()),
+    let id = ProbeId::App {
+        app: a.hostname.clone(),
+        cluster: name,
+    };
+    match table.get(&id) {
+        Some(p) if p.state.up => (TargetState::Up, p.state.reason.to_string()),
+        Some(p) => (TargetState::Down, p.state.reason.to_string()),
         None => (TargetState::Up, "not probed".into()),
     }
 }

@@ -43,6 +43,8 @@ pub struct Model {
 #[derive(Debug, Clone)]
 pub struct ServerModel {
     pub listen: Vec<SocketAddr>,
+    /// The admin HTTP endpoint (None: disabled).
+    pub admin: Option<SocketAddr>,
     pub tcp_idle_timeout: Duration,
     pub max_udp_payload: u16,
 }
@@ -110,7 +112,7 @@ pub struct TargetModel {
 /// Checks the whole configuration; returns every error found, in file order.
 pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
     let mut errors = Errors::default();
-    let server = server::validate(&config.server, &mut errors);
+    let server = server::validate(&config.server, &config.admin, &mut errors);
     let health = validate_health(&config.health, &mut errors);
     let geo = geo::validate(&config.geo, &mut errors);
     let zones = zone::validate_zones(&config.zones, &mut errors);

@@ -3,9 +3,12 @@
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
 
 use super::ServerModel;
-use crate::config::{Errors, file::ServerConfig};
+use crate::config::{
+    Errors,
+    file::{AdminConfig, ServerConfig},
+};
 
-pub fn validate(cfg: &ServerConfig, errors: &mut Errors) -> ServerModel {
+pub fn validate(cfg: &ServerConfig, admin: &AdminConfig, errors: &mut Errors) -> ServerModel {
     let mut listen = Vec::new();
     let mut seen = HashSet::new();
     if cfg.listen.is_empty() {
@@ -40,8 +43,37 @@ pub fn validate(cfg: &ServerConfig, errors: &mut Errors) -> ServerModel {
             format!("{t:?} is out of range 100ms..=1h"),
         );
     }
+    let admin = if admin.enabled {
+        match admin.listen.trim().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                errors.push(
+                    "admin.listen",
+                    format!(
+                        "invalid address {:?}: expected IP:PORT, e.g. \"127.0.0.1:9153\"",
+                        admin.listen
+                    ),
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(a) = admin
+        && listen.iter().any(|l| {
+            l.port() == a.port()
+                && (l.ip() == a.ip() || l.ip().is_unspecified() || a.ip().is_unspecified())
+        })
+    {
+        errors.push(
+            "admin.listen",
+            format!("{a} collides with a DNS listen address"),
+        );
+    }
     ServerModel {
         listen,
+        admin,
         tcp_idle_timeout: cfg.tcp_idle_timeout,
         max_udp_payload: cfg.max_udp_payload,
     }

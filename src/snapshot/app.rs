@@ -6,8 +6,11 @@ use std::{net::IpAddr, sync::Arc};
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
+use prometheus::IntCounter;
+
 use crate::{
     health::state::{HealthTable, TargetState, target_state},
+    metrics::Metrics,
     model::{Fallback, Model},
     policy::{
         Candidate,
@@ -25,6 +28,8 @@ pub struct TargetAnswers {
     pub detail: String,
     pub a: Vec<Record>,
     pub aaaa: Vec<Record>,
+    /// `gtmd_answers_total{app, cluster}`, resolved once.
+    pub answered: IntCounter,
 }
 
 /// What one address family offers right now.
@@ -50,6 +55,8 @@ pub struct AppAnswers {
     pub fallback_active: bool,
     pub v4: FamilyPlan,
     pub v6: FamilyPlan,
+    /// `gtmd_fallback_answers_total{app}`, resolved once.
+    pub fallback_answers: IntCounter,
 }
 
 /// The records answered for one query, and why.
@@ -94,8 +101,9 @@ fn union<'a>(targets: impl Iterator<Item = &'a [Record]>) -> Vec<Record> {
 }
 
 impl AppAnswers {
-    pub fn build(model: &Model, app: usize, table: &HealthTable) -> Self {
-        Self::build_with_policy(model, app, table, Arc::new(model.apps[app].policy.clone()))
+    pub fn build(model: &Model, app: usize, table: &HealthTable, metrics: &Metrics) -> Self {
+        let policy = Arc::new(model.apps[app].policy.clone());
+        Self::build_with_policy(model, app, table, policy, metrics)
     }
 
     /// Like [`Self::build`], sharing an already allocated policy (health changes rebuild
@@ -105,8 +113,10 @@ impl AppAnswers {
         app: usize,
         table: &HealthTable,
         policy: Arc<AppPolicy>,
+        metrics: &Metrics,
     ) -> Self {
         let m = &model.apps[app];
+        let app_label = m.hostname.to_string();
         let targets: Vec<TargetAnswers> = m
             .targets
             .iter()
@@ -115,12 +125,16 @@ impl AppAnswers {
                 let (state, detail) = target_state(model, table, app, t);
                 let (a, aaaa) =
                     records_for(&m.hostname, m.ttl, &model.clusters[target.cluster].ingress);
+                let answered = metrics
+                    .answers
+                    .with_label_values(&[&app_label, &model.clusters[target.cluster].name]);
                 TargetAnswers {
                     cluster: target.cluster,
                     state,
                     detail,
                     a,
                     aaaa,
+                    answered,
                 }
             })
             .collect();
@@ -182,6 +196,7 @@ impl AppAnswers {
             fallback_active,
             v4,
             v6,
+            fallback_answers: metrics.fallback_answers.with_label_values(&[&app_label]),
         }
     }
 
@@ -193,12 +208,14 @@ impl AppAnswers {
         }
     }
 
-    /// The answer for one query of `rtype` (A or AAAA; anything else is empty).
+    /// The answer for one query of `rtype` (A or AAAA; anything else is empty). `count`:
+    /// add it to the answer metrics (false for explanations).
     pub fn answer(
         &self,
         rtype: RecordType,
         client: &ClientView<'_>,
         random: &mut dyn FnMut() -> u64,
+        count: bool,
     ) -> AppAnswer<'_> {
         let Some((plan, v6)) = self.plan(rtype) else {
             return AppAnswer {
@@ -247,6 +264,9 @@ impl AppAnswers {
                 true
             }
         };
+        if fallback && count {
+            self.fallback_answers.inc();
+        }
         AppAnswer {
             records,
             choice,

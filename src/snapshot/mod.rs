@@ -13,7 +13,7 @@ use std::{collections::HashMap, sync::Arc};
 
 use hickory_proto::rr::LowerName;
 
-use crate::{health::state::HealthTable, model::Model};
+use crate::{health::state::HealthTable, metrics::Metrics, model::Model};
 
 pub use app::{AppAnswer, AppAnswers, FamilyPlan, TargetAnswers};
 
@@ -49,9 +49,9 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds the snapshot for `health`. The model is valid, so this cannot fail.
-    pub fn build(model: &Model, health: &HealthTable) -> Self {
+    pub fn build(model: &Model, health: &HealthTable, metrics: &Metrics) -> Self {
         let apps: Vec<Arc<AppAnswers>> = (0..model.apps.len())
-            .map(|a| Arc::new(AppAnswers::build(model, a, health)))
+            .map(|a| Arc::new(AppAnswers::build(model, a, health, metrics)))
             .collect();
         let mut zones: HashMap<LowerName, Zone> = model
             .zones

@@ -219,6 +219,8 @@ fn serve_logs_each_transition_once_with_its_reason() {
         r#"
 [server]
 listen = ["127.0.0.1:{port}"]
+[admin]
+listen = "127.0.0.1:0"
 [[zones]]
 origin = "apps.example.com"
 nameservers = ["ns.outside.net"]

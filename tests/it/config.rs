@@ -61,7 +61,7 @@ fn example_config_is_valid() {
         "/config/gtmd.toml"
     )))
     .expect("config/gtmd.toml is valid");
-    let s = loaded.snapshot.summary;
+    let s = loaded.summary;
     assert_eq!((s.zones, s.apps, s.clusters), (1, 3, 3));
 }
 

@@ -339,7 +339,9 @@ fn dig_subnet_reaches_the_regional_cluster() {
     let port = crate::cli::free_port();
     let config = toml("").replace(
         "[geo]",
-        &format!("[server]\nlisten = [\"127.0.0.1:{port}\"]\n\n[geo]"),
+        &format!(
+            "[server]\nlisten = [\"127.0.0.1:{port}\"]\n[admin]\nlisten = \"127.0.0.1:0\"\n\n[geo]"
+        ),
     );
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     f.write_all(config.as_bytes()).unwrap();

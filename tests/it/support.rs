@@ -25,6 +25,9 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 /// A gtmd serving `toml` on 127.0.0.1:<ephemeral> (UDP and TCP) until dropped.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin HTTP endpoint.
+    #[allow(dead_code)]
+    pub admin: SocketAddr,
     pub snapshot: Arc<ArcSwap<gtmd::Snapshot>>,
     /// True once every probe has its first verdict.
     pub first_round: tokio::sync::watch::Receiver<bool>,
@@ -54,17 +57,24 @@ impl TestServer {
                 .build()
                 .unwrap();
             rt.block_on(async move {
-                let running = gtmd::server::start(loaded, listeners).await.unwrap();
+                let running = gtmd::server::start(loaded, listeners, Default::default())
+                    .await
+                    .unwrap();
                 snap_tx
-                    .send((running.snapshot.clone(), running.health.first_round()))
+                    .send((
+                        running.snapshot.clone(),
+                        running.first_round.clone(),
+                        running.admin_addr,
+                    ))
                     .unwrap();
                 let _ = rx.await;
                 running.stop().await.unwrap();
             });
         });
-        let (snapshot, first_round) = snap_rx.recv().expect("server started");
+        let (snapshot, first_round, admin) = snap_rx.recv().expect("server started");
         Self {
             addr,
+            admin: admin.expect("tests bind an admin endpoint"),
             snapshot,
             first_round,
             shutdown: Some(tx),
@@ -166,6 +176,8 @@ pub fn read_tcp_message(s: &mut TcpStream) -> Option<Vec<u8>> {
 pub const ZONE_TOML: &str = r#"
 [server]
 listen = ["127.0.0.1:0"]
+[admin]
+listen = "127.0.0.1:0"
 
 [[zones]]
 origin = "example.test"

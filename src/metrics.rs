@@ -1,0 +1,311 @@
+//! Every Prometheus metric gtmd exports, in one place.
+//!
+//! One [`Metrics`] per running instance (tests run many in one process). The query path
+//! only touches pre-registered handles: counters indexed by protocol, query type and rcode
+//! are resolved once here, and per (app, cluster) answer counters are resolved when a
+//! snapshot is built — no label hashing or string formatting per query. Labels are bounded:
+//! query types outside a fixed list count as `other`, apps and clusters come from the
+//! config, never from clients.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Query types with their own label value; the rest are `other`.
+const QTYPES: [(RecordType, &str); 14] = [
+    (RecordType::A, "A"),
+    (RecordType::AAAA, "AAAA"),
+    (RecordType::ANY, "ANY"),
+    (RecordType::CAA, "CAA"),
+    (RecordType::CNAME, "CNAME"),
+    (RecordType::DS, "DS"),
+    (RecordType::HTTPS, "HTTPS"),
+    (RecordType::MX, "MX"),
+    (RecordType::NS, "NS"),
+    (RecordType::PTR, "PTR"),
+    (RecordType::SOA, "SOA"),
+    (RecordType::SRV, "SRV"),
+    (RecordType::SVCB, "SVCB"),
+    (RecordType::TXT, "TXT"),
+];
+const OTHER: usize = QTYPES.len();
+
+const RCODES: [(ResponseCode, &str); 6] = [
+    (ResponseCode::NoError, "NOERROR"),
+    (ResponseCode::FormErr, "FORMERR"),
+    (ResponseCode::ServFail, "SERVFAIL"),
+    (ResponseCode::NXDomain, "NXDOMAIN"),
+    (ResponseCode::NotImp, "NOTIMP"),
+    (ResponseCode::Refused, "REFUSED"),
+];
+
+/// The transport a query came over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp = 0,
+    Tcp = 1,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    requests: [Vec<IntCounter>; 2],
+    responses: Vec<IntCounter>,
+    responses_other: IntCounter,
+    pub request_duration: Histogram,
+    pub answers: IntCounterVec,
+    pub fallback_answers: IntCounterVec,
+    pub probe_up: IntGaugeVec,
+    pub probe_duration: HistogramVec,
+    pub probe_failures: IntCounterVec,
+    pub health_transitions: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub last_reload_success: Gauge,
+    pub config_info: IntGaugeVec,
+    pub build_info: IntGaugeVec,
+    pub ready: IntGauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let reg = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric names are unique");
+        };
+        let requests_vec = IntCounterVec::new(
+            opts(
+                "gtmd_dns_requests_total",
+                "DNS requests received, by transport and query type.",
+            ),
+            &["proto", "qtype"],
+        )
+        .unwrap();
+        let responses_vec = IntCounterVec::new(
+            opts(
+                "gtmd_dns_responses_total",
+                "DNS responses sent, by response code.",
+            ),
+            &["rcode"],
+        )
+        .unwrap();
+        let request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "gtmd_dns_request_duration_seconds",
+                "Time from a parsed request to its response being handed to the socket.",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+                0.01, 0.05,
+            ]),
+        )
+        .unwrap();
+        let answers = IntCounterVec::new(
+            opts(
+                "gtmd_answers_total",
+                "Answers that included a cluster, per app: the split NOC staff compare with weights.",
+            ),
+            &["app", "cluster"],
+        )
+        .unwrap();
+        let fallback_answers = IntCounterVec::new(
+            opts(
+                "gtmd_fallback_answers_total",
+                "Answers given by an app's fallback because none of its targets was up.",
+            ),
+            &["app"],
+        )
+        .unwrap();
+        let probe_up = IntGaugeVec::new(
+            opts(
+                "gtmd_probe_up",
+                "Probe state after hysteresis (1 up, 0 down); app is empty for cluster probes.",
+            ),
+            &["app", "cluster"],
+        )
+        .unwrap();
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new("gtmd_probe_duration_seconds", "Duration of each probe.").buckets(
+                vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+            &["app", "cluster"],
+        )
+        .unwrap();
+        let probe_failures = IntCounterVec::new(
+            opts("gtmd_probe_failures_total", "Failed probes, by reason."),
+            &["app", "cluster", "reason"],
+        )
+        .unwrap();
+        let health_transitions = IntCounterVec::new(
+            opts(
+                "gtmd_health_transitions_total",
+                "Health state changes, by new state.",
+            ),
+            &["app", "cluster", "to"],
+        )
+        .unwrap();
+        let reloads = IntCounterVec::new(
+            opts(
+                "gtmd_config_reloads_total",
+                "Configuration reloads, by result.",
+            ),
+            &["result"],
+        )
+        .unwrap();
+        let last_reload_success = Gauge::with_opts(opts(
+            "gtmd_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last configuration load that was applied.",
+        ))
+        .unwrap();
+        let config_info = IntGaugeVec::new(
+            opts(
+                "gtmd_config_info",
+                "The configuration in effect: 1 for its hash and generation.",
+            ),
+            &["hash", "generation"],
+        )
+        .unwrap();
+        let build_info = IntGaugeVec::new(
+            opts("gtmd_build_info", "gtmd version, always 1."),
+            &["version"],
+        )
+        .unwrap();
+        let ready = IntGauge::with_opts(opts(
+            "gtmd_ready",
+            "1 once the configuration is loaded, sockets bound and the first probe round done.",
+        ))
+        .unwrap();
+        for c in [
+            Box::new(requests_vec.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(responses_vec.clone()),
+            Box::new(request_duration.clone()),
+            Box::new(answers.clone()),
+            Box::new(fallback_answers.clone()),
+            Box::new(probe_up.clone()),
+            Box::new(probe_duration.clone()),
+            Box::new(probe_failures.clone()),
+            Box::new(health_transitions.clone()),
+            Box::new(reloads.clone()),
+            Box::new(last_reload_success.clone()),
+            Box::new(config_info.clone()),
+            Box::new(build_info.clone()),
+            Box::new(ready.clone()),
+        ] {
+            reg(c);
+        }
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        let per_proto = |proto: &str| {
+            QTYPES
+                .iter()
+                .map(|(_, name)| *name)
+                .chain(["other"])
+                .map(|q| requests_vec.with_label_values(&[proto, q]))
+                .collect::<Vec<_>>()
+        };
+        Self {
+            requests: [per_proto("udp"), per_proto("tcp")],
+            responses: RCODES
+                .iter()
+                .map(|(_, n)| responses_vec.with_label_values(&[n]))
+                .collect(),
+            responses_other: responses_vec.with_label_values(&["other"]),
+            request_duration,
+            answers,
+            fallback_answers,
+            probe_up,
+            probe_duration,
+            probe_failures,
+            health_transitions,
+            reloads,
+            last_reload_success,
+            config_info,
+            build_info,
+            ready,
+            registry,
+        }
+    }
+
+    /// Counts one request (query path: index lookups and atomic adds only).
+    pub fn request(&self, transport: Transport, qtype: RecordType) {
+        let i = QTYPES
+            .iter()
+            .position(|(t, _)| *t == qtype)
+            .unwrap_or(OTHER);
+        self.requests[transport as usize][i].inc();
+    }
+
+    /// Counts one response.
+    pub fn response(&self, rcode: ResponseCode) {
+        match RCODES.iter().position(|(r, _)| *r == rcode) {
+            Some(i) => self.responses[i].inc(),
+            None => self.responses_other.inc(),
+        }
+    }
+
+    /// Records a configuration load that was applied.
+    pub fn config_applied(&self, hash: &str, generation: u64) {
+        self.config_info.reset();
+        self.config_info
+            .with_label_values(&[hash, &generation.to_string()])
+            .set(1);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        self.last_reload_success.set(now);
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_count_under_bounded_labels() {
+        let m = Metrics::new();
+        m.request(Transport::Udp, RecordType::A);
+        m.request(Transport::Tcp, RecordType::Unknown(65280));
+        m.response(ResponseCode::NXDomain);
+        let text = m.render();
+        assert!(
+            text.contains(r#"gtmd_dns_requests_total{proto="udp",qtype="A"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"gtmd_dns_requests_total{proto="tcp",qtype="other"} 1"#));
+        assert!(text.contains(r#"gtmd_dns_responses_total{rcode="NXDOMAIN"} 1"#));
+        assert!(text.contains(r#"gtmd_build_info{version=""#));
+        assert!(text.contains(r#"gtmd_config_reloads_total{result="failure"} 0"#));
+    }
+}
