@@ -61,6 +61,7 @@ pub fn validate(cfg: &ServerConfig, admin: &AdminConfig, errors: &mut Errors) ->
         None
     };
     if let Some(a) = admin
+        && a.port() != 0
         && listen.iter().any(|l| {
             l.port() == a.port()
                 && (l.ip() == a.ip() || l.ip().is_unspecified() || a.ip().is_unspecified())
