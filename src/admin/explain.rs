@@ -213,6 +213,25 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
             steps.push(format!("{name} is up but has weight 0"));
         }
     }
+    if policy.kind == PolicyKind::Failover {
+        let best = m
+            .targets
+            .iter()
+            .zip(&app.targets)
+            .filter(|(_, live)| live.state == TargetState::Up)
+            .map(|(t, _)| t.priority)
+            .min();
+        if let Some(best) = best {
+            for (t, live) in m.targets.iter().zip(&app.targets) {
+                if live.state == TargetState::Up && t.priority > best {
+                    steps.push(format!(
+                        "{} is a standby (priority {}, behind healthy priority {best})",
+                        model.clusters[t.cluster].name, t.priority
+                    ));
+                }
+            }
+        }
+    }
     let locate = || location.clone();
     let view = ClientView {
         sticky_key: addr.sticky_key(),

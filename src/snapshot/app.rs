@@ -247,10 +247,15 @@ impl AppAnswers {
                     } else {
                         &self.targets[t].a
                     };
+                    let before = records.len();
                     for r in set {
                         if records.len() < max && !records.iter().any(|x| x.data == r.data) {
                             records.push(r);
                         }
+                    }
+                    // Counted when the target made it into the answer.
+                    if count && records.len() > before {
+                        self.targets[t].answered.inc();
                     }
                 }
                 false

@@ -7,5 +7,6 @@ mod dig;
 mod dns;
 mod health;
 mod malformed;
+mod ops;
 mod policy;
 mod support;

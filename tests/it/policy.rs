@@ -17,7 +17,7 @@ use crate::support::{BOTH, Proto, TestServer, ask, query};
 const EU: &str = "127.0.0.31";
 const US: &str = "127.0.0.32";
 
-fn toml(extra_geo: &str) -> String {
+pub fn toml(extra_geo: &str) -> String {
     format!(
         r#"
 [geo]
@@ -108,7 +108,7 @@ rules = [
 }
 
 /// An A query with ECS `subnet` (e.g. "192.0.2.0/24").
-fn with_ecs(name: &str, subnet: &str) -> Message {
+pub fn with_ecs(name: &str, subnet: &str) -> Message {
     let mut q = query(name, RecordType::A);
     let (addr, prefix) = subnet.split_once('/').unwrap();
     let mut edns = Edns::new();

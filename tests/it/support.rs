@@ -432,3 +432,19 @@ pub fn zone_toml() -> String {
 pub fn zone_server() -> TestServer {
     TestServer::start(&zone_toml())
 }
+
+/// A plain HTTP/1.0 GET: (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, REPLY_TIMEOUT).expect("admin endpoint");
+    s.set_read_timeout(Some(REPLY_TIMEOUT)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: gtmd\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}

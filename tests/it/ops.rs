@@ -1,0 +1,221 @@
+//! Operations over the admin endpoint: every metric family present and moving, health and
+//! readiness, the status view and explanations.
+
+use std::{collections::HashMap, time::Duration};
+
+use hickory_proto::rr::RecordType;
+
+use crate::{
+    backend::{Backend, Mode},
+    support::{BOTH, Proto, TestServer, ask, http_get, plain_query, query},
+};
+
+/// Parses the text exposition format strictly enough to catch broken output: every sample
+/// line is `name{labels} value`, every family has HELP and TYPE. Returns samples by their
+/// full series text.
+pub fn parse_exposition(text: &str) -> HashMap<String, f64> {
+    let mut help = std::collections::HashSet::new();
+    let mut types = std::collections::HashSet::new();
+    let mut samples = HashMap::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            help.insert(rest.split_whitespace().next().unwrap().to_owned());
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().unwrap().to_owned();
+            let kind = parts.next().unwrap();
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
+                "{line}"
+            );
+            types.insert(name);
+            continue;
+        }
+        assert!(!line.starts_with('#'), "unexpected comment {line}");
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line}"));
+        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line}"));
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "bad metric name in {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels {line}");
+            }
+        }
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| types.contains(*f)))
+            .unwrap_or(name);
+        assert!(help.contains(family) && types.contains(family), "no HELP/TYPE for {family}");
+        samples.insert(series.to_owned(), value);
+    }
+    samples
+}
+
+fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
+    *samples
+        .get(series)
+        .unwrap_or_else(|| panic!("no series {series}; have: {:#?}", samples.keys().collect::<Vec<_>>()))
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const C1: &str = "127.0.0.41";
+const C2: &str = "127.0.0.42";
+
+fn probed(backend_port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[[zones]]
+origin = "o.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.o.test"
+[[clusters]]
+name = "one"
+ingress = ["{C1}"]
+[[clusters]]
+name = "two"
+ingress = ["{C2}"]
+[[apps]]
+hostname = "shop.o.test"
+probe = {{ kind = "http", port = {backend_port}, interval = "250ms", timeout = "150ms", fast_interval = "50ms", rise = 2, fall = 2 }}
+targets = [{{ cluster = "one" }}, {{ cluster = "two", probe_address = "{C1}" }}]
+[[apps]]
+hostname = "solo.o.test"
+probe = {{ kind = "http", port = {backend_port}, interval = "250ms", timeout = "150ms", fast_interval = "50ms", rise = 2, fall = 2 }}
+targets = [{{ cluster = "one" }}]
+{extra}
+"#
+    )
+}
+
+#[test]
+fn every_metric_family_is_present_and_moves() {
+    let backend = Backend::http(C1);
+    let s = TestServer::start(&probed(backend.addr.port(), ""));
+    wait_for("readiness", || http_get(s.admin, "/readyz").0 == 200);
+    for proto in BOTH {
+        ask(s.addr, proto, &query("shop.o.test.", RecordType::A));
+        ask(s.addr, proto, &plain_query("nope.o.test.", RecordType::MX));
+        ask(s.addr, proto, &query("example.org.", RecordType::A));
+    }
+    backend.set(Mode::Status(503));
+    wait_for("the transition to down", || {
+        let m = parse_exposition(&http_get(s.admin, "/metrics").1);
+        m.get(r#"gtmd_probe_up{app="solo.o.test.",cluster="one"}"#) == Some(&0.0)
+    });
+    // solo has one target, now down: its fallback answers.
+    ask(s.addr, Proto::Udp, &query("solo.o.test.", RecordType::A));
+    let (status, text) = http_get(s.admin, "/metrics");
+    assert_eq!(status, 200);
+    let m = parse_exposition(&text);
+    assert_eq!(value(&m, r#"gtmd_dns_requests_total{proto="udp",qtype="A"}"#), 3.0);
+    assert_eq!(value(&m, r#"gtmd_dns_requests_total{proto="tcp",qtype="MX"}"#), 1.0);
+    assert_eq!(value(&m, r#"gtmd_dns_responses_total{rcode="NXDOMAIN"}"#), 2.0);
+    assert_eq!(value(&m, r#"gtmd_dns_responses_total{rcode="REFUSED"}"#), 2.0);
+    assert_eq!(value(&m, r#"gtmd_dns_responses_total{rcode="NOERROR"}"#), 3.0);
+    assert_eq!(value(&m, "gtmd_dns_request_duration_seconds_count"), 7.0);
+    assert_eq!(value(&m, r#"gtmd_answers_total{app="shop.o.test.",cluster="one"}"#), 2.0);
+    assert_eq!(value(&m, r#"gtmd_answers_total{app="shop.o.test.",cluster="two"}"#), 2.0);
+    assert_eq!(value(&m, r#"gtmd_fallback_answers_total{app="solo.o.test."}"#), 1.0);
+    assert!(value(&m, r#"gtmd_probe_duration_seconds_count{app="solo.o.test.",cluster="one"}"#) >= 3.0);
+    assert!(value(&m, r#"gtmd_probe_failures_total{app="solo.o.test.",cluster="one",reason="status"}"#) >= 2.0);
+    assert_eq!(value(&m, r#"gtmd_health_transitions_total{app="solo.o.test.",cluster="one",to="down"}"#), 1.0);
+    assert_eq!(value(&m, r#"gtmd_config_reloads_total{result="success"}"#), 0.0);
+    assert!(value(&m, "gtmd_config_last_reload_success_timestamp_seconds") > 1.7e9);
+    assert!(m.keys().any(|k| k.starts_with(r#"gtmd_config_info{generation="1",hash="#)));
+    assert_eq!(value(&m, &format!(r#"gtmd_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"))), 1.0);
+    assert_eq!(value(&m, "gtmd_ready"), 1.0);
+    // No client addresses anywhere in the labels.
+    assert!(!text.contains("127.0.0.1\""), "client address in a label");
+}
+
+#[test]
+fn healthz_readyz_and_other_paths() {
+    let backend = Backend::http(C1);
+    backend.set(Mode::Slow(Duration::from_millis(800)));
+    let toml = probed(backend.addr.port(), "").replace("timeout = \"150ms\"", "timeout = \"1s\"").replace("interval = \"250ms\"", "interval = \"2s\"");
+    let s = TestServer::start(&toml);
+    assert_eq!(http_get(s.admin, "/healthz"), (200, "ok\n".to_owned()));
+    let (status, body) = http_get(s.admin, "/readyz");
+    assert_eq!(status, 503, "not ready before the first probe round: {body}");
+    backend.set(Mode::Ok);
+    wait_for("readiness", || http_get(s.admin, "/readyz").0 == 200);
+    assert_eq!(http_get(s.admin, "/nope").0, 404);
+}
+
+#[test]
+fn status_shows_every_app_and_cluster() {
+    let backend = Backend::http(C1);
+    let s = TestServer::start(&probed(
+        backend.addr.port(),
+        "[[apps]]\nhostname = \"drained.o.test\"\ntargets = [{ cluster = \"one\", drain = true, weight = 3 }, { cluster = \"two\", force = \"down\" }]",
+    ));
+    wait_for("readiness", || http_get(s.admin, "/readyz").0 == 200);
+    let (status, body) = http_get(s.admin, "/api/v1/status");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["ready"], true);
+    assert_eq!(v["config"]["generation"], 1);
+    let apps = v["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), 3);
+    let shop = &apps[0];
+    assert_eq!(shop["hostname"], "shop.o.test.");
+    assert_eq!(shop["targets"][0]["cluster"], "one");
+    assert_eq!(shop["targets"][0]["state"], "up");
+    assert_eq!(shop["targets"][0]["health"]["up"], true);
+    assert!(shop["targets"][0]["health"]["last_result"]["reason"] == "status 200");
+    assert_eq!(shop["targets"][1]["probe"]["address"], format!("{C1}:{}", backend.addr.port()));
+    let drained = &apps[2];
+    assert_eq!(drained["targets"][0]["state"], "drained");
+    assert_eq!(drained["targets"][0]["weight"], 3);
+    assert_eq!(drained["targets"][1]["force"], "down");
+    assert_eq!(drained["targets"][1]["state"], "down");
+    assert_eq!(drained["fallback_active"], true);
+    assert_eq!(v["clusters"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn explain_says_why_a_client_gets_its_answer() {
+    let s = TestServer::start(&crate::policy::toml(""));
+    let (status, body) = http_get(
+        s.admin,
+        "/api/v1/explain?name=geo.p.test&client=10.9.9.9&ecs=192.0.2.0%2F24",
+    );
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["answer"], serde_json::json!(["127.0.0.31"]));
+    assert_eq!(v["location"]["country"], "DE");
+    assert_eq!(v["ecs_scope"], 24);
+    let steps: Vec<&str> = v["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    assert!(steps.iter().any(|s| s.contains("ECS 192.0.2.0/24 is used")), "{steps:?}");
+    assert!(steps.iter().any(|s| s.contains("rule 0 (continent:EU) matched: pools eu, us")), "{steps:?}");
+    assert!(steps.iter().any(|s| s.contains("pool eu has healthy targets")), "{steps:?}");
+    // The explanation matches what DNS answers the same client.
+    let r = ask(s.addr, Proto::Udp, &crate::policy::with_ecs("geo.p.test.", "192.0.2.0/24"));
+    assert_eq!(r.answers[0].data.to_string(), "127.0.0.31");
+    // The fenced app with its EU target forced down explains the fence.
+    let (_, body) = http_get(s.admin, "/api/v1/explain?name=fenced-none.p.test&client=192.0.2.1");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let steps = v["steps"].to_string();
+    assert!(steps.contains("eu is out: down (forced down)"), "{steps}");
+    assert!(steps.contains("within the fenced pools"), "{steps}");
+    assert_eq!(v["answer"], serde_json::json!([]));
+    // Bad input is a 400 with usage.
+    assert_eq!(http_get(s.admin, "/api/v1/explain?name=geo.p.test").0, 400);
+    // Not an app: the static answer.
+    let (_, body) = http_get(s.admin, "/api/v1/explain?name=nope.p.test&client=192.0.2.1");
+    assert!(body.contains("NXDomain") || body.contains("Non-Existent"), "{body}");
+}
