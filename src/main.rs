@@ -26,6 +26,9 @@ enum Command {
         /// Log line format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+        /// Do not watch the config directory (reload on SIGHUP only).
+        #[arg(long)]
+        no_watch: bool,
     },
     /// Check a config file (the same parse, validation and build as serve) and exit.
     Check {
@@ -38,7 +41,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Serve { config, log_format } => serve(&config, log_format),
+        Command::Serve {
+            config,
+            log_format,
+            no_watch,
+        } => serve(&config, log_format, !no_watch),
     }
 }
 
@@ -85,7 +92,7 @@ enum LogFormat {
     Json,
 }
 
-fn serve(path: &std::path::Path, log_format: LogFormat) -> ExitCode {
+fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode {
     // Startup failures are plain lines on stderr (one per problem), before logging starts.
     let loaded = match gtmd::load(path) {
         Ok(l) => l,
@@ -107,7 +114,7 @@ fn serve(path: &std::path::Path, log_format: LogFormat) -> ExitCode {
     let source = gtmd::server::ReloadSource {
         path: Some(path.to_path_buf()),
         sighup: true,
-        watch: true,
+        watch,
     };
     let s = loaded.summary;
     info!(

@@ -63,9 +63,15 @@ impl Drop for Served {
 
 /// Starts `gtmd serve` on `config` and waits until it answers on `addr`.
 pub fn serve(config: &std::path::Path, addr: SocketAddr) -> Served {
+    serve_with(config, addr, &[])
+}
+
+/// [`serve`] with extra arguments.
+pub fn serve_with(config: &std::path::Path, addr: SocketAddr, args: &[&str]) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
+        .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())

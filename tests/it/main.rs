@@ -7,6 +7,7 @@ mod dig;
 mod dns;
 mod health;
 mod malformed;
-mod ops;
+pub mod ops;
 mod policy;
+mod reload;
 mod support;

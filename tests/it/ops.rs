@@ -34,38 +34,55 @@ pub fn parse_exposition(text: &str) -> HashMap<String, f64> {
             continue;
         }
         assert!(!line.starts_with('#'), "unexpected comment {line}");
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {line}"));
-        let value: f64 = value.parse().unwrap_or_else(|_| panic!("bad value in {line}"));
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad line {line}"));
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line}"));
         let name = series.split('{').next().unwrap();
         assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name in {line}"
         );
         if let Some(labels) = series.strip_prefix(name) {
             if !labels.is_empty() {
-                assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels {line}");
+                assert!(
+                    labels.starts_with('{') && labels.ends_with('}'),
+                    "bad labels {line}"
+                );
             }
         }
         let family = ["_bucket", "_sum", "_count"]
             .iter()
             .find_map(|s| name.strip_suffix(s).filter(|f| types.contains(*f)))
             .unwrap_or(name);
-        assert!(help.contains(family) && types.contains(family), "no HELP/TYPE for {family}");
+        assert!(
+            help.contains(family) && types.contains(family),
+            "no HELP/TYPE for {family}"
+        );
         samples.insert(series.to_owned(), value);
     }
     samples
 }
 
 fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
-    *samples
-        .get(series)
-        .unwrap_or_else(|| panic!("no series {series}; have: {:#?}", samples.keys().collect::<Vec<_>>()))
+    *samples.get(series).unwrap_or_else(|| {
+        panic!(
+            "no series {series}; have: {:#?}",
+            samples.keys().collect::<Vec<_>>()
+        )
+    })
 }
 
 fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < Duration::from_secs(10), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -121,22 +138,83 @@ fn every_metric_family_is_present_and_moves() {
     let (status, text) = http_get(s.admin, "/metrics");
     assert_eq!(status, 200);
     let m = parse_exposition(&text);
-    assert_eq!(value(&m, r#"gtmd_dns_requests_total{proto="udp",qtype="A"}"#), 3.0);
-    assert_eq!(value(&m, r#"gtmd_dns_requests_total{proto="tcp",qtype="MX"}"#), 1.0);
-    assert_eq!(value(&m, r#"gtmd_dns_responses_total{rcode="NXDOMAIN"}"#), 2.0);
-    assert_eq!(value(&m, r#"gtmd_dns_responses_total{rcode="REFUSED"}"#), 2.0);
-    assert_eq!(value(&m, r#"gtmd_dns_responses_total{rcode="NOERROR"}"#), 3.0);
+    assert_eq!(
+        value(&m, r#"gtmd_dns_requests_total{proto="udp",qtype="A"}"#),
+        3.0
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_dns_requests_total{proto="tcp",qtype="MX"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_dns_responses_total{rcode="NXDOMAIN"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_dns_responses_total{rcode="REFUSED"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_dns_responses_total{rcode="NOERROR"}"#),
+        3.0
+    );
     assert_eq!(value(&m, "gtmd_dns_request_duration_seconds_count"), 7.0);
-    assert_eq!(value(&m, r#"gtmd_answers_total{app="shop.o.test.",cluster="one"}"#), 2.0);
-    assert_eq!(value(&m, r#"gtmd_answers_total{app="shop.o.test.",cluster="two"}"#), 2.0);
-    assert_eq!(value(&m, r#"gtmd_fallback_answers_total{app="solo.o.test."}"#), 1.0);
-    assert!(value(&m, r#"gtmd_probe_duration_seconds_count{app="solo.o.test.",cluster="one"}"#) >= 3.0);
-    assert!(value(&m, r#"gtmd_probe_failures_total{app="solo.o.test.",cluster="one",reason="status"}"#) >= 2.0);
-    assert_eq!(value(&m, r#"gtmd_health_transitions_total{app="solo.o.test.",cluster="one",to="down"}"#), 1.0);
-    assert_eq!(value(&m, r#"gtmd_config_reloads_total{result="success"}"#), 0.0);
+    assert_eq!(
+        value(
+            &m,
+            r#"gtmd_answers_total{app="shop.o.test.",cluster="one"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"gtmd_answers_total{app="shop.o.test.",cluster="two"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_fallback_answers_total{app="solo.o.test."}"#),
+        1.0
+    );
+    assert!(
+        value(
+            &m,
+            r#"gtmd_probe_duration_seconds_count{app="solo.o.test.",cluster="one"}"#
+        ) >= 3.0
+    );
+    assert!(
+        value(
+            &m,
+            r#"gtmd_probe_failures_total{app="solo.o.test.",cluster="one",reason="status"}"#
+        ) >= 2.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            r#"gtmd_health_transitions_total{app="solo.o.test.",cluster="one",to="down"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_config_reloads_total{result="success"}"#),
+        0.0
+    );
     assert!(value(&m, "gtmd_config_last_reload_success_timestamp_seconds") > 1.7e9);
-    assert!(m.keys().any(|k| k.starts_with(r#"gtmd_config_info{generation="1",hash="#)));
-    assert_eq!(value(&m, &format!(r#"gtmd_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"))), 1.0);
+    assert!(
+        m.keys()
+            .any(|k| k.starts_with(r#"gtmd_config_info{generation="1",hash="#))
+    );
+    assert_eq!(
+        value(
+            &m,
+            &format!(
+                r#"gtmd_build_info{{version="{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
     assert_eq!(value(&m, "gtmd_ready"), 1.0);
     // No client addresses anywhere in the labels.
     assert!(!text.contains("127.0.0.1\""), "client address in a label");
@@ -146,11 +224,16 @@ fn every_metric_family_is_present_and_moves() {
 fn healthz_readyz_and_other_paths() {
     let backend = Backend::http(C1);
     backend.set(Mode::Slow(Duration::from_millis(800)));
-    let toml = probed(backend.addr.port(), "").replace("timeout = \"150ms\"", "timeout = \"1s\"").replace("interval = \"250ms\"", "interval = \"2s\"");
+    let toml = probed(backend.addr.port(), "")
+        .replace("timeout = \"150ms\"", "timeout = \"1s\"")
+        .replace("interval = \"250ms\"", "interval = \"2s\"");
     let s = TestServer::start(&toml);
     assert_eq!(http_get(s.admin, "/healthz"), (200, "ok\n".to_owned()));
     let (status, body) = http_get(s.admin, "/readyz");
-    assert_eq!(status, 503, "not ready before the first probe round: {body}");
+    assert_eq!(
+        status, 503,
+        "not ready before the first probe round: {body}"
+    );
     backend.set(Mode::Ok);
     wait_for("readiness", || http_get(s.admin, "/readyz").0 == 200);
     assert_eq!(http_get(s.admin, "/nope").0, 404);
@@ -177,7 +260,10 @@ fn status_shows_every_app_and_cluster() {
     assert_eq!(shop["targets"][0]["state"], "up");
     assert_eq!(shop["targets"][0]["health"]["up"], true);
     assert!(shop["targets"][0]["health"]["last_result"]["reason"] == "status 200");
-    assert_eq!(shop["targets"][1]["probe"]["address"], format!("{C1}:{}", backend.addr.port()));
+    assert_eq!(
+        shop["targets"][1]["probe"]["address"],
+        format!("{C1}:{}", backend.addr.port())
+    );
     let drained = &apps[2];
     assert_eq!(drained["targets"][0]["state"], "drained");
     assert_eq!(drained["targets"][0]["weight"], 3);
@@ -199,15 +285,40 @@ fn explain_says_why_a_client_gets_its_answer() {
     assert_eq!(v["answer"], serde_json::json!(["127.0.0.31"]));
     assert_eq!(v["location"]["country"], "DE");
     assert_eq!(v["ecs_scope"], 24);
-    let steps: Vec<&str> = v["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
-    assert!(steps.iter().any(|s| s.contains("ECS 192.0.2.0/24 is used")), "{steps:?}");
-    assert!(steps.iter().any(|s| s.contains("rule 0 (continent:EU) matched: pools eu, us")), "{steps:?}");
-    assert!(steps.iter().any(|s| s.contains("pool eu has healthy targets")), "{steps:?}");
+    let steps: Vec<&str> = v["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(
+        steps.iter().any(|s| s.contains("ECS 192.0.2.0/24 is used")),
+        "{steps:?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("rule 0 (continent:EU) matched: pools eu, us")),
+        "{steps:?}"
+    );
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.contains("pool eu has healthy targets")),
+        "{steps:?}"
+    );
     // The explanation matches what DNS answers the same client.
-    let r = ask(s.addr, Proto::Udp, &crate::policy::with_ecs("geo.p.test.", "192.0.2.0/24"));
+    let r = ask(
+        s.addr,
+        Proto::Udp,
+        &crate::policy::with_ecs("geo.p.test.", "192.0.2.0/24"),
+    );
     assert_eq!(r.answers[0].data.to_string(), "127.0.0.31");
     // The fenced app with its EU target forced down explains the fence.
-    let (_, body) = http_get(s.admin, "/api/v1/explain?name=fenced-none.p.test&client=192.0.2.1");
+    let (_, body) = http_get(
+        s.admin,
+        "/api/v1/explain?name=fenced-none.p.test&client=192.0.2.1",
+    );
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     let steps = v["steps"].to_string();
     assert!(steps.contains("eu is out: down (forced down)"), "{steps}");
@@ -217,5 +328,8 @@ fn explain_says_why_a_client_gets_its_answer() {
     assert_eq!(http_get(s.admin, "/api/v1/explain?name=geo.p.test").0, 400);
     // Not an app: the static answer.
     let (_, body) = http_get(s.admin, "/api/v1/explain?name=nope.p.test&client=192.0.2.1");
-    assert!(body.contains("NXDomain") || body.contains("Non-Existent"), "{body}");
+    assert!(
+        body.contains("NXDomain") || body.contains("Non-Existent"),
+        "{body}"
+    );
 }

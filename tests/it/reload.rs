@@ -1,0 +1,394 @@
+//! Hot reload with the real binary and real signals: good files apply at once, bad files
+//! are rejected with clear log lines while the old configuration keeps serving, health
+//! carries over, and a steady query load sees no timeout and no SERVFAIL across 50 reloads.
+
+use std::{
+    net::{SocketAddr, UdpSocket},
+    path::{Path, PathBuf},
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use hickory_proto::{
+    op::{Message, ResponseCode},
+    rr::{RData, RecordType},
+};
+
+use crate::{
+    backend::{Backend, Mode},
+    cli::{Served, free_port, serve_with},
+    support::{http_get, query},
+};
+
+const ONE: &str = "127.0.0.51";
+const TWO: &str = "127.0.0.52";
+
+/// A config answering shop.r.test with `cluster`, plus a probed app whose probe never
+/// changes between the configs (to watch its health carry over).
+fn config(dns: u16, admin: u16, cluster: &str, backend: u16) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{dns}"]
+[admin]
+listen = "127.0.0.1:{admin}"
+[[zones]]
+origin = "r.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.r.test"
+[[clusters]]
+name = "one"
+ingress = ["{ONE}"]
+[[clusters]]
+name = "two"
+ingress = ["{TWO}"]
+[[apps]]
+hostname = "shop.r.test"
+ttl = 5
+targets = [{{ cluster = "{cluster}" }}]
+[[apps]]
+hostname = "probed.r.test"
+probe = {{ kind = "http", port = {backend}, interval = "250ms", timeout = "150ms", fast_interval = "50ms", rise = 2, fall = 2 }}
+targets = [{{ cluster = "one" }}, {{ cluster = "two", probe_address = "{ONE}", force = "up" }}]
+"#
+    )
+}
+
+/// Writes `text` to `path` atomically (write a temporary file, rename over).
+fn write_atomic(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn hup(served: &Served) {
+    let status = Command::new("kill")
+        .args(["-HUP", &served.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn answer(addr: SocketAddr, name: &str) -> Vec<String> {
+    let r = crate::support::ask(
+        addr,
+        crate::support::Proto::Udp,
+        &query(name, RecordType::A),
+    );
+    r.answers
+        .iter()
+        .filter_map(|a| match &a.data {
+            RData::A(ip) => Some(ip.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let (_, text) = http_get(admin, "/metrics");
+    crate::ops::parse_exposition(&text)
+        .get(series)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    dns: SocketAddr,
+    admin: SocketAddr,
+    backend: Backend,
+}
+
+fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gtmd.toml");
+    let dns_port = free_port();
+    let admin_port = free_port();
+    let backend = Backend::http(ONE);
+    std::fs::write(
+        &path,
+        config(dns_port, admin_port, "one", backend.addr.port()),
+    )
+    .unwrap();
+    Setup {
+        _dir: dir,
+        path,
+        dns: format!("127.0.0.1:{dns_port}").parse().unwrap(),
+        admin: format!("127.0.0.1:{admin_port}").parse().unwrap(),
+        backend,
+    }
+}
+
+#[test]
+fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
+    let s = setup();
+    let served = serve_with(&s.path, s.dns, &["--no-watch"]);
+    assert_eq!(answer(s.dns, "shop.r.test."), [ONE]);
+
+    // Without a signal (and no watch) nothing changes.
+    let good = config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port());
+    write_atomic(&s.path, &good);
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(answer(s.dns, "shop.r.test."), [ONE]);
+    hup(&served);
+    wait_for("the new answer", Duration::from_secs(5), || {
+        answer(s.dns, "shop.r.test.") == [TWO]
+    });
+    assert!(
+        served.stderr().contains("config reloaded trigger=SIGHUP"),
+        "{}",
+        served.stderr()
+    );
+
+    // A bad file: one error line per problem, the old config keeps serving.
+    let bad = good
+        .replace(
+            "cluster = \"two\" }]\n[[apps]]",
+            "cluster = \"three\" }]\n[[apps]]",
+        )
+        .replace("ttl = 5", "ttl = 999999");
+    write_atomic(&s.path, &bad);
+    hup(&served);
+    wait_for("the rejection", Duration::from_secs(5), || {
+        served
+            .stderr()
+            .contains("previous configuration keeps serving")
+    });
+    let log = served.stderr();
+    assert!(
+        log.contains("config reload rejected:")
+            && log.contains("apps[0].targets[0].cluster: unknown cluster \"three\""),
+        "{log}"
+    );
+    assert!(log.contains("apps[0].ttl: 999999 is out of range"), "{log}");
+    assert_eq!(answer(s.dns, "shop.r.test."), [TWO]);
+    assert_eq!(
+        metric(s.admin, r#"gtmd_config_reloads_total{result="failure"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(s.admin, r#"gtmd_config_reloads_total{result="success"}"#),
+        1.0
+    );
+
+    // Listen addresses cannot change without a restart: refused as a whole.
+    let other_port = free_port();
+    let moved = config(other_port, s.admin.port(), "one", s.backend.addr.port());
+    write_atomic(&s.path, &moved);
+    hup(&served);
+    wait_for("the restart message", Duration::from_secs(5), || {
+        served
+            .stderr()
+            .contains("server.listen changed: restart gtmd to apply it")
+    });
+    assert_eq!(
+        answer(s.dns, "shop.r.test."),
+        [TWO],
+        "nothing of that file was applied"
+    );
+
+    // A later good file applies.
+    write_atomic(
+        &s.path,
+        &config(s.dns.port(), s.admin.port(), "one", s.backend.addr.port()),
+    );
+    hup(&served);
+    wait_for("recovery", Duration::from_secs(5), || {
+        answer(s.dns, "shop.r.test.") == [ONE]
+    });
+}
+
+#[test]
+fn fifty_reloads_under_load_lose_nothing_and_keep_health() {
+    let s = setup();
+    // The probed app's backend is down before we start: its state must stay down, with
+    // one transition, through every reload (no flap, no re-learning).
+    s.backend.set(Mode::Status(503));
+    let served = serve_with(&s.path, s.dns, &["--no-watch"]);
+    let down = r#"gtmd_health_transitions_total{app="probed.r.test.",cluster="one",to="down"}"#;
+    wait_for(
+        "the probed target to go down",
+        Duration::from_secs(10),
+        || metric(s.admin, down) == 1.0,
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let timeouts = Arc::new(AtomicU64::new(0));
+    let servfails = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (stop, sent, timeouts, servfails) = (
+            stop.clone(),
+            sent.clone(),
+            timeouts.clone(),
+            servfails.clone(),
+        );
+        let dns = s.dns;
+        std::thread::spawn(move || {
+            let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let mut buf = vec![0u8; 4096];
+            let mut id = 0u16;
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                id = id.wrapping_add(1);
+                let mut q = query("shop.r.test.", RecordType::A);
+                q.metadata.id = id;
+                sock.send_to(&q.to_vec().unwrap(), dns).unwrap();
+                sent.fetch_add(1, Ordering::Relaxed);
+                loop {
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, _)) => {
+                            let r = Message::from_vec(&buf[..n]).unwrap();
+                            if r.metadata.id != id {
+                                continue; // a late reply to an earlier query
+                            }
+                            if r.metadata.response_code == ResponseCode::ServFail {
+                                servfails.fetch_add(1, Ordering::Relaxed);
+                            }
+                            break;
+                        }
+                        Err(_) => {
+                            timeouts.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    let port = s.backend.addr.port();
+    let broken = "this is [ not toml";
+    let mut rejected = 0;
+    for i in 0..50 {
+        if i % 5 == 4 {
+            write_atomic(&s.path, broken);
+            hup(&served);
+            rejected += 1;
+            wait_for("the rejection", Duration::from_secs(5), || {
+                served
+                    .stderr()
+                    .matches("previous configuration keeps serving")
+                    .count()
+                    == rejected
+            });
+            continue;
+        }
+        let (cluster, ip) = if i % 2 == 0 {
+            ("two", TWO)
+        } else {
+            ("one", ONE)
+        };
+        write_atomic(
+            &s.path,
+            &config(s.dns.port(), s.admin.port(), cluster, port),
+        );
+        hup(&served);
+        wait_for(
+            &format!("reload {i} to answer {ip}"),
+            Duration::from_secs(5),
+            || answer(s.dns, "shop.r.test.") == [ip],
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    load.join().unwrap();
+    let (sent, timeouts, servfails) = (
+        sent.load(Ordering::Relaxed),
+        timeouts.load(Ordering::Relaxed),
+        servfails.load(Ordering::Relaxed),
+    );
+    eprintln!("50 reloads: {sent} queries under load, {timeouts} timeouts, {servfails} SERVFAIL");
+    assert!(sent > 1000, "the load ran ({sent} queries)");
+    assert_eq!((timeouts, servfails), (0, 0));
+    assert_eq!(
+        metric(s.admin, r#"gtmd_config_reloads_total{result="success"}"#),
+        40.0
+    );
+    assert_eq!(
+        metric(s.admin, r#"gtmd_config_reloads_total{result="failure"}"#),
+        10.0
+    );
+    // Health carried over: still one transition, still down, never re-learnt.
+    assert_eq!(metric(s.admin, down), 1.0);
+    assert_eq!(
+        metric(
+            s.admin,
+            r#"gtmd_probe_up{app="probed.r.test.",cluster="one"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        answer(s.dns, "probed.r.test."),
+        [TWO],
+        "one stays out across reloads"
+    );
+}
+
+#[test]
+fn the_directory_watch_applies_edits_and_configmap_symlink_swaps() {
+    // Laid out like a Kubernetes ConfigMap volume: gtmd.toml -> ..data/gtmd.toml,
+    // ..data -> ..v1; an update swaps ..data atomically.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let dns_port = free_port();
+    let admin_port = free_port();
+    let backend = Backend::http(ONE);
+    let bport = backend.addr.port();
+    std::fs::create_dir(d.join("..v1")).unwrap();
+    std::fs::write(
+        d.join("..v1/gtmd.toml"),
+        config(dns_port, admin_port, "one", bport),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..v1", d.join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/gtmd.toml", d.join("gtmd.toml")).unwrap();
+    let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    let served = serve_with(&d.join("gtmd.toml"), dns, &[]);
+    assert_eq!(answer(dns, "shop.r.test."), [ONE]);
+
+    std::fs::create_dir(d.join("..v2")).unwrap();
+    std::fs::write(
+        d.join("..v2/gtmd.toml"),
+        config(dns_port, admin_port, "two", bport),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    wait_for(
+        "the ConfigMap swap to apply",
+        Duration::from_secs(5),
+        || answer(dns, "shop.r.test.") == [TWO],
+    );
+    assert!(
+        served
+            .stderr()
+            .contains("config reloaded trigger=file change"),
+        "{}",
+        served.stderr()
+    );
+
+    // Unrelated files in the directory do not reload anything.
+    let reloads = served.stderr().matches("config reloaded").count();
+    std::fs::write(d.join("notes.txt"), "hello").unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(served.stderr().matches("config reloaded").count(), reloads);
+}
