@@ -46,13 +46,10 @@ pub fn parse_exposition(text: &str) -> HashMap<String, f64> {
                 .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name in {line}"
         );
-        if let Some(labels) = series.strip_prefix(name) {
-            if !labels.is_empty() {
-                assert!(
-                    labels.starts_with('{') && labels.ends_with('}'),
-                    "bad labels {line}"
-                );
-            }
+        if let Some(labels) = series.strip_prefix(name)
+            && !labels.is_empty()
+        {
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels {line}");
         }
         let family = ["_bucket", "_sum", "_count"]
             .iter()

@@ -317,7 +317,7 @@ fn fifty_reloads_under_load_lose_nothing_and_keep_health() {
         servfails.load(Ordering::Relaxed),
     );
     eprintln!("50 reloads: {sent} queries under load, {timeouts} timeouts, {servfails} SERVFAIL");
-    assert!(sent > 1000, "the load ran ({sent} queries)");
+    assert!(sent > 500, "the load ran ({sent} queries)");
     assert_eq!((timeouts, servfails), (0, 0));
     assert_eq!(
         metric(s.admin, r#"gtmd_config_reloads_total{result="success"}"#),
