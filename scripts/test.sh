@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The whole gtmd test suite, as CI runs it (.ci/run calls exactly this).
 # On a fresh Debian machine with Rust it installs the external programs the end-to-end tests
-# drive (dig from bind9-dnsutils), then runs formatting, lints and every test, including the
-# ones ignored by a plain `cargo test` because they need those programs.
+# drive (dig from bind9-dnsutils; prometheus and promtool from prometheus), then runs
+# formatting, lints and every test, including the ones ignored by a plain `cargo test`
+# because they need those programs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v dig >/dev/null 2>&1 || need_pkgs+=(bind9-dnsutils)
+command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 if ((${#need_pkgs[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -330,3 +330,83 @@ fn explain_says_why_a_client_gets_its_answer() {
         "{body}"
     );
 }
+
+/// Starts a server with a probed app and some traffic, for the external tools below.
+fn busy_server() -> (TestServer, Backend) {
+    let backend = Backend::http(C1);
+    let s = TestServer::start(&probed(backend.addr.port(), ""));
+    wait_for("readiness", || http_get(s.admin, "/readyz").0 == 200);
+    ask(s.addr, Proto::Udp, &query("shop.o.test.", RecordType::A));
+    ask(s.addr, Proto::Tcp, &query("nope.o.test.", RecordType::A));
+    (s, backend)
+}
+
+#[test]
+#[ignore = "needs promtool (Debian package prometheus)"]
+fn promtool_accepts_the_exposition() {
+    use std::io::Write;
+    let (s, _backend) = busy_server();
+    let (_, text) = http_get(s.admin, "/metrics");
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool check metrics failed:\n{report}");
+    assert!(report.trim().is_empty(), "promtool has remarks (lint):\n{report}");
+}
+
+#[test]
+#[ignore = "needs prometheus (Debian package prometheus)"]
+fn a_real_prometheus_scrapes_gtmd() {
+    let (s, _backend) = busy_server();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gtmd\n    static_configs:\n      - targets: ['{}']\n",
+            s.admin
+        ),
+    )
+    .unwrap();
+    let port = crate::cli::free_port();
+    let mut prom = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("prometheus is installed");
+    let api: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut found = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
+        if std::net::TcpStream::connect(api).is_ok() {
+            let (status, body) = http_get(api, "/api/v1/query?query=gtmd_probe_up");
+            if status == 200 && body.contains("\"shop.o.test.\"") {
+                found = body;
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let _ = prom.kill();
+    let _ = prom.wait();
+    assert!(!found.is_empty(), "prometheus never returned gtmd_probe_up series");
+    let v: serde_json::Value = serde_json::from_str(&found).unwrap();
+    assert_eq!(v["status"], "success");
+    let series = v["data"]["result"].as_array().unwrap();
+    assert!(series.len() >= 3, "{found}");
+    assert!(series.iter().all(|s| s["metric"]["job"] == "gtmd"));
+}
