@@ -49,7 +49,10 @@ pub fn parse_exposition(text: &str) -> HashMap<String, f64> {
         if let Some(labels) = series.strip_prefix(name)
             && !labels.is_empty()
         {
-            assert!(labels.starts_with('{') && labels.ends_with('}'), "bad labels {line}");
+            assert!(
+                labels.starts_with('{') && labels.ends_with('}'),
+                "bad labels {line}"
+            );
         }
         let family = ["_bucket", "_sum", "_count"]
             .iter()
@@ -354,15 +357,26 @@ fn promtool_accepts_the_exposition() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("promtool is installed");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let report = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "promtool check metrics failed:\n{report}");
-    assert!(report.trim().is_empty(), "promtool has remarks (lint):\n{report}");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{report}"
+    );
+    assert!(
+        report.trim().is_empty(),
+        "promtool has remarks (lint):\n{report}"
+    );
 }
 
 #[test]
@@ -382,7 +396,10 @@ fn a_real_prometheus_scrapes_gtmd() {
     let port = crate::cli::free_port();
     let mut prom = std::process::Command::new("prometheus")
         .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -403,7 +420,10 @@ fn a_real_prometheus_scrapes_gtmd() {
     }
     let _ = prom.kill();
     let _ = prom.wait();
-    assert!(!found.is_empty(), "prometheus never returned gtmd_probe_up series");
+    assert!(
+        !found.is_empty(),
+        "prometheus never returned gtmd_probe_up series"
+    );
     let v: serde_json::Value = serde_json::from_str(&found).unwrap();
     assert_eq!(v["status"], "success");
     let series = v["data"]["result"].as_array().unwrap();

@@ -392,3 +392,45 @@ fn the_directory_watch_applies_edits_and_configmap_symlink_swaps() {
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(served.stderr().matches("config reloaded").count(), reloads);
 }
+
+#[test]
+fn removed_apps_stop_probing_and_leave_the_metrics() {
+    let s = setup();
+    let served = serve_with(&s.path, s.dns, &["--no-watch", "--log-format", "json"]);
+    let up = r#"gtmd_probe_up{app="probed.r.test.",cluster="one"}"#;
+    wait_for("the probe to report", Duration::from_secs(5), || {
+        metric(s.admin, up) == 1.0
+    });
+    // Every log line is one JSON object.
+    for line in served.stderr().lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+    }
+    let without_probed = config(s.dns.port(), s.admin.port(), "one", s.backend.addr.port());
+    let cut = without_probed
+        .find("[[apps]]\nhostname = \"probed.r.test\"")
+        .unwrap();
+    write_atomic(&s.path, &without_probed[..cut]);
+    hup(&served);
+    wait_for("the reload", Duration::from_secs(5), || {
+        served.stderr().contains("\"probes_stopped\":2")
+    });
+    let hits = s.backend.hits();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        s.backend.hits(),
+        hits,
+        "the removed app is no longer probed"
+    );
+    assert!(
+        metric(s.admin, up).is_nan(),
+        "its series are gone from /metrics"
+    );
+    let r = crate::support::ask(
+        s.dns,
+        crate::support::Proto::Udp,
+        &query("probed.r.test.", RecordType::A),
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
+}
