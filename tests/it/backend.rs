@@ -92,10 +92,19 @@ impl Backend {
         (Self::start(ip, Some(tls)), pem, sni_seen)
     }
 
+    /// An HTTP backend on an exact address (e.g. the same port on another loopback IP).
+    pub fn http_on(addr: &str) -> Self {
+        Self::start_at(addr.parse().unwrap(), None)
+    }
+
     fn start(ip: &str, tls: Option<Tls>) -> Self {
         let std_listener = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
         let addr = std_listener.local_addr().unwrap();
         drop(std_listener);
+        Self::start_at(addr, tls)
+    }
+
+    fn start_at(addr: SocketAddr, tls: Option<Tls>) -> Self {
         let state = Arc::new(Mutex::new(State {
             mode: Mode::Ok,
             script: VecDeque::new(),

@@ -5,6 +5,7 @@ pub mod cli;
 mod config;
 mod dig;
 mod dns;
+mod e2e;
 mod health;
 mod malformed;
 pub mod ops;

