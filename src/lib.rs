@@ -67,14 +67,18 @@ pub fn from_config(path: &Path, config: &config::Config) -> Result<Loaded, Confi
         errors,
     })?;
     // The same build `serve` does, so a config that fails to build fails here too.
+    let model = std::sync::Arc::new(model);
     let snapshot = Snapshot::build(
         &model,
         &health::HealthTable::initial(&model),
         &metrics::Metrics::new(),
     );
+    let summary = snapshot.summary;
+    drop(snapshot);
+    let model = std::sync::Arc::try_unwrap(model).unwrap_or_else(|m| (*m).clone());
     Ok(Loaded {
         model,
-        summary: snapshot.summary,
+        summary,
         hash: String::new(),
     })
 }

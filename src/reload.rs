@@ -208,8 +208,8 @@ impl Reloader {
     }
 }
 
-/// Removes the metric series of apps and clusters that left the configuration, so
-/// dashboards do not show ghosts.
+/// Removes the answer series of apps and clusters that left the configuration, so
+/// dashboards do not show ghosts (probe series are removed by the engine).
 fn forget_removed_series(metrics: &Metrics, old: &Model, new: &Model) {
     let pairs = |m: &Model| -> std::collections::HashSet<(String, String)> {
         let mut out: std::collections::HashSet<(String, String)> = m
@@ -290,7 +290,21 @@ pub fn spawn_triggers(
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
+                // Reading the file (ours included) raises access events: only changes count,
+                // or every reload would trigger the next one.
+                if let Ok(e) = event
+                    && matches!(
+                        e.kind,
+                        notify::EventKind::Create(_)
+                            | notify::EventKind::Modify(_)
+                            | notify::EventKind::Remove(_)
+                            | notify::EventKind::Any
+                    )
+                    && !matches!(
+                        e.kind,
+                        notify::EventKind::Modify(notify::event::ModifyKind::Metadata(_))
+                    )
+                {
                     let _ = tx.send(());
                 }
             })
@@ -298,6 +312,7 @@ pub fn spawn_triggers(
         notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)
             .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
         info!(dir = %dir.display(), "watching the config directory for changes");
+        let mut last_tried = Some(reloader.info().hash);
         tasks.spawn(async move {
             let _watcher = watcher; // dropped (unwatched) when this task ends
             loop {
@@ -317,15 +332,18 @@ pub fn spawn_triggers(
                     }
                 }
                 // Only a change of the config itself reloads (other files in the directory
-                // do not), judged by content.
-                match crate::config::read(&path) {
-                    Ok(text) if crate::fingerprint(&text) == reloader.info().hash => {
-                        debug!("config directory changed, config file unchanged");
-                    }
-                    _ => {
-                        let _ = reloader.reload("file change").await;
-                    }
+                // do not), judged by content; a content already tried (applied or
+                // rejected) is not tried again until it changes.
+                let seen = match crate::config::read(&path) {
+                    Ok(text) => Some(crate::fingerprint(&text)),
+                    Err(_) => None,
+                };
+                if seen.is_some() && (seen == last_tried || seen == Some(reloader.info().hash)) {
+                    debug!("config directory changed, config file unchanged");
+                    continue;
                 }
+                last_tried = seen;
+                let _ = reloader.reload("file change").await;
             }
         });
     }

@@ -137,7 +137,7 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
         )),
     }
 
-    let model = state.health.model();
+    let model = snapshot.model.clone();
     let Some(index) = model
         .apps
         .iter()
@@ -259,6 +259,12 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
         ));
     } else if policy.kind == PolicyKind::Geo && !answer.fallback {
         steps.push("no rule matched: every healthy target answers".into());
+    }
+    if policy.kind == PolicyKind::Nearest && location.coordinates.is_none() {
+        steps.push(format!(
+            "the client's coordinates are unknown: fallback_policy {} chooses",
+            pool_policy_text(&policy.fallback_policy)
+        ));
     }
     if let Some(pool) = answer.choice.pool {
         let pool = &policy.pools[pool];

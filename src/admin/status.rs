@@ -29,7 +29,7 @@ fn probe_json(entry: Option<&ProbeEntry>) -> Value {
 
 pub fn status(state: &AdminState) -> Value {
     let snapshot = state.snapshot.load();
-    let model = state.health.model();
+    let model = snapshot.model.clone();
     let table = state.health.table();
     let apps: Vec<Value> = model
         .apps

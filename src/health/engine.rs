@@ -16,7 +16,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, Ordering},
     },
     time::{Duration, SystemTime},
 };
@@ -62,9 +62,11 @@ pub struct HealthShared {
     table: Mutex<HealthTable>,
     snapshot: Arc<ArcSwap<Snapshot>>,
     metrics: Arc<Metrics>,
-    /// Probes of the first configuration that have no settled verdict yet.
-    pending_first: AtomicUsize,
+    /// Live probes that have no settled verdict yet, until the first round completes.
+    pending: Mutex<HashSet<ProbeId>>,
     first_round: tokio::sync::watch::Sender<bool>,
+    /// Identifies probe tasks, so a replaced task's last result is ignored.
+    next_epoch: AtomicU64,
 }
 
 impl HealthShared {
@@ -139,8 +141,9 @@ impl HealthEngine {
             table: Mutex::new(HealthTable::initial(&model)),
             snapshot,
             metrics,
-            pending_first: AtomicUsize::new(list.len()),
+            pending: Mutex::new(list.iter().map(|(id, _)| id.clone()).collect()),
             first_round,
+            next_epoch: AtomicU64::new(1),
         });
         let max_concurrent = model.health.max_concurrent_probes;
         let mut engine = Self {
@@ -154,7 +157,8 @@ impl HealthEngine {
         };
         let prepared = engine.prepare(&list)?;
         for ((id, spec), prober) in list.into_iter().zip(prepared) {
-            engine.spawn(id, spec, prober, true);
+            let epoch = engine.shared.claim(&id);
+            engine.spawn(id, spec, prober, epoch);
         }
         if engine.running.is_empty() {
             info!("no probes configured: every target counts as up");
@@ -182,7 +186,7 @@ impl HealthEngine {
             .collect()
     }
 
-    fn spawn(&mut self, id: ProbeId, spec: ProbeSpec, prober: Prober, first: bool) {
+    fn spawn(&mut self, id: ProbeId, spec: ProbeSpec, prober: Prober, epoch: u64) {
         let cancel = CancellationToken::new();
         let metrics = ProbeMetrics::new(&self.shared.metrics, &id);
         self.tasks.spawn(probe_loop(
@@ -193,7 +197,7 @@ impl HealthEngine {
             self.semaphore.clone(),
             cancel.clone(),
             metrics,
-            first,
+            epoch,
         ));
         self.running.insert(id, Running { spec, cancel });
     }
@@ -217,32 +221,53 @@ impl HealthEngine {
             .filter(|(id, spec)| self.running.get(id).is_none_or(|r| r.spec != *spec))
             .cloned()
             .collect();
-        // Everything that can fail happens before anything changes.
+        // TLS settings are re-read (a CA file may have changed), and everything that can
+        // fail happens before anything changes.
+        self.tls = TlsConfigs::default();
         let prepared = self.prepare(&to_start)?;
+        let epochs: Vec<u64> = to_start.iter().map(|_| self.shared.new_epoch()).collect();
+        let starting: HashSet<ProbeId> = to_start.iter().map(|(id, _)| id.clone()).collect();
+        let live: HashSet<&ProbeId> = list.iter().map(|(id, _)| id).collect();
         {
             let mut table = lock(&self.shared.table);
             let old = self.shared.model.load_full();
-            let carried = table.carried(&old, &new);
+            let mut carried = table.carried(&old, &new);
+            for ((id, _), epoch) in to_start.iter().zip(&epochs) {
+                if let Some(entry) = carried.get_mut(id) {
+                    entry.owner = *epoch;
+                }
+            }
             let snapshot = Snapshot::build(&new, &carried, &self.shared.metrics);
+            log_fallback_changes(&self.shared.snapshot.load(), &snapshot, &new);
             *table = carried;
             self.shared.model.store(new.clone());
             self.shared.snapshot.store(Arc::new(snapshot));
+            // Readiness waits for the probes that are live now, not for removed ones.
+            let mut pending = lock_pending(&self.shared.pending);
+            if !*self.shared.first_round.borrow() {
+                pending.retain(|id| live.contains(id) && !starting.contains(id));
+                pending.extend(starting.iter().cloned());
+                self.shared.check_ready(&mut pending);
+            }
         }
-        let keep: HashSet<&ProbeId> = list.iter().map(|(id, _)| id).collect();
         let mut stopped = 0;
-        let starting: HashSet<ProbeId> = to_start.iter().map(|(id, _)| id.clone()).collect();
+        let mut removed = Vec::new();
         self.running.retain(|id, r| {
-            let retain = keep.contains(id) && !starting.contains(id);
+            let retain = live.contains(id) && !starting.contains(id);
             if !retain {
                 r.cancel.cancel();
                 stopped += 1;
+                if !live.contains(id) {
+                    removed.push(id.clone());
+                }
             }
             retain
         });
+        forget_probe_series(&self.shared.metrics, &removed);
         let kept = self.running.len();
         let started = to_start.len();
-        for ((id, spec), prober) in to_start.into_iter().zip(prepared) {
-            self.spawn(id, spec, prober, false);
+        for (((id, spec), prober), epoch) in to_start.into_iter().zip(prepared).zip(epochs) {
+            self.spawn(id, spec, prober, epoch);
         }
         self.resize(new.health.max_concurrent_probes);
         // Reap finished tasks so the set does not grow over many reloads.
@@ -258,14 +283,18 @@ impl HealthEngine {
         if max > self.max_concurrent {
             self.semaphore.add_permits(max - self.max_concurrent);
         } else if max < self.max_concurrent {
-            // Permits in use are forgotten as they come back, down to the new limit.
             let fewer = self.max_concurrent - max;
             let forgotten = self.semaphore.forget_permits(fewer);
-            if forgotten < fewer {
-                debug!(
-                    pending = fewer - forgotten,
-                    "probe concurrency limit lowered while probes run"
-                );
+            let debt = fewer - forgotten;
+            if debt > 0 {
+                // The rest are in use: take them as they come back, then forget them.
+                debug!(debt, "probe concurrency limit lowered while probes run");
+                let semaphore = self.semaphore.clone();
+                self.tasks.spawn(async move {
+                    if let Ok(p) = semaphore.acquire_many(debt as u32).await {
+                        p.forget();
+                    }
+                });
             }
         }
         self.max_concurrent = max;
@@ -294,6 +323,52 @@ fn lock(m: &Mutex<HealthTable>) -> std::sync::MutexGuard<'_, HealthTable> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn lock_pending(m: &Mutex<HashSet<ProbeId>>) -> std::sync::MutexGuard<'_, HashSet<ProbeId>> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes the metric series of probes that no longer exist, so no alert keeps firing on
+/// a probe that was taken out of the configuration.
+fn forget_probe_series(metrics: &Metrics, removed: &[ProbeId]) {
+    for id in removed {
+        let (app, cluster) = id.labels();
+        let l = [app.as_str(), cluster.as_str()];
+        let _ = metrics.probe_up.remove_label_values(&l);
+        let _ = metrics.probe_duration.remove_label_values(&l);
+        for to in ["up", "down"] {
+            let _ = metrics
+                .health_transitions
+                .remove_label_values(&[l[0], l[1], to]);
+        }
+        for reason in super::outcome::REASON_LABELS {
+            let _ = metrics
+                .probe_failures
+                .remove_label_values(&[l[0], l[1], reason]);
+        }
+    }
+}
+
+/// Logs fallback episodes that a reload starts or ends (drain, force, removed targets).
+fn log_fallback_changes(old: &Snapshot, new: &Snapshot, model: &Model) {
+    let before: HashMap<&hickory_proto::rr::Name, bool> = old
+        .apps()
+        .iter()
+        .map(|a| (&a.hostname, a.fallback_active))
+        .collect();
+    for (i, a) in new.apps().iter().enumerate() {
+        let was = before.get(&a.hostname).copied().unwrap_or(false);
+        if a.fallback_active && !was {
+            warn!(
+                app = %a.hostname,
+                fallback = %fallback_name(model, model.apps[i].fallback),
+                "no target is up after the reload: answering the fallback"
+            );
+        } else if was && !a.fallback_active {
+            info!(app = %a.hostname, "a target is up after the reload: fallback over");
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn probe_loop(
     id: ProbeId,
@@ -303,9 +378,10 @@ async fn probe_loop(
     semaphore: Arc<Semaphore>,
     cancel: CancellationToken,
     metrics: ProbeMetrics,
-    counts_for_first_round: bool,
+    epoch: u64,
 ) {
-    let offset = Duration::from_nanos(rand::random_range(0..spec.interval.as_nanos() as u64));
+    let span = (spec.interval.as_nanos() as u64).max(1);
+    let offset = Duration::from_nanos(rand::random_range(0..span));
     let mut next = Instant::now() + offset;
     let mut hysteresis = Hysteresis::new(spec.initial_up, spec.rise, spec.fall);
     // A probe restarted by a reload with changed settings starts from its initial state;
@@ -314,7 +390,7 @@ async fn probe_loop(
         hysteresis = Hysteresis::new(entry.state.up, spec.rise, spec.fall);
     }
     metrics.up.set(i64::from(hysteresis.is_up()));
-    let mut first_pending = counts_for_first_round;
+    let mut first_pending = true;
     let failures = |reason: &str| {
         shared.metrics.probe_failures.with_label_values(&[
             &metrics.labels.0,
@@ -342,15 +418,18 @@ async fn probe_loop(
             failures(outcome.reason.label()).inc();
         }
         debug!(probe = %id, ok = outcome.up, reason = %outcome.reason, took = ?outcome.duration, "probe");
+        if cancel.is_cancelled() {
+            return; // replaced or removed by a reload while probing
+        }
         let transition = hysteresis.observe(outcome.up);
-        shared.record(&id, &outcome, transition);
+        shared.record(&id, epoch, &outcome, transition);
         if let Some(up) = transition {
             metrics.up.set(i64::from(up));
             if up { &metrics.to_up } else { &metrics.to_down }.inc();
         }
         if first_pending && hysteresis.settled() {
             first_pending = false;
-            shared.first_verdict();
+            shared.first_verdict(&id);
         }
         let delay = if hysteresis.settled() {
             spec.interval
@@ -363,18 +442,38 @@ async fn probe_loop(
 }
 
 impl HealthShared {
-    fn first_verdict(&self) {
-        if self.pending_first.fetch_sub(1, Ordering::AcqRel) == 1 {
+    fn new_epoch(&self) -> u64 {
+        self.next_epoch.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new epoch for the task about to run probe `id`, recorded as its table owner.
+    fn claim(&self, id: &ProbeId) -> u64 {
+        let epoch = self.new_epoch();
+        if let Some(entry) = lock(&self.table).get_mut(id) {
+            entry.owner = epoch;
+        }
+        epoch
+    }
+
+    fn first_verdict(&self, id: &ProbeId) {
+        let mut pending = lock_pending(&self.pending);
+        if pending.remove(id) {
+            self.check_ready(&mut pending);
+        }
+    }
+
+    fn check_ready(&self, pending: &mut HashSet<ProbeId>) {
+        if pending.is_empty() && !*self.first_round.borrow() {
             info!("first probe round complete: every target has a verdict");
             self.first_round.send_replace(true);
         }
     }
 
     /// Records a probe result and, on a state change, publishes the snapshot that follows.
-    fn record(&self, id: &ProbeId, outcome: &Outcome, transition: Option<bool>) {
+    fn record(&self, id: &ProbeId, epoch: u64, outcome: &Outcome, transition: Option<bool>) {
         let mut table = lock(&self.table);
-        let Some(entry) = table.get_mut(id) else {
-            return; // removed by a reload while this probe ran
+        let Some(entry) = table.get_mut(id).filter(|e| e.owner == epoch) else {
+            return; // removed or replaced by a reload while this probe ran
         };
         let now = SystemTime::now();
         entry.last = Some(LastResult {

@@ -34,6 +34,11 @@ impl fmt::Display for Reason {
     }
 }
 
+/// Every value [`Reason::label`] can return for a failure.
+pub const REASON_LABELS: [&str; 7] = [
+    "status", "body", "timeout", "refused", "connect", "tls", "protocol",
+];
+
 impl Reason {
     /// A short, bounded label for metrics (`status`, `timeout`, `refused`, …).
     pub fn label(&self) -> &'static str {

@@ -65,6 +65,9 @@ pub struct LastResult {
 pub struct ProbeEntry {
     pub state: ProbeState,
     pub last: Option<LastResult>,
+    /// The probe task whose results this entry takes (a task replaced by a reload may
+    /// still finish one probe: its result must not land here).
+    pub owner: u64,
 }
 
 /// Every probe of a model with its settings: app probes per (app, target cluster), then
@@ -109,6 +112,7 @@ fn initial(spec: &ProbeSpec) -> ProbeEntry {
             since: SystemTime::now(),
         },
         last: None,
+        owner: 0,
     }
 }
 

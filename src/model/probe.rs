@@ -47,6 +47,8 @@ pub struct ProbeSpec {
     pub headers: Vec<(String, String)>,
     pub tls_verify: bool,
     pub ca_file: Option<PathBuf>,
+    /// Hash of the CA file's content at load: a changed file restarts the probe on reload.
+    pub ca_fingerprint: Option<u64>,
     pub interval: Duration,
     pub timeout: Duration,
     pub fast_interval: Duration,
@@ -59,6 +61,7 @@ pub struct ProbeSpec {
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
 pub const MIN_INTERVAL: Duration = Duration::from_millis(250);
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 const DEFAULT_RISE: u32 = 2;
 const DEFAULT_FALL: u32 = 3;
 const DEFAULT_PATH: &str = "/";
@@ -131,11 +134,19 @@ pub fn check_layer(p: &ProbeConfig, path: &str, errors: &mut Errors) {
         errors.push(format!("{path}.ca_file"), e);
     }
     if let Some(i) = p.interval
-        && i < MIN_INTERVAL
+        && !(MIN_INTERVAL..=MAX_INTERVAL).contains(&i)
     {
         errors.push(
             format!("{path}.interval"),
-            format!("{i:?} is below the minimum of {MIN_INTERVAL:?}"),
+            format!("{i:?} is out of range {MIN_INTERVAL:?}..={MAX_INTERVAL:?}"),
+        );
+    }
+    if let Some(f) = p.fast_interval
+        && f > MAX_INTERVAL
+    {
+        errors.push(
+            format!("{path}.fast_interval"),
+            format!("{f:?} is above the maximum of {MAX_INTERVAL:?}"),
         );
     }
     if p.timeout.is_some_and(|t| t.is_zero()) {
@@ -260,6 +271,11 @@ pub fn resolve(
             .collect(),
         tls_verify: p.tls_verify.unwrap_or(true),
         ca_file: p.ca_file.as_ref().map(PathBuf::from),
+        ca_fingerprint: p
+            .ca_file
+            .as_ref()
+            .and_then(|f| std::fs::read(f).ok())
+            .map(|bytes| crate::policy::stable_hash(&bytes)),
         interval,
         timeout,
         fast_interval,

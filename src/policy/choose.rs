@@ -195,6 +195,15 @@ pub fn choose(
                 random,
                 &mut out,
             );
+            if out.is_empty() && !view.up.is_empty() {
+                // Targets are up but none can be chosen (weighted, all at weight 0): that
+                // is "nothing eligible is up", so the fallback applies.
+                return Choice {
+                    picked: Picked::Fallback { rule: None },
+                    scope,
+                    ..Choice::targets(Vec::new())
+                };
+            }
             Choice {
                 scope,
                 ..Choice::targets(out)
@@ -242,6 +251,7 @@ pub fn choose(
                 if candidates.is_empty() {
                     continue;
                 }
+                out.clear();
                 if let Some(s) = run(
                     policy.pools[p].policy,
                     candidates,
@@ -252,6 +262,9 @@ pub fn choose(
                     &mut out,
                 ) {
                     scope = scope.max(s);
+                }
+                if out.is_empty() {
+                    continue; // nothing choosable in this pool (weights 0): the next one
                 }
                 return Choice {
                     picked: Picked::Targets(out),
@@ -464,6 +477,28 @@ mod tests {
         };
         let ch = choose(&p, &view, &client(&unknown), &mut || 0);
         assert_eq!((targets(&ch), ch.scope), (vec![0, 1], Some(12)));
+    }
+
+    #[test]
+    fn weighted_with_only_weight_zero_up_is_the_fallback() {
+        let up = [c(1, 0, 1)];
+        let view = FamilyView {
+            up: &up,
+            total_weight: 1,
+            pools: &[],
+            all_down: false,
+        };
+        let p = AppPolicy {
+            pool_policy: PoolPolicy::Weighted {
+                answers: 1,
+                sticky: false,
+                min_healthy_fraction: 0.0,
+            },
+            ..policy(PolicyKind::Weighted)
+        };
+        let nowhere = Location::default;
+        let ch = choose(&p, &view, &client(&nowhere), &mut || 3);
+        assert_eq!(ch.picked, Picked::Fallback { rule: None });
     }
 
     #[test]

@@ -45,11 +45,14 @@ pub struct Snapshot {
     pub max_udp_payload: u16,
     pub clients: ClientSettings,
     pub summary: Summary,
+    /// The model this snapshot was built from: readers that need config details (status,
+    /// explain) take them from here, so they always match the answers.
+    pub model: Arc<Model>,
 }
 
 impl Snapshot {
     /// Builds the snapshot for `health`. The model is valid, so this cannot fail.
-    pub fn build(model: &Model, health: &HealthTable, metrics: &Metrics) -> Self {
+    pub fn build(model: &Arc<Model>, health: &HealthTable, metrics: &Metrics) -> Self {
         let apps: Vec<Arc<AppAnswers>> = (0..model.apps.len())
             .map(|a| Arc::new(AppAnswers::build(model, a, health, metrics)))
             .collect();
@@ -73,6 +76,7 @@ impl Snapshot {
         Self {
             zones: Arc::new(zones),
             apps,
+            model: model.clone(),
             max_udp_payload: model.server.max_udp_payload,
             clients: ClientSettings {
                 geo: model.geo.geo.clone(),

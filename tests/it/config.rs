@@ -424,3 +424,34 @@ fn environment_overrides_are_named_in_errors() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn probe_intervals_are_bounded() {
+    let with = |probe: &str| {
+        BASE.replace(
+            "hostname = \"shop.apps.example.com\"",
+            &format!(
+                "hostname = \"shop.apps.example.com\"\nprobe = {{ kind = \"http\", {probe} }}"
+            ),
+        )
+    };
+    assert_one_error(
+        &with("interval = \"2h\""),
+        "apps[0].probe.interval",
+        "out of range",
+    );
+    assert_one_error(
+        &with("interval = \"100ms\""),
+        "apps[0].probe.interval",
+        "out of range",
+    );
+    assert_one_error(
+        &with("interval = \"1s\", timeout = \"1s\""),
+        "apps[0].probe.timeout",
+        "must be below the interval",
+    );
+    assert_eq!(
+        errors(&with("interval = \"1h\", timeout = \"5s\"")),
+        Vec::<String>::new()
+    );
+}

@@ -434,3 +434,81 @@ fn removed_apps_stop_probing_and_leave_the_metrics() {
     );
     assert_eq!(r.metadata.response_code, ResponseCode::NXDomain);
 }
+
+#[test]
+fn a_rejected_file_is_tried_once_not_in_a_loop() {
+    let s = setup();
+    let served = serve_with(&s.path, s.dns, &[]);
+    // A file that needs a restart: rejected, and the watch must not keep retrying it
+    // (reading the file raises inotify events of its own).
+    let moved = config(free_port(), s.admin.port(), "one", s.backend.addr.port());
+    write_atomic(&s.path, &moved);
+    wait_for("the rejection", Duration::from_secs(5), || {
+        metric(s.admin, r#"gtmd_config_reloads_total{result="failure"}"#) == 1.0
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        metric(s.admin, r#"gtmd_config_reloads_total{result="failure"}"#),
+        1.0
+    );
+    assert_eq!(
+        served.stderr().matches("config reload rejected").count(),
+        1,
+        "{}",
+        served.stderr()
+    );
+}
+
+#[test]
+fn a_reload_during_start_up_still_reaches_readiness() {
+    let s = setup();
+    s.backend.set(Mode::Slow(Duration::from_millis(300)));
+    let text = config(s.dns.port(), s.admin.port(), "one", s.backend.addr.port())
+        .replace("interval = \"250ms\"", "interval = \"2s\"")
+        .replace("timeout = \"150ms\"", "timeout = \"1s\"");
+    write_atomic(&s.path, &text);
+    let served = serve_with(&s.path, s.dns, &["--no-watch"]);
+    // Change the probe before its first verdict: it restarts, and readiness must follow
+    // the live probes rather than wait forever for the replaced one.
+    write_atomic(
+        &s.path,
+        &text.replace("fast_interval = \"50ms\"", "fast_interval = \"60ms\""),
+    );
+    hup(&served);
+    wait_for("readiness", Duration::from_secs(15), || {
+        http_get(s.admin, "/readyz").0 == 200
+    });
+}
+
+#[test]
+fn probe_series_go_when_a_probe_goes_and_fallbacks_started_by_a_reload_are_logged() {
+    let s = setup();
+    let served = serve_with(&s.path, s.dns, &["--no-watch"]);
+    let up = r#"gtmd_probe_up{app="probed.r.test.",cluster="one"}"#;
+    wait_for("the probe to report", Duration::from_secs(5), || {
+        metric(s.admin, up) == 1.0
+    });
+    let text = config(s.dns.port(), s.admin.port(), "one", s.backend.addr.port())
+        .replace("probe = { kind = \"http\"", "probe = { kind = \"none\"")
+        .replace(
+            "targets = [{ cluster = \"one\" }]\n[[apps]]",
+            "targets = [{ cluster = \"one\", force = \"down\" }]\n[[apps]]",
+        );
+    assert!(text.contains("force = \"down\""));
+    write_atomic(&s.path, &text);
+    hup(&served);
+    wait_for("the reload", Duration::from_secs(5), || {
+        served.stderr().contains("config reloaded")
+    });
+    assert!(
+        metric(s.admin, up).is_nan(),
+        "the removed probe's series is gone"
+    );
+    assert!(
+        served
+            .stderr()
+            .contains("no target is up after the reload: answering the fallback"),
+        "{}",
+        served.stderr()
+    );
+}
