@@ -22,7 +22,7 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use prometheus::{Histogram, IntCounter, IntGauge};
+use prometheus::{Histogram, IntGauge};
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -102,8 +102,6 @@ pub struct HealthEngine {
 struct ProbeMetrics {
     up: IntGauge,
     duration: Histogram,
-    to_up: IntCounter,
-    to_down: IntCounter,
     labels: (String, String),
 }
 
@@ -114,12 +112,6 @@ impl ProbeMetrics {
         Self {
             up: metrics.probe_up.with_label_values(&l),
             duration: metrics.probe_duration.with_label_values(&l),
-            to_up: metrics
-                .health_transitions
-                .with_label_values(&[l[0], l[1], "up"]),
-            to_down: metrics
-                .health_transitions
-                .with_label_values(&[l[0], l[1], "down"]),
             labels,
         }
     }
@@ -410,7 +402,9 @@ async fn probe_loop(
             };
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                o = prober.run() => o,
+                // Boxed: an idle task then holds a pointer, not the whole in-flight
+                // request state (KiBs each at 20,000+ probes).
+                o = Box::pin(prober.run()) => o,
             }
         };
         metrics.duration.observe(outcome.duration.as_secs_f64());
@@ -425,7 +419,17 @@ async fn probe_loop(
         shared.record(&id, epoch, &outcome, transition);
         if let Some(up) = transition {
             metrics.up.set(i64::from(up));
-            if up { &metrics.to_up } else { &metrics.to_down }.inc();
+            // Resolved only when it happens: transitions are rare, and a pre-resolved pair
+            // per probe costs memory at 20,000+ probes.
+            shared
+                .metrics
+                .health_transitions
+                .with_label_values(&[
+                    metrics.labels.0.as_str(),
+                    metrics.labels.1.as_str(),
+                    if up { "up" } else { "down" },
+                ])
+                .inc();
         }
         if first_pending && hysteresis.settled() {
             first_pending = false;
