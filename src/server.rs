@@ -13,14 +13,14 @@ use std::{
 use arc_swap::ArcSwap;
 use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
-use tracing::info;
+use tracing::{debug, info};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::{
     Loaded,
     admin::AdminState,
-    dns::DnsHandler,
+    dns::{DnsHandler, udp::Workers},
     health::{HealthEngine, HealthShared, HealthTable},
     metrics::Metrics,
     reload::Reloader,
@@ -59,8 +59,14 @@ impl Listeners {
         };
         for &addr in &server.listen {
             let (udp, tcp) = bind_pair(addr)?;
+            let bound = udp.local_addr().unwrap_or(addr);
             out.udp.push(udp);
             out.tcp.push(tcp);
+            // More sockets on the same address, one per worker thread: the kernel spreads
+            // packets over them (SO_REUSEPORT).
+            for _ in 1..server.udp_workers {
+                out.udp.push(bind_udp(bound)?);
+            }
         }
         if let Some(addr) = server.admin {
             out.admin = Some(bind_tcp(addr).map_err(|e| BindError {
@@ -91,8 +97,9 @@ impl Listeners {
                 .port();
             match bind_tcp(SocketAddr::new(ip, port)) {
                 Ok(tcp) => {
+                    let second = bind_udp(SocketAddr::new(ip, port))?;
                     return Ok(Listeners {
-                        udp: vec![udp],
+                        udp: vec![udp, second],
                         tcp: vec![tcp],
                         admin: Some(bind_tcp(SocketAddr::new(ip, 0))?),
                     });
@@ -132,6 +139,9 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
 fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, BindError> {
     let open = || -> io::Result<UdpSocket> {
         let s = socket(addr, Type::DGRAM, Protocol::UDP)?;
+        s.set_reuse_port(true)?;
+        // Room for bursts: a full buffer drops queries silently.
+        let _ = s.set_recv_buffer_size(4 << 20);
         s.bind(&addr.into())?;
         Ok(s.into())
     };
@@ -169,6 +179,7 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     engine: Arc<tokio::sync::Mutex<HealthEngine>>,
     server: Server<DnsHandler>,
+    udp: Option<Workers>,
     background: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
 }
@@ -203,12 +214,26 @@ pub async fn start(
     let first_round = engine.first_round();
     let health = engine.shared();
     let engine = Arc::new(tokio::sync::Mutex::new(engine));
-    let mut server = Server::new(DnsHandler::new(snapshot.clone(), metrics.clone()));
-    for udp in listeners.udp {
-        let addr = udp.local_addr()?;
-        server.register_socket(tokio::net::UdpSocket::from_std(udp)?);
+    let handler = DnsHandler::new(snapshot.clone(), metrics.clone());
+    let mut server = Server::new(handler.clone());
+    let mut udp_addrs: Vec<SocketAddr> = listeners
+        .udp
+        .iter()
+        .filter_map(|s| s.local_addr().ok())
+        .collect();
+    let sockets = listeners.udp.len();
+    udp_addrs.dedup();
+    let udp = Workers::spawn(
+        listeners.udp,
+        snapshot.clone(),
+        metrics.clone(),
+        handler,
+        tokio::runtime::Handle::current(),
+    )?;
+    for addr in udp_addrs {
         info!(%addr, "serving DNS over UDP");
     }
+    debug!(sockets, "UDP worker threads started");
     for tcp in listeners.tcp {
         let addr = tcp.local_addr()?;
         server.register_listener(
@@ -268,6 +293,7 @@ pub async fn start(
         admin_addr,
         engine,
         server,
+        udp: Some(udp),
         background,
         tasks,
     })
@@ -278,6 +304,9 @@ impl Running {
     /// finish.
     pub async fn stop(mut self) -> io::Result<()> {
         info!("shutting down");
+        if let Some(udp) = self.udp.take() {
+            let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
+        }
         self.background.cancel();
         while self.tasks.join_next().await.is_some() {}
         let result = self

@@ -48,6 +48,9 @@ pub struct ServerConfig {
     /// flag day 2020 recommend 1232 to avoid IP fragmentation).
     #[serde(default = "default_max_udp_payload")]
     pub max_udp_payload: u16,
+    /// UDP worker threads (sockets) per listen address; 0 = one per CPU.
+    #[serde(default)]
+    pub udp_workers: usize,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             listen: default_listen(),
             tcp_idle_timeout: default_tcp_idle_timeout(),
             max_udp_payload: default_max_udp_payload(),
+            udp_workers: 0,
         }
     }
 }

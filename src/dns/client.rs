@@ -53,15 +53,20 @@ impl Client {
             return Ok(Self { src, ecs: None });
         };
         let ecs = validate(&subnet)?;
+        Ok(Self::with_ecs(src, Some(ecs), settings))
+    }
+
+    /// A client from an already validated ECS (or none), applying the trust settings.
+    pub fn with_ecs(src: IpAddr, ecs: Option<Ecs>, settings: &ClientSettings) -> Self {
         let trusted = !settings.ignore_ecs
             && settings
                 .ecs_trusted
                 .as_ref()
                 .is_none_or(|nets| nets.iter().any(|n| n.contains(&src)));
-        Ok(Self {
+        Self {
             src,
-            ecs: trusted.then_some(ecs),
-        })
+            ecs: ecs.filter(|_| trusted),
+        }
     }
 
     /// The address to locate, the ECS in use (None when the app ignores it), and the

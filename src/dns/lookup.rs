@@ -192,8 +192,7 @@ fn choose_for<'a>(
         sticky_scope: addr.sticky_prefix,
         locate: &locate,
     };
-    let mut rng = rand::rng();
-    let mut random = || rand::RngExt::random::<u64>(&mut rng);
+    let mut random = crate::policy::rng::next_u64;
     let answer = app.answer(rtype, &view, &mut random, true);
     // ECS is echoed when the query had usable ECS and this app uses it.
     let scope = match client.ecs {

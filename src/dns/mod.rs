@@ -1,8 +1,10 @@
 //! The DNS side: request handling, authoritative lookup, response fitting.
 
 pub mod client;
+pub mod fast;
 pub mod handler;
 pub mod lookup;
 pub mod response;
+pub mod udp;
 
 pub use handler::DnsHandler;

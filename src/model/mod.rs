@@ -47,6 +47,8 @@ pub struct ServerModel {
     pub admin: Option<SocketAddr>,
     pub tcp_idle_timeout: Duration,
     pub max_udp_payload: u16,
+    /// UDP sockets (and worker threads) per listen address.
+    pub udp_workers: usize,
 }
 
 #[derive(Debug, Clone)]

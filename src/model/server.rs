@@ -72,9 +72,23 @@ pub fn validate(cfg: &ServerConfig, admin: &AdminConfig, errors: &mut Errors) ->
             format!("{a} collides with a DNS listen address"),
         );
     }
+    if cfg.udp_workers > 64 {
+        errors.push(
+            "server.udp_workers",
+            format!(
+                "{} is out of range 0..=64 (0: one per CPU)",
+                cfg.udp_workers
+            ),
+        );
+    }
+    let udp_workers = match cfg.udp_workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(16)),
+        n => n.min(64),
+    };
     ServerModel {
         listen,
         admin,
+        udp_workers,
         tcp_idle_timeout: cfg.tcp_idle_timeout,
         max_udp_payload: cfg.max_udp_payload,
     }

@@ -10,6 +10,7 @@ pub mod geo;
 pub mod nearest;
 #[cfg(test)]
 mod props;
+pub mod rng;
 pub mod weighted;
 
 pub use choose::{Choice, ClientView, choose};

@@ -66,6 +66,8 @@ pub struct AppAnswer<'a> {
     pub choice: Choice,
     /// The fallback answered (no eligible target was up).
     pub fallback: bool,
+    /// Targets whose addresses made it into the answer (for `gtmd_answers_total`).
+    pub answered: Vec<usize>,
 }
 
 fn records_for(hostname: &Name, ttl: u32, ips: &[IpAddr]) -> (Vec<Record>, Vec<Record>) {
@@ -220,6 +222,7 @@ impl AppAnswers {
         let Some((plan, v6)) = self.plan(rtype) else {
             return AppAnswer {
                 records: Vec::new(),
+                answered: Vec::new(),
                 choice: Choice {
                     picked: Picked::Targets(Vec::new()),
                     scope: None,
@@ -239,6 +242,7 @@ impl AppAnswers {
         let choice = choose(&self.policy, &view, client, random);
         let max = self.policy.max_answers;
         let mut records: Vec<&Record> = Vec::new();
+        let mut answered = Vec::new();
         let fallback = match &choice.picked {
             Picked::Targets(targets) => {
                 for &t in targets {
@@ -253,9 +257,8 @@ impl AppAnswers {
                             records.push(r);
                         }
                     }
-                    // Counted when the target made it into the answer.
-                    if count && records.len() > before {
-                        self.targets[t].answered.inc();
+                    if records.len() > before {
+                        answered.push(t);
                     }
                 }
                 false
@@ -269,13 +272,25 @@ impl AppAnswers {
                 true
             }
         };
-        if fallback && count {
-            self.fallback_answers.inc();
-        }
-        AppAnswer {
+        let answer = AppAnswer {
             records,
             choice,
             fallback,
+            answered,
+        };
+        if count {
+            self.count(&answer);
+        }
+        answer
+    }
+
+    /// Adds an answer given to the metrics.
+    pub fn count(&self, answer: &AppAnswer<'_>) {
+        if answer.fallback {
+            self.fallback_answers.inc();
+        }
+        for &t in &answer.answered {
+            self.targets[t].answered.inc();
         }
     }
 

@@ -45,6 +45,8 @@ pub struct Snapshot {
     pub max_udp_payload: u16,
     pub clients: ClientSettings,
     pub summary: Summary,
+    /// The fast path's index (static answers don't change with health: shared).
+    pub fast: Arc<crate::dns::fast::FastIndex>,
     /// The model this snapshot was built from: readers that need config details (status,
     /// explain) take them from here, so they always match the answers.
     pub model: Arc<Model>,
@@ -73,7 +75,8 @@ impl Snapshot {
             apps: model.apps.len(),
             clusters: model.clusters.len(),
         };
-        Self {
+        let mut snapshot = Self {
+            fast: Arc::default(),
             zones: Arc::new(zones),
             apps,
             model: model.clone(),
@@ -84,7 +87,14 @@ impl Snapshot {
                 ecs_trusted: model.geo.ecs_trusted.clone(),
             },
             summary,
-        }
+        };
+        snapshot.fast = Arc::new(crate::dns::fast::FastIndex::build(&snapshot));
+        snapshot
+    }
+
+    /// Every owner name with static records, in every zone.
+    pub fn static_names(&self) -> Vec<hickory_proto::rr::Name> {
+        self.zones.values().flat_map(|z| z.owner_names()).collect()
     }
 
     /// The most specific zone holding `name`: the longest configured suffix wins, so nested

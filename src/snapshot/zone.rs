@@ -113,6 +113,14 @@ impl Zone {
         found
     }
 
+    /// Names that own static records (not empty non-terminals, not app-only names).
+    pub fn owner_names(&self) -> impl Iterator<Item = Name> + '_ {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| !n.rrsets.is_empty())
+            .map(|(name, _)| Name::from(name.clone()))
+    }
+
     /// Is `name` in this zone's namespace?
     pub fn contains(&self, name: &LowerName) -> bool {
         self.origin.zone_of(name)

@@ -1,0 +1,505 @@
+//! The UDP fast path: the common query shape answered straight from wire bytes.
+//!
+//! One question, class IN, opcode QUERY, optionally one OPT record (EDNS version 0, with or
+//! without Client Subnet): the question is parsed in place, the name looked up in a hash
+//! map of the snapshot, and the reply written from precomputed fragments (static names) or
+//! from the policy's choice (app names) — no hickory `Message`, no task per packet. Anything
+//! else (other opcodes or classes, malformed or unusual packets, names not in the map such
+//! as NXDOMAIN, replies that would need truncation) goes to the full path, which is the
+//! reference: a differential test holds the two to identical answers.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use hickory_proto::{
+    op::{MessageType, Metadata, OpCode, Query, emit_message_parts},
+    rr::{LowerName, Name, RData, Record, RecordType},
+    serialize::binary::BinEncoder,
+};
+
+use super::{
+    client::{Client, Ecs},
+    lookup::lookup,
+    response::udp_limit,
+};
+use crate::{metrics::Metrics, policy::choose::ClientView, snapshot::Snapshot};
+
+/// What the fast path did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fast {
+    /// A reply of this many bytes is in the output buffer.
+    Answered(usize),
+    /// Not a query (QR set, or shorter than a header): never answered.
+    Drop,
+    /// Needs the full path.
+    Slow,
+}
+
+/// The precomputed part of a static answer: everything after the question.
+#[derive(Debug, Clone)]
+struct Fragment {
+    authoritative: bool,
+    rcode: u8,
+    counts: [u16; 3],
+    bytes: Box<[u8]>,
+}
+
+#[derive(Debug, Default)]
+struct FastName {
+    app: Option<usize>,
+    statics: Vec<(u16, Fragment)>,
+}
+
+/// Names the fast path answers, keyed by their lower-case wire form.
+#[derive(Debug, Default)]
+pub struct FastIndex {
+    names: HashMap<Box<[u8]>, FastName>,
+}
+
+/// Query types precomputed at every static name.
+const STATIC_TYPES: [RecordType; 9] = [
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::NS,
+    RecordType::SOA,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::SRV,
+    RecordType::CAA,
+    RecordType::CNAME,
+];
+
+fn wire_name(name: &Name) -> Vec<u8> {
+    let mut out = Vec::with_capacity(name.len() + 1);
+    for label in name.iter() {
+        out.push(label.len() as u8);
+        out.extend(label.iter().map(u8::to_ascii_lowercase));
+    }
+    out.push(0);
+    out
+}
+
+impl FastIndex {
+    /// Precomputes static answers and indexes app names, from a built snapshot.
+    pub fn build(snapshot: &Snapshot) -> Self {
+        let mut names: HashMap<Box<[u8]>, FastName> = HashMap::new();
+        let app_names: std::collections::HashSet<&Name> =
+            snapshot.apps().iter().map(|a| &a.hostname).collect();
+        for (i, app) in snapshot.apps().iter().enumerate() {
+            names
+                .entry(wire_name(&app.hostname).into_boxed_slice())
+                .or_default()
+                .app = Some(i);
+        }
+        let plain = Client {
+            src: IpAddr::from([127, 0, 0, 1]),
+            ecs: None,
+        };
+        for name in snapshot.static_names() {
+            if app_names.contains(&name) {
+                continue;
+            }
+            let lower = LowerName::new(&name);
+            let mut statics = Vec::new();
+            for rtype in STATIC_TYPES {
+                let answer = lookup(snapshot, &lower, rtype, &plain);
+                // Answers that involve an app (a CNAME to it, its addresses as additional
+                // data) change with health: the full path answers those.
+                let dynamic = answer.app.is_some()
+                    || answer
+                        .answers
+                        .iter()
+                        .chain(&answer.authority)
+                        .chain(&answer.additional)
+                        .any(|r| app_names.contains(&r.name));
+                if dynamic {
+                    continue;
+                }
+                if let Some(f) = fragment(&name, rtype, &answer) {
+                    statics.push((u16::from(rtype), f));
+                }
+            }
+            if !statics.is_empty() {
+                names
+                    .entry(wire_name(&name).into_boxed_slice())
+                    .or_default()
+                    .statics = statics;
+            }
+        }
+        Self { names }
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// Encodes `answer` for a question (`name`, `rtype`) and keeps what follows the question:
+/// its compression pointers point into the question at offset 12, which a query for the
+/// same name (in any letter case) has in the same place.
+fn fragment(
+    name: &Name,
+    rtype: RecordType,
+    answer: &super::lookup::Answer<'_>,
+) -> Option<Fragment> {
+    let mut name = name.clone();
+    name.set_fqdn(true);
+    let mut metadata = Metadata::new(0, MessageType::Response, OpCode::Query);
+    metadata.authoritative = answer.authoritative;
+    metadata.response_code = answer.rcode;
+    let query = Query::query(name, rtype);
+    let mut buf = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut buf);
+    let header = emit_message_parts(
+        &metadata,
+        &mut std::iter::once(&query),
+        &mut answer.answers.iter().copied(),
+        &mut answer.authority.iter().copied(),
+        &mut answer.additional.iter().copied(),
+        None,
+        None,
+        &mut encoder,
+    )
+    .ok()?;
+    if header.truncation {
+        return None;
+    }
+    let question_end = 12 + wire_name(query.name()).len() + 4;
+    let rcode = u16::from(answer.rcode);
+    if rcode > 15 {
+        return None;
+    }
+    Some(Fragment {
+        authoritative: answer.authoritative,
+        rcode: rcode as u8,
+        counts: [
+            header.counts.answers,
+            header.counts.authorities,
+            header.counts.additionals,
+        ],
+        bytes: buf[question_end..].into(),
+    })
+}
+
+/// A parsed query of the fast shape.
+struct Parsed<'a> {
+    id: [u8; 2],
+    rd: bool,
+    cd: bool,
+    /// The question as sent (original letter case), name + type + class.
+    question: &'a [u8],
+    lower: [u8; 255],
+    lower_len: usize,
+    qtype: u16,
+    /// `Some(payload)` when the query has an OPT record.
+    edns: Option<u16>,
+    ecs: Option<Ecs>,
+}
+
+fn parse(q: &[u8]) -> Result<Parsed<'_>, Fast> {
+    if q.len() < 12 {
+        return Err(Fast::Drop);
+    }
+    if q[2] & 0x80 != 0 {
+        return Err(Fast::Drop); // a response: answering it could start a reflection loop
+    }
+    let opcode = (q[2] >> 3) & 0x0f;
+    let count = |i: usize| u16::from_be_bytes([q[i], q[i + 1]]);
+    let arcount = count(10);
+    if opcode != 0 || count(4) != 1 || count(6) != 0 || count(8) != 0 || arcount > 1 {
+        return Err(Fast::Slow);
+    }
+    let mut lower = [0u8; 255];
+    let mut i = 12;
+    loop {
+        let len = *q.get(i).ok_or(Fast::Slow)? as usize;
+        if len & 0xc0 != 0 || i - 12 + len + 1 > 255 {
+            return Err(Fast::Slow); // compression in a question, or too long
+        }
+        let label = q.get(i..i + 1 + len).ok_or(Fast::Slow)?;
+        for (j, b) in label.iter().enumerate() {
+            lower[i - 12 + j] = b.to_ascii_lowercase();
+        }
+        i += 1 + len;
+        if len == 0 {
+            break;
+        }
+    }
+    let lower_len = i - 12;
+    let tail = q.get(i..i + 4).ok_or(Fast::Slow)?;
+    let qtype = u16::from_be_bytes([tail[0], tail[1]]);
+    if u16::from_be_bytes([tail[2], tail[3]]) != 1 {
+        return Err(Fast::Slow); // not class IN
+    }
+    let question = &q[12..i + 4];
+    i += 4;
+    let mut edns = None;
+    let mut ecs = None;
+    if arcount == 1 {
+        // OPT: root name, type 41, class = payload, TTL = ext rcode/version/flags.
+        let opt = q.get(i..i + 11).ok_or(Fast::Slow)?;
+        if opt[0] != 0 || u16::from_be_bytes([opt[1], opt[2]]) != 41 || opt[6] != 0 {
+            return Err(Fast::Slow); // not OPT, or EDNS version above 0 (BADVERS)
+        }
+        edns = Some(u16::from_be_bytes([opt[3], opt[4]]));
+        let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
+        i += 11;
+        let rdata = q.get(i..i + rdlen).ok_or(Fast::Slow)?;
+        i += rdlen;
+        let mut j = 0;
+        while j < rdata.len() {
+            let head = rdata.get(j..j + 4).ok_or(Fast::Slow)?;
+            let code = u16::from_be_bytes([head[0], head[1]]);
+            let len = u16::from_be_bytes([head[2], head[3]]) as usize;
+            let data = rdata.get(j + 4..j + 4 + len).ok_or(Fast::Slow)?;
+            j += 4 + len;
+            if code == 8 {
+                if ecs.is_some() {
+                    return Err(Fast::Slow);
+                }
+                ecs = Some(parse_ecs(data)?);
+            }
+        }
+    }
+    if i != q.len() {
+        return Err(Fast::Slow); // trailing bytes
+    }
+    Ok(Parsed {
+        id: [q[0], q[1]],
+        rd: q[2] & 0x01 != 0,
+        cd: q[3] & 0x10 != 0,
+        question,
+        lower,
+        lower_len,
+        qtype,
+        edns,
+        ecs,
+    })
+}
+
+/// An ECS option exactly as RFC 7871 wants it; anything else goes to the full path (which
+/// answers FORMERR where the RFC says so).
+fn parse_ecs(d: &[u8]) -> Result<Ecs, Fast> {
+    let head = d.get(..4).ok_or(Fast::Slow)?;
+    let family = u16::from_be_bytes([head[0], head[1]]);
+    let (source, scope) = (head[2], head[3]);
+    let addr = &d[4..];
+    let max = match family {
+        1 => 32,
+        2 => 128,
+        _ => return Err(Fast::Slow),
+    };
+    let bytes = source.div_ceil(8) as usize;
+    if scope != 0 || source > max || addr.len() != bytes {
+        return Err(Fast::Slow);
+    }
+    if source % 8 != 0 && bytes > 0 && addr[bytes - 1] & (0xff >> (source % 8)) != 0 {
+        return Err(Fast::Slow);
+    }
+    let ip = if family == 1 {
+        let mut o = [0u8; 4];
+        o[..bytes].copy_from_slice(addr);
+        IpAddr::from(o)
+    } else {
+        let mut o = [0u8; 16];
+        o[..bytes].copy_from_slice(addr);
+        IpAddr::from(o)
+    };
+    Ok(Ecs {
+        addr: ip,
+        source_prefix: source,
+    })
+}
+
+/// A writer over the output buffer that refuses to overflow it.
+struct Out<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl Out<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), Fast> {
+        let end = self.len + bytes.len();
+        self.buf
+            .get_mut(self.len..end)
+            .ok_or(Fast::Slow)?
+            .copy_from_slice(bytes);
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Answers `query` from `src` into `out` when it has the fast shape.
+pub fn answer(
+    snapshot: &Snapshot,
+    metrics: &Metrics,
+    query: &[u8],
+    src: IpAddr,
+    out: &mut [u8],
+) -> Fast {
+    let p = match parse(query) {
+        Ok(p) => p,
+        Err(f) => return f,
+    };
+    let Some(entry) = snapshot.fast.names.get(&p.lower[..p.lower_len]) else {
+        return Fast::Slow;
+    };
+    let client = Client::with_ecs(src, p.ecs, &snapshot.clients);
+    let qtype = RecordType::from(p.qtype);
+    let mut w = Out { buf: out, len: 0 };
+    let result = match entry.app {
+        Some(i) if matches!(qtype, RecordType::A | RecordType::AAAA) => {
+            write_app(snapshot, i, qtype, &p, &client, &mut w)
+        }
+        Some(_) => Err(Fast::Slow),
+        None => match entry.statics.iter().find(|(t, _)| *t == p.qtype) {
+            Some((_, f)) => write_static(f, &p, &client, snapshot, &mut w),
+            None => Err(Fast::Slow),
+        },
+    };
+    match result {
+        Ok(rcode) => {
+            let limit = udp_limit(p.edns, snapshot.max_udp_payload) as usize;
+            if w.len > limit {
+                return Fast::Slow; // the full path truncates properly
+            }
+            metrics.request(crate::metrics::Transport::Udp, qtype);
+            metrics.response(hickory_proto::op::ResponseCode::from(0, rcode));
+            Fast::Answered(w.len)
+        }
+        Err(f) => f,
+    }
+}
+
+fn header(
+    w: &mut Out<'_>,
+    p: &Parsed<'_>,
+    aa: bool,
+    rcode: u8,
+    counts: [u16; 3],
+    opt: bool,
+) -> Result<(), Fast> {
+    let b2 = 0x80 | if aa { 0x04 } else { 0 } | if p.rd { 0x01 } else { 0 };
+    let b3 = if p.cd { 0x10 } else { 0 } | (rcode & 0x0f);
+    w.put(&p.id)?;
+    w.put(&[b2, b3, 0, 1])?;
+    w.put(&counts[0].to_be_bytes())?;
+    w.put(&counts[1].to_be_bytes())?;
+    w.put(&(counts[2] + u16::from(opt)).to_be_bytes())?;
+    w.put(p.question)
+}
+
+/// The OPT record of the reply: our payload, version 0, and the ECS echo if any.
+fn opt(
+    w: &mut Out<'_>,
+    snapshot: &Snapshot,
+    client: &Client,
+    scope: Option<u8>,
+) -> Result<(), Fast> {
+    let payload = snapshot.max_udp_payload.max(512);
+    w.put(&[0, 0, 41])?;
+    w.put(&payload.to_be_bytes())?;
+    w.put(&[0, 0, 0, 0])?;
+    match (client.ecs, scope) {
+        (Some(ecs), Some(scope)) => {
+            let bytes = ecs.source_prefix.div_ceil(8) as usize;
+            let (family, octets): (u16, Vec<u8>) = match ecs.addr {
+                IpAddr::V4(a) => (1, a.octets().to_vec()),
+                IpAddr::V6(a) => (2, a.octets().to_vec()),
+            };
+            let len = 4 + bytes as u16;
+            w.put(&(len + 4).to_be_bytes())?;
+            w.put(&8u16.to_be_bytes())?;
+            w.put(&len.to_be_bytes())?;
+            w.put(&family.to_be_bytes())?;
+            w.put(&[ecs.source_prefix, scope])?;
+            w.put(&octets[..bytes])
+        }
+        _ => w.put(&[0, 0]),
+    }
+}
+
+fn write_static(
+    f: &Fragment,
+    p: &Parsed<'_>,
+    client: &Client,
+    snapshot: &Snapshot,
+    w: &mut Out<'_>,
+) -> Result<u8, Fast> {
+    header(w, p, f.authoritative, f.rcode, f.counts, p.edns.is_some())?;
+    w.put(&f.bytes)?;
+    if p.edns.is_some() {
+        // Static answers do not depend on the client: ECS scope 0.
+        opt(w, snapshot, client, client.ecs.map(|_| 0))?;
+    }
+    Ok(f.rcode)
+}
+
+fn write_app(
+    snapshot: &Snapshot,
+    index: usize,
+    qtype: RecordType,
+    p: &Parsed<'_>,
+    client: &Client,
+    w: &mut Out<'_>,
+) -> Result<u8, Fast> {
+    let app = snapshot.app(index);
+    let addr = client.view(app.policy.ignore_ecs);
+    let geo = &snapshot.clients.geo;
+    let locate = || addr.locate_with(geo);
+    let view = ClientView {
+        sticky_key: addr.sticky_key(),
+        sticky_scope: addr.sticky_prefix,
+        locate: &locate,
+    };
+    let mut random = crate::policy::rng::next_u64;
+    let chosen = app.answer(qtype, &view, &mut random, false);
+    if chosen.records.is_empty() {
+        return Err(Fast::Slow); // NODATA carries the zone SOA: the full path writes it
+    }
+    let scope = match client.ecs {
+        Some(_) if !app.policy.ignore_ecs => Some(chosen.choice.scope.unwrap_or(0)),
+        _ => None,
+    };
+    header(
+        w,
+        p,
+        true,
+        0,
+        [chosen.records.len() as u16, 0, 0],
+        p.edns.is_some(),
+    )?;
+    for r in &chosen.records {
+        write_address(w, r)?;
+    }
+    if p.edns.is_some() {
+        opt(w, snapshot, client, scope)?;
+    }
+    app.count(&chosen);
+    Ok(0)
+}
+
+/// An A or AAAA record whose owner is the question name (a pointer to offset 12).
+fn write_address(w: &mut Out<'_>, r: &Record) -> Result<(), Fast> {
+    let (v4, v6);
+    let (rtype, rdata): (u16, &[u8]) = match &r.data {
+        RData::A(a) => {
+            v4 = a.0.octets();
+            (1, &v4)
+        }
+        RData::AAAA(a) => {
+            v6 = a.0.octets();
+            (28, &v6)
+        }
+        _ => return Err(Fast::Slow),
+    };
+    w.put(&[0xc0, 0x0c])?;
+    w.put(&rtype.to_be_bytes())?;
+    w.put(&1u16.to_be_bytes())?;
+    w.put(&r.ttl.to_be_bytes())?;
+    w.put(&(rdata.len() as u16).to_be_bytes())?;
+    w.put(rdata)
+}
