@@ -58,15 +58,10 @@ impl Listeners {
             admin: None,
         };
         for &addr in &server.listen {
-            let (udp, tcp) = bind_pair(addr)?;
-            let bound = udp.local_addr().unwrap_or(addr);
-            out.udp.push(udp);
+            // One socket per worker thread: the kernel spreads packets over them.
+            let (udp, tcp) = bind_pair(addr, server.udp_workers)?;
+            out.udp.extend(udp);
             out.tcp.push(tcp);
-            // More sockets on the same address, one per worker thread: the kernel spreads
-            // packets over them (SO_REUSEPORT).
-            for _ in 1..server.udp_workers {
-                out.udp.push(bind_udp(bound)?);
-            }
         }
         if let Some(addr) = server.admin {
             out.admin = Some(bind_tcp(addr).map_err(|e| BindError {
@@ -97,9 +92,10 @@ impl Listeners {
                 .port();
             match bind_tcp(SocketAddr::new(ip, port)) {
                 Ok(tcp) => {
-                    let second = bind_udp(SocketAddr::new(ip, port))?;
+                    drop(udp);
+                    let group = bind_udp_group(SocketAddr::new(ip, port), 2)?;
                     return Ok(Listeners {
-                        udp: vec![udp, second],
+                        udp: group,
                         tcp: vec![tcp],
                         admin: Some(bind_tcp(SocketAddr::new(ip, 0))?),
                     });
@@ -119,10 +115,10 @@ impl Listeners {
     }
 }
 
-fn bind_pair(addr: SocketAddr) -> Result<(UdpSocket, TcpListener), BindError> {
-    let udp = bind_udp(addr)?;
+fn bind_pair(addr: SocketAddr, n: usize) -> Result<(Vec<UdpSocket>, TcpListener), BindError> {
+    let udp = bind_udp_group(addr, n)?;
     // With port 0, TCP must take the port UDP got.
-    let tcp_addr = udp.local_addr().unwrap_or(addr);
+    let tcp_addr = udp[0].local_addr().unwrap_or(addr);
     Ok((udp, bind_tcp(tcp_addr)?))
 }
 
@@ -136,10 +132,10 @@ fn socket(addr: SocketAddr, ty: Type, proto: Protocol) -> io::Result<Socket> {
     Ok(socket)
 }
 
-fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, BindError> {
+fn bind_udp_with(addr: SocketAddr, reuse_port: bool) -> Result<UdpSocket, BindError> {
     let open = || -> io::Result<UdpSocket> {
         let s = socket(addr, Type::DGRAM, Protocol::UDP)?;
-        s.set_reuse_port(true)?;
+        s.set_reuse_port(reuse_port)?;
         // Room for bursts: a full buffer drops queries silently.
         let _ = s.set_recv_buffer_size(4 << 20);
         s.bind(&addr.into())?;
@@ -150,6 +146,27 @@ fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, BindError> {
         addr,
         source,
     })
+}
+
+/// A plain (exclusive) UDP socket.
+fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, BindError> {
+    bind_udp_with(addr, false)
+}
+
+/// `n` UDP sockets sharing `addr` (SO_REUSEPORT), one per worker thread.
+///
+/// SO_REUSEPORT would also let us join *another* process's group on the same port (a second
+/// gtmd started by mistake, or, for port 0, whatever the kernel hands out), silently sharing
+/// its traffic. So the address is first claimed with an exclusive socket — a port in use
+/// fails here, loudly — and only then bound by the group.
+fn bind_udp_group(addr: SocketAddr, n: usize) -> Result<Vec<UdpSocket>, BindError> {
+    let exclusive = bind_udp(addr)?;
+    if n <= 1 {
+        return Ok(vec![exclusive]);
+    }
+    let bound = exclusive.local_addr().unwrap_or(addr);
+    drop(exclusive);
+    (0..n).map(|_| bind_udp_with(bound, true)).collect()
 }
 
 fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, BindError> {
