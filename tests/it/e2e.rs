@@ -280,11 +280,18 @@ fn two_instances_agree_and_survive_the_loss_of_one() {
         q.metadata.recursion_desired = true;
         q.metadata.id = 1000 + i;
         let started = Instant::now();
-        let reply = crate::support::udp_raw_timeout(u.addr, &q.to_vec().unwrap(), Duration::from_secs(8))
-            .unwrap_or_else(|| panic!("resolution {i} after the loss of one instance got no answer"));
+        let reply =
+            crate::support::udp_raw_timeout(u.addr, &q.to_vec().unwrap(), Duration::from_secs(8))
+                .unwrap_or_else(|| {
+                    panic!("resolution {i} after the loss of one instance got no answer")
+                });
         slowest = slowest.max(started.elapsed());
         let r = hickory_proto::op::Message::from_vec(&reply).unwrap();
-        assert_eq!(r.metadata.response_code, ResponseCode::NoError, "resolution {i}");
+        assert_eq!(
+            r.metadata.response_code,
+            ResponseCode::NoError,
+            "resolution {i}"
+        );
         assert_eq!(r.answers.len(), 1, "resolution {i}: {r:?}");
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -6,6 +6,7 @@ mod config;
 mod dig;
 mod dns;
 mod e2e;
+mod fastpath;
 mod health;
 mod malformed;
 pub mod ops;

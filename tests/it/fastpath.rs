@@ -1,0 +1,292 @@
+//! Differential test: every query the UDP fast path answers gets a semantically identical
+//! reply from the full hickory path (same rcode, flags, question bytes, sections, TTLs, EDNS
+//! and ECS), with the policy's random choice made from the same seed.
+
+use std::{net::IpAddr, sync::Arc};
+
+use arc_swap::ArcSwap;
+use gtmd::{
+    dns::{
+        DnsHandler,
+        fast::{self, Fast},
+        udp::{Capture, full_path},
+    },
+    health::HealthTable,
+    metrics::Metrics,
+    snapshot::Snapshot,
+};
+use hickory_proto::{
+    op::{Edns, Message, MessageType, OpCode, Query},
+    rr::{
+        Name, RecordType,
+        rdata::opt::{ClientSubnet, EdnsCode, EdnsOption},
+    },
+};
+use proptest::prelude::*;
+
+fn snapshot_of(toml: &str) -> (Arc<ArcSwap<Snapshot>>, Arc<Metrics>) {
+    let config = gtmd::config::parse_with_env(std::path::Path::new("t.toml"), toml, []).unwrap();
+    let loaded = gtmd::from_config(std::path::Path::new("t.toml"), &config).unwrap();
+    let model = Arc::new(loaded.model);
+    let metrics = Arc::new(Metrics::new());
+    let snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
+    (Arc::new(ArcSwap::from_pointee(snapshot)), metrics)
+}
+
+/// Names worth asking: apps, static names, empty non-terminals, missing and foreign names.
+const NAMES: &[&str] = &[
+    "app.example.test.",
+    "v4only.example.test.",
+    "mid.example.test.",
+    "big.example.test.",
+    "www.example.test.",
+    "c1.example.test.",
+    "example.test.",
+    "ns1.example.test.",
+    "a.b.c.example.test.",
+    "b.c.example.test.",
+    "srv.example.test.",
+    "mail.example.test.",
+    "sub.example.test.",
+    "x.sub.example.test.",
+    "x.inner.example.test.",
+    "nope.example.test.",
+    "longtxt.example.test.",
+    "at.example.test.",
+    "away.example.test.",
+    "example.org.",
+    "geo.p.test.",
+    "fenced.p.test.",
+    "near.p.test.",
+    "sticky.p.test.",
+    "plain.p.test.",
+    "noecs.p.test.",
+    "p.test.",
+];
+
+const TYPES: &[RecordType] = &[
+    RecordType::A,
+    RecordType::AAAA,
+    RecordType::MX,
+    RecordType::TXT,
+    RecordType::NS,
+    RecordType::SOA,
+    RecordType::CNAME,
+    RecordType::SRV,
+    RecordType::CAA,
+    RecordType::ANY,
+    RecordType::PTR,
+    RecordType::DS,
+];
+
+#[derive(Debug, Clone)]
+struct Case {
+    name: usize,
+    rtype: usize,
+    case_mask: u64,
+    rd: bool,
+    cd: bool,
+    edns: Option<u16>,
+    ecs: Option<(bool, u32, u8)>,
+    src: u8,
+    seed: u64,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        0..NAMES.len(),
+        // A and AAAA are most of real traffic: weigh them up.
+        prop_oneof![4 => Just(0usize), 2 => Just(1usize), 3 => 0..TYPES.len()],
+        any::<u64>(),
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![
+            Just(None),
+            Just(Some(512u16)),
+            Just(Some(1232)),
+            Just(Some(4096)),
+            Just(Some(100))
+        ],
+        prop_oneof![
+            2 => Just(None),
+            1 => (any::<bool>(), any::<u32>(), 0u8..=32).prop_map(Some),
+        ],
+        any::<u8>(),
+        any::<u64>(),
+    )
+        .prop_map(
+            |(name, rtype, case_mask, rd, cd, edns, ecs, src, seed)| Case {
+                name,
+                rtype,
+                case_mask,
+                rd,
+                cd,
+                edns,
+                ecs,
+                src,
+                seed,
+            },
+        )
+}
+
+fn query_bytes(c: &Case) -> Vec<u8> {
+    let mut m = Message::new(0xbeef, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = c.rd;
+    m.metadata.checking_disabled = c.cd;
+    m.add_query(Query::query(
+        Name::from_ascii(NAMES[c.name]).unwrap(),
+        TYPES[c.rtype],
+    ));
+    if let Some(payload) = c.edns {
+        let mut e = Edns::new();
+        e.set_max_payload(payload);
+        if let Some((v6, bits, prefix)) = c.ecs {
+            let addr: IpAddr = if v6 {
+                let mut o = [0u8; 16];
+                o[..4].copy_from_slice(&bits.to_be_bytes());
+                o[0] = 0x20;
+                o[1] = 0x01;
+                IpAddr::from(o)
+            } else {
+                IpAddr::from(bits.to_be_bytes())
+            };
+            let net = ipnet::IpNet::new(addr, prefix).unwrap().trunc();
+            e.options_mut()
+                .insert(EdnsOption::Subnet(ClientSubnet::new(net.addr(), prefix, 0)));
+        }
+        m.set_edns(e);
+    }
+    let mut bytes = m.to_vec().unwrap();
+    // Mixed case, as resolvers using 0x20 send it.
+    let mut i = 12;
+    while bytes[i] != 0 {
+        let len = bytes[i] as usize;
+        for j in i + 1..=i + len {
+            if c.case_mask >> (j % 64) & 1 == 1 {
+                bytes[j] = bytes[j].to_ascii_uppercase();
+            }
+        }
+        i += len + 1;
+    }
+    bytes
+}
+
+/// What "semantically identical" compares.
+fn summary(bytes: &[u8]) -> (String, Vec<String>, Option<(u16, u8, Option<(u8, u8)>)>) {
+    let m = Message::from_vec(bytes).unwrap();
+    let md = &m.metadata;
+    let head = format!(
+        "{:?} aa={} tc={} rd={} ra={} cd={} an={} ns={} ar={}",
+        md.response_code,
+        md.authoritative,
+        md.truncation,
+        md.recursion_desired,
+        md.recursion_available,
+        md.checking_disabled,
+        m.answers.len(),
+        m.authorities.len(),
+        m.additionals.len(),
+    );
+    // Owner names compare case-insensitively (a compression pointer to the question
+    // carries the client's case); record data compares exactly.
+    let show = |section: &str, r: &hickory_proto::rr::Record| {
+        let data = r.data.to_string();
+        // Names inside record data are case-insensitive too (they may be compressed
+        // against the question); text data is not.
+        let data = match r.record_type() {
+            RecordType::TXT | RecordType::CAA => data,
+            _ => data.to_ascii_lowercase(),
+        };
+        format!(
+            "{section} {} {} {} {} {data}",
+            r.name.to_lowercase(),
+            r.ttl,
+            r.dns_class,
+            r.record_type(),
+        )
+    };
+    let records = m
+        .answers
+        .iter()
+        .map(|r| show("AN", r))
+        .chain(m.authorities.iter().map(|r| show("NS", r)))
+        .chain(m.additionals.iter().map(|r| show("AR", r)))
+        .collect();
+    let edns = m.edns.as_ref().map(|e| {
+        let ecs = match e.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) => Some((s.source_prefix(), s.scope_prefix())),
+            _ => None,
+        };
+        (e.max_payload(), e.version(), ecs)
+    });
+    (head, records, edns)
+}
+
+fn question(bytes: &[u8]) -> &[u8] {
+    let mut i = 12;
+    while bytes[i] != 0 {
+        i += bytes[i] as usize + 1;
+    }
+    &bytes[12..i + 5]
+}
+
+#[test]
+fn fast_and_full_paths_agree() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let configs = [crate::support::zone_toml(), crate::policy::toml("")];
+    let answered_fast = std::cell::Cell::new(0u32);
+    let total = std::cell::Cell::new(0u32);
+    for toml in &configs {
+        let (snapshot, metrics) = snapshot_of(toml);
+        let handler = DnsHandler::new(snapshot.clone(), metrics.clone());
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases: 2500,
+            failure_persistence: None,
+            ..Default::default()
+        });
+        runner
+            .run(&case(), |c| {
+                total.set(total.get() + 1);
+                let bytes = query_bytes(&c);
+                let src: std::net::SocketAddr = format!("10.1.{}.7:5300", c.src).parse().unwrap();
+                let snap = snapshot.load();
+                let mut out = vec![0u8; 4096];
+                gtmd::policy::rng::seed(c.seed);
+                let fast = fast::answer(&snap, &metrics, &bytes, src.ip(), &mut out);
+                let Fast::Answered(len) = fast else {
+                    return Ok(());
+                };
+                answered_fast.set(answered_fast.get() + 1);
+                let capture = Capture::default();
+                gtmd::policy::rng::seed(c.seed);
+                runtime.block_on(full_path(
+                    &handler,
+                    bytes.clone(),
+                    src,
+                    capture.clone(),
+                    |_| {},
+                ));
+                let full = capture
+                    .0
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .expect("the full path answers");
+                let fast = &out[..len];
+                prop_assert_eq!(question(fast), question(&bytes), "question echoed as sent");
+                prop_assert_eq!(question(&full), question(&bytes));
+                prop_assert_eq!(summary(fast), summary(&full), "query {:?}", c);
+                Ok(())
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let (answered_fast, total) = (answered_fast.get(), total.get());
+    eprintln!("{answered_fast} of {total} random queries took the fast path; all agreed");
+    assert!(
+        answered_fast * 4 > total,
+        "the fast path answered too few ({answered_fast}/{total}) for this test to mean much"
+    );
+}
