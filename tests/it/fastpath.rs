@@ -161,9 +161,9 @@ fn query_bytes(c: &Case) -> Vec<u8> {
     let mut i = 12;
     while bytes[i] != 0 {
         let len = bytes[i] as usize;
-        for j in i + 1..=i + len {
+        for (j, b) in bytes.iter_mut().enumerate().skip(i + 1).take(len) {
             if c.case_mask >> (j % 64) & 1 == 1 {
-                bytes[j] = bytes[j].to_ascii_uppercase();
+                *b = b.to_ascii_uppercase();
             }
         }
         i += len + 1;
@@ -171,8 +171,11 @@ fn query_bytes(c: &Case) -> Vec<u8> {
     bytes
 }
 
+/// EDNS of a reply: payload, version, ECS (source, scope).
+type EdnsSummary = Option<(u16, u8, Option<(u8, u8)>)>;
+
 /// What "semantically identical" compares.
-fn summary(bytes: &[u8]) -> (String, Vec<String>, Option<(u16, u8, Option<(u8, u8)>)>) {
+fn summary(bytes: &[u8]) -> (String, Vec<String>, EdnsSummary) {
     let m = Message::from_vec(bytes).unwrap();
     let md = &m.metadata;
     let head = format!(
