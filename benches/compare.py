@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""gtmd against Knot and gdnsd on this machine, side by side, one table.
+
+Each server serves the same small zone (bench.test) on loopback: a static name, and a
+health-checked weighted GSLB name (gdnsd: DYNA weighted with http_status; gtmd: weighted
+policy with HTTP probes); gtmd also serves a geo name queried with EDNS Client Subnet.
+The server is pinned to CPU 0 (every thread, after start: Knot re-pins its workers), dnsperf
+to CPU 1. Throughput runs are `dnsperf -c 4 -q 100 -l SECONDS`; the table reports qps, the
+server's CPU use (user+sys from /proc over the run), qps per server CPU (the fair figure:
+one dnsperf thread saturates near 350k qps here) and ratios; a fixed 10k qps run gives
+p50/p99 latency. Medians of --runs runs. It installs nothing: it checks for knotd, gdnsd
+and dnsperf (Debian packages knot, gdnsd, dnsperf) and stops everything it started.
+
+Usage: benches/compare.py [--runs 3] [--seconds 10] [--gtmd target/release/gtmd] [--quick]
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ZONE = """$TTL 300
+@ IN SOA ns1 hostmaster 1 7200 1800 259200 900
+@ IN NS ns1
+ns1 IN A 127.0.0.1
+static IN A 192.0.2.1
+"""
+
+PORTS = {"gtmd": 5601, "knot": 5602, "gdnsd": 5603}
+BACKEND = r"""
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+class S(http.server.ThreadingHTTPServer):
+    def handle_error(self, *a): pass
+S((sys.argv[1], 18090), H).serve_forever()
+"""
+
+
+def gtmd_config(port, admin, workers):
+    return f"""
+[server]
+listen = ["127.0.0.1:{port}"]
+udp_workers = {workers}
+[admin]
+listen = "127.0.0.1:{admin}"
+[geo]
+regions = [{{ name = "eu", networks = ["192.0.2.0/24"] }}, {{ name = "us", networks = ["198.51.100.0/24"] }}]
+[[zones]]
+origin = "bench.test"
+nameservers = ["ns1.bench.test"]
+[zones.soa]
+mname = "ns1.bench.test"
+rname = "hostmaster.bench.test"
+[[zones.records]]
+name = "ns1"
+type = "A"
+value = "127.0.0.1"
+[[zones.records]]
+name = "static"
+type = "A"
+value = "192.0.2.1"
+[[clusters]]
+name = "a"
+ingress = ["127.0.0.11"]
+[[clusters]]
+name = "b"
+ingress = ["127.0.0.12"]
+[[apps]]
+hostname = "w.bench.test"
+policy = "weighted"
+probe = {{ kind = "http", port = 18090, interval = "5s" }}
+targets = [{{ cluster = "a", weight = 80 }}, {{ cluster = "b", weight = 20 }}]
+[[apps]]
+hostname = "geo.bench.test"
+policy = "geo"
+probe = {{ kind = "http", port = 18090, interval = "5s" }}
+targets = [{{ cluster = "a" }}, {{ cluster = "b" }}]
+pools = [{{ name = "eu", clusters = ["a"] }}, {{ name = "us", clusters = ["b"] }}]
+rules = [{{ match = "region:eu", pools = ["eu", "us"] }}, {{ match = "default", pools = ["us", "eu"] }}]
+"""
+
+
+def knot_config(d, port):
+    return f"""server:
+    listen: 127.0.0.1@{port}
+    rundir: "{d}"
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{d}/db"
+log:
+  - target: stderr
+    any: error
+zone:
+  - domain: bench.test
+    storage: "{d}"
+    file: bench.test.zone
+"""
+
+
+def gdnsd_config(d, port):
+    return f"""options => {{
+  listen => [ 127.0.0.1:{port} ]
+  run_dir => {d}/run
+  state_dir => {d}/state
+  udp_threads => 1
+  tcp_threads => 1
+}}
+service_types => {{
+  web => {{ plugin => http_status, port => 18090, url_path => /, vhost => w.bench.test, interval => 5, timeout => 2 }}
+}}
+plugins => {{
+  weighted => {{
+    service_types => web
+    w => {{ a => [ 127.0.0.11, 80 ], b => [ 127.0.0.12, 20 ] }}
+  }}
+}}
+"""
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pin_all(pid, cpus):
+    subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)], stdout=subprocess.DEVNULL, check=False)
+
+
+def answers(port, name):
+    out = subprocess.run(["dig", "@127.0.0.1", "-p", str(port), "+short", "+time=1", "+tries=1", name],
+                         capture_output=True, text=True).stdout
+    return out.split()
+
+
+def dnsperf(port, qfile, seconds, extra=()):
+    cmd = ["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", qfile,
+           "-c", "4", "-q", "100", "-l", str(seconds), *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    qps = lost = 0.0
+    for line in out.splitlines():
+        line = line.strip()
+        if line.startswith("Queries per second:"):
+            qps = float(line.split(":")[1])
+        if line.startswith("Queries lost:"):
+            lost = float(line.split(":")[1].split()[0])
+    return qps, lost, out
+
+
+def latency(port, qfile, seconds, extra=()):
+    """p50/p99 in ms at a fixed 10k qps (dnsperf -v prints each query's latency)."""
+    cmd = ["taskset", "-c", "1", "dnsperf", "-s", "127.0.0.1", "-p", str(port), "-d", qfile,
+           "-c", "4", "-Q", "10000", "-l", str(seconds), "-v", *extra]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    lat = []
+    for line in out.splitlines():
+        parts = line.split()
+        # "> NOERROR name A 0.000123"
+        if len(parts) >= 4 and parts[0] == ">":
+            try:
+                lat.append(float(parts[-1]) * 1000)
+            except ValueError:
+                pass
+    if not lat:
+        return float("nan"), float("nan")
+    lat.sort()
+    return lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+class Server:
+    def __init__(self, name, argv, port, workdir, env=None):
+        self.name, self.argv, self.port, self.workdir, self.env = name, argv, port, workdir, env
+        self.proc = None
+
+    def start(self, probe_name="static.bench.test"):
+        log = open(os.path.join(self.workdir, f"{self.name}.log"), "w")
+        env = dict(os.environ, **(self.env or {}))
+        self.proc = subprocess.Popen(["taskset", "-c", "0", *self.argv], stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if answers(self.port, probe_name):
+                pin_all(self.proc.pid, "0")
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise SystemExit(f"{self.name} did not start; see {self.workdir}/{self.name}.log")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def measure(server, qfile, runs, seconds, extra=(), pin="0"):
+    pin_all(server.proc.pid, pin)
+    res = []
+    for _ in range(runs):
+        c0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
+        qps, lost, _ = dnsperf(server.port, qfile, seconds, extra)
+        c1, t1 = cpu_seconds(server.proc.pid), time.monotonic()
+        cpu = (c1 - c0) / (t1 - t0)
+        res.append((qps, cpu, lost))
+    qps = statistics.median(r[0] for r in res)
+    cpu = statistics.median(r[1] for r in res)
+    lost = sum(r[2] for r in res)
+    return {"qps": qps, "cpu": cpu, "per_cpu": qps / cpu if cpu > 0 else float("nan"),
+            "lost": lost, "rss": rss_mib(server.proc.pid)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--seconds", type=int, default=10)
+    ap.add_argument("--gtmd", default="target/release/gtmd")
+    ap.add_argument("--quick", action="store_true", help="1 run of 3 s each (smoke test)")
+    a = ap.parse_args()
+    if a.quick:
+        a.runs, a.seconds = 1, 3
+    for tool in ("knotd", "gdnsd", "dnsperf", "dig", "taskset"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} not found: apt-get install knot gdnsd dnsperf bind9-dnsutils")
+    work = tempfile.mkdtemp(prefix="gtmd-compare-")
+    qfiles = {}
+    for name, lines in {
+        "static": ["static.bench.test A"],
+        "gslb": ["w.bench.test A"],
+        "geo": ["geo.bench.test A"],
+    }.items():
+        path = os.path.join(work, f"{name}.txt")
+        with open(path, "w") as f:
+            f.write("\n".join(lines * 100) + "\n")
+        qfiles[name] = path
+    ecs = ["-E", "8:00011800c00002"]  # ECS 192.0.2.0/24
+    backends = [subprocess.Popen([sys.executable, "-c", BACKEND, ip]) for ip in ("127.0.0.11", "127.0.0.12")]
+    for d in ("knot/db", "gdnsd/zones", "gdnsd/run", "gdnsd/state"):
+        os.makedirs(os.path.join(work, d), exist_ok=True)
+    with open(os.path.join(work, "knot/bench.test.zone"), "w") as f:
+        f.write(ZONE)
+    with open(os.path.join(work, "knot/knot.conf"), "w") as f:
+        f.write(knot_config(os.path.join(work, "knot"), PORTS["knot"]))
+    with open(os.path.join(work, "gdnsd/zones/bench.test"), "w") as f:
+        f.write(ZONE + "w 30 DYNA weighted!w\n")
+    with open(os.path.join(work, "gdnsd/config"), "w") as f:
+        f.write(gdnsd_config(os.path.join(work, "gdnsd"), PORTS["gdnsd"]))
+    with open(os.path.join(work, "gtmd.toml"), "w") as f:
+        f.write(gtmd_config(PORTS["gtmd"], 9601, 1))
+    with open(os.path.join(work, "gtmd2.toml"), "w") as f:
+        f.write(gtmd_config(PORTS["gtmd"] + 10, 9611, 2))
+    servers = {
+        "knot": Server("knot", ["knotd", "-c", os.path.join(work, "knot/knot.conf")], PORTS["knot"], work),
+        "gdnsd": Server("gdnsd", ["gdnsd", "-c", os.path.join(work, "gdnsd"), "start"], PORTS["gdnsd"], work),
+        "gtmd": Server("gtmd", [os.path.abspath(a.gtmd), "serve", "--config", os.path.join(work, "gtmd.toml"), "--no-watch"], PORTS["gtmd"], work, {"RUST_LOG": "warn"}),
+    }
+    rows = {}
+    try:
+        for key in ("knot", "gdnsd", "gtmd"):
+            s = servers[key]
+            s.start()
+            time.sleep(1)
+            print(f"measuring {key} ...", file=sys.stderr)
+            rows[(key, "static UDP")] = measure(s, qfiles["static"], a.runs, a.seconds)
+            if key in ("gdnsd", "gtmd"):
+                time.sleep(6)  # probes report the backends up
+                rows[(key, "GSLB weighted UDP")] = measure(s, qfiles["gslb"], a.runs, a.seconds)
+            if key == "gtmd":
+                rows[(key, "geo + ECS UDP")] = measure(s, qfiles["geo"], a.runs, a.seconds, ecs)
+                p50, p99 = latency(s.port, qfiles["gslb"], 5)
+                rows[(key, "GSLB weighted UDP")]["p50"], rows[(key, "GSLB weighted UDP")]["p99"] = p50, p99
+            if key in ("knot", "gtmd"):
+                rows[(key, "static TCP")] = measure(s, qfiles["static"], a.runs, a.seconds, ["-m", "tcp"])
+            if key == "knot":
+                p50, p99 = latency(s.port, qfiles["static"], 5)
+                rows[(key, "static UDP")]["p50"], rows[(key, "static UDP")]["p99"] = p50, p99
+            s.stop()
+        # gtmd with two UDP workers on both CPUs (dnsperf shares CPU 1 with it).
+        g2 = Server("gtmd-2cpu", [os.path.abspath(a.gtmd), "serve", "--config", os.path.join(work, "gtmd2.toml"), "--no-watch"], PORTS["gtmd"] + 10, work, {"RUST_LOG": "warn"})
+        g2.start()
+        rows[("gtmd 2 workers", "static UDP (2 server CPUs, shared with dnsperf)")] = measure(g2, qfiles["static"], a.runs, a.seconds, pin="0-1")
+        g2.stop()
+    finally:
+        for s in servers.values():
+            s.stop()
+        for b in backends:
+            b.kill()
+    print(f"\nDNS throughput, {a.runs} x {a.seconds} s runs (median), server on CPU 0, dnsperf -c 4 -q 100 on CPU 1")
+    print(f"{'server':<16} {'load':<48} {'qps':>10} {'CPU':>6} {'qps/CPU':>10} {'p50 ms':>7} {'p99 ms':>7} {'RSS MiB':>8} {'lost':>5}")
+    for (server, load), r in rows.items():
+        print(f"{server:<16} {load:<48} {r['qps']:>10,.0f} {r['cpu']:>6.2f} {r['per_cpu']:>10,.0f} "
+              f"{r.get('p50', float('nan')):>7.3f} {r.get('p99', float('nan')):>7.3f} {r['rss']:>8.1f} {r['lost']:>5.0f}")
+    def ratio(x, y):
+        return rows[x]["per_cpu"] / rows[y]["per_cpu"]
+    print("\nratios of qps per server CPU:")
+    print(f"  gtmd static / knot static          {ratio(('gtmd', 'static UDP'), ('knot', 'static UDP')):.2f}")
+    print(f"  gtmd GSLB / gdnsd GSLB             {ratio(('gtmd', 'GSLB weighted UDP'), ('gdnsd', 'GSLB weighted UDP')):.2f}")
+    print(f"  gtmd geo+ECS / gdnsd GSLB          {ratio(('gtmd', 'geo + ECS UDP'), ('gdnsd', 'GSLB weighted UDP')):.2f}")
+    print(f"  gtmd TCP / knot TCP                {ratio(('gtmd', 'static TCP'), ('knot', 'static TCP')):.2f}")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
