@@ -17,6 +17,8 @@ ap.add_argument("--probe-port", type=int, default=18081)
 ap.add_argument("--interval", default="5s")
 ap.add_argument("--dns-port", type=int, default=5394)
 ap.add_argument("--admin-port", type=int, default=9194)
+ap.add_argument("--policy", choices=["mixed", "all", "weighted", "failover"], default="mixed",
+                help="mixed: round-robin over all, weighted (sticky) and failover")
 a = ap.parse_args()
 
 out = [
@@ -31,9 +33,9 @@ out = [
 for c in range(a.clusters):
     out.append(f'[[clusters]]\nname = "c{c}"\ningress = ["127.0.1.{c + 1}"]\n'
                f'lat = {10 + c * 7}\nlon = {c * 20 - 50}\n')
-policies = ["all", "weighted", "failover"]
+policies = ["all", "weighted", "failover"] if a.policy == "mixed" else [a.policy]
 for i in range(a.apps):
-    p = policies[i % 3]
+    p = policies[i % len(policies)]
     targets = ", ".join(
         f'{{ cluster = "c{c}", weight = {10 + (i + c) % 90}, priority = {1 + c % 2} }}'
         for c in range(a.clusters)
