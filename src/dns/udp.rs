@@ -179,6 +179,11 @@ impl Workers {
     }
 }
 
+/// Packets per `recvmmsg`/`sendmmsg` call: under load one system call moves a batch,
+/// which is most of what separates a user-space DNS server from the kernel's limit.
+const BATCH: usize = 32;
+const BUF: usize = 4096;
+
 fn serve(
     socket: Arc<UdpSocket>,
     snapshot: Arc<ArcSwap<Snapshot>>,
@@ -187,11 +192,12 @@ fn serve(
     runtime: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
 ) {
-    let mut buf = vec![0u8; 4096];
-    let mut out = vec![0u8; 4096];
+    let mut batch = mmsg::Batch::new(BATCH, BUF);
+    let mut out = vec![0u8; BATCH * BUF];
+    let mut replies: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Relaxed) {
-        let (n, src) = match socket.recv_from(&mut buf) {
-            Ok(r) => r,
+        let n = match batch.recv(&socket) {
+            Ok(n) => n,
             Err(e)
                 if matches!(
                     e.kind(),
@@ -208,33 +214,197 @@ fn serve(
                 continue;
             }
         };
-        if src.port() == 0 {
-            continue; // cannot be answered
-        }
-        let started = Instant::now();
         let snap = snapshot.load();
-        match fast::answer(&snap, &metrics, &buf[..n], src.ip(), &mut out) {
-            Fast::Answered(len) => {
-                let _ = socket.send_to(&out[..len], src);
-                metrics
-                    .request_duration
-                    .observe(started.elapsed().as_secs_f64());
+        replies.clear();
+        for i in 0..n {
+            let (packet, src) = batch.packet(i);
+            let Some(src) = src.filter(|s| s.port() != 0) else {
+                continue; // cannot be answered
+            };
+            let started = Instant::now();
+            let slot = &mut out[i * BUF..(i + 1) * BUF];
+            match fast::answer(&snap, &metrics, packet, src.ip(), slot) {
+                Fast::Answered(len) => {
+                    replies.push((i, len));
+                    metrics
+                        .request_duration
+                        .observe(started.elapsed().as_secs_f64());
+                }
+                Fast::Drop => {}
+                Fast::Slow => {
+                    let bytes = packet.to_vec();
+                    let handler = handler.clone();
+                    let socket = socket.clone();
+                    runtime.spawn(async move {
+                        let reply = UdpReply {
+                            socket: socket.clone(),
+                            dst: src,
+                        };
+                        full_path(&handler, bytes, src, reply, |formerr| {
+                            let _ = socket.send_to(&formerr, src);
+                        })
+                        .await;
+                    });
+                }
             }
-            Fast::Drop => {}
-            Fast::Slow => {
-                let bytes = buf[..n].to_vec();
-                let handler = handler.clone();
-                let socket = socket.clone();
-                runtime.spawn(async move {
-                    let reply = UdpReply {
-                        socket: socket.clone(),
-                        dst: src,
-                    };
-                    full_path(&handler, bytes, src, reply, |formerr| {
-                        let _ = socket.send_to(&formerr, src);
-                    })
-                    .await;
+        }
+        batch.send(&socket, &out, BUF, &replies);
+    }
+}
+
+/// `recvmmsg`/`sendmmsg` over a std socket (Linux).
+mod mmsg {
+    use std::{
+        io,
+        mem::{size_of, zeroed},
+        net::{SocketAddr, UdpSocket},
+        os::fd::AsRawFd,
+    };
+
+    /// Reads a socket address the kernel wrote (IPv4 or IPv6; anything else is None).
+    fn to_socket_addr(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match i32::from(storage.ss_family) {
+            libc::AF_INET => {
+                // SAFETY: the family says this storage holds a sockaddr_in.
+                let a: &libc::sockaddr_in =
+                    unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+                Some(SocketAddr::from((
+                    u32::from_be(a.sin_addr.s_addr).to_be_bytes(),
+                    u16::from_be(a.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family says this storage holds a sockaddr_in6.
+                let a: &libc::sockaddr_in6 =
+                    unsafe { &*(storage as *const libc::sockaddr_storage).cast() };
+                Some(SocketAddr::V6(std::net::SocketAddrV6::new(
+                    a.sin6_addr.s6_addr.into(),
+                    u16::from_be(a.sin6_port),
+                    a.sin6_flowinfo,
+                    a.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+
+    pub struct Batch {
+        bufs: Vec<u8>,
+        size: usize,
+        addrs: Vec<libc::sockaddr_storage>,
+        iovecs: Vec<libc::iovec>,
+        hdrs: Vec<libc::mmsghdr>,
+        lens: Vec<usize>,
+    }
+
+    // The raw pointers inside only ever point into the batch's own vectors.
+    unsafe impl Send for Batch {}
+
+    impl Batch {
+        pub fn new(n: usize, size: usize) -> Self {
+            Self {
+                bufs: vec![0u8; n * size],
+                size,
+                // SAFETY: sockaddr_storage, iovec and mmsghdr are plain C structs for
+                // which all-zero bytes are a valid value.
+                addrs: (0..n).map(|_| unsafe { zeroed() }).collect(),
+                iovecs: (0..n).map(|_| unsafe { zeroed() }).collect(),
+                hdrs: (0..n).map(|_| unsafe { zeroed() }).collect(),
+                lens: vec![0; n],
+            }
+        }
+
+        /// Receives up to a batch: blocks for the first packet (or the socket's read
+        /// timeout), then takes whatever else is already queued.
+        pub fn recv(&mut self, socket: &UdpSocket) -> io::Result<usize> {
+            let n = self.hdrs.len();
+            for i in 0..n {
+                self.iovecs[i] = libc::iovec {
+                    iov_base: self.bufs[i * self.size..].as_mut_ptr().cast(),
+                    iov_len: self.size,
+                };
+                let h = &mut self.hdrs[i];
+                h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as u32;
+                h.msg_hdr.msg_iov = &mut self.iovecs[i];
+                h.msg_hdr.msg_iovlen = 1;
+                h.msg_hdr.msg_control = std::ptr::null_mut();
+                h.msg_hdr.msg_controllen = 0;
+                h.msg_hdr.msg_flags = 0;
+                h.msg_len = 0;
+            }
+            // SAFETY: every header points into buffers owned by `self`, sized as declared.
+            let got = unsafe {
+                libc::recvmmsg(
+                    socket.as_raw_fd(),
+                    self.hdrs.as_mut_ptr(),
+                    n as u32,
+                    libc::MSG_WAITFORONE,
+                    std::ptr::null_mut(),
+                )
+            };
+            if got < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let got = got as usize;
+            for i in 0..got {
+                self.lens[i] = self.hdrs[i].msg_len as usize;
+            }
+            Ok(got)
+        }
+
+        /// Packet `i` of the last receive and its sender.
+        pub fn packet(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+            let data = &self.bufs[i * self.size..i * self.size + self.lens[i]];
+            (data, to_socket_addr(&self.addrs[i]))
+        }
+
+        /// Sends `replies` (packet index, length in `out`) to their senders in as few
+        /// calls as the kernel allows.
+        pub fn send(
+            &mut self,
+            socket: &UdpSocket,
+            out: &[u8],
+            size: usize,
+            replies: &[(usize, usize)],
+        ) {
+            if replies.is_empty() {
+                return;
+            }
+            let mut iovecs: Vec<libc::iovec> = Vec::with_capacity(replies.len());
+            let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(replies.len());
+            for &(i, len) in replies {
+                iovecs.push(libc::iovec {
+                    iov_base: out[i * size..].as_ptr() as *mut libc::c_void,
+                    iov_len: len,
                 });
+            }
+            for (k, &(i, _)) in replies.iter().enumerate() {
+                // SAFETY: all-zero is a valid mmsghdr.
+                let mut h: libc::mmsghdr = unsafe { zeroed() };
+                h.msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_hdr.msg_namelen = self.hdrs[i].msg_hdr.msg_namelen;
+                h.msg_hdr.msg_iov = &mut iovecs[k];
+                h.msg_hdr.msg_iovlen = 1;
+                hdrs.push(h);
+            }
+            let mut sent = 0;
+            while sent < hdrs.len() {
+                // SAFETY: headers point at `out` and `self.addrs`, alive for the call.
+                let r = unsafe {
+                    libc::sendmmsg(
+                        socket.as_raw_fd(),
+                        hdrs[sent..].as_mut_ptr(),
+                        (hdrs.len() - sent) as u32,
+                        0,
+                    )
+                };
+                if r <= 0 {
+                    // A reply that cannot be sent (e.g. ICMP error pending): skip it.
+                    sent += 1;
+                } else {
+                    sent += r as usize;
+                }
             }
         }
     }
