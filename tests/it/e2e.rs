@@ -18,6 +18,7 @@ use hickory_proto::{
 use crate::{
     backend::{Backend, Mode},
     cli::free_port,
+    support::wait_for,
     support::{Proto, TestServer, ask, http_get, plain_query},
 };
 
@@ -153,18 +154,6 @@ fn resolve(resolver: SocketAddr, name: &str) -> (ResponseCode, BTreeSet<String>)
 
 fn set(ips: &[&str]) -> BTreeSet<String> {
     ips.iter().map(|s| s.to_string()).collect()
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
 }
 
 fn ready(s: &TestServer) {

@@ -14,6 +14,7 @@ use hickory_proto::{
 
 use crate::{
     backend::{Backend, Mode},
+    support::wait_for,
     support::{Proto, TestServer, ask, query},
 };
 
@@ -90,19 +91,6 @@ fn answers(addr: SocketAddr, name: &str) -> BTreeSet<String> {
 
 fn set(ips: &[&str]) -> BTreeSet<String> {
     ips.iter().map(|s| s.to_string()).collect()
-}
-
-/// Polls `cond` every 10 ms; panics with `what` after `limit`. Returns the time it took.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    start.elapsed()
 }
 
 fn wait_ready(s: &TestServer) {

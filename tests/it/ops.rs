@@ -7,6 +7,7 @@ use hickory_proto::rr::RecordType;
 
 use crate::{
     backend::{Backend, Mode},
+    support::wait_for,
     support::{BOTH, Proto, TestServer, ask, http_get, plain_query, query},
 };
 
@@ -76,17 +77,6 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
     })
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let start = std::time::Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 const C1: &str = "127.0.0.41";
 const C2: &str = "127.0.0.42";
 
@@ -122,14 +112,16 @@ targets = [{{ cluster = "one" }}]
 fn every_metric_family_is_present_and_moves() {
     let backend = Backend::http(C1);
     let s = TestServer::start(&probed(backend.addr.port(), ""));
-    wait_for("readiness", || http_get(s.admin, "/readyz").0 == 200);
+    wait_for("readiness", Duration::from_secs(10), || {
+        http_get(s.admin, "/readyz").0 == 200
+    });
     for proto in BOTH {
         ask(s.addr, proto, &query("shop.o.test.", RecordType::A));
         ask(s.addr, proto, &plain_query("nope.o.test.", RecordType::MX));
         ask(s.addr, proto, &query("example.org.", RecordType::A));
     }
     backend.set(Mode::Status(503));
-    wait_for("the transition to down", || {
+    wait_for("the transition to down", Duration::from_secs(10), || {
         let m = parse_exposition(&http_get(s.admin, "/metrics").1);
         m.get(r#"gtmd_probe_up{app="solo.o.test.",cluster="one"}"#) == Some(&0.0)
     });
@@ -235,7 +227,9 @@ fn healthz_readyz_and_other_paths() {
         "not ready before the first probe round: {body}"
     );
     backend.set(Mode::Ok);
-    wait_for("readiness", || http_get(s.admin, "/readyz").0 == 200);
+    wait_for("readiness", Duration::from_secs(10), || {
+        http_get(s.admin, "/readyz").0 == 200
+    });
     assert_eq!(http_get(s.admin, "/nope").0, 404);
 }
 
@@ -246,7 +240,9 @@ fn status_shows_every_app_and_cluster() {
         backend.addr.port(),
         "[[apps]]\nhostname = \"drained.o.test\"\ntargets = [{ cluster = \"one\", drain = true, weight = 3 }, { cluster = \"two\", force = \"down\" }]",
     ));
-    wait_for("readiness", || http_get(s.admin, "/readyz").0 == 200);
+    wait_for("readiness", Duration::from_secs(10), || {
+        http_get(s.admin, "/readyz").0 == 200
+    });
     let (status, body) = http_get(s.admin, "/api/v1/status");
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -338,7 +334,9 @@ fn explain_says_why_a_client_gets_its_answer() {
 fn busy_server() -> (TestServer, Backend) {
     let backend = Backend::http(C1);
     let s = TestServer::start(&probed(backend.addr.port(), ""));
-    wait_for("readiness", || http_get(s.admin, "/readyz").0 == 200);
+    wait_for("readiness", Duration::from_secs(10), || {
+        http_get(s.admin, "/readyz").0 == 200
+    });
     ask(s.addr, Proto::Udp, &query("shop.o.test.", RecordType::A));
     ask(s.addr, Proto::Tcp, &query("nope.o.test.", RecordType::A));
     (s, backend)

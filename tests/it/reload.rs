@@ -21,6 +21,7 @@ use hickory_proto::{
 use crate::{
     backend::{Backend, Mode},
     cli::{Served, free_port, serve_with},
+    support::wait_for,
     support::{http_get, query},
 };
 
@@ -88,17 +89,6 @@ fn answer(addr: SocketAddr, name: &str) -> Vec<String> {
             _ => None,
         })
         .collect()
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn metric(admin: SocketAddr, series: &str) -> f64 {
