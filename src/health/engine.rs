@@ -70,11 +70,6 @@ pub struct HealthShared {
 }
 
 impl HealthShared {
-    /// The model the current probes run for.
-    pub fn model(&self) -> Arc<Model> {
-        self.model.load_full()
-    }
-
     /// A copy of the current health table.
     pub fn table(&self) -> HealthTable {
         lock(&self.table).clone()

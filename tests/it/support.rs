@@ -26,7 +26,6 @@ pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct TestServer {
     pub addr: SocketAddr,
     /// The admin HTTP endpoint.
-    #[allow(dead_code)]
     pub admin: SocketAddr,
     pub snapshot: Arc<ArcSwap<gtmd::Snapshot>>,
     /// True once every probe has its first verdict.
