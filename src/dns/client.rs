@@ -124,12 +124,20 @@ pub struct ClientAddr {
 impl ClientAddr {
     /// The sticky hash key of the subnet.
     pub fn sticky_key(&self) -> u64 {
-        let mut bytes = match self.sticky_net {
-            IpAddr::V4(a) => a.octets().to_vec(),
-            IpAddr::V6(a) => a.octets().to_vec(),
+        // On the query path: a fixed buffer, no allocation.
+        let mut bytes = [0u8; 17];
+        let n = match self.sticky_net {
+            IpAddr::V4(a) => {
+                bytes[..4].copy_from_slice(&a.octets());
+                4
+            }
+            IpAddr::V6(a) => {
+                bytes[..16].copy_from_slice(&a.octets());
+                16
+            }
         };
-        bytes.push(self.sticky_prefix);
-        crate::policy::stable_hash(&bytes)
+        bytes[n] = self.sticky_prefix;
+        crate::policy::stable_hash(&bytes[..=n])
     }
 
     pub fn locate_with(&self, geo: &crate::geo::Geo) -> Location {

@@ -14,6 +14,23 @@ pub fn pick_random(
     mut random: impl FnMut() -> u64,
     out: &mut Vec<usize>,
 ) {
+    if answers == 1 {
+        // The common case, without copying the candidates.
+        let total: u64 = candidates.iter().map(|c| u64::from(c.weight)).sum();
+        if total == 0 {
+            return;
+        }
+        let mut r = random() % total;
+        for c in candidates {
+            let w = u64::from(c.weight);
+            if r < w {
+                out.push(c.target);
+                return;
+            }
+            r -= w;
+        }
+        return;
+    }
     let mut pool: Vec<Candidate> = candidates
         .iter()
         .filter(|c| c.weight > 0)
