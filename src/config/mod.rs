@@ -27,9 +27,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Reads the config file, with the OS error and the path on failure.
 pub fn read(path: &Path) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(path).map_err(|e| {
-        ConfigErrors::single(path, ConfigError::new("", format!("cannot read file: {e}")))
-    })
+    let fail = |msg: String| ConfigErrors::single(path, ConfigError::new("", msg));
+    let size = std::fs::metadata(path)
+        .map_err(|e| fail(format!("cannot read file: {e}")))?
+        .len();
+    let max = crate::model::limits::MAX_FILE_BYTES;
+    if size > max {
+        return Err(fail(format!(
+            "the file is {size} bytes: at most {max} are read"
+        )));
+    }
+    std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read file: {e}")))
 }
 
 /// Like [`load`], with an explicit environment (tests must not touch the process's own).

@@ -8,6 +8,7 @@
 mod app;
 mod cluster;
 pub mod geo;
+pub mod limits;
 pub mod names;
 pub mod policy;
 pub mod probe;
@@ -114,6 +115,11 @@ pub struct TargetModel {
 /// Checks the whole configuration; returns every error found, in file order.
 pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
     let mut errors = Errors::default();
+    limits::check(config, &mut errors);
+    if !errors.is_empty() {
+        // Validating a config this size would only multiply the errors and the time.
+        return Err(errors.into_vec());
+    }
     let server = server::validate(&config.server, &config.admin, &mut errors);
     let health = validate_health(&config.health, &mut errors);
     let geo = geo::validate(&config.geo, &mut errors);

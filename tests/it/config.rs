@@ -455,3 +455,19 @@ fn probe_intervals_are_bounded() {
         Vec::<String>::new()
     );
 }
+
+#[test]
+fn sizes_are_limited_with_clear_errors() {
+    let targets: Vec<String> = (0..65)
+        .map(|_| "{ cluster = \"east\" }".to_owned())
+        .collect();
+    let toml = BASE.replace(
+        "targets = [{ cluster = \"east\", weight = 80 }, { cluster = \"west\", weight = 20 }]",
+        &format!("targets = [{}]", targets.join(", ")),
+    );
+    assert_one_error(
+        &toml,
+        "apps[0].targets",
+        "65 entries: at most 64 are supported",
+    );
+}
