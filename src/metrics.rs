@@ -67,6 +67,8 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub ready: IntGauge,
+    pub rrl_dropped: IntCounter,
+    pub rrl_slipped: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -189,8 +191,20 @@ impl Metrics {
             "1 once the configuration is loaded, sockets bound and the first probe round done.",
         ))
         .unwrap();
+        let rrl_dropped = IntCounter::with_opts(opts(
+            "gtmd_rrl_dropped_total",
+            "UDP responses dropped by response rate limiting.",
+        ))
+        .unwrap();
+        let rrl_slipped = IntCounter::with_opts(opts(
+            "gtmd_rrl_slipped_total",
+            "UDP responses sent truncated (TC=1) by response rate limiting.",
+        ))
+        .unwrap();
         for c in [
-            Box::new(requests_vec.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rrl_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rrl_slipped.clone()),
+            Box::new(requests_vec.clone()),
             Box::new(responses_vec.clone()),
             Box::new(request_duration.clone()),
             Box::new(answers.clone()),
@@ -240,6 +254,8 @@ impl Metrics {
             config_info,
             build_info,
             ready,
+            rrl_dropped,
+            rrl_slipped,
             registry,
         }
     }

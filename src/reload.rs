@@ -181,6 +181,12 @@ impl Reloader {
         if old.server.admin != new.server.admin {
             restart.push("admin");
         }
+        if old.server.rrl != new.server.rrl {
+            restart.push("rrl");
+        }
+        if old.server.udp_workers != new.server.udp_workers {
+            restart.push("server.udp_workers");
+        }
         if !restart.is_empty() {
             return Err(ReloadError::Invalid(
                 restart

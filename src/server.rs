@@ -246,6 +246,11 @@ pub async fn start(
         metrics.clone(),
         handler,
         tokio::runtime::Handle::current(),
+        model
+            .server
+            .rrl
+            .clone()
+            .map(|s| Arc::new(crate::dns::rrl::Rrl::new(s))),
     )?;
     for addr in udp_addrs {
         info!(%addr, "serving DNS over UDP");

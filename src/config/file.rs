@@ -23,6 +23,8 @@ pub struct Config {
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
+    pub rrl: RrlConfig,
+    #[serde(default)]
     pub health: HealthConfig,
     #[serde(default)]
     pub geo: GeoConfig,
@@ -76,6 +78,55 @@ pub const DEFAULT_MAX_UDP_PAYLOAD: u16 = 1232;
 
 fn default_max_udp_payload() -> u16 {
     DEFAULT_MAX_UDP_PAYLOAD
+}
+
+/// `[rrl]`: response rate limiting on UDP (off by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RrlConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_rrl_rate")]
+    pub responses_per_second: u32,
+    /// Every n-th limited response goes out truncated (TC=1) instead of dropped; 0 drops all.
+    #[serde(default = "default_slip")]
+    pub slip: u32,
+    #[serde(default = "default_v4_prefix")]
+    pub ipv4_prefix: u8,
+    #[serde(default = "default_v6_prefix")]
+    pub ipv6_prefix: u8,
+    /// Clients never limited. Loopback by default; list your own resolvers here.
+    #[serde(default = "default_rrl_exempt")]
+    pub exempt: Vec<String>,
+}
+
+impl Default for RrlConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            responses_per_second: default_rrl_rate(),
+            slip: default_slip(),
+            ipv4_prefix: default_v4_prefix(),
+            ipv6_prefix: default_v6_prefix(),
+            exempt: default_rrl_exempt(),
+        }
+    }
+}
+
+fn default_rrl_rate() -> u32 {
+    200
+}
+fn default_slip() -> u32 {
+    2
+}
+fn default_v4_prefix() -> u8 {
+    24
+}
+fn default_v6_prefix() -> u8 {
+    56
+}
+fn default_rrl_exempt() -> Vec<String> {
+    vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()]
 }
 
 /// `[admin]`: the HTTP endpoint for metrics, health, readiness and status.

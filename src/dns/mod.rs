@@ -5,6 +5,7 @@ pub mod fast;
 pub mod handler;
 pub mod lookup;
 pub mod response;
+pub mod rrl;
 pub mod udp;
 
 pub use handler::DnsHandler;

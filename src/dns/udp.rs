@@ -29,6 +29,7 @@ use tracing::debug;
 use super::{
     DnsHandler,
     fast::{self, Fast},
+    rrl::{Rrl, Verdict, class_of, key_of, slip_reply},
 };
 use crate::{metrics::Metrics, snapshot::Snapshot};
 
@@ -53,11 +54,20 @@ fn encode<'a>(
     Ok((info, buf))
 }
 
-/// Sends full-path responses on the socket the query came in on.
+/// Sends full-path responses on the socket the query came in on, through rate limiting.
 #[derive(Clone)]
 pub struct UdpReply {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
+    limit: Option<Limit>,
+}
+
+/// What rate limiting needs to judge a full-path reply.
+#[derive(Clone)]
+struct Limit {
+    rrl: Arc<Rrl>,
+    metrics: Arc<Metrics>,
+    query: Arc<[u8]>,
 }
 
 #[async_trait::async_trait]
@@ -74,9 +84,48 @@ impl ResponseHandler for UdpReply {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let (info, bytes) = encode(response)?;
-        self.socket.send_to(&bytes, self.dst)?;
+        let verdict = match &self.limit {
+            Some(l) => judge(&l.rrl, self.dst, &l.query, &bytes),
+            None => Verdict::Send,
+        };
+        match (verdict, &self.limit) {
+            (Verdict::Send, _) | (_, None) => {
+                self.socket.send_to(&bytes, self.dst)?;
+            }
+            (Verdict::Slip, Some(l)) => {
+                l.metrics.rrl_slipped.inc();
+                let mut tc = [0u8; 512];
+                if let Some(len) = slip_reply(&l.query, &mut tc) {
+                    self.socket.send_to(&tc[..len], self.dst)?;
+                }
+            }
+            (Verdict::Drop, Some(l)) => l.metrics.rrl_dropped.inc(),
+        }
         Ok(info)
     }
+}
+
+/// The rate-limit verdict for `reply` to `query` from `src`.
+fn judge(rrl: &Rrl, src: SocketAddr, query: &[u8], reply: &[u8]) -> Verdict {
+    let Some(rcode) = reply.get(3).map(|b| b & 0x0f) else {
+        return Verdict::Send;
+    };
+    let class = class_of(rcode);
+    // The question name, lower case (bounded: a DNS name is at most 255 bytes).
+    let mut name = [0u8; 256];
+    let mut i = 12;
+    let mut n = 0;
+    while let Some(&len) = query.get(i) {
+        if len == 0 || len & 0xc0 != 0 || n + len as usize + 1 > 255 {
+            break;
+        }
+        for (k, b) in query.iter().skip(i).take(len as usize + 1).enumerate() {
+            name[n + k] = b.to_ascii_lowercase();
+        }
+        n += len as usize + 1;
+        i += len as usize + 1;
+    }
+    rrl.check(src.ip(), class, key_of(class, &name[..n]))
 }
 
 /// Keeps the reply instead of sending it (tests and benches compare the two paths).
@@ -146,6 +195,7 @@ impl Workers {
         metrics: Arc<Metrics>,
         handler: DnsHandler,
         runtime: tokio::runtime::Handle,
+        rrl: Option<Arc<Rrl>>,
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -154,17 +204,18 @@ impl Workers {
             // Wakes the thread now and then to see the stop flag.
             socket.set_read_timeout(Some(Duration::from_millis(200)))?;
             let socket = Arc::new(socket);
-            let (snapshot, metrics, handler, runtime, stop) = (
+            let (snapshot, metrics, handler, runtime, stop, rrl) = (
                 snapshot.clone(),
                 metrics.clone(),
                 handler.clone(),
                 runtime.clone(),
                 stop.clone(),
+                rrl.clone(),
             );
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("gtmd-udp-{i}"))
-                    .spawn(move || serve(socket, snapshot, metrics, handler, runtime, stop))?,
+                    .spawn(move || serve(socket, snapshot, metrics, handler, runtime, stop, rrl))?,
             );
         }
         Ok(Self { stop, threads })
@@ -191,6 +242,7 @@ fn serve(
     handler: DnsHandler,
     runtime: tokio::runtime::Handle,
     stop: Arc<AtomicBool>,
+    rrl: Option<Arc<Rrl>>,
 ) {
     let mut batch = mmsg::Batch::new(BATCH, BUF);
     let mut out = vec![0u8; BATCH * BUF];
@@ -225,20 +277,35 @@ fn serve(
             let slot = &mut out[i * BUF..(i + 1) * BUF];
             match fast::answer(&snap, &metrics, packet, src.ip(), slot) {
                 Fast::Answered(len) => {
-                    replies.push((i, len));
                     metrics
                         .request_duration
                         .observe(started.elapsed().as_secs_f64());
+                    match rrl.as_deref().map(|r| judge(r, src, packet, &slot[..len])) {
+                        None | Some(Verdict::Send) => replies.push((i, len)),
+                        Some(Verdict::Slip) => {
+                            metrics.rrl_slipped.inc();
+                            if let Some(len) = slip_reply(packet, slot) {
+                                replies.push((i, len));
+                            }
+                        }
+                        Some(Verdict::Drop) => metrics.rrl_dropped.inc(),
+                    }
                 }
                 Fast::Drop => {}
                 Fast::Slow => {
                     let bytes = packet.to_vec();
                     let handler = handler.clone();
                     let socket = socket.clone();
+                    let limit = rrl.as_ref().map(|r| Limit {
+                        rrl: r.clone(),
+                        metrics: metrics.clone(),
+                        query: Arc::from(packet),
+                    });
                     runtime.spawn(async move {
                         let reply = UdpReply {
                             socket: socket.clone(),
                             dst: src,
+                            limit,
                         };
                         full_path(&handler, bytes, src, reply, |formerr| {
                             let _ = socket.send_to(&formerr, src);

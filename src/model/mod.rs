@@ -50,6 +50,8 @@ pub struct ServerModel {
     pub max_udp_payload: u16,
     /// UDP sockets (and worker threads) per listen address.
     pub udp_workers: usize,
+    /// Response rate limiting (None: off).
+    pub rrl: Option<crate::dns::rrl::RrlSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -120,7 +122,8 @@ pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
         // Validating a config this size would only multiply the errors and the time.
         return Err(errors.into_vec());
     }
-    let server = server::validate(&config.server, &config.admin, &mut errors);
+    let mut server = server::validate(&config.server, &config.admin, &mut errors);
+    server.rrl = server::validate_rrl(&config.rrl, &mut errors);
     let health = validate_health(&config.health, &mut errors);
     let geo = geo::validate(&config.geo, &mut errors);
     let zones = zone::validate_zones(&config.zones, &mut errors);

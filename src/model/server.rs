@@ -89,7 +89,60 @@ pub fn validate(cfg: &ServerConfig, admin: &AdminConfig, errors: &mut Errors) ->
         listen,
         admin,
         udp_workers,
+        rrl: None,
         tcp_idle_timeout: cfg.tcp_idle_timeout,
         max_udp_payload: cfg.max_udp_payload,
     }
+}
+
+/// `[rrl]`: None when disabled.
+pub fn validate_rrl(
+    cfg: &crate::config::file::RrlConfig,
+    errors: &mut Errors,
+) -> Option<crate::dns::rrl::RrlSettings> {
+    if !(1..=1_000_000).contains(&cfg.responses_per_second) {
+        errors.push(
+            "rrl.responses_per_second",
+            format!("{} is out of range 1..=1000000", cfg.responses_per_second),
+        );
+    }
+    if cfg.slip > 100 {
+        errors.push("rrl.slip", format!("{} is out of range 0..=100", cfg.slip));
+    }
+    if !(8..=32).contains(&cfg.ipv4_prefix) {
+        errors.push(
+            "rrl.ipv4_prefix",
+            format!("{} is out of range 8..=32", cfg.ipv4_prefix),
+        );
+    }
+    if !(16..=128).contains(&cfg.ipv6_prefix) {
+        errors.push(
+            "rrl.ipv6_prefix",
+            format!("{} is out of range 16..=128", cfg.ipv6_prefix),
+        );
+    }
+    let exempt = cfg
+        .exempt
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            n.trim()
+                .parse::<ipnet::IpNet>()
+                .map_err(|_| {
+                    errors.push(
+                        format!("rrl.exempt[{i}]"),
+                        format!("invalid network {n:?} (expected CIDR, e.g. 10.0.0.0/8)"),
+                    )
+                })
+                .ok()
+        })
+        .map(|n| n.trunc())
+        .collect();
+    cfg.enabled.then(|| crate::dns::rrl::RrlSettings {
+        responses_per_second: cfg.responses_per_second,
+        slip: cfg.slip,
+        ipv4_prefix: cfg.ipv4_prefix,
+        ipv6_prefix: cfg.ipv6_prefix,
+        exempt,
+    })
 }

@@ -12,4 +12,5 @@ mod malformed;
 pub mod ops;
 mod policy;
 mod reload;
+mod rrl;
 mod support;
