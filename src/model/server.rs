@@ -138,7 +138,7 @@ pub fn validate_rrl(
         })
         .map(|n| n.trunc())
         .collect();
-    cfg.enabled.then(|| crate::dns::rrl::RrlSettings {
+    cfg.enabled.then_some(crate::dns::rrl::RrlSettings {
         responses_per_second: cfg.responses_per_second,
         slip: cfg.slip,
         ipv4_prefix: cfg.ipv4_prefix,
