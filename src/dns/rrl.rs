@@ -211,7 +211,7 @@ mod tests {
     fn a_burst_is_cut_at_the_rate_and_split_between_slip_and_drop() {
         let r = rrl(100, 2);
         let client: IpAddr = "192.0.2.7".parse().unwrap();
-        let mut counts = [0; 3];
+        let mut counts = [0i32; 3];
         for _ in 0..1000 {
             match r.check(client, Class::Answer, b"shop") {
                 Verdict::Send => counts[0] += 1,
