@@ -108,7 +108,14 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("handler/full/{label}"), |b| {
             b.iter(|| {
                 let capture = Capture::default();
-                runtime.block_on(full_path(&handler, q.clone(), src, capture.clone(), |_| {}));
+                runtime.block_on(full_path(
+                    &handler,
+                    q.clone(),
+                    src,
+                    hickory_server::net::xfer::Protocol::Udp,
+                    capture.clone(),
+                    |_| {},
+                ));
                 black_box(capture);
             })
         });

@@ -11,7 +11,6 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use hickory_server::Server;
 use socket2::{Domain, Protocol, Socket, Type};
 use tracing::{debug, info};
 
@@ -26,10 +25,6 @@ use crate::{
     reload::Reloader,
     snapshot::Snapshot,
 };
-
-/// How many responses may queue for one TCP connection (pipelined queries) before the
-/// handler waits for the client to read.
-const TCP_RESPONSE_QUEUE: usize = 64;
 
 /// A failure to open a listening socket, naming the address and the protocol.
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +190,6 @@ pub struct Running {
     pub reloader: Arc<Reloader>,
     pub admin_addr: Option<SocketAddr>,
     engine: Arc<tokio::sync::Mutex<HealthEngine>>,
-    server: Server<DnsHandler>,
     udp: Option<Workers>,
     background: CancellationToken,
     tasks: tokio::task::JoinSet<()>,
@@ -232,7 +226,8 @@ pub async fn start(
     let health = engine.shared();
     let engine = Arc::new(tokio::sync::Mutex::new(engine));
     let handler = DnsHandler::new(snapshot.clone(), metrics.clone());
-    let mut server = Server::new(handler.clone());
+    let background = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
     let mut udp_addrs: Vec<SocketAddr> = listeners
         .udp
         .iter()
@@ -244,7 +239,7 @@ pub async fn start(
         listeners.udp,
         snapshot.clone(),
         metrics.clone(),
-        handler,
+        handler.clone(),
         tokio::runtime::Handle::current(),
         model
             .server
@@ -256,13 +251,19 @@ pub async fn start(
         info!(%addr, "serving DNS over UDP");
     }
     debug!(sockets, "UDP worker threads started");
+    let limits = crate::dns::tcp::TcpLimits {
+        max_connections: model.server.tcp_max_connections,
+        idle_timeout: model.server.tcp_idle_timeout,
+        max_queries: model.server.tcp_max_queries,
+    };
     for tcp in listeners.tcp {
         let addr = tcp.local_addr()?;
-        server.register_listener(
+        tasks.spawn(crate::dns::tcp::serve(
             tokio::net::TcpListener::from_std(tcp)?,
-            model.server.tcp_idle_timeout,
-            TCP_RESPONSE_QUEUE,
-        );
+            handler.clone(),
+            limits,
+            background.clone(),
+        ));
         info!(%addr, "serving DNS over TCP");
     }
     let reloader = Arc::new(Reloader::new(
@@ -272,8 +273,6 @@ pub async fn start(
         model.clone(),
         loaded.hash.clone(),
     ));
-    let background = CancellationToken::new();
-    let mut tasks = tokio::task::JoinSet::new();
     let admin_addr = match listeners.admin {
         Some(l) => {
             let addr = l.local_addr()?;
@@ -314,7 +313,6 @@ pub async fn start(
         reloader,
         admin_addr,
         engine,
-        server,
         udp: Some(udp),
         background,
         tasks,
@@ -331,13 +329,8 @@ impl Running {
         }
         self.background.cancel();
         while self.tasks.join_next().await.is_some() {}
-        let result = self
-            .server
-            .shutdown_gracefully()
-            .await
-            .map_err(|e| io::Error::other(e.to_string()));
         self.engine.lock().await.stop().await;
-        result
+        Ok(())
     }
 }
 

@@ -53,6 +53,20 @@ pub struct ServerConfig {
     /// UDP worker threads (sockets) per listen address; 0 = one per CPU.
     #[serde(default)]
     pub udp_workers: usize,
+    /// TCP connections served at once; more are closed on accept.
+    #[serde(default = "default_tcp_max_connections")]
+    pub tcp_max_connections: usize,
+    /// Queries answered on one TCP connection before it is closed.
+    #[serde(default = "default_tcp_max_queries")]
+    pub tcp_max_queries: usize,
+}
+
+fn default_tcp_max_connections() -> usize {
+    1000
+}
+
+fn default_tcp_max_queries() -> usize {
+    10_000
 }
 
 impl Default for ServerConfig {
@@ -62,6 +76,8 @@ impl Default for ServerConfig {
             tcp_idle_timeout: default_tcp_idle_timeout(),
             max_udp_payload: default_max_udp_payload(),
             udp_workers: 0,
+            tcp_max_connections: default_tcp_max_connections(),
+            tcp_max_queries: default_tcp_max_queries(),
         }
     }
 }

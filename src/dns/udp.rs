@@ -157,6 +157,7 @@ pub async fn full_path<R: ResponseHandler>(
     handler: &DnsHandler,
     bytes: Vec<u8>,
     src: SocketAddr,
+    protocol: Protocol,
     reply: R,
     formerr: impl FnOnce(Vec<u8>),
 ) {
@@ -164,7 +165,7 @@ pub async fn full_path<R: ResponseHandler>(
         return;
     }
     let header = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    match Request::from_bytes(bytes, src, Protocol::Udp) {
+    match Request::from_bytes(bytes, src, protocol) {
         Ok(request) => {
             handler
                 .handle_request::<R, TokioTime>(&request, reply)
@@ -307,7 +308,7 @@ fn serve(
                             dst: src,
                             limit,
                         };
-                        full_path(&handler, bytes, src, reply, |formerr| {
+                        full_path(&handler, bytes, src, Protocol::Udp, reply, |formerr| {
                             let _ = socket.send_to(&formerr, src);
                         })
                         .await;

@@ -50,6 +50,8 @@ pub struct ServerModel {
     pub max_udp_payload: u16,
     /// UDP sockets (and worker threads) per listen address.
     pub udp_workers: usize,
+    pub tcp_max_connections: usize,
+    pub tcp_max_queries: usize,
     /// Response rate limiting (None: off).
     pub rrl: Option<crate::dns::rrl::RrlSettings>,
 }

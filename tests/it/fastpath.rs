@@ -269,6 +269,7 @@ fn fast_and_full_paths_agree() {
                     &handler,
                     bytes.clone(),
                     src,
+                    hickory_server::net::xfer::Protocol::Udp,
                     capture.clone(),
                     |_| {},
                 ));

@@ -14,3 +14,4 @@ mod policy;
 mod reload;
 mod rrl;
 mod support;
+mod tcp;

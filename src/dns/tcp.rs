@@ -1,0 +1,144 @@
+//! Serving TCP: our own accept loop around the full path, so connections can be limited.
+//!
+//! At most `tcp_max_connections` at once (a connection over the limit is closed at once, so
+//! a flood of idle connections cannot starve real clients for long: the idle ones time
+//! out); each connection is closed after `tcp_idle_timeout` without a complete query — a
+//! slowloris client sending a byte a second never completes one — and after
+//! `tcp_max_queries` queries. Pipelined queries are answered in order.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use hickory_server::{
+    net::{NetError, xfer::Protocol},
+    proto::{rr::Record, serialize::binary::BinEncoder},
+    server::{ResponseHandler, ResponseInfo},
+    zone_handler::MessageResponse,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream, tcp::OwnedWriteHalf},
+    sync::{Mutex, Semaphore},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::{DnsHandler, udp::full_path};
+
+/// TCP limits.
+#[derive(Debug, Clone, Copy)]
+pub struct TcpLimits {
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+    pub max_queries: usize,
+}
+
+/// Writes length-prefixed responses to one connection.
+#[derive(Clone)]
+struct TcpReply {
+    writer: Arc<Mutex<OwnedWriteHalf>>,
+}
+
+#[async_trait::async_trait]
+impl ResponseHandler for TcpReply {
+    async fn send_response<'a>(
+        &mut self,
+        response: MessageResponse<
+            '_,
+            'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+            impl Iterator<Item = &'a Record> + Send + 'a,
+        >,
+    ) -> Result<ResponseInfo, NetError> {
+        // Encoded on its own (compression offsets count from the message start), then framed.
+        let mut msg = Vec::with_capacity(512);
+        let info = {
+            let mut encoder = BinEncoder::new(&mut msg);
+            encoder.set_max_size(u16::MAX);
+            response
+                .destructive_emit(&mut encoder)
+                .map_err(|e| NetError::from(format!("encoding a response: {e}")))?
+        };
+        let mut framed = Vec::with_capacity(msg.len() + 2);
+        framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        framed.extend_from_slice(&msg);
+        self.writer.lock().await.write_all(&framed).await?;
+        Ok(info)
+    }
+}
+
+/// Accepts and serves connections on `listener` until `cancel`.
+pub async fn serve(
+    listener: TcpListener,
+    handler: DnsHandler,
+    limits: TcpLimits,
+    cancel: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    debug!(error = %e, "TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "TCP connection limit reached: closing the new connection");
+            drop(stream);
+            continue;
+        };
+        let (handler, cancel) = (handler.clone(), cancel.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = connection(stream, peer, handler, limits) => {}
+            }
+            drop(slot);
+        });
+    }
+}
+
+async fn connection(stream: TcpStream, peer: SocketAddr, handler: DnsHandler, limits: TcpLimits) {
+    let _ = stream.set_nodelay(true);
+    let (mut reader, writer) = stream.into_split();
+    let reply = TcpReply {
+        writer: Arc::new(Mutex::new(writer)),
+    };
+    for _ in 0..limits.max_queries {
+        // The whole message (length and body) must arrive within the idle timeout.
+        let read = tokio::time::timeout(limits.idle_timeout, async {
+            let len = reader.read_u16().await? as usize;
+            let mut body = vec![0u8; len];
+            reader.read_exact(&mut body).await?;
+            Ok::<_, std::io::Error>(body)
+        })
+        .await;
+        let body = match read {
+            Ok(Ok(body)) if !body.is_empty() => body,
+            _ => return, // idle, slow, closed, or an empty message
+        };
+        let writer = reply.writer.clone();
+        full_path(
+            &handler,
+            body,
+            peer,
+            Protocol::Tcp,
+            reply.clone(),
+            |formerr| {
+                tokio::spawn(async move {
+                    let mut framed = (formerr.len() as u16).to_be_bytes().to_vec();
+                    framed.extend_from_slice(&formerr);
+                    let _ = writer.lock().await.write_all(&framed).await;
+                });
+            },
+        )
+        .await;
+    }
+    debug!(%peer, "TCP connection reached its query limit");
+}

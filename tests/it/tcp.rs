@@ -1,0 +1,96 @@
+//! TCP limits: a connection cap, an idle timeout that a slowloris client cannot dodge, and a
+//! per-connection query limit; pipelined queries are answered in order.
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    time::{Duration, Instant},
+};
+
+use hickory_proto::{op::Message, rr::RecordType};
+
+use crate::support::{TestServer, query, read_tcp_message, tcp_raw};
+
+const CONFIG: &str = r#"
+[server]
+listen = ["127.0.0.1:0"]
+tcp_idle_timeout = "500ms"
+tcp_max_connections = 3
+tcp_max_queries = 5
+[[zones]]
+origin = "tcp.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.tcp.test"
+[[zones.records]]
+name = "www"
+type = "A"
+value = "192.0.2.1"
+"#;
+
+fn framed(id: u16) -> Vec<u8> {
+    let mut q = query("www.tcp.test.", RecordType::A);
+    q.metadata.id = id;
+    let bytes = q.to_vec().unwrap();
+    let mut out = (bytes.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&bytes);
+    out
+}
+
+#[test]
+fn connection_cap_idle_timeout_and_query_limit() {
+    let s = TestServer::start(CONFIG);
+    let q = query("www.tcp.test.", RecordType::A).to_vec().unwrap();
+    assert!(tcp_raw(s.addr, &q).is_some());
+
+    // Three idle connections fill the cap: a fourth is closed without an answer.
+    let idle: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(tcp_raw(s.addr, &q).is_none(), "over the cap: closed");
+    // The idle ones time out after 500 ms and free their slots.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(
+        tcp_raw(s.addr, &q).is_some(),
+        "slots freed by the idle timeout"
+    );
+    drop(idle);
+
+    // Slowloris: one byte every 100 ms never completes a query within the idle timeout.
+    let mut slow = TcpStream::connect(s.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let msg = framed(1);
+    let start = Instant::now();
+    let mut closed = false;
+    for b in &msg {
+        if slow.write_all(&[*b]).is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        if start.elapsed() > Duration::from_secs(2) {
+            break;
+        }
+    }
+    let mut buf = [0u8; 1];
+    let eof = matches!(slow.read(&mut buf), Ok(0) | Err(_));
+    assert!(closed || eof, "the slow client was cut off");
+    assert!(start.elapsed() < Duration::from_secs(3));
+
+    // Pipelining: seven queries at once on one connection, limit five: five answers, in
+    // order, then the connection closes.
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut all = Vec::new();
+    for id in 1..=7u16 {
+        all.extend_from_slice(&framed(id));
+    }
+    c.write_all(&all).unwrap();
+    let mut ids = Vec::new();
+    while let Some(reply) = read_tcp_message(&mut c) {
+        ids.push(Message::from_vec(&reply).unwrap().metadata.id);
+    }
+    assert_eq!(ids, [1, 2, 3, 4, 5]);
+}
