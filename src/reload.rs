@@ -187,6 +187,11 @@ impl Reloader {
         if old.server.udp_workers != new.server.udp_workers {
             restart.push("server.udp_workers");
         }
+        if old.server.tcp_max_connections != new.server.tcp_max_connections
+            || old.server.tcp_max_queries != new.server.tcp_max_queries
+        {
+            restart.push("server.tcp_max_connections/tcp_max_queries");
+        }
         if !restart.is_empty() {
             return Err(ReloadError::Invalid(
                 restart
