@@ -56,17 +56,14 @@ pub struct ServerConfig {
     /// TCP connections served at once; more are closed on accept.
     #[serde(default = "default_tcp_max_connections")]
     pub tcp_max_connections: usize,
-    /// Queries answered on one TCP connection before it is closed.
-    #[serde(default = "default_tcp_max_queries")]
+    /// Queries answered on one TCP connection before it is closed; 0 = no limit (closing a
+    /// busy pipelined connection loses the queries in flight).
+    #[serde(default)]
     pub tcp_max_queries: usize,
 }
 
 fn default_tcp_max_connections() -> usize {
     1000
-}
-
-fn default_tcp_max_queries() -> usize {
-    10_000
 }
 
 impl Default for ServerConfig {
@@ -77,7 +74,7 @@ impl Default for ServerConfig {
             max_udp_payload: default_max_udp_payload(),
             udp_workers: 0,
             tcp_max_connections: default_tcp_max_connections(),
-            tcp_max_queries: default_tcp_max_queries(),
+            tcp_max_queries: 0,
         }
     }
 }

@@ -15,7 +15,7 @@ use hickory_server::{
     zone_handler::MessageResponse,
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
+    io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter},
     net::{TcpListener, TcpStream, tcp::OwnedWriteHalf},
     sync::{Mutex, Semaphore},
 };
@@ -29,13 +29,15 @@ use super::{DnsHandler, udp::full_path};
 pub struct TcpLimits {
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// 0: no limit.
     pub max_queries: usize,
 }
 
-/// Writes length-prefixed responses to one connection.
+/// Writes length-prefixed responses to one connection (buffered: flushed when no more
+/// pipelined queries are waiting).
 #[derive(Clone)]
 struct TcpReply {
-    writer: Arc<Mutex<OwnedWriteHalf>>,
+    writer: Arc<Mutex<BufWriter<OwnedWriteHalf>>>,
 }
 
 #[async_trait::async_trait]
@@ -106,11 +108,21 @@ pub async fn serve(
 
 async fn connection(stream: TcpStream, peer: SocketAddr, handler: DnsHandler, limits: TcpLimits) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    // Buffered both ways: pipelined queries cost one read and one write per batch.
+    let mut reader = BufReader::with_capacity(16 * 1024, reader);
     let reply = TcpReply {
-        writer: Arc::new(Mutex::new(writer)),
+        writer: Arc::new(Mutex::new(BufWriter::with_capacity(16 * 1024, writer))),
     };
-    for _ in 0..limits.max_queries {
+    let max = if limits.max_queries == 0 {
+        usize::MAX
+    } else {
+        limits.max_queries
+    };
+    for _ in 0..max {
+        if reader.buffer().is_empty() && reply.writer.lock().await.flush().await.is_err() {
+            return;
+        }
         // The whole message (length and body) must arrive within the idle timeout.
         let read = tokio::time::timeout(limits.idle_timeout, async {
             let len = reader.read_u16().await? as usize;
@@ -121,7 +133,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: DnsHandler, li
         .await;
         let body = match read {
             Ok(Ok(body)) if !body.is_empty() => body,
-            _ => return, // idle, slow, closed, or an empty message
+            _ => {
+                let _ = reply.writer.lock().await.flush().await;
+                return; // idle, slow, closed, or an empty message
+            }
         };
         let writer = reply.writer.clone();
         full_path(
@@ -140,5 +155,6 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: DnsHandler, li
         )
         .await;
     }
+    let _ = reply.writer.lock().await.flush().await;
     debug!(%peer, "TCP connection reached its query limit");
 }

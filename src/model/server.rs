@@ -85,20 +85,18 @@ pub fn validate(cfg: &ServerConfig, admin: &AdminConfig, errors: &mut Errors) ->
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(16)),
         n => n.min(64),
     };
-    for (key, v) in [
-        ("server.tcp_max_connections", cfg.tcp_max_connections),
-        ("server.tcp_max_queries", cfg.tcp_max_queries),
-    ] {
-        if !(1..=1_000_000).contains(&v) {
-            errors.push(key, format!("{v} is out of range 1..=1000000"));
-        }
+    if !(1..=1_000_000).contains(&cfg.tcp_max_connections) {
+        errors.push(
+            "server.tcp_max_connections",
+            format!("{} is out of range 1..=1000000", cfg.tcp_max_connections),
+        );
     }
     ServerModel {
         listen,
         admin,
         udp_workers,
         tcp_max_connections: cfg.tcp_max_connections.max(1),
-        tcp_max_queries: cfg.tcp_max_queries.max(1),
+        tcp_max_queries: cfg.tcp_max_queries,
         rrl: None,
         tcp_idle_timeout: cfg.tcp_idle_timeout,
         max_udp_payload: cfg.max_udp_payload,

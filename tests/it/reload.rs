@@ -269,6 +269,7 @@ fn fifty_reloads_under_load_lose_nothing_and_keep_health() {
     let port = s.backend.addr.port();
     let broken = "this is [ not toml";
     let mut rejected = 0;
+    let mut applied = 0;
     for i in 0..50 {
         if i % 5 == 4 {
             write_atomic(&s.path, broken);
@@ -293,6 +294,13 @@ fn fifty_reloads_under_load_lose_nothing_and_keep_health() {
             &config(s.dns.port(), s.admin.port(), cluster, port),
         );
         hup(&served);
+        applied += 1;
+        // Each signal is waited for (two quick SIGHUPs could merge into one).
+        wait_for(
+            &format!("reload {i} to apply"),
+            Duration::from_secs(5),
+            || served.stderr().matches("config reloaded").count() == applied,
+        );
         wait_for(
             &format!("reload {i} to answer {ip}"),
             Duration::from_secs(5),
