@@ -67,11 +67,6 @@ impl Listeners {
         Ok(out)
     }
 
-    /// The admin endpoint's bound address.
-    pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
     /// Binds UDP and TCP on one free port of `ip` (tests: port 0 picks it).
     pub fn bind_ephemeral(ip: std::net::IpAddr) -> Result<Self, BindError> {
         let mut last = None;

@@ -18,10 +18,10 @@ use hickory_proto::{
 
 use super::{
     client::{Client, Ecs},
-    lookup::lookup,
+    lookup::{choose_for, lookup},
     response::udp_limit,
 };
-use crate::{metrics::Metrics, policy::choose::ClientView, snapshot::Snapshot};
+use crate::{metrics::Metrics, snapshot::Snapshot};
 
 /// What the fast path did with a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,14 +126,6 @@ impl FastIndex {
             }
         }
         Self { names }
-    }
-
-    pub fn len(&self) -> usize {
-        self.names.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
     }
 }
 
@@ -447,23 +439,12 @@ fn write_app(
     w: &mut Out<'_>,
 ) -> Result<u8, Fast> {
     let app = snapshot.app(index);
-    let addr = client.view(app.policy.ignore_ecs);
-    let geo = &snapshot.clients.geo;
-    let locate = || addr.locate_with(geo);
-    let view = ClientView {
-        sticky_key: addr.sticky_key(),
-        sticky_scope: addr.sticky_prefix,
-        locate: &locate,
-    };
-    let mut random = crate::policy::rng::next_u64;
-    let chosen = app.answer(qtype, &view, &mut random, false);
+    let chosen = choose_for(snapshot, app, qtype, client, false);
+    let scope = chosen.scope;
+    let chosen = chosen.answer;
     if chosen.records.is_empty() {
         return Err(Fast::Slow); // NODATA carries the zone SOA: the full path writes it
     }
-    let scope = match client.ecs {
-        Some(_) if !app.policy.ignore_ecs => Some(chosen.choice.scope.unwrap_or(0)),
-        _ => None,
-    };
     header(
         w,
         p,

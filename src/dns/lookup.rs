@@ -12,7 +12,7 @@ use hickory_proto::{
 use super::client::Client;
 use crate::{
     policy::choose::ClientView,
-    snapshot::{AppAnswers, Node, Snapshot, Zone},
+    snapshot::{AppAnswer, AppAnswers, Node, Snapshot, Zone},
 };
 
 /// The longest CNAME chain followed inside a zone before giving up (loops included).
@@ -158,11 +158,11 @@ fn app_records<'a>(
         }),
     };
     for &rtype in types {
-        let chosen = choose_for(snapshot, app, rtype, client);
-        answer.app = Some((index, chosen.fallback));
+        let chosen = choose_for(snapshot, app, rtype, client, true);
+        answer.app = Some((index, chosen.answer.fallback));
         answer.ecs_scope = chosen.scope;
-        if !chosen.records.is_empty() {
-            return chosen.records;
+        if !chosen.answer.records.is_empty() {
+            return chosen.answer.records;
         }
     }
     if qtype == RecordType::ANY {
@@ -171,18 +171,21 @@ fn app_records<'a>(
     Vec::new()
 }
 
-/// The records an app answers, and the ECS scope to echo.
-struct Chosen<'a> {
-    records: Vec<&'a Record>,
-    scope: Option<u8>,
-    fallback: bool,
+/// What an app answers one client, and the ECS scope to echo (`None`: echo none).
+pub struct Chosen<'a> {
+    pub answer: AppAnswer<'a>,
+    pub scope: Option<u8>,
 }
 
-fn choose_for<'a>(
+/// Runs `app`'s policy for `client` — the one place both the full and the fast path do
+/// it. `count`: add the answer to the metrics now (the fast path counts only once it
+/// knows it will send the reply).
+pub fn choose_for<'a>(
     snapshot: &'a Snapshot,
     app: &'a AppAnswers,
     rtype: RecordType,
     client: &Client,
+    count: bool,
 ) -> Chosen<'a> {
     let addr = client.view(app.policy.ignore_ecs);
     let geo = &snapshot.clients.geo;
@@ -193,17 +196,13 @@ fn choose_for<'a>(
         locate: &locate,
     };
     let mut random = crate::policy::rng::next_u64;
-    let answer = app.answer(rtype, &view, &mut random, true);
+    let answer = app.answer(rtype, &view, &mut random, count);
     // ECS is echoed when the query had usable ECS and this app uses it.
     let scope = match client.ecs {
         Some(_) if !app.policy.ignore_ecs => Some(answer.choice.scope.unwrap_or(0)),
         _ => None,
     };
-    Chosen {
-        records: answer.records,
-        scope,
-        fallback: answer.fallback,
-    }
+    Chosen { answer, scope }
 }
 
 /// A referral to the delegation at `cut_node`: NS in authority, glue in additional, AA clear.

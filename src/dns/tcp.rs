@@ -10,7 +10,7 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use hickory_server::{
     net::{NetError, xfer::Protocol},
-    proto::{rr::Record, serialize::binary::BinEncoder},
+    proto::rr::Record,
     server::{ResponseHandler, ResponseInfo},
     zone_handler::MessageResponse,
 };
@@ -22,7 +22,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::{DnsHandler, udp::full_path};
+use super::{
+    DnsHandler,
+    udp::{encode, full_path},
+};
 
 /// TCP limits.
 #[derive(Debug, Clone, Copy)]
@@ -53,15 +56,7 @@ impl ResponseHandler for TcpReply {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        // Encoded on its own (compression offsets count from the message start), then framed.
-        let mut msg = Vec::with_capacity(512);
-        let info = {
-            let mut encoder = BinEncoder::new(&mut msg);
-            encoder.set_max_size(u16::MAX);
-            response
-                .destructive_emit(&mut encoder)
-                .map_err(|e| NetError::from(format!("encoding a response: {e}")))?
-        };
+        let (info, msg) = encode(response, u16::MAX)?;
         let mut framed = Vec::with_capacity(msg.len() + 2);
         framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
         framed.extend_from_slice(&msg);

@@ -33,8 +33,23 @@ use super::{
 };
 use crate::{metrics::Metrics, snapshot::Snapshot};
 
-/// Encodes a hickory response for UDP: limited to the OPT's payload, 512 without EDNS.
-fn encode<'a>(
+/// The size limit of a UDP response: the OPT's payload, 512 without EDNS.
+fn udp_max<'a>(
+    response: &MessageResponse<
+        '_,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    >,
+) -> u16 {
+    response.edns().map_or(512, |e| e.max_payload().max(512))
+}
+
+/// Encodes a hickory response into its own buffer (compression offsets count from the
+/// message start), at most `max` bytes.
+pub(super) fn encode<'a>(
     response: MessageResponse<
         '_,
         'a,
@@ -43,8 +58,8 @@ fn encode<'a>(
         impl Iterator<Item = &'a Record> + Send + 'a,
         impl Iterator<Item = &'a Record> + Send + 'a,
     >,
+    max: u16,
 ) -> Result<(ResponseInfo, Vec<u8>), NetError> {
-    let max = response.edns().map_or(512, |e| e.max_payload().max(512));
     let mut buf = Vec::with_capacity(512);
     let mut encoder = BinEncoder::new(&mut buf);
     encoder.set_max_size(max);
@@ -83,7 +98,8 @@ impl ResponseHandler for UdpReply {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let (info, bytes) = encode(response)?;
+        let max = udp_max(&response);
+        let (info, bytes) = encode(response, max)?;
         let verdict = match &self.limit {
             Some(l) => judge(&l.rrl, self.dst, &l.query, &bytes),
             None => Verdict::Send,
@@ -145,7 +161,8 @@ impl ResponseHandler for Capture {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let (info, bytes) = encode(response)?;
+        let max = udp_max(&response);
+        let (info, bytes) = encode(response, max)?;
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
         Ok(info)
     }

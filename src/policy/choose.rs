@@ -60,18 +60,6 @@ pub struct AppPolicy {
     pub ignore_ecs: bool,
 }
 
-impl AppPolicy {
-    /// Whether answers can depend on where the client is (geo, nearest) or which subnet it
-    /// is in (sticky): then ECS is echoed with a real scope.
-    pub fn depends_on_client(&self) -> bool {
-        let sticky = |p: &PoolPolicy| matches!(p, PoolPolicy::Weighted { sticky: true, .. });
-        match self.kind {
-            PolicyKind::Geo | PolicyKind::Nearest => true,
-            _ => sticky(&self.pool_policy),
-        }
-    }
-}
-
 /// What one family (A or AAAA) of an app offers right now.
 #[derive(Debug, Clone, Copy)]
 pub struct FamilyView<'a> {
@@ -534,7 +522,6 @@ mod tests {
             },
             ..policy(PolicyKind::Weighted)
         };
-        assert!(sticky.depends_on_client());
         assert_eq!(
             choose(&sticky, &view, &client(&never), &mut || 5).scope,
             Some(24)
