@@ -175,22 +175,43 @@ pub fn key_of(class: Class, name: &[u8]) -> &[u8] {
 }
 
 /// An empty TC=1 reply to `query` (header and question only) into `out`; its length.
+/// A question that is not one well-formed uncompressed name (the query may be garbage
+/// that earned a FORMERR) is left out rather than echoed, so the reply always parses.
 pub fn slip_reply(query: &[u8], out: &mut [u8]) -> Option<usize> {
-    let mut i = 12;
-    while *query.get(i)? != 0 {
-        i += query[i] as usize + 1;
-    }
-    let end = i + 5;
-    let question = query.get(12..end)?;
+    let header = query.get(..12)?;
+    let question = if header[4..6] == [0, 1] {
+        question_bytes(query)
+    } else {
+        None
+    };
+    let question = question.unwrap_or(&[]);
     let total = 12 + question.len();
     let dst = out.get_mut(..total)?;
     dst[0] = query[0];
     dst[1] = query[1];
     dst[2] = 0x80 | 0x02 | (query[2] & 0x79); // QR, TC, opcode and RD as asked
     dst[3] = query[3] & 0x10; // CD
-    dst[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    let qdcount = u8::from(!question.is_empty());
+    dst[4..12].copy_from_slice(&[0, qdcount, 0, 0, 0, 0, 0, 0]);
     dst[12..].copy_from_slice(question);
     Some(total)
+}
+
+/// The first question (name, type, class) if its name is a well-formed uncompressed name
+/// of at most 255 bytes.
+fn question_bytes(query: &[u8]) -> Option<&[u8]> {
+    let mut i = 12;
+    loop {
+        let len = *query.get(i)? as usize;
+        if len == 0 {
+            break;
+        }
+        if len > 63 || i + len + 1 - 12 > 254 {
+            return None;
+        }
+        i += len + 1;
+    }
+    query.get(12..i + 5)
 }
 
 #[cfg(test)]
@@ -236,5 +257,37 @@ mod tests {
             r.check("10.9.1.1".parse().unwrap(), Class::Answer, b"shop"),
             Verdict::Send
         );
+    }
+
+    #[test]
+    fn slip_replies_parse_whatever_the_query() {
+        let mut out = [0u8; 512];
+        // A well-formed question is echoed.
+        let q = [
+            0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1,
+        ];
+        let n = slip_reply(&q, &mut out).unwrap();
+        assert_eq!(
+            &out[..n],
+            &[
+                0xab, 0xcd, 0x83, 0, 0, 1, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1
+            ]
+        );
+        // A reserved label type (0x40), a compression pointer or no question: header only.
+        for bad in [
+            &[
+                0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 1, 0, 1,
+            ][..],
+            &[
+                0xab, 0xcd, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 0xc0, 12, 0, 1, 0, 1,
+            ][..],
+            &[
+                0xab, 0xcd, 0x01, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 1, b'a', 0, 0, 1, 0, 1,
+            ][..],
+        ] {
+            let n = slip_reply(bad, &mut out).unwrap();
+            assert_eq!(&out[..n], &[0xab, 0xcd, 0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        assert_eq!(slip_reply(&q[..11], &mut out), None);
     }
 }

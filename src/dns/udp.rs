@@ -121,8 +121,46 @@ impl ResponseHandler for UdpReply {
     }
 }
 
+/// What a worker does with one datagram after [`on_datagram`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Send the first `len` bytes of the slot back (a fast-path answer or an RRL slip).
+    Reply(usize),
+    /// Send nothing (not a query, or dropped by rate limiting).
+    Nothing,
+    /// Hand the datagram to [`full_path`].
+    Full,
+}
+
+/// The inline part of serving one datagram from `src`: the fast path, then rate limiting
+/// of its answer. `slot` receives the reply.
+pub fn on_datagram(
+    snap: &Snapshot,
+    metrics: &Metrics,
+    rrl: Option<&Rrl>,
+    packet: &[u8],
+    src: SocketAddr,
+    slot: &mut [u8],
+) -> Step {
+    match fast::answer(snap, metrics, packet, src.ip(), slot) {
+        Fast::Answered(len) => match rrl.map(|r| judge(r, src, packet, &slot[..len])) {
+            None | Some(Verdict::Send) => Step::Reply(len),
+            Some(Verdict::Slip) => {
+                metrics.rrl_slipped.inc();
+                slip_reply(packet, slot).map_or(Step::Nothing, Step::Reply)
+            }
+            Some(Verdict::Drop) => {
+                metrics.rrl_dropped.inc();
+                Step::Nothing
+            }
+        },
+        Fast::Drop => Step::Nothing,
+        Fast::Slow => Step::Full,
+    }
+}
+
 /// The rate-limit verdict for `reply` to `query` from `src`.
-fn judge(rrl: &Rrl, src: SocketAddr, query: &[u8], reply: &[u8]) -> Verdict {
+pub fn judge(rrl: &Rrl, src: SocketAddr, query: &[u8], reply: &[u8]) -> Verdict {
     let Some(rcode) = reply.get(3).map(|b| b & 0x0f) else {
         return Verdict::Send;
     };
@@ -182,7 +220,14 @@ pub async fn full_path<R: ResponseHandler>(
         return;
     }
     let header = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    match Request::from_bytes(bytes, src, protocol) {
+    let request = if first_question_is_compressed(&bytes) {
+        // hickory would decode it, then echo the raw question bytes, pointer and all, into
+        // a reply where the pointer means something else: a reply that does not parse.
+        Err("compression pointer in the first question".to_owned())
+    } else {
+        Request::from_bytes(bytes, src, protocol).map_err(|e| e.to_string())
+    };
+    match request {
         Ok(request) => {
             handler
                 .handle_request::<R, TokioTime>(&request, reply)
@@ -197,6 +242,24 @@ pub async fn full_path<R: ResponseHandler>(
             ]);
         }
     }
+}
+
+/// Whether the first question's name contains a compression pointer. Nothing precedes it
+/// but the header, so a pointer there can only point into the header or back into the
+/// name itself: never a valid name (RFC 1035 4.1.4 pointers refer to prior names).
+fn first_question_is_compressed(bytes: &[u8]) -> bool {
+    if bytes.get(4..6) == Some(&[0, 0]) {
+        return false;
+    }
+    let mut i = 12;
+    while let Some(&len) = bytes.get(i) {
+        match len {
+            0 => return false,
+            1..=63 => i += usize::from(len) + 1,
+            _ => return len & 0xc0 == 0xc0,
+        }
+    }
+    false
 }
 
 /// The UDP worker threads.
@@ -293,24 +356,15 @@ fn serve(
             };
             let started = Instant::now();
             let slot = &mut out[i * BUF..(i + 1) * BUF];
-            match fast::answer(&snap, &metrics, packet, src.ip(), slot) {
-                Fast::Answered(len) => {
+            match on_datagram(&snap, &metrics, rrl.as_deref(), packet, src, slot) {
+                Step::Reply(len) => {
                     metrics
                         .request_duration
                         .observe(started.elapsed().as_secs_f64());
-                    match rrl.as_deref().map(|r| judge(r, src, packet, &slot[..len])) {
-                        None | Some(Verdict::Send) => replies.push((i, len)),
-                        Some(Verdict::Slip) => {
-                            metrics.rrl_slipped.inc();
-                            if let Some(len) = slip_reply(packet, slot) {
-                                replies.push((i, len));
-                            }
-                        }
-                        Some(Verdict::Drop) => metrics.rrl_dropped.inc(),
-                    }
+                    replies.push((i, len));
                 }
-                Fast::Drop => {}
-                Fast::Slow => {
+                Step::Nothing => {}
+                Step::Full => {
                     let bytes = packet.to_vec();
                     let handler = handler.clone();
                     let socket = socket.clone();

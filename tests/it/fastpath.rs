@@ -5,24 +5,17 @@
 use std::{net::IpAddr, sync::Arc};
 
 use arc_swap::ArcSwap;
-use gtmd::{
-    dns::{
-        DnsHandler,
-        fast::{self, Fast},
-        udp::{Capture, full_path},
-    },
-    health::HealthTable,
-    metrics::Metrics,
-    snapshot::Snapshot,
-};
+use gtmd::{dns::DnsHandler, health::HealthTable, metrics::Metrics, snapshot::Snapshot};
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query},
     rr::{
         Name, RecordType,
-        rdata::opt::{ClientSubnet, EdnsCode, EdnsOption},
+        rdata::opt::{ClientSubnet, EdnsOption},
     },
 };
 use proptest::prelude::*;
+
+use crate::differential::{Outcome, compare};
 
 fn snapshot_of(toml: &str) -> (Arc<ArcSwap<Snapshot>>, Arc<Metrics>) {
     let config = gtmd::config::parse_with_env(std::path::Path::new("t.toml"), toml, []).unwrap();
@@ -171,68 +164,6 @@ fn query_bytes(c: &Case) -> Vec<u8> {
     bytes
 }
 
-/// EDNS of a reply: payload, version, ECS (source, scope).
-type EdnsSummary = Option<(u16, u8, Option<(u8, u8)>)>;
-
-/// What "semantically identical" compares.
-fn summary(bytes: &[u8]) -> (String, Vec<String>, EdnsSummary) {
-    let m = Message::from_vec(bytes).unwrap();
-    let md = &m.metadata;
-    let head = format!(
-        "{:?} aa={} tc={} rd={} ra={} cd={} an={} ns={} ar={}",
-        md.response_code,
-        md.authoritative,
-        md.truncation,
-        md.recursion_desired,
-        md.recursion_available,
-        md.checking_disabled,
-        m.answers.len(),
-        m.authorities.len(),
-        m.additionals.len(),
-    );
-    // Owner names compare case-insensitively (a compression pointer to the question
-    // carries the client's case); record data compares exactly.
-    let show = |section: &str, r: &hickory_proto::rr::Record| {
-        let data = r.data.to_string();
-        // Names inside record data are case-insensitive too (they may be compressed
-        // against the question); text data is not.
-        let data = match r.record_type() {
-            RecordType::TXT | RecordType::CAA => data,
-            _ => data.to_ascii_lowercase(),
-        };
-        format!(
-            "{section} {} {} {} {} {data}",
-            r.name.to_lowercase(),
-            r.ttl,
-            r.dns_class,
-            r.record_type(),
-        )
-    };
-    let records = m
-        .answers
-        .iter()
-        .map(|r| show("AN", r))
-        .chain(m.authorities.iter().map(|r| show("NS", r)))
-        .chain(m.additionals.iter().map(|r| show("AR", r)))
-        .collect();
-    let edns = m.edns.as_ref().map(|e| {
-        let ecs = match e.option(EdnsCode::Subnet) {
-            Some(EdnsOption::Subnet(s)) => Some((s.source_prefix(), s.scope_prefix())),
-            _ => None,
-        };
-        (e.max_payload(), e.version(), ecs)
-    });
-    (head, records, edns)
-}
-
-fn question(bytes: &[u8]) -> &[u8] {
-    let mut i = 12;
-    while bytes[i] != 0 {
-        i += bytes[i] as usize + 1;
-    }
-    &bytes[12..i + 5]
-}
-
 #[test]
 fn fast_and_full_paths_agree() {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -255,34 +186,11 @@ fn fast_and_full_paths_agree() {
                 total.set(total.get() + 1);
                 let bytes = query_bytes(&c);
                 let src: std::net::SocketAddr = format!("10.1.{}.7:5300", c.src).parse().unwrap();
-                let snap = snapshot.load();
-                let mut out = vec![0u8; 4096];
-                gtmd::policy::rng::seed(c.seed);
-                let fast = fast::answer(&snap, &metrics, &bytes, src.ip(), &mut out);
-                let Fast::Answered(len) = fast else {
-                    return Ok(());
-                };
-                answered_fast.set(answered_fast.get() + 1);
-                let capture = Capture::default();
-                gtmd::policy::rng::seed(c.seed);
-                runtime.block_on(full_path(
-                    &handler,
-                    bytes.clone(),
-                    src,
-                    hickory_server::net::xfer::Protocol::Udp,
-                    capture.clone(),
-                    |_| {},
-                ));
-                let full = capture
-                    .0
-                    .lock()
-                    .unwrap()
-                    .clone()
-                    .expect("the full path answers");
-                let fast = &out[..len];
-                prop_assert_eq!(question(fast), question(&bytes), "question echoed as sent");
-                prop_assert_eq!(question(&full), question(&bytes));
-                prop_assert_eq!(summary(fast), summary(&full), "query {:?}", c);
+                match compare(&snapshot, &metrics, &handler, &runtime, &bytes, src, c.seed) {
+                    Ok(Outcome::Declined) => {}
+                    Ok(Outcome::Agreed) => answered_fast.set(answered_fast.get() + 1),
+                    Err(e) => prop_assert!(false, "query {:?}: {}", c, e),
+                }
                 Ok(())
             })
             .unwrap_or_else(|e| panic!("{e}"));

@@ -3,10 +3,17 @@
 mod backend;
 pub mod cli;
 mod config;
+#[path = "../common/differential.rs"]
+mod differential;
 mod dig;
 mod dns;
 mod e2e;
 mod fastpath;
+#[path = "../common/fixtures.rs"]
+mod fixtures;
+#[path = "../common/fuzz_checks.rs"]
+mod fuzz_checks;
+mod fuzz_regressions;
 mod health;
 mod malformed;
 pub mod ops;

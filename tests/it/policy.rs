@@ -14,96 +14,13 @@ use hickory_proto::{
 
 use crate::support::{BOTH, Proto, TestServer, ask, query};
 
-const EU: &str = "127.0.0.31";
-const US: &str = "127.0.0.32";
+use crate::fixtures::{EU, US};
 
+/// The policy test config, with `extra_geo` added to its `[geo]` table.
 pub fn toml(extra_geo: &str) -> String {
-    format!(
-        r#"
-[geo]
-mmdb = "{mmdb}"
-{extra_geo}
-[[geo.regions]]
-name = "lab"
-networks = ["10.0.0.0/8"]
-
-[[zones]]
-origin = "p.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.p.test"
-
-[[clusters]]
-name = "eu"
-ingress = ["{EU}"]
-lat = 50.1
-lon = 8.7
-[[clusters]]
-name = "us"
-ingress = ["{US}"]
-lat = 39.0
-lon = -77.5
-
-[[apps]]
-hostname = "geo.p.test"
-policy = "geo"
-targets = [{{ cluster = "eu" }}, {{ cluster = "us" }}]
-pools = [{{ name = "eu", clusters = ["eu"] }}, {{ name = "us", clusters = ["us"] }}]
-rules = [
-  {{ match = "continent:EU", pools = ["eu", "us"] }},
-  {{ match = "region:lab", pools = ["us"] }},
-  {{ match = "default", pools = ["us", "eu"] }},
-]
-
-[[apps]]
-hostname = "fenced.p.test"
-policy = "geo"
-targets = [{{ cluster = "eu", force = "down" }}, {{ cluster = "us" }}]
-pools = [{{ name = "eu", clusters = ["eu"] }}, {{ name = "us", clusters = ["us"] }}]
-rules = [
-  {{ match = ["country:DE", "country:FR"], pools = ["eu"], geofence = true }},
-  {{ match = "default", pools = ["us"] }},
-]
-
-[[apps]]
-hostname = "fenced-none.p.test"
-policy = "geo"
-fallback = "none"
-targets = [{{ cluster = "eu", force = "down" }}, {{ cluster = "us" }}]
-pools = [{{ name = "eu", clusters = ["eu"] }}, {{ name = "us", clusters = ["us"] }}]
-rules = [
-  {{ match = "country:DE", pools = ["eu"], geofence = true }},
-  {{ match = "default", pools = ["us"] }},
-]
-
-[[apps]]
-hostname = "near.p.test"
-policy = "nearest"
-targets = [{{ cluster = "eu" }}, {{ cluster = "us" }}]
-
-[[apps]]
-hostname = "sticky.p.test"
-policy = "weighted"
-sticky = true
-targets = [{{ cluster = "eu", weight = 50 }}, {{ cluster = "us", weight = 50 }}]
-
-[[apps]]
-hostname = "plain.p.test"
-targets = [{{ cluster = "eu" }}, {{ cluster = "us" }}]
-
-[[apps]]
-hostname = "noecs.p.test"
-policy = "geo"
-ignore_ecs = true
-targets = [{{ cluster = "eu" }}, {{ cluster = "us" }}]
-pools = [{{ name = "eu", clusters = ["eu"] }}, {{ name = "us", clusters = ["us"] }}]
-rules = [
-  {{ match = "continent:EU", pools = ["eu"] }},
-  {{ match = "default", pools = ["us"] }},
-]
-"#,
-        mmdb = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/geo-test.mmdb")
+    crate::fixtures::policy_toml(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/geo-test.mmdb"),
+        extra_geo,
     )
 }
 

@@ -1,0 +1,245 @@
+//! The checks behind the fuzz targets (`fuzz/`), shared with the integration tests that
+//! replay the seeds and every crash the fuzzers found (`tests/it/fuzz_regressions.rs`):
+//! each function takes one raw fuzz input and panics if gtmd misbehaves on it.
+//!
+//! Packet inputs start with a 10-byte set-up header (config choice and client address,
+//! then the policy seed); the rest is the datagram. The configs are the integration
+//! tests' own (`fixtures.rs`), loaded into snapshots once.
+
+use std::{
+    cell::RefCell,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, LazyLock},
+};
+
+use arc_swap::ArcSwap;
+use gtmd::{
+    dns::{
+        DnsHandler,
+        rrl::{Rrl, RrlSettings, slip_reply},
+        udp::{Capture, Step, full_path, on_datagram},
+    },
+    health::HealthTable,
+    metrics::Metrics,
+    snapshot::Snapshot,
+};
+use hickory_proto::op::{Message, MessageType};
+use hickory_server::net::xfer::Protocol;
+
+use super::{differential::compare, fixtures};
+
+/// One loaded config.
+pub struct Served {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub handler: DnsHandler,
+}
+
+fn serve(toml: &str) -> Served {
+    let path = Path::new("fuzz.toml");
+    let config = gtmd::config::parse_with_env(path, toml, []).expect("fixture parses");
+    let model = Arc::new(
+        gtmd::from_config(path, &config)
+            .expect("fixture is valid")
+            .model,
+    );
+    let metrics = Arc::new(Metrics::new());
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+        &model,
+        &HealthTable::initial(&model),
+        &metrics,
+    )));
+    let handler = DnsHandler::new(snapshot.clone(), metrics.clone());
+    Served {
+        snapshot,
+        metrics,
+        handler,
+    }
+}
+
+/// The repository root, whether this file is compiled into the main crate's tests or the
+/// fuzz crate (one level down).
+pub fn repo_root() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if dir.join("tests/common").is_dir() {
+        dir.to_path_buf()
+    } else {
+        dir.join("..")
+    }
+}
+
+/// The record-shapes zone and the every-policy zone.
+pub static SERVED: LazyLock<[Served; 2]> = LazyLock::new(|| {
+    let mmdb = repo_root().join("tests/data/geo-test.mmdb");
+    [
+        serve(&fixtures::zone_toml()),
+        serve(&fixtures::policy_toml(&mmdb.to_string_lossy(), "")),
+    ]
+});
+
+/// The runtime the full path runs on.
+pub static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+});
+
+/// Splits a packet input into (config, client address, seed, datagram). Clients cover
+/// IPv4 and IPv6, the test geo database's networks (10/8 is a configured region) and
+/// loopback.
+pub fn split(data: &[u8]) -> Option<(&'static Served, SocketAddr, u64, &[u8])> {
+    let (head, packet) = data.split_at_checked(10)?;
+    let served = &SERVED[usize::from(head[0] & 1)];
+    let ip = match head[0] >> 1 & 3 {
+        0 => IpAddr::V4(Ipv4Addr::new(10, head[1], 0, 7)),
+        1 => IpAddr::V4(Ipv4Addr::new(head[1], 51, 100, 9)),
+        2 => IpAddr::V6(Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            u16::from(head[1]),
+            0,
+            0,
+            0,
+            0,
+            1,
+        )),
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    let seed = u64::from_le_bytes(head[2..10].try_into().ok()?);
+    Some((served, SocketAddr::new(ip, 5300), seed, packet))
+}
+
+/// Every datagram the UDP fast path answers gets a semantically identical reply from the
+/// full hickory path (see `differential.rs` for what "identical" means).
+pub fn differential(data: &[u8]) {
+    let Some((served, src, seed, packet)) = split(data) else {
+        return;
+    };
+    if let Err(e) = compare(
+        &served.snapshot,
+        &served.metrics,
+        &served.handler,
+        &RUNTIME,
+        packet,
+        src,
+        seed,
+    ) {
+        panic!("fast and full paths disagree on {packet:02x?}:\n{e}");
+    }
+}
+
+/// A limit low enough that the fuzzer sees answers, slips and drops.
+static RRL: LazyLock<Rrl> = LazyLock::new(|| {
+    Rrl::new(RrlSettings {
+        responses_per_second: 5,
+        slip: 2,
+        ipv4_prefix: 24,
+        ipv6_prefix: 56,
+        exempt: vec![],
+    })
+});
+
+fn check_reply(query: &[u8], reply: &[u8], max: usize, what: &str) {
+    let m = Message::from_vec(reply)
+        .unwrap_or_else(|e| panic!("{what} reply does not parse ({e}): {reply:02x?}"));
+    assert!(
+        m.metadata.message_type == MessageType::Response,
+        "{what} reply is not a response"
+    );
+    assert_eq!(reply[..2], query[..2], "{what} reply has another ID");
+    assert!(
+        reply.len() <= max,
+        "{what} reply of {} bytes exceeds {max}",
+        reply.len()
+    );
+}
+
+/// The most a UDP reply to `query` may hold: the EDNS payload it advertises, else 512.
+fn udp_max(query: &[u8]) -> usize {
+    Message::from_vec(query)
+        .ok()
+        .and_then(|m| m.edns.map(|e| usize::from(e.max_payload())))
+        .map_or(512, |p| p.max(512))
+}
+
+fn full(
+    served: &Served,
+    packet: &[u8],
+    src: std::net::SocketAddr,
+    proto: Protocol,
+) -> Option<Vec<u8>> {
+    let capture = Capture::default();
+    let formerr = RefCell::new(None);
+    RUNTIME.block_on(full_path(
+        &served.handler,
+        packet.to_vec(),
+        src,
+        proto,
+        capture.clone(),
+        |r| *formerr.borrow_mut() = Some(r),
+    ));
+    let reply = capture.0.lock().unwrap().take();
+    reply.or_else(|| formerr.borrow_mut().take())
+}
+
+/// Raw bytes into the request handler, as a UDP worker and a TCP connection would pass
+/// them: the fast path with rate limiting, the full hickory path, the RRL slip reply. No
+/// input may panic; every reply must parse, be a response (QR=1) with the query's ID, and
+/// over UDP fit the size the query allows (512 bytes without EDNS).
+pub fn packet(data: &[u8]) {
+    let Some((served, src, seed, packet)) = split(data) else {
+        return;
+    };
+    let mut slot = vec![0u8; 4096];
+    if let Some(len) = slip_reply(packet, &mut slot) {
+        check_reply(packet, &slot[..len], 512, "slip");
+    }
+    if seed & 1 == 0 {
+        let snap = served.snapshot.load();
+        let rrl = (seed & 2 != 0 && !matches!(src.ip(), IpAddr::V4(a) if a.is_loopback()))
+            .then_some(&*RRL);
+        match on_datagram(&snap, &served.metrics, rrl, packet, src, &mut slot) {
+            Step::Reply(len) => check_reply(packet, &slot[..len], udp_max(packet), "fast path"),
+            Step::Nothing => {}
+            Step::Full => {
+                if let Some(reply) = full(served, packet, src, Protocol::Udp) {
+                    check_reply(packet, &reply, udp_max(packet), "full path (UDP)");
+                }
+            }
+        }
+    } else if let Some(reply) = full(served, packet, src, Protocol::Tcp) {
+        check_reply(packet, &reply, 65535, "full path (TCP)");
+    }
+}
+
+/// Arbitrary text as a config file (and `GTMD__…` overrides): loading, validating and
+/// building a snapshot never panics, and every rejection names the file and carries a
+/// message. Input: the file text, optionally followed by a NUL byte and `KEY=VALUE` lines
+/// passed as environment overrides.
+pub fn config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (file, env) = text.split_once('\0').unwrap_or((text, ""));
+    let env: Vec<(String, String)> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (format!("GTMD__{k}"), v.to_owned()))
+        .collect();
+    let path = Path::new("fuzz.toml");
+    let result = gtmd::config::parse_with_env(path, file, env)
+        .and_then(|config| gtmd::from_config(path, &config));
+    if let Err(errors) = result {
+        assert!(!errors.errors.is_empty(), "a rejection without an error");
+        let shown = errors.to_string();
+        assert!(
+            shown.contains("fuzz.toml"),
+            "error does not name the file: {shown}"
+        );
+        for e in &errors.errors {
+            assert!(!e.message.is_empty(), "an error without a message: {e:?}");
+        }
+    }
+}
