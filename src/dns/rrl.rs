@@ -29,15 +29,20 @@ pub enum Verdict {
     Drop,
 }
 
-/// Response classes that share a budget.
+/// Response classes, each with its own budget (as Knot's RRL classes them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
-    /// A positive answer: keyed by the name.
+    /// A positive answer or NODATA: keyed by the name.
     Answer,
-    /// NXDOMAIN: keyed by the zone (random-subdomain floods).
+    /// NXDOMAIN: keyed by the zone (random-subdomain floods share one budget).
     NxDomain,
-    /// Errors (REFUSED, FORMERR, …).
+    /// Errors (REFUSED, FORMERR, …): keyed by the name.
     Error,
+    /// A referral to a child zone: keyed by the delegation point, so a flood of random
+    /// names under one delegation shares one budget.
+    Referral,
+    /// An answer to a query of type ANY (the classic amplifier): keyed by the name.
+    Any,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,33 +150,94 @@ impl Rrl {
     }
 }
 
-/// The class of a response by its rcode.
-pub fn class_of(rcode: u8) -> Class {
-    match rcode {
+/// The budget a response draws from: its class and key (a lower-case wire-format name
+/// written into `buf`). NXDOMAIN and referrals are keyed by the owner of the reply's first
+/// authority record (the zone's SOA, the delegation's NS), anything else by the question
+/// name. Reads only what the two messages say, with bounds on every step; what cannot be
+/// read falls back to the question name, or to the empty key.
+pub fn budget<'a>(query: &[u8], reply: &[u8], buf: &'a mut [u8; 256]) -> (Class, &'a [u8]) {
+    let word = |m: &[u8], i: usize| m.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let rcode = reply.get(3).map_or(0, |b| b & 0x0f);
+    let authoritative = reply.get(2).is_some_and(|b| b & 0x04 != 0);
+    let answers = word(reply, 6).unwrap_or(0);
+    let authorities = word(reply, 8).unwrap_or(0);
+    let qtype = skip_name(query, 12).and_then(|end| word(query, end));
+    let class = match rcode {
+        0 if qtype == Some(255) => Class::Any,
+        0 if !authoritative && answers == 0 && authorities > 0 => Class::Referral,
         0 => Class::Answer,
         3 => Class::NxDomain,
         _ => Class::Error,
+    };
+    let by_zone = matches!(class, Class::NxDomain | Class::Referral)
+        .then(|| first_authority_owner(reply, buf))
+        .flatten();
+    let len = by_zone.or_else(|| read_name(query, 12, buf)).unwrap_or(0);
+    (class, &buf[..len])
+}
+
+/// The owner name of the first authority record of `msg`, into `out`; its length.
+fn first_authority_owner(msg: &[u8], out: &mut [u8; 256]) -> Option<usize> {
+    let count = |i: usize| msg.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
+    let mut pos = 12;
+    for _ in 0..count(4)? {
+        pos = skip_name(msg, pos)? + 4;
+    }
+    for _ in 0..count(6)? {
+        pos = skip_name(msg, pos)? + 8;
+        pos += usize::from(count(pos)?) + 2;
+    }
+    if count(8)? == 0 {
+        return None;
+    }
+    read_name(msg, pos, out)
+}
+
+/// The offset just past the (possibly compressed) name at `pos`.
+fn skip_name(msg: &[u8], mut pos: usize) -> Option<usize> {
+    loop {
+        let len = *msg.get(pos)?;
+        match len {
+            0 => return Some(pos + 1),
+            1..=63 => pos += usize::from(len) + 1,
+            _ if len & 0xc0 == 0xc0 => return Some(pos + 2),
+            _ => return None,
+        }
     }
 }
 
-/// The budget key of a response: the name for answers and errors; for NXDOMAIN its last two
-/// labels, so a random-subdomain flood under one zone shares one budget. `name` is in wire
-/// format (lower case).
-pub fn key_of(class: Class, name: &[u8]) -> &[u8] {
-    if class != Class::NxDomain {
-        return name;
+/// The name at `pos`, decompressed and lower-cased, into `out` in wire format; its length.
+/// At most 255 bytes and 32 pointers, so a hostile message cannot loop.
+fn read_name(msg: &[u8], mut pos: usize, out: &mut [u8; 256]) -> Option<usize> {
+    let mut n = 0;
+    for _ in 0..32 {
+        loop {
+            let len = *msg.get(pos)?;
+            match len {
+                0 => {
+                    out[n] = 0;
+                    return Some(n + 1);
+                }
+                1..=63 => {
+                    let label = msg.get(pos..pos + usize::from(len) + 1)?;
+                    if n + label.len() + 1 > 255 {
+                        return None;
+                    }
+                    for (o, b) in out[n..].iter_mut().zip(label) {
+                        *o = b.to_ascii_lowercase();
+                    }
+                    n += label.len();
+                    pos += label.len();
+                }
+                _ if len & 0xc0 == 0xc0 => {
+                    pos = usize::from(u16::from_be_bytes([len & 0x3f, *msg.get(pos + 1)?]));
+                    break;
+                }
+                _ => return None,
+            }
+        }
     }
-    // Label start offsets; keep the last two labels (and the root).
-    let mut starts = Vec::with_capacity(8);
-    let mut i = 0;
-    while i < name.len() && name[i] != 0 {
-        starts.push(i);
-        i += name[i] as usize + 1;
-    }
-    match starts.len() {
-        0..=2 => name,
-        n => &name[starts[n - 2]..],
-    }
+    None
 }
 
 /// An empty TC=1 reply to `query` (header and question only) into `out`; its length.
@@ -289,5 +355,178 @@ mod tests {
             assert_eq!(&out[..n], &[0xab, 0xcd, 0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         }
         assert_eq!(slip_reply(&q[..11], &mut out), None);
+    }
+
+    /// A reply built by hickory (compressed as on the wire) and the query it answers.
+    fn exchange(
+        qname: &str,
+        qtype: hickory_proto::rr::RecordType,
+        rcode: hickory_proto::op::ResponseCode,
+        aa: bool,
+        answers: &[&str],
+        authority: Option<(&str, hickory_proto::rr::RData)>,
+    ) -> (Vec<u8>, Vec<u8>) {
+        use hickory_proto::{
+            op::{Message, MessageType, OpCode, Query},
+            rr::{Name, RData, Record, rdata::A},
+        };
+        let name = Name::from_ascii(qname).unwrap();
+        let mut q = Message::new(9, MessageType::Query, OpCode::Query);
+        q.add_query(Query::query(name.clone(), qtype));
+        let mut r = Message::new(9, MessageType::Response, OpCode::Query);
+        r.add_query(Query::query(name, qtype));
+        r.metadata.response_code = rcode;
+        r.metadata.authoritative = aa;
+        for a in answers {
+            r.add_answer(Record::from_rdata(
+                Name::from_ascii(a).unwrap(),
+                60,
+                RData::A(A::new(192, 0, 2, 1)),
+            ));
+        }
+        if let Some((owner, data)) = authority {
+            r.add_authority(Record::from_rdata(
+                Name::from_ascii(owner).unwrap(),
+                60,
+                data,
+            ));
+        }
+        (q.to_vec().unwrap(), r.to_vec().unwrap())
+    }
+
+    fn wire(name: &str) -> Vec<u8> {
+        let mut v = Vec::new();
+        for label in name.trim_end_matches('.').split('.') {
+            v.push(label.len() as u8);
+            v.extend_from_slice(label.as_bytes());
+        }
+        v.push(0);
+        v
+    }
+
+    #[test]
+    fn responses_are_classed_and_keyed_as_knot_does() {
+        use hickory_proto::{
+            op::ResponseCode,
+            rr::{
+                Name, RData, RecordType,
+                rdata::{NS, SOA},
+            },
+        };
+        let soa = || {
+            RData::SOA(SOA::new(
+                Name::from_ascii("ns.t.test.").unwrap(),
+                Name::from_ascii("h.t.test.").unwrap(),
+                1,
+                2,
+                3,
+                4,
+                5,
+            ))
+        };
+        let ns = || RData::NS(NS(Name::from_ascii("ns.child.net.").unwrap()));
+        let mut buf = [0u8; 256];
+        let cases = [
+            (
+                exchange(
+                    "WWW.t.test.",
+                    RecordType::A,
+                    ResponseCode::NoError,
+                    true,
+                    &["www.t.test."],
+                    None,
+                ),
+                Class::Answer,
+                "www.t.test",
+            ),
+            (
+                exchange(
+                    "www.t.test.",
+                    RecordType::AAAA,
+                    ResponseCode::NoError,
+                    true,
+                    &[],
+                    Some(("t.test.", soa())),
+                ),
+                Class::Answer,
+                "www.t.test",
+            ),
+            (
+                exchange(
+                    "www.t.test.",
+                    RecordType::ANY,
+                    ResponseCode::NoError,
+                    true,
+                    &["www.t.test."],
+                    None,
+                ),
+                Class::Any,
+                "www.t.test",
+            ),
+            (
+                exchange(
+                    "x7f3.Y.t.test.",
+                    RecordType::A,
+                    ResponseCode::NXDomain,
+                    true,
+                    &[],
+                    Some(("t.test.", soa())),
+                ),
+                Class::NxDomain,
+                "t.test",
+            ),
+            (
+                exchange(
+                    "r4nd.sub.t.test.",
+                    RecordType::A,
+                    ResponseCode::NoError,
+                    false,
+                    &[],
+                    Some(("Sub.t.test.", ns())),
+                ),
+                Class::Referral,
+                "sub.t.test",
+            ),
+            (
+                exchange(
+                    "www.other.",
+                    RecordType::A,
+                    ResponseCode::Refused,
+                    false,
+                    &[],
+                    None,
+                ),
+                Class::Error,
+                "www.other",
+            ),
+        ];
+        for ((query, reply), class, key) in cases {
+            let (c, k) = budget(&query, &reply, &mut buf);
+            assert_eq!((c, k), (class, &wire(key)[..]), "{key}");
+        }
+    }
+
+    #[test]
+    fn hostile_replies_fall_back_to_the_question_name() {
+        let (query, mut reply) = exchange(
+            "a.t.test.",
+            hickory_proto::rr::RecordType::A,
+            hickory_proto::op::ResponseCode::NXDomain,
+            true,
+            &[],
+            None,
+        );
+        // Claims an authority record it does not have, then a pointer loop as its owner.
+        reply[9] = 1;
+        let mut buf = [0u8; 256];
+        assert_eq!(
+            budget(&query, &reply, &mut buf),
+            (Class::NxDomain, &wire("a.t.test")[..])
+        );
+        let at = reply.len();
+        reply.extend_from_slice(&[0xc0, at as u8]);
+        assert_eq!(budget(&query, &reply, &mut buf).1, &wire("a.t.test")[..]);
+        // Nothing readable at all.
+        assert_eq!(budget(&[], &[], &mut buf), (Class::Answer, &[][..]));
     }
 }

@@ -29,7 +29,7 @@ use tracing::debug;
 use super::{
     DnsHandler,
     fast::{self, Fast},
-    rrl::{Rrl, Verdict, class_of, key_of, slip_reply},
+    rrl::{Rrl, Verdict, budget, slip_reply},
 };
 use crate::{metrics::Metrics, snapshot::Snapshot};
 
@@ -161,25 +161,9 @@ pub fn on_datagram(
 
 /// The rate-limit verdict for `reply` to `query` from `src`.
 pub fn judge(rrl: &Rrl, src: SocketAddr, query: &[u8], reply: &[u8]) -> Verdict {
-    let Some(rcode) = reply.get(3).map(|b| b & 0x0f) else {
-        return Verdict::Send;
-    };
-    let class = class_of(rcode);
-    // The question name, lower case (bounded: a DNS name is at most 255 bytes).
-    let mut name = [0u8; 256];
-    let mut i = 12;
-    let mut n = 0;
-    while let Some(&len) = query.get(i) {
-        if len == 0 || len & 0xc0 != 0 || n + len as usize + 1 > 255 {
-            break;
-        }
-        for (k, b) in query.iter().skip(i).take(len as usize + 1).enumerate() {
-            name[n + k] = b.to_ascii_lowercase();
-        }
-        n += len as usize + 1;
-        i += len as usize + 1;
-    }
-    rrl.check(src.ip(), class, key_of(class, &name[..n]))
+    let mut buf = [0u8; 256];
+    let (class, key) = budget(query, reply, &mut buf);
+    rrl.check(src.ip(), class, key)
 }
 
 /// Keeps the reply instead of sending it (tests and benches compare the two paths).

@@ -106,3 +106,73 @@ fn a_flood_from_one_network_is_limited_and_slipped() {
         assert_eq!(r.answers.len(), 1);
     }
 }
+
+/// Sends `queries` from `sock` in quick chunks (well inside one second, so one bucket's
+/// burst is all that can be answered), reading the replies after each chunk so none
+/// overflow the socket; counts (full answers, TC replies).
+fn burst(sock: &UdpSocket, server: std::net::SocketAddr, queries: &[Vec<u8>]) -> (u64, u64) {
+    let mut buf = [0u8; 2048];
+    let (mut full, mut tc) = (0, 0);
+    let mut count = |quiet: Duration| {
+        sock.set_read_timeout(Some(quiet)).unwrap();
+        while let Ok((n, _)) = sock.recv_from(&mut buf) {
+            if Message::from_vec(&buf[..n]).unwrap().metadata.truncation {
+                tc += 1;
+            } else {
+                full += 1;
+            }
+        }
+    };
+    for chunk in queries.chunks(50) {
+        for q in chunk {
+            sock.send_to(q, server).unwrap();
+        }
+        count(Duration::from_millis(5));
+    }
+    count(Duration::from_millis(300));
+    (full, tc)
+}
+
+#[test]
+fn referrals_nxdomain_and_any_have_budgets_of_their_own() {
+    let s = TestServer::start(&CONFIG.replace(
+        "[[zones.records]]",
+        "[[zones.records]]\nname = \"sub\"\ntype = \"NS\"\nvalue = \"ns.child.net.\"\n[[zones.records]]",
+    ));
+    let sock = UdpSocket::bind("127.0.2.1:0").unwrap();
+    let many = |fmt: &dyn Fn(u32) -> String, rtype| -> Vec<Vec<u8>> {
+        (0..600)
+            .map(|i| query(&fmt(i), rtype).to_vec().unwrap())
+            .collect()
+    };
+    // 600 random names under one delegation: one referral budget (one second's worth).
+    let (full, tc) = burst(
+        &sock,
+        s.addr,
+        &many(&|i| format!("r{i}.sub.rl.test."), RecordType::A),
+    );
+    eprintln!("referrals: {full} answered, {tc} truncated of 600");
+    assert!((200..=260).contains(&full), "referrals answered {full}");
+    assert!(tc > 100, "limited referrals slipped: {tc}");
+    // 600 random missing names: one NXDOMAIN budget for the zone.
+    let (full, _) = burst(
+        &sock,
+        s.addr,
+        &many(&|i| format!("n{i}.rl.test."), RecordType::A),
+    );
+    eprintln!("NXDOMAIN: {full} answered of 600");
+    assert!((200..=260).contains(&full), "NXDOMAIN answered {full}");
+    // ANY for one name exhausts the ANY budget, not the answer budget of that name.
+    let (full, _) = burst(
+        &sock,
+        s.addr,
+        &many(&|_| "www.rl.test.".into(), RecordType::ANY),
+    );
+    assert!((200..=260).contains(&full), "ANY answered {full}");
+    let (full, tc) = burst(
+        &sock,
+        s.addr,
+        &many(&|_| "www.rl.test.".into(), RecordType::A)[..100],
+    );
+    assert_eq!((full, tc), (100, 0), "A answers keep their own budget");
+}
