@@ -37,7 +37,7 @@ fn picks(c: &mut Criterion) {
     let mut g = c.benchmark_group("pick");
     for n in [3usize, 10, 100] {
         let cs = candidates(n);
-        let mut out = Vec::with_capacity(n);
+        let mut out = gtmd::policy::Picks::with_capacity(n);
         let mut seed = 1u64;
         g.bench_with_input(BenchmarkId::new("all", n), &cs, |b, cs| {
             b.iter(|| {
@@ -134,7 +134,7 @@ fn geo_choose(c: &mut Criterion) {
         all_down: false,
     };
     let eu = || Location {
-        continent: Some("EU".into()),
+        continent: gtmd::geo::Code::new("EU"),
         db_scope: 24,
         ..Location::default()
     };

@@ -398,9 +398,16 @@ fn opt(
     match (client.ecs, scope) {
         (Some(ecs), Some(scope)) => {
             let bytes = ecs.source_prefix.div_ceil(8) as usize;
-            let (family, octets): (u16, Vec<u8>) = match ecs.addr {
-                IpAddr::V4(a) => (1, a.octets().to_vec()),
-                IpAddr::V6(a) => (2, a.octets().to_vec()),
+            let mut octets = [0u8; 16];
+            let family: u16 = match ecs.addr {
+                IpAddr::V4(a) => {
+                    octets[..4].copy_from_slice(&a.octets());
+                    1
+                }
+                IpAddr::V6(a) => {
+                    octets = a.octets();
+                    2
+                }
             };
             let len = 4 + bytes as u16;
             w.put(&(len + 4).to_be_bytes())?;

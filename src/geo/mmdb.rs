@@ -1,10 +1,10 @@
 //! A MaxMind database (GeoIP2 / GeoLite2 City or Country) as a location source.
 
-use std::{net::IpAddr, path::Path, sync::Arc};
+use std::{net::IpAddr, path::Path};
 
 use serde::Deserialize;
 
-use super::Location;
+use super::{Code, Location};
 
 /// An open MaxMind database, read fully into memory at load.
 pub struct GeoDb {
@@ -72,9 +72,8 @@ impl GeoDb {
         let Ok(Some(record)) = result.decode::<Record<'_>>() else {
             return;
         };
-        let upper = |s: &str| Arc::<str>::from(s.to_ascii_uppercase());
-        location.country = record.country.and_then(|c| c.iso_code).map(upper);
-        location.continent = record.continent.and_then(|c| c.code).map(upper);
+        location.country = record.country.and_then(|c| c.iso_code).and_then(Code::new);
+        location.continent = record.continent.and_then(|c| c.code).and_then(Code::new);
         location.coordinates = record
             .location
             .and_then(|l| Some((l.latitude?, l.longitude?)));

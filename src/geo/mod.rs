@@ -5,12 +5,14 @@
 //! around the client for which that answer is certain.
 
 pub mod cidr;
+pub mod code;
 pub mod distance;
 pub mod mmdb;
 
 use std::{net::IpAddr, sync::Arc};
 
 pub use cidr::PrefixTable;
+pub use code::Code;
 pub use mmdb::GeoDb;
 
 /// Where a client is, as far as gtmd can tell.
@@ -19,9 +21,9 @@ pub struct Location {
     /// Region from the `[geo] regions` table.
     pub region: Option<Arc<str>>,
     /// ISO 3166-1 alpha-2 country code, upper case (MaxMind).
-    pub country: Option<Arc<str>>,
+    pub country: Option<Code>,
     /// Continent code (`EU`, `NA`, `AS`, …), upper case (MaxMind).
-    pub continent: Option<Arc<str>>,
+    pub continent: Option<Code>,
     /// Latitude and longitude (MaxMind city data).
     pub coordinates: Option<(f64, f64)>,
     /// Prefix length around the client for which the region lookup holds.

@@ -1,9 +1,9 @@
 //! `all`: every candidate, rotated per query so no address is always first.
 
-use super::Candidate;
+use super::{Candidate, Picks};
 
 /// Appends up to `max` candidates, starting at `rotation` (mod the count).
-pub fn pick(candidates: &[Candidate], rotation: usize, max: usize, out: &mut Vec<usize>) {
+pub fn pick(candidates: &[Candidate], rotation: usize, max: usize, out: &mut Picks) {
     let n = candidates.len();
     if n == 0 {
         return;
@@ -29,12 +29,12 @@ mod tests {
     #[test]
     fn rotates_and_caps() {
         let cs = [c(0), c(1), c(2)];
-        let mut out = Vec::new();
+        let mut out = Picks::new();
         pick(&cs, 1, 8, &mut out);
-        assert_eq!(out, [1, 2, 0]);
+        assert_eq!(out[..], [1, 2, 0]);
         out.clear();
         pick(&cs, 5, 2, &mut out);
-        assert_eq!(out, [2, 0]);
+        assert_eq!(out[..], [2, 0]);
         out.clear();
         pick(&[], 3, 8, &mut out);
         assert!(out.is_empty());

@@ -2,7 +2,7 @@
 //! all-down fallback applied to every policy.
 
 use super::{
-    Candidate, PoolPolicy, all, failover,
+    Candidate, Picks, PoolPolicy, all, failover,
     geo::{Rule, matching_rule},
     nearest, weighted,
 };
@@ -86,7 +86,7 @@ pub struct ClientView<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Picked {
     /// Answer these targets (empty: NODATA for this family).
-    Targets(Vec<usize>),
+    Targets(Picks),
     /// No eligible target is up: apply the app's fallback, over all its targets or, for a
     /// geofenced rule, only over that rule's pools.
     Fallback { rule: Option<usize> },
@@ -105,7 +105,7 @@ pub struct Choice {
 }
 
 impl Choice {
-    fn targets(targets: Vec<usize>) -> Self {
+    fn targets(targets: Picks) -> Self {
         Self {
             picked: Picked::Targets(targets),
             scope: None,
@@ -124,7 +124,7 @@ fn run(
     max: usize,
     client: &ClientView<'_>,
     random: &mut dyn FnMut() -> u64,
-    out: &mut Vec<usize>,
+    out: &mut Picks,
 ) -> Option<u8> {
     let rotation = random() as usize;
     match policy {
@@ -167,11 +167,11 @@ pub fn choose(
     if view.all_down {
         return Choice {
             picked: Picked::Fallback { rule: None },
-            ..Choice::targets(Vec::new())
+            ..Choice::targets(Picks::new())
         };
     }
     let max = policy.max_answers;
-    let mut out = Vec::new();
+    let mut out = Picks::new();
     match policy.kind {
         PolicyKind::All | PolicyKind::Failover | PolicyKind::Weighted => {
             let scope = run(
@@ -189,7 +189,7 @@ pub fn choose(
                 return Choice {
                     picked: Picked::Fallback { rule: None },
                     scope,
-                    ..Choice::targets(Vec::new())
+                    ..Choice::targets(Picks::new())
                 };
             }
             Choice {
@@ -285,7 +285,7 @@ pub fn choose(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::geo::Matcher;
+    use crate::{geo::Code, policy::geo::Matcher};
 
     fn c(target: usize, weight: u32, priority: u32) -> Candidate {
         Candidate {
@@ -320,7 +320,7 @@ mod tests {
     fn targets(choice: &Choice) -> Vec<usize> {
         match &choice.picked {
             Picked::Targets(t) => {
-                let mut t = t.clone();
+                let mut t = t.to_vec();
                 t.sort_unstable();
                 t
             }
@@ -367,8 +367,8 @@ mod tests {
 
     fn located(country: &str, continent: &str) -> Location {
         Location {
-            country: Some(country.into()),
-            continent: Some(continent.into()),
+            country: Code::new(country),
+            continent: Code::new(continent),
             db_scope: 24,
             region_scope: 8,
             ..Location::default()

@@ -70,8 +70,8 @@ mod tests {
             },
         ];
         let de = Location {
-            country: Some("DE".into()),
-            continent: Some("EU".into()),
+            country: crate::geo::Code::new("DE"),
+            continent: crate::geo::Code::new("EU"),
             ..Location::default()
         };
         assert_eq!(matching_rule(&rules, &de).unwrap().0, 1);

@@ -15,6 +15,10 @@ pub mod weighted;
 
 pub use choose::{Choice, ClientView, choose};
 
+/// The targets a policy picked, inline up to 8 (no allocation per query for any app with
+/// up to 8 answers; more spill to the heap).
+pub type Picks = smallvec::SmallVec<[usize; 8]>;
+
 /// A target a policy may choose: up, and with addresses of the asked family.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {

@@ -133,7 +133,7 @@ proptest! {
         let mut moved = 0u64;
         for client in 0..n {
             let key = mix(client, 0xfeed);
-            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut a, mut b) = (super::Picks::new(), super::Picks::new());
             weighted::pick_sticky(&before, 1, key, &mut a);
             weighted::pick_sticky(&after, 1, key, &mut b);
             if a != b {

@@ -5,14 +5,14 @@
 //! keeps its target as long as it is healthy, and changing one target's weight only moves
 //! the clients whose winner changes because of it — no reshuffle of everyone else.
 
-use super::{Candidate, all, mix};
+use super::{Candidate, Picks, all, mix};
 
 /// Random weighted choice of `answers` distinct candidates (weight 0 never chosen).
 pub fn pick_random(
     candidates: &[Candidate],
     answers: usize,
     mut random: impl FnMut() -> u64,
-    out: &mut Vec<usize>,
+    out: &mut Picks,
 ) {
     if answers == 1 {
         // The common case, without copying the candidates.
@@ -31,7 +31,7 @@ pub fn pick_random(
         }
         return;
     }
-    let mut pool: Vec<Candidate> = candidates
+    let mut pool: smallvec::SmallVec<[Candidate; 8]> = candidates
         .iter()
         .filter(|c| c.weight > 0)
         .copied()
@@ -57,7 +57,7 @@ pub fn pick_random(
 }
 
 /// Sticky weighted choice for the client subnet hashed to `client`.
-pub fn pick_sticky(candidates: &[Candidate], answers: usize, client: u64, out: &mut Vec<usize>) {
+pub fn pick_sticky(candidates: &[Candidate], answers: usize, client: u64, out: &mut Picks) {
     let score = |c: &Candidate| {
         // u in (0, 1]: 53 random bits, never 0.
         let u = ((mix(client, c.key) >> 11) + 1) as f64 / (1u64 << 53) as f64;
@@ -73,7 +73,7 @@ pub fn pick_sticky(candidates: &[Candidate], answers: usize, client: u64, out: &
         out.extend(best.map(|(_, t)| t));
         return;
     }
-    let mut scored: Vec<(f64, usize)> = candidates
+    let mut scored: smallvec::SmallVec<[(f64, usize); 8]> = candidates
         .iter()
         .filter(|c| c.weight > 0)
         .map(|c| (score(c), c.target))
@@ -95,7 +95,7 @@ pub fn pick(
     rotation: usize,
     max: usize,
     random: impl FnMut() -> u64,
-    out: &mut Vec<usize>,
+    out: &mut Picks,
 ) {
     let healthy: u64 = candidates.iter().map(|c| u64::from(c.weight)).sum();
     if total_weight > 0 && (healthy as f64) < min_healthy_fraction * total_weight as f64 {
@@ -160,7 +160,7 @@ mod tests {
         for weights in [&[95u32, 5][..], &[70, 20, 10]] {
             let mut r = rng(42);
             let s = shares(weights, 100_000, |cs| {
-                let mut out = Vec::new();
+                let mut out = Picks::new();
                 pick_random(cs, 1, &mut r, &mut out);
                 out[0]
             });
@@ -174,7 +174,7 @@ mod tests {
         let weights = [70u32, 20, 10];
         let mut thread = rand::rng();
         let s = shares(&weights, 100_000, |cs| {
-            let mut out = Vec::new();
+            let mut out = Picks::new();
             pick_random(cs, 1, || rand::RngExt::random::<u64>(&mut thread), &mut out);
             out[0]
         });
@@ -196,7 +196,7 @@ mod tests {
         let mut client = 0u64;
         let s = shares(&weights, 100_000, |cs| {
             client += 1;
-            let mut out = Vec::new();
+            let mut out = Picks::new();
             pick_sticky(cs, 1, mix(client, 7), &mut out);
             out[0]
         });
@@ -218,10 +218,10 @@ mod tests {
         let n = 100_000u64;
         for client in 0..n {
             let key = mix(client, 99);
-            let (mut a, mut b) = (Vec::new(), Vec::new());
+            let (mut a, mut b) = (Picks::new(), Picks::new());
             pick_sticky(&before, 1, key, &mut a);
             pick_sticky(&after, 1, key, &mut b);
-            let mut again = Vec::new();
+            let mut again = Picks::new();
             pick_sticky(&before, 1, key, &mut again);
             assert_eq!(a, again, "same client, same answer");
             if a != b {
@@ -244,14 +244,14 @@ mod tests {
         let cs = [c(0, 0), c(1, 5), c(2, 5)];
         let mut r = rng(1);
         for _ in 0..1000 {
-            let mut out = Vec::new();
+            let mut out = Picks::new();
             pick_random(&cs, 3, &mut r, &mut out);
             out.sort_unstable();
-            assert_eq!(out, [1, 2]);
-            let mut out = Vec::new();
+            assert_eq!(out[..], [1, 2]);
+            let mut out = Picks::new();
             pick_sticky(&cs, 3, r(), &mut out);
             out.sort_unstable();
-            assert_eq!(out, [1, 2]);
+            assert_eq!(out[..], [1, 2]);
         }
     }
 
@@ -259,11 +259,11 @@ mod tests {
     fn below_min_healthy_fraction_answers_every_healthy_target() {
         // Total configured weight 100; only 30 of it is healthy.
         let cs = [c(1, 20), c(2, 10)];
-        let mut out = Vec::new();
+        let mut out = Picks::new();
         pick(&cs, 100, 1, None, 0.5, 0, 8, rng(3), &mut out);
         out.sort_unstable();
-        assert_eq!(out, [1, 2]);
-        let mut out = Vec::new();
+        assert_eq!(out[..], [1, 2]);
+        let mut out = Picks::new();
         pick(&cs, 100, 1, None, 0.25, 0, 8, rng(3), &mut out);
         assert_eq!(out.len(), 1, "30% healthy ≥ 25%: a weighted pick");
     }

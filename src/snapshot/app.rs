@@ -13,7 +13,7 @@ use crate::{
     metrics::Metrics,
     model::{Fallback, Model},
     policy::{
-        Candidate,
+        Candidate, Picks,
         choose::{AppPolicy, Choice, ClientView, FamilyView, Picked, choose},
         stable_hash,
     },
@@ -62,12 +62,13 @@ pub struct AppAnswers {
 /// The records answered for one query, and why.
 #[derive(Debug)]
 pub struct AppAnswer<'a> {
-    pub records: Vec<&'a Record>,
+    /// Inline up to 8, like [`Picks`]: an answer is built without allocating.
+    pub records: smallvec::SmallVec<[&'a Record; 8]>,
     pub choice: Choice,
     /// The fallback answered (no eligible target was up).
     pub fallback: bool,
     /// Targets whose addresses made it into the answer (for `gtmd_answers_total`).
-    pub answered: Vec<usize>,
+    pub answered: Picks,
 }
 
 fn records_for(hostname: &Name, ttl: u32, ips: &[IpAddr]) -> (Vec<Record>, Vec<Record>) {
@@ -221,10 +222,10 @@ impl AppAnswers {
     ) -> AppAnswer<'_> {
         let Some((plan, v6)) = self.plan(rtype) else {
             return AppAnswer {
-                records: Vec::new(),
-                answered: Vec::new(),
+                records: smallvec::SmallVec::new(),
+                answered: Picks::new(),
                 choice: Choice {
-                    picked: Picked::Targets(Vec::new()),
+                    picked: Picked::Targets(Picks::new()),
                     scope: None,
                     location: None,
                     rule: None,
@@ -241,8 +242,8 @@ impl AppAnswers {
         };
         let choice = choose(&self.policy, &view, client, random);
         let max = self.policy.max_answers;
-        let mut records: Vec<&Record> = Vec::new();
-        let mut answered = Vec::new();
+        let mut records = smallvec::SmallVec::<[&Record; 8]>::new();
+        let mut answered = Picks::new();
         let fallback = match &choice.picked {
             Picked::Targets(targets) => {
                 for &t in targets {
