@@ -11,7 +11,21 @@ one dnsperf thread saturates near 350k qps here) and ratios; a fixed 10k qps run
 p50/p99 latency. Medians of --runs runs. It installs nothing: it checks for knotd, gdnsd
 and dnsperf (Debian packages knot, gdnsd, dnsperf) and stops everything it started.
 
+TCP is measured twice: dnsperf over kept, pipelined connections, and one query per
+connection (connect, query, reply, close: what a resolver retrying a truncated answer does)
+with benches/tcp_oneshot.rs, 4 client threads on CPU 1.
+
+Cores: gtmd and Knot each also run with two UDP workers on both CPUs (dnsperf shares
+CPU 1): on this 2-core machine the meaningful figure is qps per server CPU with 2 workers
+against 1 (1.00 = linear scaling), not raw qps.
+
+Scale (unless --no-scale): gtmd with 10,000 apps x 5 clusters (benches/gen_config.py)
+plus the bench zone: qps per CPU on the same weighted name as the small config (the
+ratio is the "same qps with 10k apps loaded" figure), on random names across the 10,000
+apps, the time `gtmd check` takes to load and build it, and RSS.
+
 Usage: benches/compare.py [--runs 3] [--seconds 10] [--gtmd target/release/gtmd] [--quick]
+                          [--no-scale]
 """
 
 import argparse
@@ -88,11 +102,11 @@ rules = [{{ match = "region:eu", pools = ["eu", "us"] }}, {{ match = "default", 
 """
 
 
-def knot_config(d, port):
+def knot_config(d, port, workers=1):
     return f"""server:
     listen: 127.0.0.1@{port}
     rundir: "{d}"
-    udp-workers: 1
+    udp-workers: {workers}
     tcp-workers: 1
     background-workers: 1
 database:
@@ -213,12 +227,24 @@ class Server:
                 self.proc.kill()
 
 
-def measure(server, qfile, runs, seconds, extra=(), pin="0"):
+def oneshot(port, name, seconds):
+    """TCP, one query per connection: (qps, errors)."""
+    out = subprocess.run(["taskset", "-c", "1", ONESHOT, f"127.0.0.1:{port}", name, str(seconds), "4"],
+                         capture_output=True, text=True).stdout.split()
+    fields = dict(zip(out[::2], out[1::2]))
+    return float(fields.get("qps", 0)), float(fields.get("errors", 0))
+
+
+def measure(server, qfile, runs, seconds, extra=(), pin="0", load=None):
+    """Median qps, CPU and qps per CPU over `runs` runs of dnsperf (or of `load`)."""
     pin_all(server.proc.pid, pin)
     res = []
     for _ in range(runs):
         c0, t0 = cpu_seconds(server.proc.pid), time.monotonic()
-        qps, lost, _ = dnsperf(server.port, qfile, seconds, extra)
+        if load:
+            qps, lost = load()
+        else:
+            qps, lost, _ = dnsperf(server.port, qfile, seconds, extra)
         c1, t1 = cpu_seconds(server.proc.pid), time.monotonic()
         cpu = (c1 - c0) / (t1 - t0)
         res.append((qps, cpu, lost))
@@ -229,13 +255,44 @@ def measure(server, qfile, runs, seconds, extra=(), pin="0"):
             "lost": lost, "rss": rss_mib(server.proc.pid)}
 
 
+ONESHOT = None
+
+
+def build_oneshot():
+    """Builds benches/tcp_oneshot.rs; returns the executable's path."""
+    out = subprocess.run(["cargo", "bench", "--bench", "tcp_oneshot", "--no-run", "--message-format", "json"],
+                         capture_output=True, text=True, check=True).stdout
+    import json
+    for line in out.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("target", {}).get("name") == "tcp_oneshot" \
+                and msg.get("executable"):
+            return msg["executable"]
+    raise SystemExit("could not build benches/tcp_oneshot.rs")
+
+
+def scale_config(work, port, admin):
+    """10,000 apps x 5 clusters from gen_config.py, plus the bench zone's names."""
+    big = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "gen_config.py"),
+                          "--apps", "10000", "--clusters", "5", "--dns-port", str(port),
+                          "--admin-port", str(admin)], capture_output=True, text=True, check=True).stdout
+    bench = gtmd_config(port, admin, 1)
+    path = os.path.join(work, "gtmd-10k.toml")
+    with open(path, "w") as f:
+        f.write(big + "\n" + bench[bench.index("[geo]"):])
+    return path
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--gtmd", default="target/release/gtmd")
     ap.add_argument("--quick", action="store_true", help="1 run of 3 s each (smoke test)")
+    ap.add_argument("--no-scale", action="store_true", help="skip the 10,000-app rows")
     a = ap.parse_args()
+    global ONESHOT
+    ONESHOT = build_oneshot()
     if a.quick:
         a.runs, a.seconds = 1, 3
     for tool in ("knotd", "gdnsd", "dnsperf", "dig", "taskset"):
@@ -260,6 +317,8 @@ def main():
         f.write(ZONE)
     with open(os.path.join(work, "knot/knot.conf"), "w") as f:
         f.write(knot_config(os.path.join(work, "knot"), PORTS["knot"]))
+    with open(os.path.join(work, "knot/knot2.conf"), "w") as f:
+        f.write(knot_config(os.path.join(work, "knot"), PORTS["knot"] + 10, workers=2))
     with open(os.path.join(work, "gdnsd/zones/bench.test"), "w") as f:
         f.write(ZONE + "w 30 DYNA weighted!w\n")
     with open(os.path.join(work, "gdnsd/config"), "w") as f:
@@ -290,15 +349,43 @@ def main():
                 rows[(key, "GSLB weighted UDP")]["p50"], rows[(key, "GSLB weighted UDP")]["p99"] = p50, p99
             if key in ("knot", "gtmd"):
                 rows[(key, "static TCP")] = measure(s, qfiles["static"], a.runs, a.seconds, ["-m", "tcp"])
+                rows[(key, "static TCP, 1 query per connection")] = measure(
+                    s, None, a.runs, a.seconds, load=lambda: oneshot(s.port, "static.bench.test", a.seconds))
             if key == "knot":
                 p50, p99 = latency(s.port, qfiles["static"], 5)
                 rows[(key, "static UDP")]["p50"], rows[(key, "static UDP")]["p99"] = p50, p99
             s.stop()
-        # gtmd with two UDP workers on both CPUs (dnsperf shares CPU 1 with it).
-        g2 = Server("gtmd-2cpu", [os.path.abspath(a.gtmd), "serve", "--config", os.path.join(work, "gtmd2.toml"), "--no-watch"], PORTS["gtmd"] + 10, work, {"RUST_LOG": "warn"})
-        g2.start()
-        rows[("gtmd 2 workers", "static UDP (2 server CPUs, shared with dnsperf)")] = measure(g2, qfiles["static"], a.runs, a.seconds, pin="0-1")
-        g2.stop()
+        # Two UDP workers on both CPUs (dnsperf shares CPU 1 with them).
+        two = [
+            ("gtmd", Server("gtmd-2cpu", [os.path.abspath(a.gtmd), "serve", "--config", os.path.join(work, "gtmd2.toml"), "--no-watch"], PORTS["gtmd"] + 10, work, {"RUST_LOG": "warn"})),
+            ("knot", Server("knot-2cpu", ["knotd", "-c", os.path.join(work, "knot/knot2.conf")], PORTS["knot"] + 10, work)),
+        ]
+        for key, s2 in two:
+            print(f"measuring {key} with 2 workers ...", file=sys.stderr)
+            s2.start()
+            time.sleep(1)
+            rows[(key + " 2 workers", "static UDP, 2 server CPUs shared with dnsperf")] = measure(
+                s2, qfiles["static"], a.runs, a.seconds, pin="0-1")
+            s2.stop()
+        if not a.no_scale:
+            print("measuring gtmd with 10,000 apps ...", file=sys.stderr)
+            path = scale_config(work, PORTS["gtmd"] + 20, 9621)
+            t0 = time.monotonic()
+            subprocess.run([os.path.abspath(a.gtmd), "check", "--config", path], check=True,
+                           stdout=subprocess.DEVNULL)
+            check_seconds = time.monotonic() - t0
+            names = os.path.join(work, "scale.txt")
+            import random
+            rnd = random.Random(7)
+            with open(names, "w") as f:
+                f.write("".join(f"app{rnd.randrange(10000)}.scale.test A\n" for _ in range(100000)))
+            big = Server("gtmd-10k", [os.path.abspath(a.gtmd), "serve", "--config", path, "--no-watch"], PORTS["gtmd"] + 20, work, {"RUST_LOG": "warn"})
+            big.start()
+            time.sleep(6)  # probes report the backends up
+            rows[("gtmd 10k apps", "GSLB weighted UDP")] = measure(big, qfiles["gslb"], a.runs, a.seconds)
+            rows[("gtmd 10k apps", "random app of 10,000 UDP")] = measure(big, names, a.runs, a.seconds)
+            rows[("gtmd 10k apps", "GSLB weighted UDP")]["check"] = check_seconds
+            big.stop()
     finally:
         for s in servers.values():
             s.stop()
@@ -315,7 +402,17 @@ def main():
     print(f"  gtmd static / knot static          {ratio(('gtmd', 'static UDP'), ('knot', 'static UDP')):.2f}")
     print(f"  gtmd GSLB / gdnsd GSLB             {ratio(('gtmd', 'GSLB weighted UDP'), ('gdnsd', 'GSLB weighted UDP')):.2f}")
     print(f"  gtmd geo+ECS / gdnsd GSLB          {ratio(('gtmd', 'geo + ECS UDP'), ('gdnsd', 'GSLB weighted UDP')):.2f}")
-    print(f"  gtmd TCP / knot TCP                {ratio(('gtmd', 'static TCP'), ('knot', 'static TCP')):.2f}")
+    print(f"  gtmd TCP / knot TCP (pipelined)    {ratio(('gtmd', 'static TCP'), ('knot', 'static TCP')):.2f}")
+    print(f"  gtmd TCP / knot TCP (1 q per conn) {ratio(('gtmd', 'static TCP, 1 query per connection'), ('knot', 'static TCP, 1 query per connection')):.2f}")
+    two = "static UDP, 2 server CPUs shared with dnsperf"
+    print(f"  gtmd 2 workers / 1 worker          {ratio(('gtmd 2 workers', two), ('gtmd', 'static UDP')):.2f}   (1.00 = linear)")
+    print(f"  knot 2 workers / 1 worker          {ratio(('knot 2 workers', two), ('knot', 'static UDP')):.2f}")
+    print(f"  gtmd 2 workers / knot 2 workers    {ratio(('gtmd 2 workers', two), ('knot 2 workers', two)):.2f}")
+    if ("gtmd 10k apps", "GSLB weighted UDP") in rows:
+        r = rows[("gtmd 10k apps", "GSLB weighted UDP")]
+        print(f"  gtmd 10k apps / small, same name   {ratio(('gtmd 10k apps', 'GSLB weighted UDP'), ('gtmd', 'GSLB weighted UDP')):.2f}")
+        print(f"  gtmd 10k apps random / small GSLB  {ratio(('gtmd 10k apps', 'random app of 10,000 UDP'), ('gtmd', 'GSLB weighted UDP')):.2f}")
+        print(f"  10k apps: gtmd check (load + build) {r['check']:.2f} s, RSS serving {r['rss']:.0f} MiB")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -13,9 +13,10 @@ use hickory_server::{
     proto::{
         op::{Header, HeaderCounts, Metadata, OpCode, ResponseCode},
         rr::{DNSClass, Record, RecordType},
+        serialize::binary::BinDecoder,
     },
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
-    zone_handler::MessageResponseBuilder,
+    zone_handler::{MessageResponseBuilder, Queries},
 };
 use tracing::{debug, warn};
 
@@ -114,7 +115,18 @@ impl RequestHandler for DnsHandler {
                 (empty, empty, empty)
             }
         };
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        // hickory echoes the question section as the client sent it, pointers and all; a
+        // section of several questions can hold pointers that mean something else in the
+        // reply, so FORMERR for a question count other than one echoes none.
+        let no_questions;
+        let questions = if request.queries.len() == 1 {
+            &request.queries
+        } else {
+            no_questions = Queries::read(&mut BinDecoder::new(&[]), 0)
+                .expect("reading zero questions cannot fail");
+            &no_questions
+        };
+        let mut builder = MessageResponseBuilder::new(questions, None);
         if let Some(edns) = &edns {
             builder.edns(edns);
         }
