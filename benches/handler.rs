@@ -91,6 +91,7 @@ fn bench(c: &mut Criterion) {
         .unwrap();
     let src: SocketAddr = "10.0.0.1:5300".parse().unwrap();
     let mut out = vec![0u8; 4096];
+    let mut tally = gtmd::metrics::Tally::new(&metrics);
     for (label, name, ecs) in [
         ("static", "static.bench.test.", false),
         ("weighted", "w.bench.test.", false),
@@ -100,11 +101,12 @@ fn bench(c: &mut Criterion) {
         c.bench_function(&format!("handler/fast/{label}"), |b| {
             b.iter(|| {
                 let snap = snapshot.load();
-                let r = fast::answer(&snap, &metrics, black_box(&q), src.ip(), &mut out);
+                let r = fast::answer(&snap, &mut tally, black_box(&q), src.ip(), &mut out);
                 assert!(matches!(r, Fast::Answered(_)));
                 black_box(&out);
             })
         });
+        tally.flush(&metrics, &snapshot.load());
         c.bench_function(&format!("handler/full/{label}"), |b| {
             b.iter(|| {
                 let capture = Capture::default();

@@ -61,6 +61,31 @@ pub fn parse_with_env(
         .into_iter()
         .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
         .collect();
+    // The `config` crate reads an override's name as a key path, where `x[N]` grows a list
+    // to N entries: `GTMD__ZONES[99999999999]` would exhaust memory. A name is letters,
+    // digits and `_` (sections joined by `__`), as a shell variable's is; anything else is
+    // refused before it reaches the crate.
+    let mut names: Vec<&String> = env.keys().collect();
+    names.sort_unstable();
+    let bad: Vec<ConfigError> = names
+        .into_iter()
+        .filter(|k| !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+        .map(|k| {
+            ConfigError::new(
+                "",
+                format!(
+                    "environment variable {k:?}: an override's name may hold only letters, \
+                     digits and `_` (sections are joined by `__`)"
+                ),
+            )
+        })
+        .collect();
+    if !bad.is_empty() {
+        return Err(ConfigErrors {
+            file: path.to_path_buf(),
+            errors: bad,
+        });
+    }
     // Errors cannot tell a value from the file from one set in the environment: say which
     // overrides were in effect so a bad one is not hunted for in the file.
     let hint = |mut e: ConfigError| {

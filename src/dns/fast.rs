@@ -21,7 +21,10 @@ use super::{
     lookup::{choose_for, lookup},
     response::udp_limit,
 };
-use crate::{metrics::Metrics, snapshot::Snapshot};
+use crate::{
+    metrics::Tally,
+    snapshot::{AppAnswer, Snapshot},
+};
 
 /// What the fast path did with a packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,7 +330,7 @@ impl Out<'_> {
 /// Answers `query` from `src` into `out` when it has the fast shape.
 pub fn answer(
     snapshot: &Snapshot,
-    metrics: &Metrics,
+    tally: &mut Tally,
     query: &[u8],
     src: IpAddr,
     out: &mut [u8],
@@ -344,22 +347,27 @@ pub fn answer(
     let mut w = Out { buf: out, len: 0 };
     let result = match entry.app {
         Some(i) if matches!(qtype, RecordType::A | RecordType::AAAA) => {
-            write_app(snapshot, i, qtype, &p, &client, &mut w)
+            write_app(snapshot, i, qtype, &p, &client, &mut w).map(|a| (0, Some((i, a))))
         }
         Some(_) => Err(Fast::Slow),
         None => match entry.statics.iter().find(|(t, _)| *t == p.qtype) {
-            Some((_, f)) => write_static(f, &p, &client, snapshot, &mut w),
+            Some((_, f)) => write_static(f, &p, &client, snapshot, &mut w).map(|r| (r, None)),
             None => Err(Fast::Slow),
         },
     };
     match result {
-        Ok(rcode) => {
+        Ok((rcode, app)) => {
             let limit = udp_limit(p.edns, snapshot.max_udp_payload) as usize;
             if w.len > limit {
-                return Fast::Slow; // the full path truncates properly
+                return Fast::Slow; // the full path truncates (and counts) properly
             }
-            metrics.request(crate::metrics::Transport::Udp, qtype);
-            metrics.response(hickory_proto::op::ResponseCode::from(0, rcode));
+            // Counted only now that the reply will be sent.
+            tally.answer(qtype, hickory_proto::op::ResponseCode::from(0, rcode));
+            if let Some((i, chosen)) = app
+                && !tally.app_answer(i, &chosen)
+            {
+                snapshot.app(i).count(&chosen); // the tally is full: count directly
+            }
             Fast::Answered(w.len)
         }
         Err(f) => f,
@@ -437,14 +445,15 @@ fn write_static(
     Ok(f.rcode)
 }
 
-fn write_app(
-    snapshot: &Snapshot,
+/// Writes app `index`'s answer; returns the choice, to be counted if the reply is sent.
+fn write_app<'a>(
+    snapshot: &'a Snapshot,
     index: usize,
     qtype: RecordType,
     p: &Parsed<'_>,
     client: &Client,
     w: &mut Out<'_>,
-) -> Result<u8, Fast> {
+) -> Result<AppAnswer<'a>, Fast> {
     let app = snapshot.app(index);
     let chosen = choose_for(snapshot, app, qtype, client, false);
     let scope = chosen.scope;
@@ -466,8 +475,7 @@ fn write_app(
     if p.edns.is_some() {
         opt(w, snapshot, client, scope)?;
     }
-    app.count(&chosen);
-    Ok(0)
+    Ok(chosen)
 }
 
 /// An A or AAAA record whose owner is the question name (a pointer to offset 12).

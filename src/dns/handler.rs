@@ -41,6 +41,10 @@ impl DnsHandler {
     pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, metrics: Arc<Metrics>) -> Self {
         Self { snapshot, metrics }
     }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
 }
 
 #[async_trait::async_trait]

@@ -87,15 +87,19 @@ pub async fn serve(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "TCP connection limit reached: closing the new connection");
+            handler.metrics().tcp_rejected.inc();
             drop(stream);
             continue;
         };
+        handler.metrics().tcp_connections.inc();
         let (handler, cancel) = (handler.clone(), cancel.clone());
         tokio::spawn(async move {
+            let metrics = handler.clone();
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = connection(stream, peer, handler, limits) => {}
             }
+            metrics.metrics().tcp_connections.dec();
             drop(slot);
         });
     }

@@ -31,7 +31,10 @@ use super::{
     fast::{self, Fast},
     rrl::{Rrl, Verdict, budget, slip_reply},
 };
-use crate::{metrics::Metrics, snapshot::Snapshot};
+use crate::{
+    metrics::{Metrics, Tally},
+    snapshot::Snapshot,
+};
 
 /// The size limit of a UDP response: the OPT's payload, 512 without EDNS.
 fn udp_max<'a>(
@@ -133,24 +136,24 @@ pub enum Step {
 }
 
 /// The inline part of serving one datagram from `src`: the fast path, then rate limiting
-/// of its answer. `slot` receives the reply.
+/// of its answer. `slot` receives the reply; `tally` the worker's counts.
 pub fn on_datagram(
     snap: &Snapshot,
-    metrics: &Metrics,
+    tally: &mut Tally,
     rrl: Option<&Rrl>,
     packet: &[u8],
     src: SocketAddr,
     slot: &mut [u8],
 ) -> Step {
-    match fast::answer(snap, metrics, packet, src.ip(), slot) {
+    match fast::answer(snap, tally, packet, src.ip(), slot) {
         Fast::Answered(len) => match rrl.map(|r| judge(r, src, packet, &slot[..len])) {
             None | Some(Verdict::Send) => Step::Reply(len),
             Some(Verdict::Slip) => {
-                metrics.rrl_slipped.inc();
+                tally.rrl_slipped();
                 slip_reply(packet, slot).map_or(Step::Nothing, Step::Reply)
             }
             Some(Verdict::Drop) => {
-                metrics.rrl_dropped.inc();
+                tally.rrl_dropped();
                 Step::Nothing
             }
         },
@@ -312,6 +315,7 @@ fn serve(
     let mut batch = mmsg::Batch::new(BATCH, BUF);
     let mut out = vec![0u8; BATCH * BUF];
     let mut replies: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
+    let mut tally = Tally::new(&metrics);
     while !stop.load(Ordering::Relaxed) {
         let n = match batch.recv(&socket) {
             Ok(n) => n,
@@ -340,11 +344,9 @@ fn serve(
             };
             let started = Instant::now();
             let slot = &mut out[i * BUF..(i + 1) * BUF];
-            match on_datagram(&snap, &metrics, rrl.as_deref(), packet, src, slot) {
+            match on_datagram(&snap, &mut tally, rrl.as_deref(), packet, src, slot) {
                 Step::Reply(len) => {
-                    metrics
-                        .request_duration
-                        .observe(started.elapsed().as_secs_f64());
+                    tally.observe(started.elapsed().as_secs_f64());
                     replies.push((i, len));
                 }
                 Step::Nothing => {}
@@ -372,6 +374,8 @@ fn serve(
             }
         }
         batch.send(&socket, &out, BUF, &replies);
+        // Counted against the snapshot the batch was answered from.
+        tally.flush(&metrics, &snap);
     }
 }
 

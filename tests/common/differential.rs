@@ -119,7 +119,10 @@ pub fn compare(
     let snap = snapshot.load();
     let mut out = vec![0u8; 4096];
     gtmd::policy::rng::seed(seed);
-    let Fast::Answered(len) = fast::answer(&snap, metrics, bytes, src.ip(), &mut out) else {
+    let mut tally = gtmd::metrics::Tally::new(metrics);
+    let fast = fast::answer(&snap, &mut tally, bytes, src.ip(), &mut out);
+    tally.flush(metrics, &snap);
+    let Fast::Answered(len) = fast else {
         return Ok(Outcome::Declined);
     };
     let fast = &out[..len];

@@ -200,7 +200,10 @@ pub fn packet(data: &[u8]) {
         let snap = served.snapshot.load();
         let rrl = (seed & 2 != 0 && !matches!(src.ip(), IpAddr::V4(a) if a.is_loopback()))
             .then_some(&*RRL);
-        match on_datagram(&snap, &served.metrics, rrl, packet, src, &mut slot) {
+        let mut tally = gtmd::metrics::Tally::new(&served.metrics);
+        let step = on_datagram(&snap, &mut tally, rrl, packet, src, &mut slot);
+        tally.flush(&served.metrics, &snap);
+        match step {
             Step::Reply(len) => check_reply(packet, &slot[..len], udp_max(packet), "fast path"),
             Step::Nothing => {}
             Step::Full => {

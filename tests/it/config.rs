@@ -426,6 +426,26 @@ fn environment_overrides_are_named_in_errors() {
 }
 
 #[test]
+fn override_names_that_are_key_paths_are_refused() {
+    // `[N]` in a name would make the config crate grow a list to N entries (found by the
+    // config fuzzer: a capacity-overflow panic; a smaller N exhausts memory instead).
+    let errs = errors_with_env(
+        BASE,
+        &[
+            ("GTMD__ZONES[99999999999999]__TTL", "1"),
+            ("GTMD__SERVER.LISTEN", "x"),
+        ],
+    );
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(errs[0].contains("GTMD__SERVER.LISTEN"), "{errs:?}");
+    assert!(
+        errs[1].contains("GTMD__ZONES[99999999999999]__TTL"),
+        "{errs:?}"
+    );
+    assert!(errs.iter().all(|e| e.contains("letters")), "{errs:?}");
+}
+
+#[test]
 fn probe_intervals_are_bounded() {
     let with = |probe: &str| {
         BASE.replace(

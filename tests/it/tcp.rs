@@ -9,7 +9,7 @@ use std::{
 
 use hickory_proto::{op::Message, rr::RecordType};
 
-use crate::support::{TestServer, query, read_tcp_message, tcp_raw};
+use crate::support::{TestServer, http_get, query, read_tcp_message, tcp_raw, wait_for};
 
 const CONFIG: &str = r#"
 [server]
@@ -43,13 +43,31 @@ fn connection_cap_idle_timeout_and_query_limit() {
     let s = TestServer::start(CONFIG);
     let q = query("www.tcp.test.", RecordType::A).to_vec().unwrap();
     assert!(tcp_raw(s.addr, &q).is_some());
+    // The server frees that connection's slot when it reads the close: wait for it, or an
+    // idle connection below could be the one turned away.
+    let open = |n: f64| {
+        move || {
+            let (_, text) = http_get(s.admin, "/metrics");
+            crate::ops::parse_exposition(&text).get("gtmd_tcp_connections") == Some(&n)
+        }
+    };
+    wait_for(
+        "the first connection to close",
+        Duration::from_secs(5),
+        open(0.0),
+    );
 
     // Three idle connections fill the cap: a fourth is closed without an answer.
     let idle: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(s.addr).unwrap())
         .collect();
-    std::thread::sleep(Duration::from_millis(100));
+    wait_for("3 open connections", Duration::from_secs(5), open(3.0));
     assert!(tcp_raw(s.addr, &q).is_none(), "over the cap: closed");
+    let (_, text) = http_get(s.admin, "/metrics");
+    assert_eq!(
+        crate::ops::parse_exposition(&text).get("gtmd_tcp_rejected_total"),
+        Some(&1.0)
+    );
     // The idle ones time out after 500 ms and free their slots.
     std::thread::sleep(Duration::from_millis(700));
     assert!(

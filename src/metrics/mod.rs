@@ -7,7 +7,11 @@
 //! query types outside a fixed list count as `other`, apps and clusters come from the
 //! config, never from clients.
 
+mod tally;
+
 use std::time::{SystemTime, UNIX_EPOCH};
+
+pub use tally::Tally;
 
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 use prometheus::{
@@ -43,6 +47,22 @@ const RCODES: [(ResponseCode, &str); 6] = [
     (ResponseCode::Refused, "REFUSED"),
 ];
 
+/// The counter index of a query type (`other` for types without a label of their own).
+fn qtype_index(qtype: RecordType) -> usize {
+    QTYPES
+        .iter()
+        .position(|(t, _)| *t == qtype)
+        .unwrap_or(OTHER)
+}
+
+/// The counter index of an rcode (`RCODES.len()` for `other`).
+fn rcode_index(rcode: ResponseCode) -> usize {
+    RCODES
+        .iter()
+        .position(|(r, _)| *r == rcode)
+        .unwrap_or(RCODES.len())
+}
+
 /// The transport a query came over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -69,6 +89,8 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub rrl_dropped: IntCounter,
     pub rrl_slipped: IntCounter,
+    pub tcp_connections: IntGauge,
+    pub tcp_rejected: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -201,8 +223,20 @@ impl Metrics {
             "UDP responses sent truncated (TC=1) by response rate limiting.",
         ))
         .unwrap();
+        let tcp_connections = IntGauge::with_opts(opts(
+            "gtmd_tcp_connections",
+            "Open DNS-over-TCP connections (capped by server.tcp_max_connections).",
+        ))
+        .unwrap();
+        let tcp_rejected = IntCounter::with_opts(opts(
+            "gtmd_tcp_rejected_total",
+            "TCP connections closed at once because server.tcp_max_connections were open.",
+        ))
+        .unwrap();
         for c in [
             Box::new(rrl_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(tcp_connections.clone()),
+            Box::new(tcp_rejected.clone()),
             Box::new(rrl_slipped.clone()),
             Box::new(requests_vec.clone()),
             Box::new(responses_vec.clone()),
@@ -256,25 +290,25 @@ impl Metrics {
             ready,
             rrl_dropped,
             rrl_slipped,
+            tcp_connections,
+            tcp_rejected,
             registry,
         }
     }
 
     /// Counts one request (query path: index lookups and atomic adds only).
     pub fn request(&self, transport: Transport, qtype: RecordType) {
-        let i = QTYPES
-            .iter()
-            .position(|(t, _)| *t == qtype)
-            .unwrap_or(OTHER);
-        self.requests[transport as usize][i].inc();
+        self.requests[transport as usize][qtype_index(qtype)].inc();
     }
 
     /// Counts one response.
     pub fn response(&self, rcode: ResponseCode) {
-        match RCODES.iter().position(|(r, _)| *r == rcode) {
-            Some(i) => self.responses[i].inc(),
-            None => self.responses_other.inc(),
-        }
+        self.response_counter(rcode_index(rcode)).inc();
+    }
+
+    /// The response counter at an [`rcode_index`].
+    fn response_counter(&self, i: usize) -> &IntCounter {
+        self.responses.get(i).unwrap_or(&self.responses_other)
     }
 
     /// Records a configuration load that was applied.
