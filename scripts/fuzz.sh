@@ -24,8 +24,7 @@ else
   export RUSTC_BOOTSTRAP=1
 fi
 
-cargo "${toolchain[@]}" fuzz build -O -s none "${targets[@]/#/}" >/dev/null 2>&1 ||
-  cargo "${toolchain[@]}" fuzz build -O -s none || exit 1
+cargo "${toolchain[@]}" fuzz build -O -s none || exit 1
 
 failed=0
 total=0

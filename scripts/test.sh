@@ -3,8 +3,9 @@
 # On a fresh Debian machine with Rust it installs the external programs the end-to-end tests
 # drive (dig from bind9-dnsutils; prometheus and promtool; unbound; systemd-analyze), then
 # runs formatting, lints and every test, including the ones ignored by a plain
-# `cargo test` because they need those programs, and checks the deployment artefacts
-# (hadolint and kubernetes-validate come from PyPI).
+# `cargo test` because they need those programs, checks the deployment artefacts
+# (hadolint and kubernetes-validate come from PyPI), and runs each fuzz target for
+# GTMD_FUZZ_SECONDS (default 60; 0 skips), installing cargo-fuzz from crates.io if needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,15 @@ cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings
 cargo test --all-targets --locked -- --include-ignored
 scripts/check-deploy.sh
+
+fuzz_seconds="${GTMD_FUZZ_SECONDS:-60}"
+if [ "$fuzz_seconds" -gt 0 ]; then
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "installing cargo-fuzz"
+    cargo install cargo-fuzz --locked --version 0.13.2 --quiet
+  fi
+  (cd fuzz && cargo fmt -- --check)
+  scripts/fuzz.sh "$fuzz_seconds"
+else
+  echo "FUZZING SKIPPED: GTMD_FUZZ_SECONDS=0" >&2
+fi
