@@ -36,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 ZONE = """$TTL 300
@@ -271,6 +272,16 @@ def build_oneshot():
     raise SystemExit("could not build benches/tcp_oneshot.rs")
 
 
+def reloads(admin):
+    """gtmd_config_reloads_total{result="success"} from the admin endpoint."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=5).read().decode()
+    for line in text.splitlines():
+        if line.startswith('gtmd_config_reloads_total{result="success"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def scale_config(work, port, admin):
     """10,000 apps x 5 clusters from gen_config.py, plus the bench zone's names."""
     big = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "gen_config.py"),
@@ -385,6 +396,21 @@ def main():
             rows[("gtmd 10k apps", "GSLB weighted UDP")] = measure(big, qfiles["gslb"], a.runs, a.seconds)
             rows[("gtmd 10k apps", "random app of 10,000 UDP")] = measure(big, names, a.runs, a.seconds)
             rows[("gtmd 10k apps", "GSLB weighted UDP")]["check"] = check_seconds
+            # Reloads under load: the file changes (a comment, so the whole config is
+            # loaded, validated and rebuilt) and SIGHUP, twice during one dnsperf run.
+            def reload_twice():
+                for n in (1, 2):
+                    time.sleep(a.seconds / 3)
+                    with open(path, "a") as f:
+                        f.write(f"\n# reload {n}\n")
+                    big.proc.send_signal(signal.SIGHUP)
+            before = reloads(9621)
+            t = threading.Thread(target=reload_twice)
+            t.start()
+            qps, lost, out = dnsperf(big.port, names, a.seconds)
+            t.join()
+            sent = next((l.split()[2] for l in out.splitlines() if "Queries sent:" in l), "?")
+            rows[("gtmd 10k apps", "GSLB weighted UDP")]["reload"] = (reloads(9621) - before, lost, sent)
             big.stop()
     finally:
         for s in servers.values():
@@ -413,6 +439,8 @@ def main():
         print(f"  gtmd 10k apps / small, same name   {ratio(('gtmd 10k apps', 'GSLB weighted UDP'), ('gtmd', 'GSLB weighted UDP')):.2f}")
         print(f"  gtmd 10k apps random / small GSLB  {ratio(('gtmd 10k apps', 'random app of 10,000 UDP'), ('gtmd', 'GSLB weighted UDP')):.2f}")
         print(f"  10k apps: gtmd check (load + build) {r['check']:.2f} s, RSS serving {r['rss']:.0f} MiB")
+        applied, lost, sent = r["reload"]
+        print(f"  10k apps: {applied:.0f} reloads applied during one dnsperf run: {lost:.0f} of {sent} queries lost")
     shutil.rmtree(work, ignore_errors=True)
 
 
