@@ -28,6 +28,10 @@ cargo test --all-targets --locked -- --include-ignored
 scripts/check-deploy.sh
 
 fuzz_seconds="${GTMD_FUZZ_SECONDS:-60}"
+if ! [[ "$fuzz_seconds" =~ ^[0-9]+$ ]]; then
+  echo "GTMD_FUZZ_SECONDS must be a whole number of seconds, not '$fuzz_seconds'" >&2
+  exit 2
+fi
 if [ "$fuzz_seconds" -gt 0 ]; then
   if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "installing cargo-fuzz"

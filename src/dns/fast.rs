@@ -361,13 +361,14 @@ pub fn answer(
             if w.len > limit {
                 return Fast::Slow; // the full path truncates (and counts) properly
             }
-            // Counted only now that the reply will be sent.
-            tally.answer(qtype, hickory_proto::op::ResponseCode::from(0, rcode));
-            if let Some((i, chosen)) = app
-                && !tally.app_answer(i, &chosen)
-            {
-                snapshot.app(i).count(&chosen); // the tally is full: count directly
-            }
+            // Counted only now that the reply is written; rate limiting may still turn it
+            // into a TC=1 slip or a drop (`Tally::commit`).
+            tally.answer(
+                snapshot,
+                qtype,
+                hickory_proto::op::ResponseCode::from(0, rcode),
+                app.as_ref().map(|(i, chosen)| (*i, chosen)),
+            );
             Fast::Answered(w.len)
         }
         Err(f) => f,

@@ -36,7 +36,7 @@ pub enum Class {
     Answer,
     /// NXDOMAIN: keyed by the zone (random-subdomain floods share one budget).
     NxDomain,
-    /// Errors (REFUSED, FORMERR, …): keyed by the name.
+    /// Errors (REFUSED, FORMERR, BADVERS, …): one budget per client network.
     Error,
     /// A referral to a child zone: keyed by the delegation point, so a flood of random
     /// names under one delegation shares one budget.
@@ -152,8 +152,8 @@ impl Rrl {
 
 /// The budget a response draws from: its class and key (a lower-case wire-format name
 /// written into `buf`). NXDOMAIN and referrals are keyed by the owner of the reply's first
-/// authority record (the zone's SOA, the delegation's NS), anything else by the question
-/// name. Reads only what the two messages say, with bounds on every step; what cannot be
+/// authority record (the zone's SOA, the delegation's NS), answers and ANY by the question
+/// name, errors by nothing (one budget per client network). Reads only what the two messages say, with bounds on every step; what cannot be
 /// read falls back to the question name, or to the empty key.
 pub fn budget<'a>(query: &[u8], reply: &[u8], buf: &'a mut [u8; 256]) -> (Class, &'a [u8]) {
     let word = |m: &[u8], i: usize| m.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
@@ -162,17 +162,25 @@ pub fn budget<'a>(query: &[u8], reply: &[u8], buf: &'a mut [u8; 256]) -> (Class,
     let answers = word(reply, 6).unwrap_or(0);
     let authorities = word(reply, 8).unwrap_or(0);
     let qtype = skip_name(query, 12).and_then(|end| word(query, end));
+    // Our NOERROR replies are authoritative except referrals; a non-authoritative NOERROR
+    // without records is BADVERS (its rcode's high bits live in the OPT record).
     let class = match rcode {
-        0 if qtype == Some(255) => Class::Any,
         0 if !authoritative && answers == 0 && authorities > 0 => Class::Referral,
+        0 if !authoritative && answers == 0 => Class::Error,
+        0 if qtype == Some(255) => Class::Any,
         0 => Class::Answer,
         3 => Class::NxDomain,
         _ => Class::Error,
     };
-    let by_zone = matches!(class, Class::NxDomain | Class::Referral)
-        .then(|| first_authority_owner(reply, buf))
-        .flatten();
-    let len = by_zone.or_else(|| read_name(query, 12, buf)).unwrap_or(0);
+    let len = match class {
+        Class::NxDomain | Class::Referral => first_authority_owner(reply, buf)
+            .or_else(|| read_name(query, 12, buf))
+            .unwrap_or(0),
+        // One budget per client network for all errors: REFUSED for random names outside
+        // our zones must not get a fresh bucket per name.
+        Class::Error => 0,
+        Class::Answer | Class::Any => read_name(query, 12, buf).unwrap_or(0),
+    };
     (class, &buf[..len])
 }
 
@@ -489,21 +497,40 @@ mod tests {
             ),
             (
                 exchange(
-                    "www.other.",
-                    RecordType::A,
-                    ResponseCode::Refused,
+                    "r4nd.sub.t.test.",
+                    RecordType::ANY,
+                    ResponseCode::NoError,
                     false,
                     &[],
-                    None,
+                    Some(("sub.t.test.", ns())),
                 ),
-                Class::Error,
-                "www.other",
+                Class::Referral,
+                "sub.t.test",
             ),
         ];
         for ((query, reply), class, key) in cases {
             let (c, k) = budget(&query, &reply, &mut buf);
             assert_eq!((c, k), (class, &wire(key)[..]), "{key}");
         }
+        // Errors share one key whatever the name: REFUSED outside our zones, and BADVERS
+        // (rcode 0 in the header, not authoritative, no records).
+        for (name, rcode) in [
+            ("www.other.", ResponseCode::Refused),
+            ("x1.other.", ResponseCode::Refused),
+            ("www.t.test.", ResponseCode::FormErr),
+        ] {
+            let (q, r) = exchange(name, RecordType::A, rcode, false, &[], None);
+            assert_eq!(budget(&q, &r, &mut buf), (Class::Error, &[][..]), "{name}");
+        }
+        let (q, r) = exchange(
+            "www.t.test.",
+            RecordType::A,
+            ResponseCode::NoError,
+            false,
+            &[],
+            None,
+        );
+        assert_eq!(budget(&q, &r, &mut buf), (Class::Error, &[][..]), "BADVERS");
     }
 
     #[test]
@@ -526,7 +553,7 @@ mod tests {
         let at = reply.len();
         reply.extend_from_slice(&[0xc0, at as u8]);
         assert_eq!(budget(&query, &reply, &mut buf).1, &wire("a.t.test")[..]);
-        // Nothing readable at all.
-        assert_eq!(budget(&[], &[], &mut buf), (Class::Answer, &[][..]));
+        // Nothing readable at all: no header flags, so not an authoritative answer.
+        assert_eq!(budget(&[], &[], &mut buf), (Class::Error, &[][..]));
     }
 }

@@ -65,6 +65,30 @@ impl ResponseHandler for TcpReply {
     }
 }
 
+/// One open connection: holds its slot under the cap and counts in
+/// `gtmd_tcp_connections`; both are given back when it is dropped, however the
+/// connection's task ends.
+struct Open {
+    handler: DnsHandler,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Open {
+    fn new(handler: DnsHandler, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        handler.metrics().tcp_connections.inc();
+        Self {
+            handler,
+            _slot: slot,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.handler.metrics().tcp_connections.dec();
+    }
+}
+
 /// Accepts and serves connections on `listener` until `cancel`.
 pub async fn serve(
     listener: TcpListener,
@@ -91,16 +115,14 @@ pub async fn serve(
             drop(stream);
             continue;
         };
-        handler.metrics().tcp_connections.inc();
+        let open = Open::new(handler.clone(), slot);
         let (handler, cancel) = (handler.clone(), cancel.clone());
         tokio::spawn(async move {
-            let metrics = handler.clone();
             tokio::select! {
                 _ = cancel.cancelled() => {}
                 _ = connection(stream, peer, handler, limits) => {}
             }
-            metrics.metrics().tcp_connections.dec();
-            drop(slot);
+            drop(open);
         });
     }
 }

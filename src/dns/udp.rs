@@ -32,7 +32,7 @@ use super::{
     rrl::{Rrl, Verdict, budget, slip_reply},
 };
 use crate::{
-    metrics::{Metrics, Tally},
+    metrics::{Metrics, Sent, Tally},
     snapshot::Snapshot,
 };
 
@@ -103,25 +103,37 @@ impl ResponseHandler for UdpReply {
     ) -> Result<ResponseInfo, NetError> {
         let max = udp_max(&response);
         let (info, bytes) = encode(response, max)?;
-        let verdict = match &self.limit {
-            Some(l) => judge(&l.rrl, self.dst, &l.query, &bytes),
-            None => Verdict::Send,
-        };
-        match (verdict, &self.limit) {
-            (Verdict::Send, _) | (_, None) => {
-                self.socket.send_to(&bytes, self.dst)?;
-            }
-            (Verdict::Slip, Some(l)) => {
-                l.metrics.rrl_slipped.inc();
-                let mut tc = [0u8; 512];
-                if let Some(len) = slip_reply(&l.query, &mut tc) {
-                    self.socket.send_to(&tc[..len], self.dst)?;
-                }
-            }
-            (Verdict::Drop, Some(l)) => l.metrics.rrl_dropped.inc(),
-        }
+        send_limited(&self.socket, self.dst, self.limit.as_ref(), &bytes)?;
         Ok(info)
     }
+}
+
+/// Sends a full-path reply (an answer, or the FORMERR to an undecodable query) through
+/// rate limiting: sent, slipped as an empty TC=1 reply, or dropped.
+fn send_limited(
+    socket: &UdpSocket,
+    dst: SocketAddr,
+    limit: Option<&Limit>,
+    bytes: &[u8],
+) -> io::Result<()> {
+    let verdict = match limit {
+        Some(l) => judge(&l.rrl, dst, &l.query, bytes),
+        None => Verdict::Send,
+    };
+    match (verdict, limit) {
+        (Verdict::Send, _) | (_, None) => {
+            socket.send_to(bytes, dst)?;
+        }
+        (Verdict::Slip, Some(l)) => {
+            l.metrics.rrl_slipped.inc();
+            let mut tc = [0u8; 512];
+            if let Some(len) = slip_reply(&l.query, &mut tc) {
+                socket.send_to(&tc[..len], dst)?;
+            }
+        }
+        (Verdict::Drop, Some(l)) => l.metrics.rrl_dropped.inc(),
+    }
+    Ok(())
 }
 
 /// What a worker does with one datagram after [`on_datagram`].
@@ -147,13 +159,16 @@ pub fn on_datagram(
 ) -> Step {
     match fast::answer(snap, tally, packet, src.ip(), slot) {
         Fast::Answered(len) => match rrl.map(|r| judge(r, src, packet, &slot[..len])) {
-            None | Some(Verdict::Send) => Step::Reply(len),
+            None | Some(Verdict::Send) => {
+                tally.commit(snap, Sent::Full);
+                Step::Reply(len)
+            }
             Some(Verdict::Slip) => {
-                tally.rrl_slipped();
+                tally.commit(snap, Sent::Truncated);
                 slip_reply(packet, slot).map_or(Step::Nothing, Step::Reply)
             }
             Some(Verdict::Drop) => {
-                tally.rrl_dropped();
+                tally.commit(snap, Sent::Nothing);
                 Step::Nothing
             }
         },
@@ -363,10 +378,10 @@ fn serve(
                         let reply = UdpReply {
                             socket: socket.clone(),
                             dst: src,
-                            limit,
+                            limit: limit.clone(),
                         };
                         full_path(&handler, bytes, src, Protocol::Udp, reply, |formerr| {
-                            let _ = socket.send_to(&formerr, src);
+                            let _ = send_limited(&socket, src, limit.as_ref(), &formerr);
                         })
                         .await;
                     });

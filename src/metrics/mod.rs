@@ -11,7 +11,7 @@ mod tally;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-pub use tally::Tally;
+pub use tally::{Sent, Tally};
 
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 use prometheus::{

@@ -13,11 +13,34 @@ use hickory_proto::{op::ResponseCode, rr::RecordType};
 use prometheus::local::LocalHistogram;
 
 use super::{Metrics, OTHER, RCODES, Transport, qtype_index, rcode_index};
-use crate::snapshot::{AppAnswer, Snapshot};
+use crate::{
+    policy::Picks,
+    snapshot::{AppAnswer, Snapshot},
+};
 
 /// Distinct (app, target) pairs a tally holds before it flushes early (and never grows:
 /// the fast path must not allocate).
 const ANSWERED: usize = 64;
+
+/// What became of a fast-path answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sent {
+    /// Sent as answered.
+    Full,
+    /// Rate limiting sent an empty TC=1 reply instead.
+    Truncated,
+    /// Rate limiting dropped it.
+    Nothing,
+}
+
+/// The counts of the last answer, held until its fate is known (rate limiting decides
+/// after the answer is written).
+struct Pending {
+    qtype: usize,
+    rcode: usize,
+    /// App index, the targets that answered, whether the fallback did.
+    app: Option<(u32, Picks, bool)>,
+}
 
 pub struct Tally {
     requests: [u64; OTHER + 1],
@@ -27,6 +50,7 @@ pub struct Tally {
     answered: Vec<(u32, u32, u64)>,
     /// (app index, fallback answers).
     fallbacks: Vec<(u32, u64)>,
+    pending: Option<Pending>,
     rrl_slipped: u64,
     rrl_dropped: u64,
 }
@@ -39,15 +63,50 @@ impl Tally {
             duration: metrics.request_duration.local(),
             answered: Vec::with_capacity(ANSWERED),
             fallbacks: Vec::with_capacity(ANSWERED),
+            pending: None,
             rrl_slipped: 0,
             rrl_dropped: 0,
         }
     }
 
-    /// One UDP request of `qtype` answered with `rcode`.
-    pub fn answer(&mut self, qtype: RecordType, rcode: ResponseCode) {
-        self.requests[qtype_index(qtype)] += 1;
-        self.responses[rcode_index(rcode)] += 1;
+    /// One UDP request of `qtype` answered with `rcode` (and, for an app, its choice),
+    /// counted when [`Tally::commit`] says what was sent. An answer never committed counts
+    /// as sent in full at the next answer or flush.
+    pub fn answer(
+        &mut self,
+        snapshot: &Snapshot,
+        qtype: RecordType,
+        rcode: ResponseCode,
+        app: Option<(usize, &AppAnswer<'_>)>,
+    ) {
+        self.commit(snapshot, Sent::Full);
+        self.pending = Some(Pending {
+            qtype: qtype_index(qtype),
+            rcode: rcode_index(rcode),
+            app: app.map(|(i, a)| (i as u32, a.answered.clone(), a.fallback)),
+        });
+    }
+
+    /// Counts the pending answer as `sent`: the request always; the response unless it was
+    /// dropped; the clusters answered only if it went out in full.
+    pub fn commit(&mut self, snapshot: &Snapshot, sent: Sent) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        self.requests[p.qtype] += 1;
+        match sent {
+            Sent::Full | Sent::Truncated => self.responses[p.rcode] += 1,
+            Sent::Nothing => {}
+        }
+        match sent {
+            Sent::Truncated => self.rrl_slipped += 1,
+            Sent::Nothing => self.rrl_dropped += 1,
+            Sent::Full => {
+                if let Some((app, answered, fallback)) = p.app {
+                    self.app_answer(snapshot, app, &answered, fallback);
+                }
+            }
+        }
     }
 
     /// The time one answer took.
@@ -55,26 +114,23 @@ impl Tally {
         self.duration.observe(seconds);
     }
 
-    pub fn rrl_slipped(&mut self) {
-        self.rrl_slipped += 1;
-    }
-
-    pub fn rrl_dropped(&mut self) {
-        self.rrl_dropped += 1;
-    }
-
-    /// The clusters app `app` answered with (`gtmd_answers_total`), and its fallback.
-    /// Returns false, counting nothing, when the tally may not have room: the caller counts
-    /// on the shared metrics instead.
-    #[must_use]
-    pub fn app_answer(&mut self, app: usize, answer: &AppAnswer<'_>) -> bool {
-        if self.answered.len() + answer.answered.len() > ANSWERED
-            || self.fallbacks.len() >= ANSWERED
-        {
-            return false;
+    /// The clusters app `app` answered with (`gtmd_answers_total`), and its fallback;
+    /// straight onto the shared counters when the tally has no room (it never grows).
+    fn app_answer(&mut self, snapshot: &Snapshot, app: u32, answered: &Picks, fallback: bool) {
+        if self.answered.len() + answered.len() > ANSWERED || self.fallbacks.len() >= ANSWERED {
+            if let Some(a) = snapshot.apps().get(app as usize) {
+                for &t in answered {
+                    if let Some(t) = a.targets.get(t) {
+                        t.answered.inc();
+                    }
+                }
+                if fallback {
+                    a.fallback_answers.inc();
+                }
+            }
+            return;
         }
-        let app = app as u32;
-        for &t in &answer.answered {
+        for &t in answered {
             let t = t as u32;
             match self
                 .answered
@@ -85,18 +141,18 @@ impl Tally {
                 None => self.answered.push((app, t, 1)),
             }
         }
-        if answer.fallback {
+        if fallback {
             match self.fallbacks.iter_mut().find(|(a, _)| *a == app) {
                 Some(entry) => entry.1 += 1,
                 None => self.fallbacks.push((app, 1)),
             }
         }
-        true
     }
 
     /// Adds everything to the shared metrics and starts again from zero. `snapshot` must
     /// be the one the app answers were counted in.
     pub fn flush(&mut self, metrics: &Metrics, snapshot: &Snapshot) {
+        self.commit(snapshot, Sent::Full);
         let udp = &metrics.requests[Transport::Udp as usize];
         for (n, counter) in self.requests.iter_mut().zip(udp) {
             if *n > 0 {
@@ -211,5 +267,22 @@ targets = [{ cluster = "a" }]
         // A second flush adds nothing more.
         tally.flush(&metrics, &snapshot);
         assert_eq!(value(&metrics.render(), answered), 5.0);
+        // Rate limiting decides after the answer is written: a dropped answer counts as a
+        // request only, a slipped one as a request and a response, neither as the cluster
+        // answered.
+        fast::answer(&snapshot, &mut tally, &app, src, &mut out);
+        tally.commit(&snapshot, Sent::Nothing);
+        fast::answer(&snapshot, &mut tally, &app, src, &mut out);
+        tally.commit(&snapshot, Sent::Truncated);
+        tally.flush(&metrics, &snapshot);
+        let text = metrics.render();
+        assert_eq!(value(&text, udp_a), 8.0);
+        assert_eq!(
+            value(&text, r#"gtmd_dns_responses_total{rcode="NOERROR"}"#),
+            7.0
+        );
+        assert_eq!(value(&text, answered), 5.0);
+        assert_eq!(value(&text, "gtmd_rrl_dropped_total"), 1.0);
+        assert_eq!(value(&text, "gtmd_rrl_slipped_total"), 1.0);
     }
 }

@@ -14,7 +14,7 @@ use crate::support::{TestServer, http_get, query, read_tcp_message, tcp_raw, wai
 const CONFIG: &str = r#"
 [server]
 listen = ["127.0.0.1:0"]
-tcp_idle_timeout = "500ms"
+tcp_idle_timeout = "1s"
 tcp_max_connections = 3
 tcp_max_queries = 5
 [[zones]]
@@ -68,8 +68,8 @@ fn connection_cap_idle_timeout_and_query_limit() {
         crate::ops::parse_exposition(&text).get("gtmd_tcp_rejected_total"),
         Some(&1.0)
     );
-    // The idle ones time out after 500 ms and free their slots.
-    std::thread::sleep(Duration::from_millis(700));
+    // The idle ones time out after 1 s and free their slots.
+    std::thread::sleep(Duration::from_millis(1300));
     assert!(
         tcp_raw(s.addr, &q).is_some(),
         "slots freed by the idle timeout"
