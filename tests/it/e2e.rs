@@ -260,20 +260,29 @@ fn two_instances_agree_and_survive_the_loss_of_one() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // Kill one instance: the resolver keeps resolving through the other. It may first try
-    // the dead one and time out internally, so each resolution gets up to 8 s; every one
-    // of them must succeed.
+    // the dead one and time out internally (it forgets what it learnt every 2 s here), so
+    // each resolution gets up to 3 tries of 5 s, as a stub resolver's retries would; every
+    // one of them must succeed.
     drop(a);
     let mut slowest = Duration::ZERO;
+    let mut retried = 0;
     for i in 0..20 {
         let mut q = plain_query("shop.e2e.test.", RecordType::A);
         q.metadata.recursion_desired = true;
         q.metadata.id = 1000 + i;
         let started = Instant::now();
-        let reply =
-            crate::support::udp_raw_timeout(u.addr, &q.to_vec().unwrap(), Duration::from_secs(8))
-                .unwrap_or_else(|| {
-                    panic!("resolution {i} after the loss of one instance got no answer")
-                });
+        let reply = (0..3)
+            .find_map(|attempt| {
+                retried += usize::from(attempt > 0);
+                crate::support::udp_raw_timeout(
+                    u.addr,
+                    &q.to_vec().unwrap(),
+                    Duration::from_secs(5),
+                )
+            })
+            .unwrap_or_else(|| {
+                panic!("resolution {i} after the loss of one instance got no answer in 3 tries")
+            });
         slowest = slowest.max(started.elapsed());
         let r = hickory_proto::op::Message::from_vec(&reply).unwrap();
         assert_eq!(
@@ -284,7 +293,9 @@ fn two_instances_agree_and_survive_the_loss_of_one() {
         assert_eq!(r.answers.len(), 1, "resolution {i}: {r:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-    eprintln!("20 resolutions after losing one instance, slowest {slowest:?}");
+    eprintln!(
+        "20 resolutions after losing one instance, slowest {slowest:?}, {retried} client retries"
+    );
     drop(b);
 }
 
