@@ -219,8 +219,8 @@ impl Reloader {
     }
 }
 
-/// Removes the answer series of apps and clusters that left the configuration, so
-/// dashboards do not show ghosts (probe series are removed by the engine).
+/// Removes the series of apps and clusters that left the configuration, so dashboards do
+/// not show ghosts.
 fn forget_removed_series(metrics: &Metrics, old: &Model, new: &Model) {
     let pairs = |m: &Model| -> std::collections::HashSet<(String, String)> {
         let mut out: std::collections::HashSet<(String, String)> = m
@@ -237,22 +237,8 @@ fn forget_removed_series(metrics: &Metrics, old: &Model, new: &Model) {
     };
     let keep = pairs(new);
     for (app, cluster) in pairs(old).difference(&keep) {
-        let l = [app.as_str(), cluster.as_str()];
-        let _ = metrics.answers.remove_label_values(&l);
-        let _ = metrics.probe_up.remove_label_values(&l);
-        let _ = metrics.probe_duration.remove_label_values(&l);
-        for to in ["up", "down"] {
-            let _ = metrics
-                .health_transitions
-                .remove_label_values(&[l[0], l[1], to]);
-        }
-        for reason in [
-            "status", "body", "timeout", "refused", "connect", "tls", "protocol",
-        ] {
-            let _ = metrics
-                .probe_failures
-                .remove_label_values(&[l[0], l[1], reason]);
-        }
+        let _ = metrics.answers.remove_label_values(&[app, cluster]);
+        metrics.forget_probe_series(app, cluster);
     }
     let apps: std::collections::HashSet<String> =
         new.apps.iter().map(|a| a.hostname.to_string()).collect();

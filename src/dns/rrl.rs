@@ -254,7 +254,7 @@ fn read_name(msg: &[u8], mut pos: usize, out: &mut [u8; 256]) -> Option<usize> {
 pub fn slip_reply(query: &[u8], out: &mut [u8]) -> Option<usize> {
     let header = query.get(..12)?;
     let question = if header[4..6] == [0, 1] {
-        question_bytes(query)
+        plain_question(query)
     } else {
         None
     };
@@ -272,8 +272,8 @@ pub fn slip_reply(query: &[u8], out: &mut [u8]) -> Option<usize> {
 }
 
 /// The first question (name, type, class) if its name is a well-formed uncompressed name
-/// of at most 255 bytes.
-fn question_bytes(query: &[u8]) -> Option<&[u8]> {
+/// of at most 255 bytes: the only kind a reply may echo byte for byte.
+pub(super) fn plain_question(query: &[u8]) -> Option<&[u8]> {
     let mut i = 12;
     loop {
         let len = *query.get(i)? as usize;

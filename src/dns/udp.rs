@@ -29,7 +29,7 @@ use tracing::debug;
 use super::{
     DnsHandler,
     fast::{self, Fast},
-    rrl::{Rrl, Verdict, budget, slip_reply},
+    rrl::{Rrl, Verdict, budget, plain_question, slip_reply},
 };
 use crate::{
     metrics::{Metrics, Sent, Tally},
@@ -222,10 +222,12 @@ pub async fn full_path<R: ResponseHandler>(
         return;
     }
     let header = [bytes[0], bytes[1], bytes[2], bytes[3]];
-    let request = if first_question_is_compressed(&bytes) {
-        // hickory would decode it, then echo the raw question bytes, pointer and all, into
-        // a reply where the pointer means something else: a reply that does not parse.
-        Err("compression pointer in the first question".to_owned())
+    let request = if bytes[4..6] == [0, 1] && plain_question(&bytes).is_none() {
+        // hickory would decode a compressed question, then echo its raw bytes, pointer and
+        // all, into a reply where the pointer means something else: a reply that does not
+        // parse. (Nothing precedes the first question but the header, so a pointer there
+        // is never valid anyway.)
+        Err("the question is not one plain name".to_owned())
     } else {
         Request::from_bytes(bytes, src, protocol).map_err(|e| e.to_string())
     };
@@ -244,24 +246,6 @@ pub async fn full_path<R: ResponseHandler>(
             ]);
         }
     }
-}
-
-/// Whether the first question's name contains a compression pointer. Nothing precedes it
-/// but the header, so a pointer there can only point into the header or back into the
-/// name itself: never a valid name (RFC 1035 4.1.4 pointers refer to prior names).
-fn first_question_is_compressed(bytes: &[u8]) -> bool {
-    if bytes.get(4..6) == Some(&[0, 0]) {
-        return false;
-    }
-    let mut i = 12;
-    while let Some(&len) = bytes.get(i) {
-        match len {
-            0 => return false,
-            1..=63 => i += usize::from(len) + 1,
-            _ => return len & 0xc0 == 0xc0,
-        }
-    }
-    false
 }
 
 /// The UDP worker threads.

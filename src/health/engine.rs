@@ -314,24 +314,11 @@ fn lock_pending(m: &Mutex<HashSet<ProbeId>>) -> std::sync::MutexGuard<'_, HashSe
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Removes the metric series of probes that no longer exist, so no alert keeps firing on
-/// a probe that was taken out of the configuration.
+/// Removes the metric series of probes that no longer exist.
 fn forget_probe_series(metrics: &Metrics, removed: &[ProbeId]) {
     for id in removed {
         let (app, cluster) = id.labels();
-        let l = [app.as_str(), cluster.as_str()];
-        let _ = metrics.probe_up.remove_label_values(&l);
-        let _ = metrics.probe_duration.remove_label_values(&l);
-        for to in ["up", "down"] {
-            let _ = metrics
-                .health_transitions
-                .remove_label_values(&[l[0], l[1], to]);
-        }
-        for reason in super::outcome::REASON_LABELS {
-            let _ = metrics
-                .probe_failures
-                .remove_label_values(&[l[0], l[1], reason]);
-        }
+        metrics.forget_probe_series(&app, &cluster);
     }
 }
 

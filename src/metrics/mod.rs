@@ -311,6 +311,24 @@ impl Metrics {
         self.responses.get(i).unwrap_or(&self.responses_other)
     }
 
+    /// Removes the series of the probe of `app` (empty for a cluster probe) on `cluster`,
+    /// so no alert keeps firing on a probe taken out of the configuration.
+    pub fn forget_probe_series(&self, app: &str, cluster: &str) {
+        let l = [app, cluster];
+        let _ = self.probe_up.remove_label_values(&l);
+        let _ = self.probe_duration.remove_label_values(&l);
+        for to in ["up", "down"] {
+            let _ = self
+                .health_transitions
+                .remove_label_values(&[app, cluster, to]);
+        }
+        for reason in crate::health::outcome::REASON_LABELS {
+            let _ = self
+                .probe_failures
+                .remove_label_values(&[app, cluster, reason]);
+        }
+    }
+
     /// Records a configuration load that was applied.
     pub fn config_applied(&self, hash: &str, generation: u64) {
         self.config_info.reset();

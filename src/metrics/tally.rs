@@ -118,16 +118,9 @@ impl Tally {
     /// straight onto the shared counters when the tally has no room (it never grows).
     fn app_answer(&mut self, snapshot: &Snapshot, app: u32, answered: &Picks, fallback: bool) {
         if self.answered.len() + answered.len() > ANSWERED || self.fallbacks.len() >= ANSWERED {
-            if let Some(a) = snapshot.apps().get(app as usize) {
-                for &t in answered {
-                    if let Some(t) = a.targets.get(t) {
-                        t.answered.inc();
-                    }
-                }
-                if fallback {
-                    a.fallback_answers.inc();
-                }
-            }
+            snapshot
+                .app(app as usize)
+                .count_answered(answered, fallback);
             return;
         }
         for &t in answered {
@@ -284,5 +277,50 @@ targets = [{ cluster = "a" }]
         assert_eq!(value(&text, answered), 5.0);
         assert_eq!(value(&text, "gtmd_rrl_dropped_total"), 1.0);
         assert_eq!(value(&text, "gtmd_rrl_slipped_total"), 1.0);
+    }
+
+    #[test]
+    fn a_full_tally_counts_straight_onto_the_shared_counters() {
+        // 64 clusters, every answer all 64 of them: from the second answer on the pairs
+        // do not fit in the tally (64) and go straight to the counters; nothing is lost.
+        let mut toml = CONFIG.replace(
+            "[[clusters]]\nname = \"a\"\ningress = [\"192.0.2.10\"]\n",
+            "",
+        );
+        let mut targets = Vec::new();
+        for i in 0..64 {
+            toml.push_str(&format!(
+                "[[clusters]]\nname = \"c{i}\"\ningress = [\"10.0.{i}.1\"]\n"
+            ));
+            targets.push(format!("{{ cluster = \"c{i}\" }}"));
+        }
+        toml = toml.replace(
+            "targets = [{ cluster = \"a\" }]",
+            &format!("max_answers = 64\ntargets = [{}]", targets.join(", ")),
+        );
+        let path = Path::new("t.toml");
+        let config = crate::config::parse_with_env(path, &toml, []).unwrap();
+        let model = Arc::new(crate::from_config(path, &config).unwrap().model);
+        let metrics = Metrics::new();
+        let snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
+        let mut tally = Tally::new(&metrics);
+        let src: IpAddr = "198.51.100.1".parse().unwrap();
+        let mut out = [0u8; 4096];
+        // With EDNS (1,232 bytes): 64 addresses do not fit the 512 of plain DNS.
+        let mut app = query(b"\x03app\x01t\x04test\x00", 1);
+        app[11] = 1;
+        app.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
+        for _ in 0..10 {
+            let r = fast::answer(&snapshot, &mut tally, &app, src, &mut out);
+            assert!(matches!(r, fast::Fast::Answered(_)), "{r:?}");
+        }
+        tally.flush(&metrics, &snapshot);
+        let total: f64 = metrics
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("gtmd_answers_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert_eq!(total, 640.0, "10 answers of 64 clusters each");
     }
 }

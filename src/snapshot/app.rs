@@ -287,10 +287,15 @@ impl AppAnswers {
 
     /// Adds an answer given to the metrics.
     pub fn count(&self, answer: &AppAnswer<'_>) {
-        if answer.fallback {
+        self.count_answered(&answer.answered, answer.fallback);
+    }
+
+    /// Adds one answer with these targets (and the fallback, if it answered).
+    pub fn count_answered(&self, answered: &[usize], fallback: bool) {
+        if fallback {
             self.fallback_answers.inc();
         }
-        for &t in &answer.answered {
+        for &t in answered {
             self.targets[t].answered.inc();
         }
     }

@@ -36,7 +36,8 @@ pub struct Served {
     pub handler: DnsHandler,
 }
 
-fn serve(toml: &str) -> Served {
+/// Loads `toml` into a snapshot with its metrics and a handler.
+pub fn serve(toml: &str) -> Served {
     let path = Path::new("fuzz.toml");
     let config = gtmd::config::parse_with_env(path, toml, []).expect("fixture parses");
     let model = Arc::new(

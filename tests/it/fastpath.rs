@@ -2,10 +2,8 @@
 //! reply from the full hickory path (same rcode, flags, question bytes, sections, TTLs, EDNS
 //! and ECS), with the policy's random choice made from the same seed.
 
-use std::{net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
-use arc_swap::ArcSwap;
-use gtmd::{dns::DnsHandler, health::HealthTable, metrics::Metrics, snapshot::Snapshot};
 use hickory_proto::{
     op::{Edns, Message, MessageType, OpCode, Query},
     rr::{
@@ -16,15 +14,6 @@ use hickory_proto::{
 use proptest::prelude::*;
 
 use crate::differential::{Outcome, compare};
-
-fn snapshot_of(toml: &str) -> (Arc<ArcSwap<Snapshot>>, Arc<Metrics>) {
-    let config = gtmd::config::parse_with_env(std::path::Path::new("t.toml"), toml, []).unwrap();
-    let loaded = gtmd::from_config(std::path::Path::new("t.toml"), &config).unwrap();
-    let model = Arc::new(loaded.model);
-    let metrics = Arc::new(Metrics::new());
-    let snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
-    (Arc::new(ArcSwap::from_pointee(snapshot)), metrics)
-}
 
 /// Names worth asking: apps, static names, empty non-terminals, missing and foreign names.
 const NAMES: &[&str] = &[
@@ -174,8 +163,11 @@ fn fast_and_full_paths_agree() {
     let answered_fast = std::cell::Cell::new(0u32);
     let total = std::cell::Cell::new(0u32);
     for toml in &configs {
-        let (snapshot, metrics) = snapshot_of(toml);
-        let handler = DnsHandler::new(snapshot.clone(), metrics.clone());
+        let crate::fuzz_checks::Served {
+            snapshot,
+            metrics,
+            handler,
+        } = crate::fuzz_checks::serve(toml);
         let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
             cases: 2500,
             failure_persistence: None,
