@@ -68,11 +68,15 @@ impl Listeners {
     }
 
     /// Binds UDP and TCP on one free port of `ip` (tests: port 0 picks it).
+    ///
+    /// Getting one port for UDP *and* TCP (and a two-socket UDP group) takes several binds,
+    /// with short gaps in which a socket elsewhere — typically a test client binding port
+    /// 0 — can take the port. Any failure in the sequence starts over on a new port, so a
+    /// lost race costs a retry instead of a failed test.
     pub fn bind_ephemeral(ip: std::net::IpAddr) -> Result<Self, BindError> {
-        let mut last = None;
-        for _ in 0..20 {
-            let udp = bind_udp(SocketAddr::new(ip, 0))?;
-            let port = udp
+        let attempt = || -> Result<Self, BindError> {
+            let probe = bind_udp(SocketAddr::new(ip, 0))?;
+            let port = probe
                 .local_addr()
                 .map_err(|source| BindError {
                     proto: "UDP",
@@ -80,16 +84,19 @@ impl Listeners {
                     source,
                 })?
                 .port();
-            match bind_tcp(SocketAddr::new(ip, port)) {
-                Ok(tcp) => {
-                    drop(udp);
-                    let group = bind_udp_group(SocketAddr::new(ip, port), 2)?;
-                    return Ok(Listeners {
-                        udp: group,
-                        tcp: vec![tcp],
-                        admin: Some(bind_tcp(SocketAddr::new(ip, 0))?),
-                    });
-                }
+            let tcp = bind_tcp(SocketAddr::new(ip, port))?;
+            drop(probe);
+            let udp = bind_udp_group(SocketAddr::new(ip, port), 2)?;
+            Ok(Listeners {
+                udp,
+                tcp: vec![tcp],
+                admin: Some(bind_tcp(SocketAddr::new(ip, 0))?),
+            })
+        };
+        let mut last = None;
+        for _ in 0..50 {
+            match attempt() {
+                Ok(l) => return Ok(l),
                 Err(e) => last = Some(e),
             }
         }

@@ -98,9 +98,10 @@ impl Backend {
     }
 
     fn start(ip: &str, tls: Option<Tls>) -> Self {
-        let std_listener = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
-        let addr = std_listener.local_addr().unwrap();
-        drop(std_listener);
+        // The server closes and reopens its socket (Mode::Refuse): a port outside the
+        // ephemeral range cannot be taken meanwhile by a probe's outgoing connection.
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let addr = SocketAddr::new(ip, crate::support::free_port_on(ip));
         Self::start_at(addr, tls)
     }
 

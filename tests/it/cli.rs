@@ -27,10 +27,9 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A loopback port free for both UDP and TCP right now.
+/// A loopback port free for both UDP and TCP, for a `gtmd` child process to listen on.
 pub fn free_port() -> u16 {
-    let l = gtmd::server::Listeners::bind_ephemeral("127.0.0.1".parse().unwrap()).unwrap();
-    l.local_addrs()[0].port()
+    crate::support::free_port_on(std::net::Ipv4Addr::LOCALHOST.into())
 }
 
 /// The example config, listening on `port` instead of 5353.

@@ -206,3 +206,36 @@ pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> 
     }
     start.elapsed()
 }
+
+/// A port of `ip` free for both UDP and TCP, for a server started after this returns
+/// (a `gtmd` child process, a test backend that closes and reopens its socket).
+///
+/// The port is released before the child binds it, so it is taken *below* the kernel's
+/// ephemeral range: no socket binding port 0 (every test client does) can be handed it in
+/// between. Ports are taken in turn from a per-process start, so two tests of this
+/// process never get the same one, and each is checked free for UDP and TCP.
+pub fn free_port_on(ip: std::net::IpAddr) -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = below_ephemeral_range();
+    let span = high - low;
+    let start = std::process::id() % span;
+    for _ in 0..span {
+        let port = (low + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        let free = std::net::UdpSocket::bind((ip, port)).is_ok()
+            && std::net::TcpListener::bind((ip, port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+    panic!("no free port of {ip} in {low}..{high}");
+}
+
+/// Ports from 10000 up to the start of `net.ipv4.ip_local_port_range` (32768 by default).
+fn below_ephemeral_range() -> (u32, u32) {
+    let first_ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    (10000, first_ephemeral.max(11000))
+}
