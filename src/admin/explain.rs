@@ -331,7 +331,7 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
             "coordinates": location.coordinates.map(|(lat, lon)| json!({"lat": lat, "lon": lon})),
         },
         "targets": targets,
-        "answer": answer.records.iter().map(|r| r.data.to_string()).collect::<Vec<_>>(),
+        "answer": answer.records.iter().map(|r| r.ip.to_string()).collect::<Vec<_>>(),
         "fallback": answer.fallback,
         "ecs_scope": ecs_scope,
         "ttl": m.ttl,

@@ -12,7 +12,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use hickory_proto::{
     op::{MessageType, Metadata, OpCode, Query, emit_message_parts},
-    rr::{LowerName, Name, RData, Record, RecordType},
+    rr::{LowerName, Name, RecordType},
     serialize::binary::BinEncoder,
 };
 
@@ -71,7 +71,8 @@ const STATIC_TYPES: [RecordType; 9] = [
     RecordType::CNAME,
 ];
 
-fn wire_name(name: &Name) -> Vec<u8> {
+/// `name` in lower-case wire form (the fast path's lookup key).
+pub fn wire_name(name: &Name) -> Vec<u8> {
     let mut out = Vec::with_capacity(name.len() + 1);
     for label in name.iter() {
         out.push(label.len() as u8);
@@ -471,7 +472,7 @@ fn write_app<'a>(
         p.edns.is_some(),
     )?;
     for r in &chosen.records {
-        write_address(w, r)?;
+        write_address(w, r.ip, app.ttl)?;
     }
     if p.edns.is_some() {
         opt(w, snapshot, client, scope)?;
@@ -480,23 +481,22 @@ fn write_app<'a>(
 }
 
 /// An A or AAAA record whose owner is the question name (a pointer to offset 12).
-fn write_address(w: &mut Out<'_>, r: &Record) -> Result<(), Fast> {
+fn write_address(w: &mut Out<'_>, ip: IpAddr, ttl: u32) -> Result<(), Fast> {
     let (v4, v6);
-    let (rtype, rdata): (u16, &[u8]) = match &r.data {
-        RData::A(a) => {
-            v4 = a.0.octets();
+    let (rtype, rdata): (u16, &[u8]) = match ip {
+        IpAddr::V4(a) => {
+            v4 = a.octets();
             (1, &v4)
         }
-        RData::AAAA(a) => {
-            v6 = a.0.octets();
+        IpAddr::V6(a) => {
+            v6 = a.octets();
             (28, &v6)
         }
-        _ => return Err(Fast::Slow),
     };
     w.put(&[0xc0, 0x0c])?;
     w.put(&rtype.to_be_bytes())?;
     w.put(&1u16.to_be_bytes())?;
-    w.put(&r.ttl.to_be_bytes())?;
+    w.put(&ttl.to_be_bytes())?;
     w.put(&(rdata.len() as u16).to_be_bytes())?;
     w.put(rdata)
 }

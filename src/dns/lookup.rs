@@ -162,7 +162,7 @@ fn app_records<'a>(
         answer.app = Some((index, chosen.answer.fallback));
         answer.ecs_scope = chosen.scope;
         if !chosen.answer.records.is_empty() {
-            return chosen.answer.records.into_vec();
+            return chosen.answer.record_refs().collect();
         }
     }
     if qtype == RecordType::ANY {

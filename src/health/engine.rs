@@ -517,13 +517,7 @@ impl HealthShared {
         let current = self.snapshot.load();
         let updates: Vec<(usize, AppAnswers)> = affected
             .into_iter()
-            .map(|a| {
-                let policy = current.app(a).policy.clone();
-                (
-                    a,
-                    AppAnswers::build_with_policy(&model, a, &table, policy, &self.metrics),
-                )
-            })
+            .map(|a| (a, AppAnswers::build(&model, a, &table, &self.metrics)))
             .collect();
         for (a, answers) in &updates {
             let was = current.app(*a).fallback_active;

@@ -1,8 +1,15 @@
 //! One app's answer plan for the current health: per-target records, the healthy
 //! candidates of each address family (precomputed so a query only runs the policy), and
 //! the fallback records.
+//!
+//! Layout matters here. With thousands of apps queried at random, each query's app is
+//! cold in the cache, and every pointer followed is a miss that waits for the one before.
+//! So what a query reads — the name to confirm the lookup, the policy, the up candidates
+//! and the candidates' addresses — sits inline in [`AppAnswers`] (a few adjacent cache
+//! lines, fetched together), and the hickory `Record`s, large and behind two more
+//! pointers, are read only by the full path.
 
-use std::{net::IpAddr, sync::Arc};
+use std::net::IpAddr;
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
@@ -32,10 +39,17 @@ pub struct TargetAnswers {
     pub answered: IntCounter,
 }
 
+/// Inline capacity for per-app lists: apps with up to this many clusters keep them in
+/// [`AppAnswers`] itself.
+const INLINE: usize = 6;
+
 /// What one address family offers right now.
 #[derive(Debug, Clone, Default)]
 pub struct FamilyPlan {
-    pub up: Vec<Candidate>,
+    pub up: smallvec::SmallVec<[Candidate; INLINE]>,
+    /// Every target's addresses of this family as (target, address), in target order: what
+    /// the records of `targets[t]` hold, without reaching them.
+    pub addrs: smallvec::SmallVec<[(u32, IpAddr); INLINE]>,
     /// Weight of every target of this family that is not drained.
     pub total_weight: u64,
     /// Per pool: its up candidates and total weight.
@@ -48,7 +62,13 @@ pub struct FamilyPlan {
 #[derive(Debug, Clone)]
 pub struct AppAnswers {
     pub hostname: Name,
-    pub policy: Arc<AppPolicy>,
+    /// The hostname in lower-case wire form, inline: the fast path confirms its lookup
+    /// here instead of in a separately allocated key.
+    pub wire_name: smallvec::SmallVec<[u8; 48]>,
+    /// The TTL of every address record of the app (targets' and fallback's).
+    pub ttl: u32,
+    /// Inline (not shared behind a pointer): one cache miss less per query.
+    pub policy: AppPolicy,
     pub fallback: Fallback,
     pub targets: Vec<TargetAnswers>,
     /// No target is up: answers come from the fallback.
@@ -59,11 +79,32 @@ pub struct AppAnswers {
     pub fallback_answers: IntCounter,
 }
 
+/// Where an answered address comes from, to find its `Record` (full path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The `k`-th record of the family at target `t`.
+    Target(u32, u32),
+    /// The `k`-th record of the family's fallback.
+    Fallback(u32),
+}
+
+/// One address of an answer: all the fast path needs to write it (the TTL is the app's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    pub ip: IpAddr,
+    pub source: Source,
+}
+
 /// The records answered for one query, and why.
 #[derive(Debug)]
 pub struct AppAnswer<'a> {
     /// Inline up to 8, like [`Picks`]: an answer is built without allocating.
-    pub records: smallvec::SmallVec<[&'a Record; 8]>,
+    /// [`AppAnswers::record`] finds each one's `Record`.
+    pub records: smallvec::SmallVec<[Answered; 8]>,
+    /// Whether these are AAAA (true) or A records.
+    pub v6: bool,
+    /// Ties the answer to the plan it came from.
+    pub plan: &'a AppAnswers,
     pub choice: Choice,
     /// The fallback answered (no eligible target was up).
     pub fallback: bool,
@@ -105,20 +146,8 @@ fn union<'a>(targets: impl Iterator<Item = &'a [Record]>) -> Vec<Record> {
 
 impl AppAnswers {
     pub fn build(model: &Model, app: usize, table: &HealthTable, metrics: &Metrics) -> Self {
-        let policy = Arc::new(model.apps[app].policy.clone());
-        Self::build_with_policy(model, app, table, policy, metrics)
-    }
-
-    /// Like [`Self::build`], sharing an already allocated policy (health changes rebuild
-    /// answers, never policies).
-    pub fn build_with_policy(
-        model: &Model,
-        app: usize,
-        table: &HealthTable,
-        policy: Arc<AppPolicy>,
-        metrics: &Metrics,
-    ) -> Self {
         let m = &model.apps[app];
+        let policy = m.policy.clone();
         let app_label = m.hostname.to_string();
         let targets: Vec<TargetAnswers> = m
             .targets
@@ -162,7 +191,7 @@ impl AppAnswers {
                 }
             };
             let plan_of = |members: &mut dyn Iterator<Item = usize>| {
-                let mut up = Vec::new();
+                let mut up = smallvec::SmallVec::new();
                 let mut total = 0u64;
                 for i in members {
                     let t = &targets[i];
@@ -180,11 +209,24 @@ impl AppAnswers {
             let pools = policy
                 .pools
                 .iter()
-                .map(|p| plan_of(&mut p.targets.iter().copied()))
+                .map(|p| {
+                    let (up, total) = plan_of(&mut p.targets.iter().copied());
+                    (up.into_vec(), total)
+                })
                 .collect();
             let fallback = fallback_records(model, app, &targets, m.fallback, v6);
+            let addrs = targets
+                .iter()
+                .enumerate()
+                .flat_map(|(t, target)| {
+                    let set = if v6 { &target.aaaa } else { &target.a };
+                    set.iter()
+                        .filter_map(move |r| Some((t as u32, address(r)?)))
+                })
+                .collect();
             FamilyPlan {
                 up,
+                addrs,
                 total_weight,
                 pools,
                 fallback,
@@ -193,6 +235,8 @@ impl AppAnswers {
         let (v4, v6) = (family(false), family(true));
         Self {
             hostname: m.hostname.clone(),
+            wire_name: crate::dns::fast::wire_name(&m.hostname).into(),
+            ttl: m.ttl,
             policy,
             fallback: m.fallback,
             targets,
@@ -223,6 +267,8 @@ impl AppAnswers {
         let Some((plan, v6)) = self.plan(rtype) else {
             return AppAnswer {
                 records: smallvec::SmallVec::new(),
+                v6: false,
+                plan: self,
                 answered: Picks::new(),
                 choice: Choice {
                     picked: Picked::Targets(Picks::new()),
@@ -242,20 +288,20 @@ impl AppAnswers {
         };
         let choice = choose(&self.policy, &view, client, random);
         let max = self.policy.max_answers;
-        let mut records = smallvec::SmallVec::<[&Record; 8]>::new();
+        let mut records = smallvec::SmallVec::<[Answered; 8]>::new();
         let mut answered = Picks::new();
         let fallback = match &choice.picked {
             Picked::Targets(targets) => {
                 for &t in targets {
-                    let set = if v6 {
-                        &self.targets[t].aaaa
-                    } else {
-                        &self.targets[t].a
-                    };
                     let before = records.len();
-                    for r in set {
-                        if records.len() < max && !records.iter().any(|x| x.data == r.data) {
-                            records.push(r);
+                    // `addrs` lists target t's records in order: k is the record's index.
+                    let own = plan.addrs.iter().filter(|(owner, _)| *owner as usize == t);
+                    for (k, &(_, ip)) in own.enumerate() {
+                        if records.len() < max && !records.iter().any(|x| x.ip == ip) {
+                            records.push(Answered {
+                                ip,
+                                source: Source::Target(t as u32, k as u32),
+                            });
                         }
                     }
                     if records.len() > before {
@@ -265,7 +311,18 @@ impl AppAnswers {
                 false
             }
             Picked::Fallback { rule: None } => {
-                records.extend(plan.fallback.iter().take(max));
+                records.extend(
+                    plan.fallback
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(k, r)| {
+                            Some(Answered {
+                                ip: address(r)?,
+                                source: Source::Fallback(k as u32),
+                            })
+                        })
+                        .take(max),
+                );
                 true
             }
             Picked::Fallback { rule: Some(rule) } => {
@@ -275,6 +332,8 @@ impl AppAnswers {
         };
         let answer = AppAnswer {
             records,
+            v6,
+            plan: self,
             choice,
             fallback,
             answered,
@@ -300,16 +359,27 @@ impl AppAnswers {
         }
     }
 
+    /// The `Record` of one answered address.
+    pub fn record(&self, answered: &Answered, v6: bool) -> &Record {
+        match answered.source {
+            Source::Target(t, k) => {
+                let t = &self.targets[t as usize];
+                &(if v6 { &t.aaaa } else { &t.a })[k as usize]
+            }
+            Source::Fallback(k) => &(if v6 { &self.v6 } else { &self.v4 }).fallback[k as usize],
+        }
+    }
+
     /// The fallback of a geofenced rule: the app's fallback restricted to the rule's pools
     /// (a fallback cluster outside them answers nothing: the fence holds).
-    fn fenced_fallback(&self, rule: usize, v6: bool) -> Vec<&Record> {
+    fn fenced_fallback(&self, rule: usize, v6: bool) -> Vec<Answered> {
         let policy = &self.policy;
         let within: Vec<usize> = policy.rules[rule]
             .pools
             .iter()
             .flat_map(|&p| policy.pools[p].targets.iter().copied())
             .collect();
-        let mut out: Vec<&Record> = Vec::new();
+        let mut out: Vec<Answered> = Vec::new();
         for (i, t) in self.targets.iter().enumerate() {
             let eligible = within.contains(&i)
                 && t.state != TargetState::Drained
@@ -321,9 +391,15 @@ impl AppAnswers {
             if !eligible {
                 continue;
             }
-            for r in if v6 { &t.aaaa } else { &t.a } {
-                if !out.iter().any(|x| x.data == r.data) {
-                    out.push(r);
+            let set = if v6 { &t.aaaa } else { &t.a };
+            for (k, r) in set.iter().enumerate() {
+                if let Some(ip) = address(r)
+                    && !out.iter().any(|x| x.ip == ip)
+                {
+                    out.push(Answered {
+                        ip,
+                        source: Source::Target(i as u32, k as u32),
+                    });
                 }
             }
         }
@@ -353,6 +429,23 @@ impl AppAnswers {
             }
         }
         out
+    }
+}
+
+impl<'a> AppAnswer<'a> {
+    /// The answered `Record`s, in answer order (full path).
+    pub fn record_refs(&self) -> impl Iterator<Item = &'a Record> + '_ {
+        let plan = self.plan;
+        self.records.iter().map(move |a| plan.record(a, self.v6))
+    }
+}
+
+/// The address of an A or AAAA record.
+fn address(r: &Record) -> Option<IpAddr> {
+    match &r.data {
+        RData::A(a) => Some(IpAddr::V4(a.0)),
+        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+        _ => None,
     }
 }
 
