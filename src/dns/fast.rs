@@ -8,7 +8,11 @@
 //! as NXDOMAIN, replies that would need truncation) goes to the full path, which is the
 //! reference: a differential test holds the two to identical answers.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::HashMap,
+    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
+    net::IpAddr,
+};
 
 use hickory_proto::{
     op::{MessageType, Metadata, OpCode, Query, emit_message_parts},
@@ -46,16 +50,68 @@ struct Fragment {
     bytes: Box<[u8]>,
 }
 
-#[derive(Debug, Default)]
-struct FastName {
-    app: Option<usize>,
-    statics: Vec<(u16, Fragment)>,
+/// A static name and its precomputed answers.
+#[derive(Debug)]
+struct StaticName {
+    /// Lower-case wire form.
+    key: Box<[u8]>,
+    answers: Vec<(u16, Fragment)>,
 }
 
-/// Names the fast path answers, keyed by their lower-case wire form.
+/// What a name's hash leads to.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    /// An app (index into the snapshot's apps); its `wire_name` confirms the match.
+    App(u32),
+    /// Index into [`FastIndex::statics`].
+    Static(u32),
+}
+
+/// Names the fast path answers, found by a keyed 64-bit hash of their lower-case wire
+/// form.
+///
+/// The table holds only (hash, slot) pairs, small enough to stay in the CPU cache with
+/// tens of thousands of names, and the match is confirmed against the name kept in the
+/// app itself — which the query reads next anyway — so a lookup costs no cache miss of
+/// its own. (A map keyed by boxed names costs two: the bucket and the key.) The hash is
+/// seeded at random per index, so names cannot be chosen to collide; should two indexed
+/// names collide anyway, the first keeps the slot and the second, failing the name check,
+/// is answered by the full path.
 #[derive(Debug, Default)]
 pub struct FastIndex {
-    names: HashMap<Box<[u8]>, FastName>,
+    seed: RandomState,
+    slots: HashMap<u64, Slot, BuildHasherDefault<Prehashed>>,
+    statics: Vec<StaticName>,
+}
+
+/// The identity hasher for keys that are already uniform 64-bit hashes.
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed with this; fold anything else in anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl FastIndex {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.seed.hash_one(key)
+    }
+
+    fn insert(&mut self, key: &[u8], slot: Slot) {
+        let hash = self.hash(key);
+        self.slots.entry(hash).or_insert(slot);
+    }
 }
 
 /// Query types precomputed at every static name.
@@ -85,14 +141,11 @@ pub fn wire_name(name: &Name) -> Vec<u8> {
 impl FastIndex {
     /// Precomputes static answers and indexes app names, from a built snapshot.
     pub fn build(snapshot: &Snapshot) -> Self {
-        let mut names: HashMap<Box<[u8]>, FastName> = HashMap::new();
+        let mut index = Self::default();
         let app_names: std::collections::HashSet<&Name> =
             snapshot.apps().iter().map(|a| &a.hostname).collect();
         for (i, app) in snapshot.apps().iter().enumerate() {
-            names
-                .entry(wire_name(&app.hostname).into_boxed_slice())
-                .or_default()
-                .app = Some(i);
+            index.insert(&app.wire_name, Slot::App(i as u32));
         }
         let plain = Client {
             src: IpAddr::from([127, 0, 0, 1]),
@@ -123,13 +176,15 @@ impl FastIndex {
                 }
             }
             if !statics.is_empty() {
-                names
-                    .entry(wire_name(&name).into_boxed_slice())
-                    .or_default()
-                    .statics = statics;
+                let key = wire_name(&name).into_boxed_slice();
+                index.insert(&key, Slot::Static(index.statics.len() as u32));
+                index.statics.push(StaticName {
+                    key,
+                    answers: statics,
+                });
             }
         }
-        Self { names }
+        index
     }
 }
 
@@ -340,21 +395,30 @@ pub fn answer(
         Ok(p) => p,
         Err(f) => return f,
     };
-    let Some(entry) = snapshot.fast.names.get(&p.lower[..p.lower_len]) else {
+    let index = &snapshot.fast;
+    let key = &p.lower[..p.lower_len];
+    let Some(&slot) = index.slots.get(&index.hash(key)) else {
         return Fast::Slow;
     };
     let client = Client::with_ecs(src, p.ecs, &snapshot.clients);
     let qtype = RecordType::from(p.qtype);
     let mut w = Out { buf: out, len: 0 };
-    let result = match entry.app {
-        Some(i) if matches!(qtype, RecordType::A | RecordType::AAAA) => {
+    let result = match slot {
+        Slot::App(i) if snapshot.app(i as usize).wire_name[..] != *key => Err(Fast::Slow),
+        Slot::App(i) if matches!(qtype, RecordType::A | RecordType::AAAA) => {
+            let i = i as usize;
             write_app(snapshot, i, qtype, &p, &client, &mut w).map(|a| (0, Some((i, a))))
         }
-        Some(_) => Err(Fast::Slow),
-        None => match entry.statics.iter().find(|(t, _)| *t == p.qtype) {
-            Some((_, f)) => write_static(f, &p, &client, snapshot, &mut w).map(|r| (r, None)),
-            None => Err(Fast::Slow),
-        },
+        Slot::App(_) => Err(Fast::Slow),
+        Slot::Static(i) => {
+            let name = &index.statics[i as usize];
+            match name.answers.iter().find(|(t, _)| *t == p.qtype) {
+                Some((_, f)) if *name.key == *key => {
+                    write_static(f, &p, &client, snapshot, &mut w).map(|r| (r, None))
+                }
+                _ => Err(Fast::Slow),
+            }
+        }
     };
     match result {
         Ok((rcode, app)) => {
@@ -499,4 +563,98 @@ fn write_address(w: &mut Out<'_>, ip: IpAddr, ttl: u32) -> Result<(), Fast> {
     w.put(&ttl.to_be_bytes())?;
     w.put(&(rdata.len() as u16).to_be_bytes())?;
     w.put(rdata)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, sync::Arc};
+
+    use super::*;
+    use crate::{health::HealthTable, metrics::Metrics};
+
+    const CONFIG: &str = r#"
+[[zones]]
+origin = "t.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.t.test"
+[[zones.records]]
+name = "static"
+type = "A"
+value = "192.0.2.1"
+[[clusters]]
+name = "a"
+ingress = ["192.0.2.10"]
+[[apps]]
+hostname = "app.t.test"
+targets = [{ cluster = "a" }]
+"#;
+
+    fn query(name: &[u8]) -> Vec<u8> {
+        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(name);
+        q.extend_from_slice(&[0, 1, 0, 1]);
+        q
+    }
+
+    const APP: &[u8] = b"\x03app\x01t\x04test\x00";
+    const STATIC: &[u8] = b"\x06static\x01t\x04test\x00";
+    const OTHER: &[u8] = b"\x05other\x01t\x04test\x00";
+
+    fn answer(snapshot: &Snapshot, metrics: &Metrics, name: &[u8]) -> Fast {
+        let mut tally = Tally::new(metrics);
+        let mut out = [0u8; 512];
+        let src: IpAddr = "198.51.100.1".parse().unwrap();
+        answer_into(snapshot, &mut tally, &query(name), src, &mut out)
+    }
+
+    use super::answer as answer_into;
+
+    /// The index finds names by hash only; the name itself must confirm every match (so a
+    /// name colliding with an indexed one goes to the full path).
+    #[test]
+    fn a_hash_match_is_confirmed_by_the_name_and_collisions_go_to_the_full_path() {
+        let path = Path::new("t.toml");
+        let config = crate::config::parse_with_env(path, CONFIG, []).unwrap();
+        let model = Arc::new(crate::from_config(path, &config).unwrap().model);
+        let metrics = Metrics::new();
+        let mut snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
+        assert!(matches!(
+            answer(&snapshot, &metrics, APP),
+            Fast::Answered(_)
+        ));
+        assert!(matches!(
+            answer(&snapshot, &metrics, STATIC),
+            Fast::Answered(_)
+        ));
+        assert_eq!(answer(&snapshot, &metrics, OTHER), Fast::Slow);
+
+        // Make "other.t.test" hash to the app's slot, then to the static name's: a name
+        // that only shares the hash is not answered as either.
+        let mut index = FastIndex::build(&snapshot);
+        let other = index.hash(OTHER);
+        index.slots.insert(other, Slot::App(0));
+        snapshot.fast = Arc::new(index);
+        assert_eq!(answer(&snapshot, &metrics, OTHER), Fast::Slow);
+        let mut index = FastIndex::build(&snapshot);
+        let static_at = index
+            .statics
+            .iter()
+            .position(|s| *s.key == *STATIC)
+            .unwrap();
+        let other = index.hash(OTHER); // each index has its own seed
+        index.slots.insert(other, Slot::Static(static_at as u32));
+        snapshot.fast = Arc::new(index);
+        assert_eq!(answer(&snapshot, &metrics, OTHER), Fast::Slow);
+
+        // A build-time collision: the first name keeps the slot.
+        let mut index = FastIndex::build(&snapshot);
+        index.insert(APP, Slot::Static(static_at as u32));
+        snapshot.fast = Arc::new(index);
+        assert!(matches!(
+            answer(&snapshot, &metrics, APP),
+            Fast::Answered(_)
+        ));
+    }
 }

@@ -159,12 +159,12 @@ impl Tally {
         }
         self.duration.flush();
         for (app, target, n) in self.answered.drain(..) {
-            if let Some(t) = snapshot
+            if let Some(counter) = snapshot
                 .apps()
                 .get(app as usize)
-                .and_then(|a| a.targets.get(target as usize))
+                .and_then(|a| a.answered.get(target as usize))
             {
-                t.answered.inc_by(n);
+                counter.inc_by(n);
             }
         }
         for (app, n) in self.fallbacks.drain(..) {
