@@ -9,8 +9,7 @@
 //! reference: a differential test holds the two to identical answers.
 
 use std::{
-    collections::HashMap,
-    hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState},
+    hash::{BuildHasher, RandomState},
     net::IpAddr,
 };
 
@@ -24,6 +23,7 @@ use super::{
     client::{Client, Ecs},
     lookup::{choose_for, lookup},
     response::udp_limit,
+    slots::{Slot, SlotTable},
 };
 use crate::{
     metrics::Tally,
@@ -58,15 +58,6 @@ struct StaticName {
     answers: Vec<(u16, Fragment)>,
 }
 
-/// What a name's hash leads to.
-#[derive(Debug, Clone, Copy)]
-enum Slot {
-    /// An app (index into the snapshot's apps); its `wire_name` confirms the match.
-    App(u32),
-    /// Index into [`FastIndex::statics`].
-    Static(u32),
-}
-
 /// Names the fast path answers, found by a keyed 64-bit hash of their lower-case wire
 /// form.
 ///
@@ -80,27 +71,9 @@ enum Slot {
 #[derive(Debug, Default)]
 pub struct FastIndex {
     seed: RandomState,
-    slots: HashMap<u64, Slot, BuildHasherDefault<Prehashed>>,
+    /// App slots are confirmed by the app's `wire_name`, static ones by `statics[i].key`.
+    slots: SlotTable,
     statics: Vec<StaticName>,
-}
-
-/// The identity hasher for keys that are already uniform 64-bit hashes.
-#[derive(Debug, Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only u64 keys are hashed with this; fold anything else in anyway.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 impl FastIndex {
@@ -109,8 +82,7 @@ impl FastIndex {
     }
 
     fn insert(&mut self, key: &[u8], slot: Slot) {
-        let hash = self.hash(key);
-        self.slots.entry(hash).or_insert(slot);
+        self.slots.insert(self.hash(key), slot);
     }
 }
 
@@ -397,7 +369,7 @@ pub fn answer(
     };
     let index = &snapshot.fast;
     let key = &p.lower[..p.lower_len];
-    let Some(&slot) = index.slots.get(&index.hash(key)) else {
+    let Some(slot) = index.slots.get(index.hash(key)) else {
         return Fast::Slow;
     };
     let client = Client::with_ecs(src, p.ecs, &snapshot.clients);
@@ -440,21 +412,39 @@ pub fn answer(
     }
 }
 
-/// Starts loading what answering `query` will read — its app's plan — without waiting
-/// for it.
+/// Starts loading what answering a batch of queries will read — each one's slot in the
+/// index and its app's plan — without waiting for any of it.
 ///
 /// With many apps queried at random, each query's app is cold, and answering it stalls on
-/// the cache misses one after another. Called for every packet of a receive batch before
-/// any is answered, the lookups of different packets overlap instead: the misses are paid
-/// in parallel, and answering finds the lines already on their way. Only hints: no effect
-/// on any answer.
-pub fn prefetch(snapshot: &Snapshot, query: &[u8]) {
-    let Ok(p) = parse(query) else {
-        return;
-    };
+/// cache misses one after another: the index entry, the app's pointer, the app. Done in
+/// three passes over the whole batch (all index lines, then all app pointers, then all
+/// apps), the misses of a pass are in flight together instead. Only hints: no effect on
+/// any answer.
+pub fn prefetch<'a>(snapshot: &Snapshot, queries: impl Iterator<Item = &'a [u8]>) {
+    const MAX: usize = 64;
     let index = &snapshot.fast;
-    if let Some(&Slot::App(i)) = index.slots.get(&index.hash(&p.lower[..p.lower_len])) {
-        let app: *const AppAnswers = snapshot.app(i as usize);
+    let mut hashes = [0u64; MAX];
+    let mut n = 0;
+    for query in queries.take(MAX) {
+        if let Ok(p) = parse(query) {
+            let hash = index.hash(&p.lower[..p.lower_len]);
+            prefetch_line(index.slots.first_line(hash));
+            hashes[n] = hash;
+            n += 1;
+        }
+    }
+    let mut apps = [0usize; MAX];
+    let mut m = 0;
+    for &hash in &hashes[..n] {
+        if let Some(Slot::App(i)) = index.slots.get(hash) {
+            let i = i as usize;
+            prefetch_line(snapshot.apps()[i..].as_ptr().cast());
+            apps[m] = i;
+            m += 1;
+        }
+    }
+    for &i in &apps[..m] {
+        let app: *const AppAnswers = snapshot.app(i);
         // The hot part: name, policy and the A plan (the type is laid out hot-first).
         let hot = std::mem::size_of::<AppAnswers>().min(12 * 64);
         for offset in (0..hot).step_by(64) {

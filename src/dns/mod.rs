@@ -6,6 +6,7 @@ pub mod handler;
 pub mod lookup;
 pub mod response;
 pub mod rrl;
+pub mod slots;
 pub mod tcp;
 pub mod udp;
 

@@ -336,9 +336,7 @@ fn serve(
         };
         let snap = snapshot.load();
         replies.clear();
-        for i in 0..n {
-            fast::prefetch(&snap, batch.packet(i).0);
-        }
+        fast::prefetch(&snap, (0..n).map(|i| batch.packet(i).0));
         for i in 0..n {
             let (packet, src) = batch.packet(i);
             let Some(src) = src.filter(|s| s.port() != 0) else {

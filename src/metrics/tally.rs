@@ -22,6 +22,9 @@ use crate::{
 /// the fast path must not allocate).
 const ANSWERED: usize = 64;
 
+/// How many of the latest (app, target) entries a new answer may merge into.
+const RECENT: usize = 8;
+
 /// What became of a fast-path answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sent {
@@ -125,8 +128,11 @@ impl Tally {
         }
         for &t in answered {
             let t = t as u32;
-            match self
-                .answered
+            // Merge with a recent entry of the same pair (a name queried again and again
+            // makes one entry); looking further back costs more than the merge saves
+            // when names are many.
+            let recent = self.answered.len().saturating_sub(RECENT);
+            match self.answered[recent..]
                 .iter_mut()
                 .find(|(a, x, _)| *a == app && *x == t)
             {
