@@ -363,6 +363,29 @@ pub fn answer(
     src: IpAddr,
     out: &mut [u8],
 ) -> Fast {
+    answer_over(snapshot, tally, query, src, out, false)
+}
+
+/// Like [`answer`], for a query that came over TCP: the reply is never truncated, so it
+/// may be as long as `out` (a longer one goes to the full path).
+pub fn answer_tcp(
+    snapshot: &Snapshot,
+    tally: &mut Tally,
+    query: &[u8],
+    src: IpAddr,
+    out: &mut [u8],
+) -> Fast {
+    answer_over(snapshot, tally, query, src, out, true)
+}
+
+fn answer_over(
+    snapshot: &Snapshot,
+    tally: &mut Tally,
+    query: &[u8],
+    src: IpAddr,
+    out: &mut [u8],
+    tcp: bool,
+) -> Fast {
     let p = match parse(query) {
         Ok(p) => p,
         Err(f) => return f,
@@ -395,7 +418,7 @@ pub fn answer(
     match result {
         Ok((rcode, app)) => {
             let limit = udp_limit(p.edns, snapshot.max_udp_payload) as usize;
-            if w.len > limit {
+            if !tcp && w.len > limit {
                 return Fast::Slow; // the full path truncates (and counts) properly
             }
             // Counted only now that the reply is written; rate limiting may still turn it

@@ -45,6 +45,11 @@ impl DnsHandler {
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }
+
+    /// The snapshot answers come from now.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
 }
 
 #[async_trait::async_trait]

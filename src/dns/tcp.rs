@@ -5,6 +5,10 @@
 //! out); each connection is closed after `tcp_idle_timeout` without a complete query — a
 //! slowloris client sending a byte a second never completes one — and after
 //! `tcp_max_queries` queries. Pipelined queries are answered in order.
+//!
+//! Queries of the common shape are answered by the same fast path as UDP (with no size
+//! limit short of the buffer): a resolver retrying a truncated answer over TCP opens a
+//! connection for one query, and the kernel's connection work already dominates its cost.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -24,8 +28,10 @@ use tracing::debug;
 
 use super::{
     DnsHandler,
+    fast::{self, Fast},
     udp::{encode, full_path},
 };
+use crate::metrics::{Tally, Transport};
 
 /// TCP limits.
 #[derive(Debug, Clone, Copy)]
@@ -130,16 +136,37 @@ pub async fn serve(
 async fn connection(stream: TcpStream, peer: SocketAddr, handler: DnsHandler, limits: TcpLimits) {
     let _ = stream.set_nodelay(true);
     let (reader, writer) = stream.into_split();
-    // Buffered both ways: pipelined queries cost one read and one write per batch.
-    let mut reader = BufReader::with_capacity(16 * 1024, reader);
     let reply = TcpReply {
         writer: Arc::new(Mutex::new(BufWriter::with_capacity(16 * 1024, writer))),
     };
+    queries(reader, peer, &handler, limits, &reply).await;
+    let _ = reply.writer.lock().await.flush().await;
+    // Close without a separate shutdown(2): dropping the write half would send one, a
+    // system call per connection that the close right after makes redundant. (A reply
+    // still being written by a FORMERR task keeps its clone; that one shuts down.)
+    if let Ok(writer) = Arc::try_unwrap(reply.writer) {
+        writer.into_inner().into_inner().forget();
+    }
+}
+
+/// Reads and answers queries until the client closes, stalls or reaches the query limit.
+async fn queries(
+    reader: tokio::net::tcp::OwnedReadHalf,
+    peer: SocketAddr,
+    handler: &DnsHandler,
+    limits: TcpLimits,
+    reply: &TcpReply,
+) {
+    // Buffered both ways: pipelined queries cost one read and one write per batch.
+    let mut reader = BufReader::with_capacity(16 * 1024, reader);
     let max = if limits.max_queries == 0 {
         usize::MAX
     } else {
         limits.max_queries
     };
+    let mut tally = Tally::for_transport(handler.metrics(), Transport::Tcp);
+    // Length prefix + a fast-path reply (longer replies go to the full path).
+    let mut out = vec![0u8; 2 + 4096];
     for _ in 0..max {
         if reader.buffer().is_empty() && reply.writer.lock().await.flush().await.is_err() {
             return;
@@ -159,9 +186,34 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: DnsHandler, li
                 return; // idle, slow, closed, or an empty message
             }
         };
+        let started = std::time::Instant::now();
+        let fast = {
+            // Not held across an await: a snapshot guard is meant to be short-lived.
+            let snapshot = handler.snapshot();
+            let fast = fast::answer_tcp(&snapshot, &mut tally, &body, peer.ip(), &mut out[2..]);
+            if let Fast::Answered(_) = fast {
+                tally.observe(started.elapsed().as_secs_f64());
+                tally.flush(handler.metrics(), &snapshot);
+            }
+            fast
+        };
+        if let Fast::Answered(len) = fast {
+            out[..2].copy_from_slice(&(len as u16).to_be_bytes());
+            if reply
+                .writer
+                .lock()
+                .await
+                .write_all(&out[..2 + len])
+                .await
+                .is_err()
+            {
+                return;
+            }
+            continue;
+        }
         let writer = reply.writer.clone();
         full_path(
-            &handler,
+            handler,
             body,
             peer,
             Protocol::Tcp,

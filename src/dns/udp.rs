@@ -184,9 +184,10 @@ pub fn judge(rrl: &Rrl, src: SocketAddr, query: &[u8], reply: &[u8]) -> Verdict 
     rrl.check(src.ip(), class, key)
 }
 
-/// Keeps the reply instead of sending it (tests and benches compare the two paths).
+/// Keeps the reply instead of sending it (tests and benches compare the two paths);
+/// `.1`: encode it as for TCP (never truncated) instead of UDP.
 #[derive(Clone, Default)]
-pub struct Capture(pub Arc<std::sync::Mutex<Option<Vec<u8>>>>);
+pub struct Capture(pub Arc<std::sync::Mutex<Option<Vec<u8>>>>, pub bool);
 
 #[async_trait::async_trait]
 impl ResponseHandler for Capture {
@@ -201,7 +202,7 @@ impl ResponseHandler for Capture {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let max = udp_max(&response);
+        let max = if self.1 { u16::MAX } else { udp_max(&response) };
         let (info, bytes) = encode(response, max)?;
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(bytes);
         Ok(info)

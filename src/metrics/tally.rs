@@ -46,6 +46,7 @@ struct Pending {
 }
 
 pub struct Tally {
+    transport: Transport,
     requests: [u64; OTHER + 1],
     responses: [u64; RCODES.len() + 1],
     duration: LocalHistogram,
@@ -59,8 +60,15 @@ pub struct Tally {
 }
 
 impl Tally {
+    /// A UDP worker's tally.
     pub fn new(metrics: &Metrics) -> Self {
+        Self::for_transport(metrics, Transport::Udp)
+    }
+
+    /// A tally of answers sent over `transport` (a TCP connection keeps one).
+    pub fn for_transport(metrics: &Metrics, transport: Transport) -> Self {
         Self {
+            transport,
             requests: [0; OTHER + 1],
             responses: [0; RCODES.len() + 1],
             duration: metrics.request_duration.local(),
@@ -72,7 +80,7 @@ impl Tally {
         }
     }
 
-    /// One UDP request of `qtype` answered with `rcode` (and, for an app, its choice),
+    /// One request of `qtype` answered with `rcode` (and, for an app, its choice),
     /// counted when [`Tally::commit`] says what was sent. An answer never committed counts
     /// as sent in full at the next answer or flush.
     pub fn answer(
@@ -152,8 +160,8 @@ impl Tally {
     /// be the one the app answers were counted in.
     pub fn flush(&mut self, metrics: &Metrics, snapshot: &Snapshot) {
         self.commit(snapshot, Sent::Full);
-        let udp = &metrics.requests[Transport::Udp as usize];
-        for (n, counter) in self.requests.iter_mut().zip(udp) {
+        let requests = &metrics.requests[self.transport as usize];
+        for (n, counter) in self.requests.iter_mut().zip(requests) {
             if *n > 0 {
                 counter.inc_by(std::mem::take(n));
             }
@@ -283,6 +291,35 @@ targets = [{ cluster = "a" }]
         assert_eq!(value(&text, answered), 5.0);
         assert_eq!(value(&text, "gtmd_rrl_dropped_total"), 1.0);
         assert_eq!(value(&text, "gtmd_rrl_slipped_total"), 1.0);
+    }
+
+    #[test]
+    fn a_tcp_tally_counts_under_proto_tcp() {
+        let path = Path::new("t.toml");
+        let config = crate::config::parse_with_env(path, CONFIG, []).unwrap();
+        let model = Arc::new(crate::from_config(path, &config).unwrap().model);
+        let metrics = Metrics::new();
+        let snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
+        let mut tally = Tally::for_transport(&metrics, Transport::Tcp);
+        let mut out = [0u8; 512];
+        let src: IpAddr = "198.51.100.1".parse().unwrap();
+        let app = query(b"\x03app\x01t\x04test\x00", 1);
+        for _ in 0..3 {
+            let sent = fast::answer_tcp(&snapshot, &mut tally, &app, src, &mut out);
+            assert!(matches!(sent, fast::Fast::Answered(_)));
+        }
+        tally.flush(&metrics, &snapshot);
+        let text = metrics.render();
+        assert_eq!(
+            value(&text, r#"gtmd_dns_requests_total{proto="tcp",qtype="A"}"#),
+            3.0
+        );
+        assert_eq!(
+            value(&text, r#"gtmd_dns_requests_total{proto="udp",qtype="A"}"#),
+            0.0
+        );
+        let answered = r#"gtmd_answers_total{app="app.t.test.",cluster="a"}"#;
+        assert_eq!(value(&text, answered), 3.0);
     }
 
     #[test]

@@ -106,7 +106,8 @@ pub enum Outcome {
 
 /// Runs `bytes` from `src` through the fast path and, when it answers, through the full
 /// path, with the policies' random choices drawn from `seed` on both; `Err` says how the
-/// replies differ.
+/// replies differ. Done as a UDP datagram and again as a TCP message (where neither path
+/// truncates).
 pub fn compare(
     snapshot: &ArcSwap<Snapshot>,
     metrics: &Metrics,
@@ -116,24 +117,53 @@ pub fn compare(
     src: SocketAddr,
     seed: u64,
 ) -> Result<Outcome, String> {
+    let udp = compare_over(snapshot, metrics, handler, runtime, bytes, src, seed, false)?;
+    let tcp = compare_over(snapshot, metrics, handler, runtime, bytes, src, seed, true)
+        .map_err(|e| format!("over TCP: {e}"))?;
+    Ok(match (udp, tcp) {
+        (Outcome::Declined, Outcome::Declined) => Outcome::Declined,
+        _ => Outcome::Agreed,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compare_over(
+    snapshot: &ArcSwap<Snapshot>,
+    metrics: &Metrics,
+    handler: &DnsHandler,
+    runtime: &tokio::runtime::Runtime,
+    bytes: &[u8],
+    src: SocketAddr,
+    seed: u64,
+    tcp: bool,
+) -> Result<Outcome, String> {
     let snap = snapshot.load();
     let mut out = vec![0u8; 4096];
     gtmd::policy::rng::seed(seed);
     let mut tally = gtmd::metrics::Tally::new(metrics);
-    let fast = fast::answer(&snap, &mut tally, bytes, src.ip(), &mut out);
+    let fast = if tcp {
+        fast::answer_tcp(&snap, &mut tally, bytes, src.ip(), &mut out)
+    } else {
+        fast::answer(&snap, &mut tally, bytes, src.ip(), &mut out)
+    };
     tally.flush(metrics, &snap);
     let Fast::Answered(len) = fast else {
         return Ok(Outcome::Declined);
     };
     let fast = &out[..len];
-    let capture = Capture::default();
+    let capture = Capture(Default::default(), tcp);
     let formerr = std::cell::RefCell::new(None);
     gtmd::policy::rng::seed(seed);
+    let protocol = if tcp {
+        hickory_server::net::xfer::Protocol::Tcp
+    } else {
+        hickory_server::net::xfer::Protocol::Udp
+    };
     runtime.block_on(full_path(
         handler,
         bytes.to_vec(),
         src,
-        hickory_server::net::xfer::Protocol::Udp,
+        protocol,
         capture.clone(),
         |r| *formerr.borrow_mut() = Some(r),
     ));
