@@ -214,15 +214,16 @@ struct Parsed<'a> {
     cd: bool,
     /// The question as sent (original letter case), name + type + class.
     question: &'a [u8],
-    lower: [u8; 255],
-    lower_len: usize,
+    /// The name in lower case, in the caller's buffer (not returned by value: parsing
+    /// runs twice per packet, and the copy showed up in profiles).
+    lower: &'a [u8],
     qtype: u16,
     /// `Some(payload)` when the query has an OPT record.
     edns: Option<u16>,
     ecs: Option<Ecs>,
 }
 
-fn parse(q: &[u8]) -> Result<Parsed<'_>, Fast> {
+fn parse<'a>(q: &'a [u8], lower: &'a mut [u8; 255]) -> Result<Parsed<'a>, Fast> {
     if q.len() < 12 {
         return Err(Fast::Drop);
     }
@@ -235,7 +236,6 @@ fn parse(q: &[u8]) -> Result<Parsed<'_>, Fast> {
     if opcode != 0 || count(4) != 1 || count(6) != 0 || count(8) != 0 || arcount > 1 {
         return Err(Fast::Slow);
     }
-    let mut lower = [0u8; 255];
     let mut i = 12;
     loop {
         let len = *q.get(i).ok_or(Fast::Slow)? as usize;
@@ -295,8 +295,7 @@ fn parse(q: &[u8]) -> Result<Parsed<'_>, Fast> {
         rd: q[2] & 0x01 != 0,
         cd: q[3] & 0x10 != 0,
         question,
-        lower,
-        lower_len,
+        lower: &lower[..lower_len],
         qtype,
         edns,
         ecs,
@@ -386,12 +385,13 @@ fn answer_over(
     out: &mut [u8],
     tcp: bool,
 ) -> Fast {
-    let p = match parse(query) {
+    let mut lower = [0u8; 255];
+    let p = match parse(query, &mut lower) {
         Ok(p) => p,
         Err(f) => return f,
     };
     let index = &snapshot.fast;
-    let key = &p.lower[..p.lower_len];
+    let key = p.lower;
     let Some(slot) = index.slots.get(index.hash(key)) else {
         return Fast::Slow;
     };
@@ -449,8 +449,9 @@ pub fn prefetch<'a>(snapshot: &Snapshot, queries: impl Iterator<Item = &'a [u8]>
     let mut hashes = [0u64; MAX];
     let mut n = 0;
     for query in queries.take(MAX) {
-        if let Ok(p) = parse(query) {
-            let hash = index.hash(&p.lower[..p.lower_len]);
+        let mut lower = [0u8; 255];
+        if let Ok(p) = parse(query, &mut lower) {
+            let hash = index.hash(p.lower);
             prefetch_line(index.slots.first_line(hash));
             hashes[n] = hash;
             n += 1;
