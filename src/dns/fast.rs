@@ -27,7 +27,7 @@ use super::{
 };
 use crate::{
     metrics::Tally,
-    snapshot::{AppAnswer, AppAnswers, Snapshot},
+    snapshot::{AppAnswers, Snapshot},
 };
 
 /// What the fast path did with a packet.
@@ -336,15 +336,19 @@ fn parse_ecs(d: &[u8]) -> Result<Ecs, Fast> {
     })
 }
 
-/// A writer over the output buffer that refuses to overflow it.
+/// A writer over the output buffer that refuses to overflow it or to pass `limit`.
 struct Out<'a> {
     buf: &'a mut [u8],
     len: usize,
+    limit: usize,
 }
 
 impl Out<'_> {
     fn put(&mut self, bytes: &[u8]) -> Result<(), Fast> {
         let end = self.len + bytes.len();
+        if end > self.limit {
+            return Err(Fast::Slow);
+        }
         self.buf
             .get_mut(self.len..end)
             .ok_or(Fast::Slow)?
@@ -397,40 +401,38 @@ fn answer_over(
     };
     let client = Client::with_ecs(src, p.ecs, &snapshot.clients);
     let qtype = RecordType::from(p.qtype);
-    let mut w = Out { buf: out, len: 0 };
-    let result = match slot {
+    let mut w = Out {
+        buf: out,
+        len: 0,
+        // Longer UDP replies go to the full path, which truncates (and counts) properly.
+        limit: if tcp {
+            usize::MAX
+        } else {
+            udp_limit(p.edns, snapshot.max_udp_payload) as usize
+        },
+    };
+    // Each writer counts its answer once the reply is complete (rate limiting may still
+    // turn it into a TC=1 slip or a drop: `Tally::commit`).
+    let written = match slot {
         Slot::App(i) if snapshot.app(i as usize).wire_name[..] != *key => Err(Fast::Slow),
         Slot::App(i) if matches!(qtype, RecordType::A | RecordType::AAAA) => {
-            let i = i as usize;
-            write_app(snapshot, i, qtype, &p, &client, &mut w).map(|a| (0, Some((i, a))))
+            write_app(snapshot, tally, i as usize, qtype, &p, &client, &mut w)
         }
         Slot::App(_) => Err(Fast::Slow),
         Slot::Static(i) => {
             let name = &index.statics[i as usize];
             match name.answers.iter().find(|(t, _)| *t == p.qtype) {
-                Some((_, f)) if *name.key == *key => {
-                    write_static(f, &p, &client, snapshot, &mut w).map(|r| (r, None))
-                }
+                Some((_, f)) if *name.key == *key => write_static(f, &p, &client, snapshot, &mut w)
+                    .map(|rcode| {
+                        let rcode = hickory_proto::op::ResponseCode::from(0, rcode);
+                        tally.answer(snapshot, qtype, rcode, None);
+                    }),
                 _ => Err(Fast::Slow),
             }
         }
     };
-    match result {
-        Ok((rcode, app)) => {
-            let limit = udp_limit(p.edns, snapshot.max_udp_payload) as usize;
-            if !tcp && w.len > limit {
-                return Fast::Slow; // the full path truncates (and counts) properly
-            }
-            // Counted only now that the reply is written; rate limiting may still turn it
-            // into a TC=1 slip or a drop (`Tally::commit`).
-            tally.answer(
-                snapshot,
-                qtype,
-                hickory_proto::op::ResponseCode::from(0, rcode),
-                app.as_ref().map(|(i, chosen)| (*i, chosen)),
-            );
-            Fast::Answered(w.len)
-        }
+    match written {
+        Ok(()) => Fast::Answered(w.len),
         Err(f) => f,
     }
 }
@@ -442,10 +444,16 @@ fn answer_over(
 /// cache misses one after another: the index entry, the app's pointer, the app. Done in
 /// three passes over the whole batch (all index lines, then all app pointers, then all
 /// apps), the misses of a pass are in flight together instead. Only hints: no effect on
-/// any answer.
+/// any answer. Skipped for small indexes, whose names stay in the cache anyway: there it
+/// would only parse every packet twice.
 pub fn prefetch<'a>(snapshot: &Snapshot, queries: impl Iterator<Item = &'a [u8]>) {
     const MAX: usize = 64;
+    /// About 1.5 MB of app plans: more than a core's L2 cache (1-2 MB).
+    const WORTH_IT: usize = 1000;
     let index = &snapshot.fast;
+    if index.slots.len() < WORTH_IT {
+        return;
+    }
     let mut hashes = [0u64; MAX];
     let mut n = 0;
     for query in queries.take(MAX) {
@@ -558,19 +566,22 @@ fn write_static(
     Ok(f.rcode)
 }
 
-/// Writes app `index`'s answer; returns the choice, to be counted if the reply is sent.
-fn write_app<'a>(
-    snapshot: &'a Snapshot,
+/// Writes app `index`'s answer and counts it in `tally` (if the reply is sent).
+///
+/// The choice is used where it was made, not returned: it is a few hundred bytes, and every
+/// move of it was a copy on the query path.
+fn write_app(
+    snapshot: &Snapshot,
+    tally: &mut Tally,
     index: usize,
     qtype: RecordType,
     p: &Parsed<'_>,
     client: &Client,
     w: &mut Out<'_>,
-) -> Result<AppAnswer<'a>, Fast> {
+) -> Result<(), Fast> {
     let app = snapshot.app(index);
-    let chosen = choose_for(snapshot, app, qtype, client, false);
-    let scope = chosen.scope;
-    let chosen = chosen.answer;
+    let choice = choose_for(snapshot, app, qtype, client, false);
+    let (chosen, scope) = (&choice.answer, choice.scope);
     if chosen.records.is_empty() {
         return Err(Fast::Slow); // NODATA carries the zone SOA: the full path writes it
     }
@@ -588,7 +599,9 @@ fn write_app<'a>(
     if p.edns.is_some() {
         opt(w, snapshot, client, scope)?;
     }
-    Ok(chosen)
+    let noerror = hickory_proto::op::ResponseCode::NoError;
+    tally.answer(snapshot, qtype, noerror, Some((index, chosen)));
+    Ok(())
 }
 
 /// An A or AAAA record whose owner is the question name (a pointer to offset 12).
