@@ -16,6 +16,8 @@ pub mod policy;
 pub mod reload;
 pub mod server;
 pub mod snapshot;
+#[cfg(test)]
+mod test_support;
 
 use std::path::Path;
 

@@ -627,46 +627,21 @@ fn write_address(w: &mut Out<'_>, ip: IpAddr, ttl: u32) -> Result<(), Fast> {
 
 #[cfg(test)]
 mod tests {
-    use std::{path::Path, sync::Arc};
+    use std::sync::Arc;
 
     use super::*;
-    use crate::{health::HealthTable, metrics::Metrics};
+    use crate::{
+        metrics::Metrics,
+        test_support::{APP, ONE_APP, STATIC, query, snapshot},
+    };
 
-    const CONFIG: &str = r#"
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[zones.records]]
-name = "static"
-type = "A"
-value = "192.0.2.1"
-[[clusters]]
-name = "a"
-ingress = ["192.0.2.10"]
-[[apps]]
-hostname = "app.t.test"
-targets = [{ cluster = "a" }]
-"#;
-
-    fn query(name: &[u8]) -> Vec<u8> {
-        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        q.extend_from_slice(name);
-        q.extend_from_slice(&[0, 1, 0, 1]);
-        q
-    }
-
-    const APP: &[u8] = b"\x03app\x01t\x04test\x00";
-    const STATIC: &[u8] = b"\x06static\x01t\x04test\x00";
     const OTHER: &[u8] = b"\x05other\x01t\x04test\x00";
 
     fn answer(snapshot: &Snapshot, metrics: &Metrics, name: &[u8]) -> Fast {
         let mut tally = Tally::new(metrics);
         let mut out = [0u8; 512];
         let src: IpAddr = "198.51.100.1".parse().unwrap();
-        answer_into(snapshot, &mut tally, &query(name), src, &mut out)
+        answer_into(snapshot, &mut tally, &query(name, 1), src, &mut out)
     }
 
     use super::answer as answer_into;
@@ -675,11 +650,7 @@ targets = [{ cluster = "a" }]
     /// name colliding with an indexed one goes to the full path).
     #[test]
     fn a_hash_match_is_confirmed_by_the_name_and_collisions_go_to_the_full_path() {
-        let path = Path::new("t.toml");
-        let config = crate::config::parse_with_env(path, CONFIG, []).unwrap();
-        let model = Arc::new(crate::from_config(path, &config).unwrap().model);
-        let metrics = Metrics::new();
-        let mut snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
+        let (mut snapshot, metrics) = snapshot(ONE_APP);
         assert!(matches!(
             answer(&snapshot, &metrics, APP),
             Fast::Answered(_)

@@ -201,36 +201,13 @@ impl Tally {
 
 #[cfg(test)]
 mod tests {
-    use std::{net::IpAddr, path::Path, sync::Arc};
+    use std::net::IpAddr;
 
     use super::*;
-    use crate::{dns::fast, health::HealthTable};
-
-    const CONFIG: &str = r#"
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[zones.records]]
-name = "static"
-type = "A"
-value = "192.0.2.1"
-[[clusters]]
-name = "a"
-ingress = ["192.0.2.10"]
-[[apps]]
-hostname = "app.t.test"
-targets = [{ cluster = "a" }]
-"#;
-
-    fn query(name: &[u8], qtype: u8) -> Vec<u8> {
-        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-        q.extend_from_slice(name);
-        q.extend_from_slice(&[0, qtype, 0, 1]);
-        q
-    }
+    use crate::{
+        dns::fast,
+        test_support::{APP, ONE_APP as CONFIG, STATIC, query, snapshot},
+    };
 
     fn value(text: &str, series: &str) -> f64 {
         text.lines()
@@ -240,16 +217,12 @@ targets = [{ cluster = "a" }]
 
     #[test]
     fn counts_reach_the_shared_metrics_only_at_flush_and_exactly() {
-        let path = Path::new("t.toml");
-        let config = crate::config::parse_with_env(path, CONFIG, []).unwrap();
-        let model = Arc::new(crate::from_config(path, &config).unwrap().model);
-        let metrics = Metrics::new();
-        let snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
+        let (snapshot, metrics) = snapshot(CONFIG);
         let mut tally = Tally::new(&metrics);
         let src: IpAddr = "198.51.100.1".parse().unwrap();
         let mut out = [0u8; 512];
-        let app = query(b"\x03app\x01t\x04test\x00", 1);
-        let stat = query(b"\x06static\x01t\x04test\x00", 1);
+        let app = query(APP, 1);
+        let stat = query(STATIC, 1);
         for _ in 0..5 {
             fast::answer(&snapshot, &mut tally, &app, src, &mut out);
             tally.observe(0.000_02);
@@ -295,15 +268,11 @@ targets = [{ cluster = "a" }]
 
     #[test]
     fn a_tcp_tally_counts_under_proto_tcp() {
-        let path = Path::new("t.toml");
-        let config = crate::config::parse_with_env(path, CONFIG, []).unwrap();
-        let model = Arc::new(crate::from_config(path, &config).unwrap().model);
-        let metrics = Metrics::new();
-        let snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
+        let (snapshot, metrics) = snapshot(CONFIG);
         let mut tally = Tally::for_transport(&metrics, Transport::Tcp);
         let mut out = [0u8; 512];
         let src: IpAddr = "198.51.100.1".parse().unwrap();
-        let app = query(b"\x03app\x01t\x04test\x00", 1);
+        let app = query(APP, 1);
         for _ in 0..3 {
             let sent = fast::answer_tcp(&snapshot, &mut tally, &app, src, &mut out);
             assert!(matches!(sent, fast::Fast::Answered(_)));
@@ -341,16 +310,12 @@ targets = [{ cluster = "a" }]
             "targets = [{ cluster = \"a\" }]",
             &format!("max_answers = 64\ntargets = [{}]", targets.join(", ")),
         );
-        let path = Path::new("t.toml");
-        let config = crate::config::parse_with_env(path, &toml, []).unwrap();
-        let model = Arc::new(crate::from_config(path, &config).unwrap().model);
-        let metrics = Metrics::new();
-        let snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
+        let (snapshot, metrics) = snapshot(&toml);
         let mut tally = Tally::new(&metrics);
         let src: IpAddr = "198.51.100.1".parse().unwrap();
         let mut out = [0u8; 4096];
         // With EDNS (1,232 bytes): 64 addresses do not fit the 512 of plain DNS.
-        let mut app = query(b"\x03app\x01t\x04test\x00", 1);
+        let mut app = query(APP, 1);
         app[11] = 1;
         app.extend_from_slice(&[0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]);
         for _ in 0..10 {

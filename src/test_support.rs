@@ -1,0 +1,48 @@
+//! Fixtures shared by the library's unit tests (the integration tests have
+//! `tests/common/`).
+
+use std::{path::Path, sync::Arc};
+
+use crate::{health::HealthTable, metrics::Metrics, snapshot::Snapshot};
+
+/// One zone with a static name and one app on one cluster.
+pub const ONE_APP: &str = r#"
+[[zones]]
+origin = "t.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.t.test"
+[[zones.records]]
+name = "static"
+type = "A"
+value = "192.0.2.1"
+[[clusters]]
+name = "a"
+ingress = ["192.0.2.10"]
+[[apps]]
+hostname = "app.t.test"
+targets = [{ cluster = "a" }]
+"#;
+
+/// `app.t.test` and `static.t.test` in wire form.
+pub const APP: &[u8] = b"\x03app\x01t\x04test\x00";
+pub const STATIC: &[u8] = b"\x06static\x01t\x04test\x00";
+
+/// A wire-format query (ID 0x1234, RD) for `name` (wire form) of type `qtype`, class IN.
+pub fn query(name: &[u8], qtype: u8) -> Vec<u8> {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    q.extend_from_slice(name);
+    q.extend_from_slice(&[0, qtype, 0, 1]);
+    q
+}
+
+/// The snapshot of `toml` with every target in its initial state, and its metrics.
+pub fn snapshot(toml: &str) -> (Snapshot, Metrics) {
+    let path = Path::new("t.toml");
+    let config = crate::config::parse_with_env(path, toml, []).unwrap();
+    let model = Arc::new(crate::from_config(path, &config).unwrap().model);
+    let metrics = Metrics::new();
+    let snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
+    (snapshot, metrics)
+}
