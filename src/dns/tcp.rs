@@ -142,8 +142,8 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: DnsHandler, li
     queries(reader, peer, &handler, limits, &reply).await;
     let _ = reply.writer.lock().await.flush().await;
     // Close without a separate shutdown(2): dropping the write half would send one, a
-    // system call per connection that the close right after makes redundant. (A reply
-    // still being written by a FORMERR task keeps its clone; that one shuts down.)
+    // system call per connection that the close right after makes redundant. (Every
+    // reply is written by now, so the writer has no other owner.)
     if let Ok(writer) = Arc::try_unwrap(reply.writer) {
         writer.into_inner().into_inner().forget();
     }
@@ -211,22 +211,21 @@ async fn queries(
             }
             continue;
         }
-        let writer = reply.writer.clone();
-        full_path(
-            handler,
-            body,
-            peer,
-            Protocol::Tcp,
-            reply.clone(),
-            |formerr| {
-                tokio::spawn(async move {
-                    let mut framed = (formerr.len() as u16).to_be_bytes().to_vec();
-                    framed.extend_from_slice(&formerr);
-                    let _ = writer.lock().await.write_all(&framed).await;
-                });
-            },
-        )
+        // A FORMERR (a message hickory cannot decode) is written here, in turn: sent from
+        // a task of its own it could pass a later pipelined reply, wait in the buffer
+        // until the next query, or be lost when the connection closes.
+        let mut formerr = None;
+        full_path(handler, body, peer, Protocol::Tcp, reply.clone(), |reply| {
+            formerr = Some(reply)
+        })
         .await;
+        if let Some(formerr) = formerr {
+            let mut framed = (formerr.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&formerr);
+            if reply.writer.lock().await.write_all(&framed).await.is_err() {
+                return;
+            }
+        }
     }
     let _ = reply.writer.lock().await.flush().await;
     debug!(%peer, "TCP connection reached its query limit");

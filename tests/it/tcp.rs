@@ -112,3 +112,51 @@ fn connection_cap_idle_timeout_and_query_limit() {
     }
     assert_eq!(ids, [1, 2, 3, 4, 5]);
 }
+
+/// A query whose question name is a compression pointer: hickory cannot echo it, so the
+/// server answers FORMERR (written by the TCP loop itself, not by a task of its own).
+fn framed_formerr(id: u16) -> Vec<u8> {
+    let mut q = id.to_be_bytes().to_vec();
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    q.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+    let mut out = (q.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&q);
+    out
+}
+
+#[test]
+fn formerr_replies_keep_their_place_and_survive_a_half_close() {
+    let s = TestServer::start(CONFIG);
+    let rcode_and_id = |reply: &[u8]| (reply[3] & 0x0f, u16::from_be_bytes([reply[0], reply[1]]));
+    // Pipelined: good, malformed, good (the good ones take the fast path).
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut all = framed(1);
+    all.extend_from_slice(&framed_formerr(2));
+    all.extend_from_slice(&framed(3));
+    c.write_all(&all).unwrap();
+    let replies: Vec<(u8, u16)> = (0..3)
+        .map(|_| rcode_and_id(&read_tcp_message(&mut c).expect("a reply")))
+        .collect();
+    assert_eq!(replies, [(0, 1), (1, 2), (0, 3)], "(rcode, id) in order");
+    // A malformed query, then the client closes its side: the FORMERR still arrives, and
+    // at once (well within the 1 s idle timeout).
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(&framed_formerr(9)).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let start = Instant::now();
+    let reply = read_tcp_message(&mut c).expect("the FORMERR before the close");
+    assert_eq!(rcode_and_id(&reply), (1, 9));
+    assert!(start.elapsed() < Duration::from_millis(900));
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(&framed_formerr(10)).unwrap();
+    let start = Instant::now();
+    let reply = read_tcp_message(&mut c).expect("the FORMERR without closing");
+    assert_eq!(rcode_and_id(&reply), (1, 10));
+    assert!(
+        start.elapsed() < Duration::from_millis(900),
+        "not held until the idle timeout"
+    );
+}
