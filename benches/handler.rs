@@ -13,7 +13,6 @@ use gtmd::{
         fast::{self, Fast},
         udp::{Capture, full_path},
     },
-    health::HealthTable,
     metrics::Metrics,
     snapshot::Snapshot,
 };
@@ -73,18 +72,13 @@ fn query(name: &str, ecs: bool) -> Vec<u8> {
 }
 
 fn bench(c: &mut Criterion) {
-    let config = gtmd::config::parse_with_env(std::path::Path::new("b.toml"), CONFIG, []).unwrap();
     let model = Arc::new(
-        gtmd::from_config(std::path::Path::new("b.toml"), &config)
+        gtmd::from_text(std::path::Path::new("b.toml"), CONFIG)
             .unwrap()
             .model,
     );
     let metrics = Arc::new(Metrics::new());
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-        &model,
-        &HealthTable::initial(&model),
-        &metrics,
-    )));
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(&model, &metrics)));
     let handler = DnsHandler::new(snapshot.clone(), metrics.clone());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()

@@ -44,6 +44,12 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     Ok(loaded)
 }
 
+/// Parses, validates and builds config `text` as if read from `path`, without environment
+/// overrides (tests, benches and fuzz targets that hold their config in memory).
+pub fn from_text(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
+    from_config(path, &config::parse_with_env(path, text, [])?)
+}
+
 /// The process's `GTMD__…` environment overrides, sorted.
 fn gtmd_env() -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = std::env::vars()
@@ -70,11 +76,7 @@ pub fn from_config(path: &Path, config: &config::Config) -> Result<Loaded, Confi
     })?;
     // The same build `serve` does, so a config that fails to build fails here too.
     let model = std::sync::Arc::new(model);
-    let snapshot = Snapshot::build(
-        &model,
-        &health::HealthTable::initial(&model),
-        &metrics::Metrics::new(),
-    );
+    let snapshot = Snapshot::initial(&model, &metrics::Metrics::new());
     let summary = snapshot.summary;
     drop(snapshot);
     let model = std::sync::Arc::try_unwrap(model).unwrap_or_else(|m| (*m).clone());

@@ -20,7 +20,7 @@ use crate::{
     Loaded,
     admin::AdminState,
     dns::{DnsHandler, udp::Workers},
-    health::{HealthEngine, HealthShared, HealthTable},
+    health::{HealthEngine, HealthShared},
     metrics::Metrics,
     reload::Reloader,
     snapshot::Snapshot,
@@ -216,11 +216,7 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let model = Arc::new(loaded.model);
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-        &model,
-        &HealthTable::initial(&model),
-        &metrics,
-    )));
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(&model, &metrics)));
     metrics.config_applied(&loaded.hash, 1);
     let engine = HealthEngine::start(model.clone(), snapshot.clone(), metrics.clone())
         .map_err(StartError::Health)?;

@@ -3,7 +3,7 @@
 
 use std::{path::Path, sync::Arc};
 
-use crate::{health::HealthTable, metrics::Metrics, snapshot::Snapshot};
+use crate::{metrics::Metrics, snapshot::Snapshot};
 
 /// One zone with a static name and one app on one cluster.
 pub const ONE_APP: &str = r#"
@@ -39,10 +39,7 @@ pub fn query(name: &[u8], qtype: u8) -> Vec<u8> {
 
 /// The snapshot of `toml` with every target in its initial state, and its metrics.
 pub fn snapshot(toml: &str) -> (Snapshot, Metrics) {
-    let path = Path::new("t.toml");
-    let config = crate::config::parse_with_env(path, toml, []).unwrap();
-    let model = Arc::new(crate::from_config(path, &config).unwrap().model);
+    let model = Arc::new(crate::from_text(Path::new("t.toml"), toml).unwrap().model);
     let metrics = Metrics::new();
-    let snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
-    (snapshot, metrics)
+    (Snapshot::initial(&model, &metrics), metrics)
 }

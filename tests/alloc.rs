@@ -14,7 +14,6 @@ use std::{
 
 use gtmd::{
     dns::fast::{self, Fast},
-    health::HealthTable,
     metrics::{Metrics, Tally},
     snapshot::Snapshot,
 };
@@ -141,10 +140,13 @@ fn query(name: &str, rtype: RecordType, ecs: Option<(&str, u8)>) -> Vec<u8> {
 fn the_fast_path_answers_without_allocating() {
     let path = Path::new("alloc.toml");
     let mmdb = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/geo-test.mmdb");
-    let config = gtmd::config::parse_with_env(path, &CONFIG.replace("MMDB", mmdb), []).unwrap();
-    let model = Arc::new(gtmd::from_config(path, &config).unwrap().model);
+    let model = Arc::new(
+        gtmd::from_text(path, &CONFIG.replace("MMDB", mmdb))
+            .unwrap()
+            .model,
+    );
     let metrics = Metrics::new();
-    let snapshot = Snapshot::build(&model, &HealthTable::initial(&model), &metrics);
+    let snapshot = Snapshot::initial(&model, &metrics);
     let src: IpAddr = "198.51.100.7".parse().unwrap();
     let mut out = vec![0u8; 4096];
     let cases = [

@@ -92,6 +92,12 @@ impl Snapshot {
         snapshot
     }
 
+    /// The snapshot a freshly loaded model starts from: every target in its initial
+    /// health state (before any probe has answered).
+    pub fn initial(model: &Arc<Model>, metrics: &Metrics) -> Self {
+        Self::build(model, &HealthTable::initial(model), metrics)
+    }
+
     /// Every owner name with static records, in every zone.
     pub fn static_names(&self) -> Vec<hickory_proto::rr::Name> {
         self.zones.values().flat_map(|z| z.owner_names()).collect()

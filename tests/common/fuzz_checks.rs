@@ -20,7 +20,6 @@ use gtmd::{
         rrl::{Rrl, RrlSettings, slip_reply},
         udp::{Capture, Step, full_path, on_datagram},
     },
-    health::HealthTable,
     metrics::Metrics,
     snapshot::Snapshot,
 };
@@ -38,19 +37,10 @@ pub struct Served {
 
 /// Loads `toml` into a snapshot with its metrics and a handler.
 pub fn serve(toml: &str) -> Served {
-    let path = Path::new("fuzz.toml");
-    let config = gtmd::config::parse_with_env(path, toml, []).expect("fixture parses");
-    let model = Arc::new(
-        gtmd::from_config(path, &config)
-            .expect("fixture is valid")
-            .model,
-    );
+    let loaded = gtmd::from_text(Path::new("fuzz.toml"), toml).expect("fixture is valid");
+    let model = Arc::new(loaded.model);
     let metrics = Arc::new(Metrics::new());
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-        &model,
-        &HealthTable::initial(&model),
-        &metrics,
-    )));
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(&model, &metrics)));
     let handler = DnsHandler::new(snapshot.clone(), metrics.clone());
     Served {
         snapshot,

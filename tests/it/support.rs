@@ -41,9 +41,7 @@ impl TestServer {
 
     /// Like [`TestServer::start`], on a loopback address of the caller's choice (e.g. ::1).
     pub fn start_on(toml: &str, ip: std::net::IpAddr) -> Self {
-        let config = gtmd::config::parse_with_env(Path::new("test.toml"), toml, [])
-            .unwrap_or_else(|e| panic!("test config does not parse: {e}"));
-        let loaded = gtmd::from_config(Path::new("test.toml"), &config)
+        let loaded = gtmd::from_text(Path::new("test.toml"), toml)
             .unwrap_or_else(|e| panic!("test config is invalid: {e}"));
         let listeners = Listeners::bind_ephemeral(ip).unwrap();
         let addr = listeners.local_addrs()[0];
