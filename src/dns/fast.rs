@@ -437,6 +437,10 @@ fn answer_over(
     }
 }
 
+/// Index size from which [`prefetch`] works: about 1.5 MB of app plans, more than a core's
+/// L2 cache (1-2 MB).
+const PREFETCH_FROM: usize = 1000;
+
 /// Starts loading what answering a batch of queries will read — each one's slot in the
 /// index and its app's plan — without waiting for any of it.
 ///
@@ -448,10 +452,8 @@ fn answer_over(
 /// would only parse every packet twice.
 pub fn prefetch<'a>(snapshot: &Snapshot, queries: impl Iterator<Item = &'a [u8]>) {
     const MAX: usize = 64;
-    /// About 1.5 MB of app plans: more than a core's L2 cache (1-2 MB).
-    const WORTH_IT: usize = 1000;
     let index = &snapshot.fast;
-    if index.slots.len() < WORTH_IT {
+    if index.slots.len() < PREFETCH_FROM {
         return;
     }
     let mut hashes = [0u64; MAX];
@@ -687,5 +689,54 @@ mod tests {
             answer(&snapshot, &metrics, APP),
             Fast::Answered(_)
         ));
+    }
+
+    /// The prefetch only reads (hints), but it parses every packet and indexes the apps
+    /// itself: with an index large enough for it to run, any batch — app names, unknown
+    /// names, runts, responses, oversized batches — must go through it without a panic,
+    /// and the answers after it are the usual ones.
+    #[test]
+    fn prefetch_takes_any_batch_of_a_large_index() {
+        let mut toml = ONE_APP.to_owned();
+        for i in 0..PREFETCH_FROM {
+            toml.push_str(&format!(
+                "[[apps]]\nhostname = \"a{i}.t.test\"\ntargets = [{{ cluster = \"a\" }}]\n"
+            ));
+        }
+        let (snapshot, metrics) = snapshot(&toml);
+        assert!(
+            snapshot.fast.slots.len() >= PREFETCH_FROM,
+            "big enough to prefetch"
+        );
+        let name = |i: usize| {
+            let label = format!("a{i}");
+            let mut n = vec![label.len() as u8];
+            n.extend_from_slice(label.as_bytes());
+            n.extend_from_slice(b"\x01t\x04test\x00");
+            n
+        };
+        // The odd ones first: a batch is read up to its first 64 packets.
+        let mut response = query(APP, 1);
+        response[2] |= 0x80;
+        let mut batch = vec![
+            query(&name(PREFETCH_FROM - 1), 1), // the last app
+            query(OTHER, 1),
+            query(STATIC, 1),
+            vec![0x12, 0x34, 0x01],
+            Vec::new(),
+            response,
+        ];
+        let odd = batch.len();
+        batch.extend((0..100).map(|i| query(&name(i * 7), 1)));
+        prefetch(&snapshot, batch.iter().map(Vec::as_slice));
+        for q in batch[..1].iter().chain(&batch[odd..]) {
+            let name = &q[12..q.len() - 4];
+            let answered = answer(&snapshot, &metrics, name);
+            assert!(
+                matches!(answered, Fast::Answered(_)),
+                "{name:?} after the prefetch"
+            );
+        }
+        assert_eq!(answer(&snapshot, &metrics, OTHER), Fast::Slow);
     }
 }

@@ -348,14 +348,9 @@ impl AppAnswers {
             answered,
         };
         if count {
-            self.count(&answer);
+            self.count_answered(&answer.answered, answer.fallback);
         }
         answer
-    }
-
-    /// Adds an answer given to the metrics.
-    pub fn count(&self, answer: &AppAnswer<'_>) {
-        self.count_answered(&answer.answered, answer.fallback);
     }
 
     /// Adds one answer with these targets (and the fallback, if it answered).
