@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod dns;
+pub mod fdbudget;
 pub mod geo;
 pub mod health;
 pub mod logging;

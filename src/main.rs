@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use gtmd::server::Listeners;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 #[derive(Parser)]
 #[command(
@@ -93,6 +93,9 @@ enum LogFormat {
 }
 
 fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode {
+    // First, so the descriptor budget at start sees the raised limit; logged once logging
+    // is up.
+    let raised = gtmd::fdbudget::raise_soft_limit();
     // Startup failures are plain lines on stderr (one per problem), before logging starts.
     let loaded = match gtmd::load(path) {
         Ok(l) => l,
@@ -111,6 +114,15 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
         }
     };
     gtmd::logging::init(matches!(log_format, LogFormat::Json));
+    match raised {
+        Ok(r) => info!(
+            soft_before = r.soft_before,
+            soft = r.soft,
+            hard = r.hard,
+            "file descriptor limit (RLIMIT_NOFILE): soft raised to the hard limit"
+        ),
+        Err(e) => warn!(error = %e, "cannot raise the file descriptor limit (RLIMIT_NOFILE)"),
+    }
     let source = gtmd::server::ReloadSource {
         path: Some(path.to_path_buf()),
         sighup: true,

@@ -12,7 +12,7 @@ use std::{
 
 use arc_swap::ArcSwap;
 use socket2::{Domain, Protocol, Socket, Type};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use tokio_util::sync::CancellationToken;
 
@@ -208,6 +208,80 @@ pub struct ReloadSource {
     pub watch: bool,
 }
 
+/// The client connection caps in effect: the configured ones, unless their worst case
+/// with the probes' would not fit the descriptor limit (see [`crate::fdbudget`]).
+#[derive(Debug, Clone, Copy)]
+struct ClientBudget {
+    tcp_max_connections: usize,
+    admin: crate::model::AdminLimits,
+}
+
+fn client_budget(model: &crate::model::Model, listeners: &Listeners) -> ClientBudget {
+    let server = &model.server;
+    let configured = ClientBudget {
+        tcp_max_connections: server.tcp_max_connections,
+        admin: server.admin_limits,
+    };
+    let limit = match crate::fdbudget::soft_limit() {
+        Ok(l) => l,
+        Err(e) => {
+            warn!(error = %e, "cannot read the file descriptor limit: connection caps not checked against it");
+            return configured;
+        }
+    };
+    let admin_max = if listeners.admin.is_some() {
+        server.admin_limits.max_connections as u64
+    } else {
+        0
+    };
+    let demand = crate::fdbudget::Demand {
+        sockets: (listeners.udp.len()
+            + listeners.tcp.len()
+            + usize::from(listeners.admin.is_some())) as u64,
+        tcp_listeners: listeners.tcp.len() as u64,
+        tcp_max_connections: server.tcp_max_connections as u64,
+        admin_max_connections: admin_max,
+        probes: model.health.max_concurrent_probes as u64,
+    };
+    let b = crate::fdbudget::plan(limit, demand);
+    if !b.lowered {
+        debug!(
+            limit,
+            worst_case = demand.total(),
+            "file descriptors: the connection caps fit the limit"
+        );
+        return configured;
+    }
+    warn!(
+        limit,
+        worst_case = demand.total(),
+        probes = demand.probes,
+        reserve = crate::fdbudget::RESERVE,
+        tcp_max_connections = b.tcp_max_connections,
+        admin_max_connections = b.admin_max_connections,
+        "the file descriptor limit cannot hold every configured client connection besides the probes: \
+         lowering server.tcp_max_connections from {} (per listener, {} listeners) and admin.max_connections from {} \
+         so clients cannot take the probes' descriptors (raise the hard limit, e.g. LimitNOFILE=, to keep them)",
+        server.tcp_max_connections,
+        demand.tcp_listeners,
+        admin_max,
+    );
+    if b.probes_exceed {
+        warn!(
+            limit,
+            probes = demand.probes,
+            "health.max_concurrent_probes with the reserve alone exceeds the file descriptor limit: probes may fail with \"Too many open files\"; lower it or raise the limit"
+        );
+    }
+    ClientBudget {
+        tcp_max_connections: b.tcp_max_connections as usize,
+        admin: crate::model::AdminLimits {
+            max_connections: (b.admin_max_connections as usize).max(1),
+            ..server.admin_limits
+        },
+    }
+}
+
 /// Starts serving `loaded` on `listeners` and probing its targets (inside a tokio runtime).
 pub async fn start(
     loaded: Loaded,
@@ -216,6 +290,7 @@ pub async fn start(
 ) -> Result<Running, StartError> {
     let metrics = Arc::new(Metrics::new());
     let model = Arc::new(loaded.model);
+    let budget = client_budget(&model, &listeners);
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(&model, &metrics)));
     metrics.config_applied(&loaded.hash, 1);
     let engine = HealthEngine::start(model.clone(), snapshot.clone(), metrics.clone())
@@ -250,7 +325,7 @@ pub async fn start(
     }
     debug!(sockets, "UDP worker threads started");
     let limits = crate::dns::tcp::TcpLimits {
-        max_connections: model.server.tcp_max_connections,
+        max_connections: budget.tcp_max_connections,
         idle_timeout: model.server.tcp_idle_timeout,
         max_queries: model.server.tcp_max_queries,
     };
@@ -280,9 +355,15 @@ pub async fn start(
                 metrics: metrics.clone(),
                 ready: first_round.clone(),
                 reloader: reloader.clone(),
+                status_order: Default::default(),
             });
             let listener = tokio::net::TcpListener::from_std(l)?;
-            tasks.spawn(crate::admin::serve(listener, state, background.clone()));
+            tasks.spawn(crate::admin::serve(
+                listener,
+                state,
+                budget.admin,
+                background.clone(),
+            ));
             info!(%addr, "serving admin HTTP (/metrics, /healthz, /readyz, /api/v1/status, /api/v1/explain)");
             Some(addr)
         }

@@ -1,25 +1,36 @@
 //! The admin HTTP endpoint: `/metrics`, `/healthz`, `/readyz`, `/api/v1/status` and
 //! `/api/v1/explain`. Read-only, served on loopback unless configured otherwise.
 
+mod conns;
 mod explain;
 mod status;
 
-use std::{convert::Infallible, sync::Arc};
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
 use arc_swap::ArcSwap;
 use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
-    body::{Bytes, Incoming},
+    body::{Body, Bytes, Frame, Incoming, SizeHint},
     header::{CONTENT_TYPE, HeaderValue},
     service::service_fn,
 };
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
-use crate::{health::HealthShared, metrics::Metrics, reload::Reloader, snapshot::Snapshot};
+pub use status::{DEFAULT_LIMIT as STATUS_DEFAULT_LIMIT, MAX_LIMIT as STATUS_MAX_LIMIT};
+
+use crate::{
+    health::HealthShared, metrics::Metrics, model::AdminLimits, reload::Reloader,
+    snapshot::Snapshot,
+};
 
 /// What the endpoints read.
 pub struct AdminState {
@@ -28,37 +39,132 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: tokio::sync::watch::Receiver<bool>,
     pub reloader: Arc<Reloader>,
+    /// `/api/v1/status`'s app order, cached per model.
+    pub status_order: status::Order,
 }
 
-/// Serves the admin endpoint until `cancel`.
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>, cancel: CancellationToken) {
+/// Serves the admin endpoint until `cancel`, within `limits` (see [`conns`]).
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    limits: AdminLimits,
+    cancel: CancellationToken,
+) {
+    let slots = conns::Slots::new(limits.max_connections, state.metrics.clone());
+    let mut backoff = conns::Backoff::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.succeeded();
+                    a
+                }
                 Err(e) => {
-                    debug!(error = %e, "admin accept failed");
-                    continue;
+                    state.metrics.admin_accept_errors.inc();
+                    // Once per streak of failures: out of descriptors, this would be a line
+                    // per pause.
+                    if backoff.is_reset() {
+                        warn!(error = %e, "admin accept failed: pausing accepts (10 ms doubling to 1 s) until one succeeds");
+                    } else {
+                        debug!(error = %e, "admin accept failed");
+                    }
+                    let pause = backoff.failed();
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
                 }
             },
         };
+        let Ok(slot) = slots.admit() else {
+            debug!(%peer, "admin connection limit reached, every connection busy: closing the new one");
+            state.metrics.admin_rejected.inc();
+            continue;
+        };
+        tokio::spawn(connection(
+            stream,
+            peer,
+            slot,
+            state.clone(),
+            limits,
+            cancel.clone(),
+        ));
+    }
+}
+
+/// Serves one connection until the client closes it, it breaks a limit, a newer
+/// connection takes its place, or `cancel`.
+async fn connection(
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    slot: conns::Slot,
+    state: Arc<AdminState>,
+    limits: AdminLimits,
+    cancel: CancellationToken,
+) {
+    let busy = slot.busy_flag();
+    let service = service_fn(move |req| {
         let state = state.clone();
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, req)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                r = conn => if let Err(e) = r {
-                    debug!(%peer, error = %e, "admin connection ended with an error");
-                },
-            }
-        });
+        let busy = conns::Busy::new(busy.clone());
+        async move { Ok::<_, Infallible>(route(&state, req).map(|body| Tracked { body, _busy: busy })) }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    // hyper starts this timer when it waits for a request head: at the start of the
+    // connection and again when a response is done, so it is the idle keep-alive timeout
+    // too.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let end = |r: hyper::Result<()>| {
+        if let Err(e) = r {
+            debug!(%peer, error = %e, "admin connection ended with an error");
+        }
+    };
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = slot.evicted.cancelled() => return,
+        r = conn.as_mut() => return end(r),
+        _ = tokio::time::sleep(limits.connection_lifetime) => {}
+    }
+    // Past its lifetime: no new request; the one in progress gets `header_timeout` more.
+    conn.as_mut().graceful_shutdown();
+    tokio::select! {
+        _ = cancel.cancelled() => {}
+        _ = slot.evicted.cancelled() => {}
+        r = conn.as_mut() => end(r),
+        _ = tokio::time::sleep(limits.header_timeout) => {
+            debug!(%peer, "admin connection closed at the end of its lifetime");
+        }
+    }
+}
+
+/// A response body that keeps its connection marked busy (not evictable) until hyper has
+/// written it and dropped it.
+struct Tracked {
+    body: Full<Bytes>,
+    _busy: conns::Busy,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -103,7 +209,17 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 )
             }
         }
-        "/api/v1/status" => json(StatusCode::OK, &status::status(state)),
+        "/api/v1/status" => match status::StatusQuery::parse(query) {
+            Ok(q) => json(StatusCode::OK, &status::status(state, &q)),
+            Err(e) => json(
+                StatusCode::BAD_REQUEST,
+                &serde_json::json!({
+                    "error": format!("{}: {}", e.parameter, e.error),
+                    "parameter": e.parameter,
+                    "usage": "/api/v1/status[?app=NAME][&cluster=NAME][&state=up|down|drained][&limit=1..1000][&after=NEXT]",
+                }),
+            ),
+        },
         "/api/v1/explain" => match explain::explain(state, query) {
             Ok(v) => json(StatusCode::OK, &v),
             Err(e) => json(

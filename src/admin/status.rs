@@ -1,14 +1,182 @@
-//! `/api/v1/status`: every app × cluster with its settings, health and last probe result.
+//! `/api/v1/status`: apps × clusters with their settings, health and last probe result,
+//! one bounded page at a time.
+//!
+//! A response holds at most [`MAX_LIMIT`] apps (default [`DEFAULT_LIMIT`]): building the
+//! whole listing of a 100k-app config per request took seconds and gigabytes, and the
+//! admin connection cap bounds how many pages are built at once, so memory is bounded
+//! whatever clients do. Apps are listed in DNS canonical order (by zone, then name), which
+//! does not depend on the order of the config file, so a walk with `after=` sees each app
+//! that stays configured exactly once even across a reload.
+//!
+//! Query parameters (all optional):
+//! - `app=NAME`: only this app (hostname, with or without the trailing dot).
+//! - `cluster=NAME`: only targets on this cluster (and apps that have one; the `clusters`
+//!   list shows only it).
+//! - `state=up|down|drained`: only targets in this state (and apps that have one).
+//! - `limit=N`: apps per page, 1..=1000, default 100.
+//! - `after=CURSOR`: the page after this cursor, the `next` of the previous page (`next` is
+//!   null on the last page).
+//!
+//! An unknown parameter or a bad value is a 400 naming the parameter.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
+use hickory_proto::rr::Name;
 use serde_json::{Value, json};
 
-use super::{AdminState, unix};
+use super::{AdminState, explain::percent_decode, unix};
 use crate::{
-    health::{ProbeId, state::ProbeEntry},
-    model::Fallback,
+    health::{ProbeId, state::ProbeEntry, state::TargetState},
+    model::{Fallback, Model},
+    snapshot::{AppAnswers, TargetAnswers},
 };
+
+/// Apps per page when `limit` is not given: small configs still get every app at once.
+pub const DEFAULT_LIMIT: usize = 100;
+/// The largest `limit` accepted: about 1-3 MB of JSON at five clusters per app.
+pub const MAX_LIMIT: usize = 1000;
+
+/// A bad query: the parameter at fault and why.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadQuery {
+    pub parameter: String,
+    pub error: String,
+}
+
+impl BadQuery {
+    fn new(parameter: &str, error: impl Into<String>) -> Self {
+        Self {
+            parameter: parameter.to_owned(),
+            error: error.into(),
+        }
+    }
+}
+
+/// What a request asks for, checked.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StatusQuery {
+    app: Option<Name>,
+    cluster: Option<String>,
+    state: Option<TargetState>,
+    limit: usize,
+    after: Option<Name>,
+}
+
+fn absolute_name(parameter: &str, text: &str) -> Result<Name, BadQuery> {
+    let mut name = Name::from_ascii(text)
+        .map_err(|e| BadQuery::new(parameter, format!("{text:?} is not a DNS name: {e}")))?;
+    name.set_fqdn(true);
+    Ok(name)
+}
+
+impl StatusQuery {
+    /// Parses the query string of a request (each parameter at most once).
+    pub fn parse(query: &str) -> Result<Self, BadQuery> {
+        let mut q = StatusQuery {
+            limit: DEFAULT_LIMIT,
+            ..Default::default()
+        };
+        let mut seen: Vec<String> = Vec::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let (k, v) = (percent_decode(k), percent_decode(v));
+            if seen.contains(&k) {
+                return Err(BadQuery::new(&k, "given more than once"));
+            }
+            match k.as_str() {
+                "app" => q.app = Some(absolute_name("app", &v)?),
+                "cluster" if v.is_empty() => {
+                    return Err(BadQuery::new("cluster", "empty cluster name"));
+                }
+                "cluster" => q.cluster = Some(v),
+                "state" => {
+                    q.state = Some(match v.as_str() {
+                        "up" => TargetState::Up,
+                        "down" => TargetState::Down,
+                        "drained" => TargetState::Drained,
+                        _ => {
+                            return Err(BadQuery::new(
+                                "state",
+                                format!("{v:?}: expected up, down or drained"),
+                            ));
+                        }
+                    })
+                }
+                "limit" => {
+                    q.limit = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_LIMIT).contains(n))
+                        .ok_or_else(|| {
+                            BadQuery::new(
+                                "limit",
+                                format!("{v:?} is not a number of apps in 1..={MAX_LIMIT}"),
+                            )
+                        })?
+                }
+                "after" => q.after = Some(absolute_name("after", &v)?),
+                _ => {
+                    return Err(BadQuery::new(
+                        &k,
+                        "unknown parameter (known: app, cluster, state, limit, after)",
+                    ));
+                }
+            }
+            seen.push(k);
+        }
+        Ok(q)
+    }
+
+    /// The targets of an app this query shows (all of them without a target filter).
+    fn shows_target(&self, model: &Model, target: &TargetAnswers) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| model.clusters[target.cluster].name == *c)
+            && self.state.is_none_or(|s| target.state == s)
+    }
+
+    fn filters_targets(&self) -> bool {
+        self.cluster.is_some() || self.state.is_some()
+    }
+
+    fn shows_app(&self, model: &Model, answers: &AppAnswers) -> bool {
+        !self.filters_targets() || answers.targets.iter().any(|t| self.shows_target(model, t))
+    }
+}
+
+/// The apps of one model in canonical name order, computed once per model (a reload makes
+/// a new one) rather than per request.
+#[derive(Default)]
+pub struct Order {
+    cached: Mutex<Option<Sorted>>,
+}
+
+/// App indices of a model in name order.
+type Sorted = (Weak<Model>, Arc<[u32]>);
+
+impl Order {
+    fn of(&self, model: &Arc<Model>) -> Arc<[u32]> {
+        if let Some((weak, order)) = &*self.cached.lock().unwrap_or_else(|e| e.into_inner())
+            // A live Weak pointing at this model: the same model (a dropped one could share
+            // the address of a new one, hence the strong count).
+            && weak.strong_count() > 0
+            && std::ptr::eq(weak.as_ptr(), Arc::as_ptr(model))
+        {
+            return order.clone();
+        }
+        // Sorted outside the lock: concurrent first requests may each sort, none waits.
+        let mut order: Vec<u32> = (0..model.apps.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            model.apps[a as usize]
+                .hostname
+                .cmp(&model.apps[b as usize].hostname)
+        });
+        let order: Arc<[u32]> = order.into();
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Arc::downgrade(model), order.clone()));
+        order
+    }
+}
 
 fn probe_json(entry: Option<&ProbeEntry>) -> Value {
     let Some(e) = entry else {
@@ -27,19 +195,52 @@ fn probe_json(entry: Option<&ProbeEntry>) -> Value {
     })
 }
 
-pub fn status(state: &AdminState) -> Value {
+/// One page of the status listing for `query`.
+pub fn status(state: &AdminState, query: &StatusQuery) -> Value {
     let snapshot = state.snapshot.load();
     let model = snapshot.model.clone();
     let table = state.health.table();
-    let apps: Vec<Value> = model
-        .apps
+    let order = state.status_order.of(&model);
+    let name = |i: &u32| &model.apps[*i as usize].hostname;
+    // The first app after the cursor (or at the requested app).
+    let start = match (&query.app, &query.after) {
+        (Some(app), Some(after)) if app <= after => order.len(),
+        (Some(app), _) => order.partition_point(|i| name(i) < app),
+        (None, Some(after)) => order.partition_point(|i| name(i) <= after),
+        (None, None) => 0,
+    };
+    let mut page: Vec<usize> = Vec::with_capacity(query.limit.min(order.len()));
+    let mut more = false;
+    for &i in &order[start..] {
+        let i = i as usize;
+        if query
+            .app
+            .as_ref()
+            .is_some_and(|a| model.apps[i].hostname != *a)
+        {
+            break;
+        }
+        if !query.shows_app(&model, &snapshot.apps()[i]) {
+            continue;
+        }
+        if page.len() == query.limit {
+            more = true;
+            break;
+        }
+        page.push(i);
+    }
+    let next = more
+        .then(|| page.last().map(|&i| model.apps[i].hostname.to_string()))
+        .flatten();
+    let apps: Vec<Value> = page
         .iter()
-        .zip(snapshot.apps())
+        .map(|&i| (&model.apps[i], &snapshot.apps()[i]))
         .map(|(m, answers)| {
             let targets: Vec<Value> = m
                 .targets
                 .iter()
                 .zip(&answers.targets)
+                .filter(|(_, live)| query.shows_target(&model, live))
                 .map(|(t, live)| {
                     let cluster = &model.clusters[t.cluster];
                     let id = ProbeId::App {
@@ -83,6 +284,7 @@ pub fn status(state: &AdminState) -> Value {
     let clusters: Vec<Value> = model
         .clusters
         .iter()
+        .filter(|c| query.cluster.as_ref().is_none_or(|n| c.name == *n))
         .map(|c| {
             json!({
                 "name": c.name,
@@ -101,5 +303,6 @@ pub fn status(state: &AdminState) -> Value {
         "config": state.reloader.info(),
         "apps": apps,
         "clusters": clusters,
+        "next": next,
     })
 }

@@ -151,6 +151,22 @@ pub struct AdminConfig {
     pub listen: String,
     #[serde(default = "default_true")]
     pub enabled: bool,
+    /// Admin connections open at once. At the cap a new connection replaces the one that
+    /// has waited longest without a request in progress, or is closed at once if every
+    /// connection is busy: idle clients can neither exhaust descriptors nor lock out
+    /// `/healthz`.
+    #[serde(default = "default_admin_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head, counted from the connection's
+    /// start or from the end of the previous response: it closes slow-header clients and
+    /// idle keep-alive connections alike.
+    #[serde(default = "default_admin_header_timeout", with = "duration")]
+    pub header_timeout: Duration,
+    /// A connection is closed this long after it was accepted (after the response in
+    /// progress, which gets `header_timeout` more to finish): bounds a client that reads
+    /// its response slowly or never.
+    #[serde(default = "default_admin_connection_lifetime", with = "duration")]
+    pub connection_lifetime: Duration,
 }
 
 impl Default for AdminConfig {
@@ -158,8 +174,23 @@ impl Default for AdminConfig {
         Self {
             listen: default_admin_listen(),
             enabled: true,
+            max_connections: default_admin_max_connections(),
+            header_timeout: default_admin_header_timeout(),
+            connection_lifetime: default_admin_connection_lifetime(),
         }
     }
+}
+
+fn default_admin_max_connections() -> usize {
+    64
+}
+
+fn default_admin_header_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_admin_connection_lifetime() -> Duration {
+    Duration::from_secs(120)
 }
 
 fn default_admin_listen() -> String {

@@ -91,6 +91,10 @@ pub struct Metrics {
     pub rrl_slipped: IntCounter,
     pub tcp_connections: IntGauge,
     pub tcp_rejected: IntCounter,
+    pub admin_connections: IntGauge,
+    pub admin_rejected: IntCounter,
+    pub admin_evicted: IntCounter,
+    pub admin_accept_errors: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -233,8 +237,32 @@ impl Metrics {
             "TCP connections closed at once because server.tcp_max_connections were open.",
         ))
         .unwrap();
+        let admin_connections = IntGauge::with_opts(opts(
+            "gtmd_admin_connections",
+            "Open admin HTTP connections (capped by admin.max_connections).",
+        ))
+        .unwrap();
+        let admin_rejected = IntCounter::with_opts(opts(
+            "gtmd_admin_rejected_total",
+            "Admin connections closed at once: admin.max_connections were open, each with a request in progress.",
+        ))
+        .unwrap();
+        let admin_evicted = IntCounter::with_opts(opts(
+            "gtmd_admin_evicted_total",
+            "Admin connections without a request in progress closed to make room for a new one at admin.max_connections.",
+        ))
+        .unwrap();
+        let admin_accept_errors = IntCounter::with_opts(opts(
+            "gtmd_admin_accept_errors_total",
+            "Failed accepts on the admin listener (e.g. out of file descriptors); each one pauses accepting, 10 ms doubling to 1 s.",
+        ))
+        .unwrap();
         for c in [
             Box::new(rrl_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(admin_connections.clone()),
+            Box::new(admin_rejected.clone()),
+            Box::new(admin_evicted.clone()),
+            Box::new(admin_accept_errors.clone()),
             Box::new(tcp_connections.clone()),
             Box::new(tcp_rejected.clone()),
             Box::new(rrl_slipped.clone()),
@@ -292,6 +320,10 @@ impl Metrics {
             rrl_slipped,
             tcp_connections,
             tcp_rejected,
+            admin_connections,
+            admin_rejected,
+            admin_evicted,
+            admin_accept_errors,
             registry,
         }
     }

@@ -24,6 +24,7 @@ use crate::config::{Config, ConfigError, Errors};
 pub use app::Fallback;
 pub use geo::GeoModel;
 pub use probe::{HttpMethod, ProbeKind, ProbeSpec};
+pub use server::AdminLimits;
 
 /// Largest TTL accepted for static records and the SOA: one week. Longer TTLs are legal DNS
 /// but in a GSLB zone they are always a typo that would pin resolvers for too long.
@@ -46,6 +47,8 @@ pub struct ServerModel {
     pub listen: Vec<SocketAddr>,
     /// The admin HTTP endpoint (None: disabled).
     pub admin: Option<SocketAddr>,
+    /// Bounds on the admin endpoint's connections.
+    pub admin_limits: AdminLimits,
     pub tcp_idle_timeout: Duration,
     pub max_udp_payload: u16,
     /// UDP sockets (and worker threads) per listen address.

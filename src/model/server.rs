@@ -8,7 +8,15 @@ use crate::config::{
     file::{AdminConfig, ServerConfig},
 };
 
-pub fn validate(cfg: &ServerConfig, admin: &AdminConfig, errors: &mut Errors) -> ServerModel {
+/// Bounds on the admin endpoint's connections (`[admin]`; see the config keys' docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub connection_lifetime: Duration,
+}
+
+pub fn validate(cfg: &ServerConfig, admin_cfg: &AdminConfig, errors: &mut Errors) -> ServerModel {
     let mut listen = Vec::new();
     let mut seen = HashSet::new();
     if cfg.listen.is_empty() {
@@ -43,15 +51,15 @@ pub fn validate(cfg: &ServerConfig, admin: &AdminConfig, errors: &mut Errors) ->
             format!("{t:?} is out of range 100ms..=1h"),
         );
     }
-    let admin = if admin.enabled {
-        match admin.listen.trim().parse::<SocketAddr>() {
+    let admin = if admin_cfg.enabled {
+        match admin_cfg.listen.trim().parse::<SocketAddr>() {
             Ok(a) => Some(a),
             Err(_) => {
                 errors.push(
                     "admin.listen",
                     format!(
                         "invalid address {:?}: expected IP:PORT, e.g. \"127.0.0.1:9153\"",
-                        admin.listen
+                        admin_cfg.listen
                     ),
                 );
                 None
@@ -91,9 +99,29 @@ pub fn validate(cfg: &ServerConfig, admin: &AdminConfig, errors: &mut Errors) ->
             format!("{} is out of range 1..=1000000", cfg.tcp_max_connections),
         );
     }
+    if !(1..=100_000).contains(&admin_cfg.max_connections) {
+        errors.push(
+            "admin.max_connections",
+            format!("{} is out of range 1..=100000", admin_cfg.max_connections),
+        );
+    }
+    for (key, t) in [
+        ("admin.header_timeout", admin_cfg.header_timeout),
+        ("admin.connection_lifetime", admin_cfg.connection_lifetime),
+    ] {
+        if t < Duration::from_millis(100) || t > Duration::from_secs(86_400) {
+            errors.push(key, format!("{t:?} is out of range 100ms..=24h"));
+        }
+    }
+    let admin_limits = AdminLimits {
+        max_connections: admin_cfg.max_connections.max(1),
+        header_timeout: admin_cfg.header_timeout,
+        connection_lifetime: admin_cfg.connection_lifetime,
+    };
     ServerModel {
         listen,
         admin,
+        admin_limits,
         udp_workers,
         tcp_max_connections: cfg.tcp_max_connections.max(1),
         tcp_max_queries: cfg.tcp_max_queries,

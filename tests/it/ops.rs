@@ -250,7 +250,14 @@ fn status_shows_every_app_and_cluster() {
     assert_eq!(v["config"]["generation"], 1);
     let apps = v["apps"].as_array().unwrap();
     assert_eq!(apps.len(), 3);
-    let shop = &apps[0];
+    // In DNS canonical order, one page (the default page holds 100 apps).
+    let names: Vec<&str> = apps
+        .iter()
+        .map(|a| a["hostname"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["drained.o.test.", "shop.o.test.", "solo.o.test."]);
+    assert_eq!(v["next"], serde_json::Value::Null);
+    let shop = &apps[1];
     assert_eq!(shop["hostname"], "shop.o.test.");
     assert_eq!(shop["targets"][0]["cluster"], "one");
     assert_eq!(shop["targets"][0]["state"], "up");
@@ -260,7 +267,7 @@ fn status_shows_every_app_and_cluster() {
         shop["targets"][1]["probe"]["address"],
         format!("{C1}:{}", backend.addr.port())
     );
-    let drained = &apps[2];
+    let drained = &apps[0];
     assert_eq!(drained["targets"][0]["state"], "drained");
     assert_eq!(drained["targets"][0]["weight"], 3);
     assert_eq!(drained["targets"][1]["force"], "down");
