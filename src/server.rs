@@ -260,11 +260,13 @@ fn client_budget(model: &crate::model::Model, listeners: &Listeners) -> ClientBu
         tcp_max_connections = b.tcp_max_connections,
         admin_max_connections = b.admin_max_connections,
         "the file descriptor limit cannot hold every configured client connection besides the probes: \
-         lowering server.tcp_max_connections from {} (per listener, {} listeners) and admin.max_connections from {} \
+         lowering server.tcp_max_connections from {} to {} (per TCP listener, {} listeners) and admin.max_connections from {} to {} \
          so clients cannot take the probes' descriptors (raise the hard limit, e.g. LimitNOFILE=, to keep them)",
         server.tcp_max_connections,
+        b.tcp_max_connections,
         demand.tcp_listeners,
         admin_max,
+        b.admin_max_connections,
     );
     if b.probes_exceed {
         warn!(

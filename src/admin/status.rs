@@ -63,6 +63,9 @@ pub struct StatusQuery {
 }
 
 fn absolute_name(parameter: &str, text: &str) -> Result<Name, BadQuery> {
+    if text.is_empty() {
+        return Err(BadQuery::new(parameter, "empty name"));
+    }
     let mut name = Name::from_ascii(text)
         .map_err(|e| BadQuery::new(parameter, format!("{text:?} is not a DNS name: {e}")))?;
     name.set_fqdn(true);

@@ -1,5 +1,6 @@
 //! gtmd integration tests: one binary, one module per area.
 
+mod admin;
 mod backend;
 pub mod cli;
 mod config;
