@@ -178,7 +178,9 @@ impl Reloader {
         if old.server.tcp_idle_timeout != new.server.tcp_idle_timeout {
             restart.push("server.tcp_idle_timeout");
         }
-        if old.server.admin != new.server.admin {
+        if old.server.admin != new.server.admin
+            || old.server.admin_limits != new.server.admin_limits
+        {
             restart.push("admin");
         }
         if old.server.rrl != new.server.rrl {
