@@ -309,3 +309,45 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> Value {
         "next": next,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_parse_with_defaults_and_decoding() {
+        let q = StatusQuery::parse("").unwrap();
+        assert_eq!(
+            (q.limit, q.app.is_none(), q.after.is_none()),
+            (DEFAULT_LIMIT, true, true)
+        );
+        let q = StatusQuery::parse(
+            "app=Shop.O.Test&state=down&cluster=eu%2Dwest&limit=1000&after=a.o.test.",
+        )
+        .unwrap();
+        assert_eq!(q.app, Some(Name::from_ascii("shop.o.test.").unwrap()));
+        assert_eq!(q.state, Some(TargetState::Down));
+        assert_eq!(q.cluster.as_deref(), Some("eu-west"));
+        assert_eq!(q.limit, MAX_LIMIT);
+        assert_eq!(q.after, Some(Name::from_ascii("a.o.test.").unwrap()));
+    }
+
+    #[test]
+    fn bad_queries_name_the_parameter() {
+        for (query, parameter) in [
+            ("limit=0", "limit"),
+            ("limit=-1", "limit"),
+            ("limit=1001", "limit"),
+            ("state=UP", "state"),
+            ("app=", "app"),
+            ("app=a..b", "app"),
+            ("after=", "after"),
+            ("cluster", "cluster"),
+            ("nope=1", "nope"),
+            ("state=up&state=up", "state"),
+        ] {
+            let e = StatusQuery::parse(query).unwrap_err();
+            assert_eq!(e.parameter, parameter, "{query}: {e:?}");
+        }
+    }
+}
