@@ -91,12 +91,19 @@ pub fn validate(cfg: &ServerConfig, admin: &AdminConfig, errors: &mut Errors) ->
             format!("{} is out of range 1..=1000000", cfg.tcp_max_connections),
         );
     }
+    if !(16..=65_536).contains(&cfg.full_path_queue) {
+        errors.push(
+            "server.full_path_queue",
+            format!("{} is out of range 16..=65536", cfg.full_path_queue),
+        );
+    }
     ServerModel {
         listen,
         admin,
         udp_workers,
         tcp_max_connections: cfg.tcp_max_connections.max(1),
         tcp_max_queries: cfg.tcp_max_queries,
+        full_path_queue: cfg.full_path_queue.clamp(16, 65_536),
         rrl: None,
         tcp_idle_timeout: cfg.tcp_idle_timeout,
         max_udp_payload: cfg.max_udp_payload,
