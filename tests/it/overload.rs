@@ -267,9 +267,11 @@ fn a_flood_of_nxdomain_queries_is_shed_at_the_door_and_memory_stays_flat() {
         "flood: {sent} sent, {overload} shed as overload; RSS {before} KiB before, peak \
          {peak}, {after} after; well-behaved client {answered}/{asked}"
     );
+    // The queue holds at most 2 × 1,024 queries of a few hundred bytes; a task per
+    // datagram grew by 65 MiB in this test (and by 1.9 GB in a longer, faster flood).
     assert!(
-        peak < before + 64 * 1024,
-        "peak RSS {peak} KiB grew more than 64 MiB over {before} KiB"
+        peak < before + 16 * 1024,
+        "peak RSS {peak} KiB grew more than 16 MiB over {before} KiB"
     );
     assert!(overload > 0, "the full path's queue overflowed: counted");
     // Still answering once the flood is over.
