@@ -110,7 +110,7 @@ fn bench(c: &mut Criterion) {
                     src,
                     hickory_server::net::xfer::Protocol::Udp,
                     capture.clone(),
-                    |_| {},
+                    |_| true,
                 ));
                 black_box(capture);
             })

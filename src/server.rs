@@ -312,15 +312,18 @@ pub async fn start(
     udp_addrs.dedup();
     let udp = Workers::spawn(
         listeners.udp,
-        snapshot.clone(),
-        metrics.clone(),
-        handler.clone(),
-        tokio::runtime::Handle::current(),
-        model
-            .server
-            .rrl
-            .clone()
-            .map(|s| Arc::new(crate::dns::rrl::Rrl::new(s))),
+        crate::dns::udp::Serving {
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            handler: handler.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            rrl: model
+                .server
+                .rrl
+                .clone()
+                .map(|s| Arc::new(crate::dns::rrl::Rrl::new(s))),
+            queue: model.server.full_path_queue,
+        },
     )?;
     for addr in udp_addrs {
         info!(%addr, "serving DNS over UDP");

@@ -60,6 +60,14 @@ pub struct ServerConfig {
     /// busy pipelined connection loses the queries in flight).
     #[serde(default)]
     pub tcp_max_queries: usize,
+    /// UDP queries that miss the fast path waiting for a full-path worker, per UDP socket;
+    /// when it is full, new ones are dropped (`gtmd_dns_dropped_total{reason="overload"}`).
+    #[serde(default = "default_full_path_queue")]
+    pub full_path_queue: usize,
+}
+
+fn default_full_path_queue() -> usize {
+    1024
 }
 
 fn default_tcp_max_connections() -> usize {
@@ -75,6 +83,7 @@ impl Default for ServerConfig {
             udp_workers: 0,
             tcp_max_connections: default_tcp_max_connections(),
             tcp_max_queries: 0,
+            full_path_queue: default_full_path_queue(),
         }
     }
 }

@@ -148,7 +148,10 @@ impl RequestHandler for DnsHandler {
         );
         let rcode = metadata.response_code;
         let sent = response_handle.send_response(response).await;
-        self.metrics.response(rcode);
+        if sent.is_ok() {
+            // Counted once it is sent: rate limiting may have dropped it (counted there).
+            self.metrics.response(rcode);
+        }
         self.metrics
             .request_duration
             .observe(started.elapsed().as_secs_f64());

@@ -1,6 +1,7 @@
 //! The DNS side: request handling, authoritative lookup, response fitting.
 
 pub mod client;
+pub mod door;
 pub mod fast;
 pub mod handler;
 pub mod lookup;

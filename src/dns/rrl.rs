@@ -85,10 +85,73 @@ impl Rrl {
     }
 
     /// The verdict for a response of `class` about `key` (the name, or the zone for
-    /// NXDOMAIN) to `client`.
+    /// NXDOMAIN) to `client`: takes one token from its bucket.
     pub fn check(&self, client: IpAddr, class: Class, key: &[u8]) -> Verdict {
-        if self.settings.exempt.iter().any(|n| n.contains(&client)) {
+        let Some(bucket) = self.bucket(client, class, key) else {
             return Verdict::Send;
+        };
+        let rate = self.rate();
+        let now = self.now();
+        let mut current = bucket.load(Ordering::Relaxed);
+        loop {
+            let refilled = Self::refilled(current, now, rate);
+            let (next, ok) = if refilled >= 1000 {
+                (refilled - 1000, true)
+            } else {
+                (refilled, false)
+            };
+            let word = (next << 32) | now;
+            match bucket.compare_exchange_weak(current, word, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) if ok => return Verdict::Send,
+                Ok(_) => break,
+                Err(actual) => current = actual,
+            }
+        }
+        self.limited()
+    }
+
+    /// Like [`Rrl::check`], but takes no token: `Send` while the bucket still holds one.
+    /// The UDP worker asks this before queueing a query for the full path, so a flood whose
+    /// budget is spent is shed at the door instead of being answered and then dropped; the
+    /// token itself is taken by `check` once the reply (and so its exact class) is known.
+    pub fn peek(&self, client: IpAddr, class: Class, key: &[u8]) -> Verdict {
+        match self.bucket(client, class, key) {
+            Some(bucket)
+                if Self::refilled(bucket.load(Ordering::Relaxed), self.now(), self.rate())
+                    < 1000 =>
+            {
+                self.limited()
+            }
+            _ => Verdict::Send,
+        }
+    }
+
+    /// Tokens per second, in 1/1000 of a response.
+    fn rate(&self) -> u64 {
+        u64::from(self.settings.responses_per_second.max(1)) * 1000
+    }
+
+    /// Milliseconds since `epoch`, in the bucket word's 32 bits.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 & 0xffff_ffff
+    }
+
+    /// The tokens of bucket word `current` refilled up to `now`.
+    fn refilled(current: u64, now: u64, rate: u64) -> u64 {
+        let (tokens, last) = if current == u64::MAX {
+            (rate, now) // a fresh bucket holds one second's worth
+        } else {
+            (current >> 32, current & 0xffff_ffff)
+        };
+        let elapsed = now.wrapping_sub(last) & 0xffff_ffff;
+        (tokens + elapsed * rate / 1000).min(rate)
+    }
+
+    /// The bucket of (`client`'s network, `class`, `key`); None for an exempt client.
+    fn bucket(&self, client: IpAddr, class: Class, key: &[u8]) -> Option<&AtomicU64> {
+        if self.settings.exempt.iter().any(|n| n.contains(&client)) {
+            return None;
         }
         let prefix = match client {
             IpAddr::V4(_) => self.settings.ipv4_prefix,
@@ -111,31 +174,11 @@ impl Rrl {
             crate::policy::stable_hash(&bytes[..=n]),
             crate::policy::stable_hash(key),
         );
-        let bucket = &self.buckets[(h as usize) & (BUCKETS - 1)];
-        let rate = u64::from(self.settings.responses_per_second.max(1)) * 1000;
-        let now = self.epoch.elapsed().as_millis() as u64 & 0xffff_ffff;
-        let mut current = bucket.load(Ordering::Relaxed);
-        loop {
-            let (tokens, last) = if current == u64::MAX {
-                (rate, now) // a fresh bucket holds one second's worth
-            } else {
-                (current >> 32, current & 0xffff_ffff)
-            };
-            let elapsed = now.wrapping_sub(last) & 0xffff_ffff;
-            let refilled = (tokens + elapsed * rate / 1000).min(rate);
-            let (next, ok) = if refilled >= 1000 {
-                (refilled - 1000, true)
-            } else {
-                (refilled, false)
-            };
-            let word = (next << 32) | now;
-            match bucket.compare_exchange_weak(current, word, Ordering::Relaxed, Ordering::Relaxed)
-            {
-                Ok(_) if ok => return Verdict::Send,
-                Ok(_) => break,
-                Err(actual) => current = actual,
-            }
-        }
+        Some(&self.buckets[(h as usize) & (BUCKETS - 1)])
+    }
+
+    /// The fate of a response over its budget: every `slip`-th goes out truncated.
+    fn limited(&self) -> Verdict {
         let slip = u64::from(self.settings.slip);
         if slip > 0
             && self

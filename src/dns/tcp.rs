@@ -216,7 +216,8 @@ async fn queries(
         // until the next query, or be lost when the connection closes.
         let mut formerr = None;
         full_path(handler, body, peer, Protocol::Tcp, reply.clone(), |reply| {
-            formerr = Some(reply)
+            formerr = Some(reply);
+            true
         })
         .await;
         if let Some(formerr) = formerr {

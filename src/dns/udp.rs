@@ -1,6 +1,13 @@
 //! Serving UDP: one blocking worker thread per socket (SO_REUSEPORT spreads packets over
-//! them), the fast path inline, everything else handed to the full hickory path on the
-//! async runtime. TCP stays with hickory's `Server`.
+//! them), the fast path inline, everything else handed to the full hickory path.
+//!
+//! The full path has a fixed work budget: one full-path thread per socket behind a queue of
+//! `server.full_path_queue` queries. A query whose rate-limit budget is already spent is
+//! dropped (or slipped) at the door, before it is queued; when the queue is full, new work
+//! is dropped and counted (`gtmd_dns_dropped_total{reason="overload"}`) rather than
+//! answered seconds late. So no flood of NXDOMAIN, ANY or odd-EDNS queries can grow memory
+//! (a spawned task per datagram grew to 1.9 GB at 130k qps) or slow the fast path, which
+//! keeps answering the app names on the worker thread itself.
 //!
 //! Measured on this kind of machine (see `../shared/ARCHITECTURE.md`): hickory's UDP loop
 //! peaks near 300k queries per CPU because it copies, spawns a task, decodes and encodes
@@ -27,12 +34,12 @@ use hickory_server::{
 use tracing::debug;
 
 use super::{
-    DnsHandler,
+    DnsHandler, door,
     fast::{self, Fast},
     rrl::{Rrl, Verdict, budget, plain_question, slip_reply},
 };
 use crate::{
-    metrics::{Metrics, Sent, Tally},
+    metrics::{Dropped, Metrics, Sent, Tally, Transport},
     snapshot::Snapshot,
 };
 
@@ -103,19 +110,24 @@ impl ResponseHandler for UdpReply {
     ) -> Result<ResponseInfo, NetError> {
         let max = udp_max(&response);
         let (info, bytes) = encode(response, max)?;
-        send_limited(&self.socket, self.dst, self.limit.as_ref(), &bytes)?;
-        Ok(info)
+        if send_limited(&self.socket, self.dst, self.limit.as_ref(), &bytes)? {
+            Ok(info)
+        } else {
+            // Not sent, so the handler does not count it as a response.
+            Err(NetError::from("dropped by response rate limiting"))
+        }
     }
 }
 
 /// Sends a full-path reply (an answer, or the FORMERR to an undecodable query) through
-/// rate limiting: sent, slipped as an empty TC=1 reply, or dropped.
+/// rate limiting: sent, slipped as an empty TC=1 reply, or dropped (counted). True when
+/// something was sent.
 fn send_limited(
     socket: &UdpSocket,
     dst: SocketAddr,
     limit: Option<&Limit>,
     bytes: &[u8],
-) -> io::Result<()> {
+) -> io::Result<bool> {
     let verdict = match limit {
         Some(l) => judge(&l.rrl, dst, &l.query, bytes),
         None => Verdict::Send,
@@ -129,11 +141,17 @@ fn send_limited(
             let mut tc = [0u8; 512];
             if let Some(len) = slip_reply(&l.query, &mut tc) {
                 socket.send_to(&tc[..len], dst)?;
+                return Ok(true);
             }
+            l.metrics.dropped(Dropped::Rrl).inc();
+            return Ok(false);
         }
-        (Verdict::Drop, Some(l)) => l.metrics.rrl_dropped.inc(),
+        (Verdict::Drop, Some(l)) => {
+            l.metrics.dropped(Dropped::Rrl).inc();
+            return Ok(false);
+        }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// What a worker does with one datagram after [`on_datagram`].
@@ -172,7 +190,10 @@ pub fn on_datagram(
                 Step::Nothing
             }
         },
-        Fast::Drop => Step::Nothing,
+        Fast::Drop => {
+            tally.shed(door::question_type(packet), Dropped::Malformed);
+            Step::Nothing
+        }
         Fast::Slow => Step::Full,
     }
 }
@@ -211,15 +232,31 @@ impl ResponseHandler for Capture {
 
 /// The full path for one UDP datagram, with the checks hickory's server does before its
 /// handler: no reply to runts or responses (QR set), FORMERR to what does not parse.
+/// `formerr` sends that FORMERR and says whether it went out. Every message is counted
+/// once as a request, and as a response only if one was sent.
 pub async fn full_path<R: ResponseHandler>(
     handler: &DnsHandler,
     bytes: Vec<u8>,
     src: SocketAddr,
     protocol: Protocol,
     reply: R,
-    formerr: impl FnOnce(Vec<u8>),
+    formerr: impl FnOnce(Vec<u8>) -> bool,
 ) {
+    let metrics = handler.metrics();
+    let transport = match protocol {
+        Protocol::Udp => Transport::Udp,
+        _ => Transport::Tcp,
+    };
+    // What does not decode is counted by the type its question asks, if that much reads
+    // (as the UDP worker counts what it drops before the full path).
+    let qtype = door::question_type(&bytes);
+    let count_request = || match qtype {
+        Some(t) => metrics.request(transport, t.into()),
+        None => metrics.request_invalid(transport),
+    };
     if bytes.len() < 12 || bytes[2] & 0x80 != 0 {
+        count_request();
+        metrics.dropped(Dropped::Malformed).inc();
         return;
     }
     let header = [bytes[0], bytes[1], bytes[2], bytes[3]];
@@ -240,31 +277,46 @@ pub async fn full_path<R: ResponseHandler>(
         }
         Err(e) => {
             debug!(%src, error = %e, "undecodable query: FORMERR");
+            count_request();
             // ID, QR, the query's opcode and RD, RCODE 1, no sections.
             let flags = 0x80 | (header[2] & 0x79);
-            formerr(vec![
+            if formerr(vec![
                 header[0], header[1], flags, 0x01, 0, 0, 0, 0, 0, 0, 0, 0,
-            ]);
+            ]) {
+                metrics.response(hickory_server::proto::op::ResponseCode::FormErr);
+            }
         }
     }
 }
 
-/// The UDP worker threads.
+/// The UDP worker threads, each with its full-path thread.
 pub struct Workers {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
+/// What a worker needs besides its socket.
+#[derive(Clone)]
+pub struct Serving {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: Arc<Metrics>,
+    pub handler: DnsHandler,
+    /// Drives the full path's (async) handler on the full-path threads.
+    pub runtime: tokio::runtime::Handle,
+    pub rrl: Option<Arc<Rrl>>,
+    /// Queries waiting for the full path, per socket (`server.full_path_queue`).
+    pub queue: usize,
+}
+
+/// A query handed to the full path.
+struct Job {
+    bytes: Vec<u8>,
+    src: SocketAddr,
+}
+
 impl Workers {
-    /// One thread per socket. `runtime` runs the full path.
-    pub fn spawn(
-        sockets: Vec<UdpSocket>,
-        snapshot: Arc<ArcSwap<Snapshot>>,
-        metrics: Arc<Metrics>,
-        handler: DnsHandler,
-        runtime: tokio::runtime::Handle,
-        rrl: Option<Arc<Rrl>>,
-    ) -> io::Result<Self> {
+    /// One worker thread and one full-path thread per socket.
+    pub fn spawn(sockets: Vec<UdpSocket>, serving: Serving) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -272,29 +324,58 @@ impl Workers {
             // Wakes the thread now and then to see the stop flag.
             socket.set_read_timeout(Some(Duration::from_millis(200)))?;
             let socket = Arc::new(socket);
-            let (snapshot, metrics, handler, runtime, stop, rrl) = (
-                snapshot.clone(),
-                metrics.clone(),
-                handler.clone(),
-                runtime.clone(),
-                stop.clone(),
-                rrl.clone(),
+            // Bounded: a full queue sheds new work at the door. The worker owns the only
+            // sender, so the full-path thread ends when the worker does.
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(serving.queue);
+            let (full_socket, full_serving) = (socket.clone(), serving.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("gtmd-full-{i}"))
+                    .spawn(move || full_path_worker(full_socket, full_serving, rx))?,
             );
+            let (serving, stop) = (serving.clone(), stop.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("gtmd-udp-{i}"))
-                    .spawn(move || serve(socket, snapshot, metrics, handler, runtime, stop, rrl))?,
+                    .spawn(move || serve(socket, serving, stop, tx))?,
             );
         }
         Ok(Self { stop, threads })
     }
 
-    /// Stops the threads (they notice within 200 ms).
+    /// Stops the threads (they notice within 200 ms; queued full-path work is finished).
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             let _ = t.join();
         }
+    }
+}
+
+/// Answers queued queries by the full path, one at a time, until the worker is gone.
+fn full_path_worker(socket: Arc<UdpSocket>, serving: Serving, rx: std::sync::mpsc::Receiver<Job>) {
+    while let Ok(Job { bytes, src }) = rx.recv() {
+        let limit = serving.rrl.as_ref().map(|r| Limit {
+            rrl: r.clone(),
+            metrics: serving.metrics.clone(),
+            query: Arc::from(&bytes[..]),
+        });
+        let reply = UdpReply {
+            socket: socket.clone(),
+            dst: src,
+            limit: limit.clone(),
+        };
+        // The handler never waits on anything but the send, which is a plain socket
+        // write here: driving it on this thread keeps it off the runtime's workers, where
+        // it would compete with probes and the admin endpoint.
+        serving.runtime.block_on(full_path(
+            &serving.handler,
+            bytes,
+            src,
+            Protocol::Udp,
+            reply,
+            |formerr| send_limited(&socket, src, limit.as_ref(), &formerr).unwrap_or(false),
+        ));
     }
 }
 
@@ -305,13 +386,16 @@ const BUF: usize = 4096;
 
 fn serve(
     socket: Arc<UdpSocket>,
-    snapshot: Arc<ArcSwap<Snapshot>>,
-    metrics: Arc<Metrics>,
-    handler: DnsHandler,
-    runtime: tokio::runtime::Handle,
+    serving: Serving,
     stop: Arc<AtomicBool>,
-    rrl: Option<Arc<Rrl>>,
+    full: std::sync::mpsc::SyncSender<Job>,
 ) {
+    let Serving {
+        snapshot,
+        metrics,
+        rrl,
+        ..
+    } = serving;
     let mut batch = mmsg::Batch::new(BATCH, BUF);
     let mut out = vec![0u8; BATCH * BUF];
     let mut replies: Vec<(usize, usize)> = Vec::with_capacity(BATCH);
@@ -341,7 +425,9 @@ fn serve(
         for i in 0..n {
             let (packet, src) = batch.packet(i);
             let Some(src) = src.filter(|s| s.port() != 0) else {
-                continue; // cannot be answered
+                // Cannot be answered.
+                tally.shed(door::question_type(packet), Dropped::Malformed);
+                continue;
             };
             let started = Instant::now();
             let slot = &mut out[i * BUF..(i + 1) * BUF];
@@ -352,25 +438,11 @@ fn serve(
                 }
                 Step::Nothing => {}
                 Step::Full => {
-                    let bytes = packet.to_vec();
-                    let handler = handler.clone();
-                    let socket = socket.clone();
-                    let limit = rrl.as_ref().map(|r| Limit {
-                        rrl: r.clone(),
-                        metrics: metrics.clone(),
-                        query: Arc::from(packet),
-                    });
-                    runtime.spawn(async move {
-                        let reply = UdpReply {
-                            socket: socket.clone(),
-                            dst: src,
-                            limit: limit.clone(),
-                        };
-                        full_path(&handler, bytes, src, Protocol::Udp, reply, |formerr| {
-                            let _ = send_limited(&socket, src, limit.as_ref(), &formerr);
-                        })
-                        .await;
-                    });
+                    if let Some(len) =
+                        at_the_door(&snap, &mut tally, rrl.as_deref(), &full, packet, src, slot)
+                    {
+                        replies.push((i, len));
+                    }
                 }
             }
         }
@@ -378,6 +450,48 @@ fn serve(
         // Counted against the snapshot the batch was answered from.
         tally.flush(&metrics, &snap);
     }
+}
+
+/// Hands a query that missed the fast path to the full path, unless its rate-limit budget
+/// is already spent (dropped, or slipped: the TC=1 reply is written to `slot` and its
+/// length returned) or the queue is full (dropped).
+fn at_the_door(
+    snap: &Snapshot,
+    tally: &mut Tally,
+    rrl: Option<&Rrl>,
+    full: &std::sync::mpsc::SyncSender<Job>,
+    packet: &[u8],
+    src: SocketAddr,
+    slot: &mut [u8],
+) -> Option<usize> {
+    let qtype = door::question_type(packet);
+    if let Some(rrl) = rrl {
+        let mut buf = [0u8; 256];
+        let (class, key) = door::predict(snap, packet, &mut buf);
+        match rrl.peek(src.ip(), class, key) {
+            Verdict::Send => {}
+            Verdict::Slip => {
+                let len = slip_reply(packet, slot);
+                match len {
+                    Some(_) => tally.slipped(qtype),
+                    None => tally.shed(qtype, Dropped::Rrl),
+                }
+                return len;
+            }
+            Verdict::Drop => {
+                tally.shed(qtype, Dropped::Rrl);
+                return None;
+            }
+        }
+    }
+    let job = Job {
+        bytes: packet.to_vec(),
+        src,
+    };
+    if full.try_send(job).is_err() {
+        tally.shed(qtype, Dropped::Overload);
+    }
+    None
 }
 
 /// `recvmmsg`/`sendmmsg` over a std socket (Linux).

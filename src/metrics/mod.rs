@@ -37,6 +37,21 @@ const QTYPES: [(RecordType, &str); 14] = [
     (RecordType::TXT, "TXT"),
 ];
 const OTHER: usize = QTYPES.len();
+/// The counter index of a packet whose question cannot be read (it still counts as received).
+pub(crate) const INVALID: usize = OTHER + 1;
+
+/// Why a received packet got no response at all (`gtmd_dns_dropped_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// The full path's queue was full: shed at the door rather than answered late.
+    Overload = 0,
+    /// Response rate limiting dropped the response (or the query, its budget already spent).
+    Rrl = 1,
+    /// Not a query that can be answered: shorter than a header, QR set, source port 0.
+    Malformed = 2,
+}
+
+const DROP_REASONS: [&str; 3] = ["overload", "rrl", "malformed"];
 
 const RCODES: [(ResponseCode, &str); 6] = [
     (ResponseCode::NoError, "NOERROR"),
@@ -73,6 +88,7 @@ pub enum Transport {
 pub struct Metrics {
     pub registry: Registry,
     requests: [Vec<IntCounter>; 2],
+    dropped: [IntCounter; 3],
     responses: Vec<IntCounter>,
     responses_other: IntCounter,
     pub request_duration: Histogram,
@@ -87,7 +103,6 @@ pub struct Metrics {
     pub config_info: IntGaugeVec,
     pub build_info: IntGaugeVec,
     pub ready: IntGauge,
-    pub rrl_dropped: IntCounter,
     pub rrl_slipped: IntCounter,
     pub tcp_connections: IntGauge,
     pub tcp_rejected: IntCounter,
@@ -217,10 +232,14 @@ impl Metrics {
             "1 once the configuration is loaded, sockets bound and the first probe round done.",
         ))
         .unwrap();
-        let rrl_dropped = IntCounter::with_opts(opts(
-            "gtmd_rrl_dropped_total",
-            "UDP responses dropped by response rate limiting.",
-        ))
+        let dropped_vec = IntCounterVec::new(
+            opts(
+                "gtmd_dns_dropped_total",
+                "DNS requests received and not answered, by reason: overload (the full path's \
+                 queue was full), rrl (response rate limiting), malformed (not an answerable query).",
+            ),
+            &["reason"],
+        )
         .unwrap();
         let rrl_slipped = IntCounter::with_opts(opts(
             "gtmd_rrl_slipped_total",
@@ -258,7 +277,7 @@ impl Metrics {
         ))
         .unwrap();
         for c in [
-            Box::new(rrl_dropped.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(dropped_vec.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(admin_connections.clone()),
             Box::new(admin_rejected.clone()),
             Box::new(admin_evicted.clone()),
@@ -293,12 +312,13 @@ impl Metrics {
             QTYPES
                 .iter()
                 .map(|(_, name)| *name)
-                .chain(["other"])
+                .chain(["other", "invalid"])
                 .map(|q| requests_vec.with_label_values(&[proto, q]))
                 .collect::<Vec<_>>()
         };
         Self {
             requests: [per_proto("udp"), per_proto("tcp")],
+            dropped: DROP_REASONS.map(|r| dropped_vec.with_label_values(&[r])),
             responses: RCODES
                 .iter()
                 .map(|(_, n)| responses_vec.with_label_values(&[n]))
@@ -316,7 +336,6 @@ impl Metrics {
             config_info,
             build_info,
             ready,
-            rrl_dropped,
             rrl_slipped,
             tcp_connections,
             tcp_rejected,
@@ -331,6 +350,16 @@ impl Metrics {
     /// Counts one request (query path: index lookups and atomic adds only).
     pub fn request(&self, transport: Transport, qtype: RecordType) {
         self.requests[transport as usize][qtype_index(qtype)].inc();
+    }
+
+    /// Counts one received packet whose question cannot be read.
+    pub fn request_invalid(&self, transport: Transport) {
+        self.requests[transport as usize][INVALID].inc();
+    }
+
+    /// The counter of requests dropped for `reason`.
+    pub fn dropped(&self, reason: Dropped) -> &IntCounter {
+        &self.dropped[reason as usize]
     }
 
     /// Counts one response.

@@ -12,7 +12,7 @@
 use hickory_proto::{op::ResponseCode, rr::RecordType};
 use prometheus::local::LocalHistogram;
 
-use super::{Metrics, OTHER, RCODES, Transport, qtype_index, rcode_index};
+use super::{Dropped, INVALID, Metrics, RCODES, Transport, qtype_index, rcode_index};
 use crate::{
     policy::Picks,
     snapshot::{AppAnswer, Snapshot},
@@ -47,7 +47,7 @@ struct Pending {
 
 pub struct Tally {
     transport: Transport,
-    requests: [u64; OTHER + 1],
+    requests: [u64; INVALID + 1],
     responses: [u64; RCODES.len() + 1],
     duration: LocalHistogram,
     /// (app index, target index, answers) in the snapshot the worker is answering from.
@@ -56,7 +56,8 @@ pub struct Tally {
     fallbacks: Vec<(u32, u64)>,
     pending: Option<Pending>,
     rrl_slipped: u64,
-    rrl_dropped: u64,
+    /// Requests that got no response, by [`Dropped`] reason.
+    dropped: [u64; 3],
 }
 
 impl Tally {
@@ -69,14 +70,14 @@ impl Tally {
     pub fn for_transport(metrics: &Metrics, transport: Transport) -> Self {
         Self {
             transport,
-            requests: [0; OTHER + 1],
+            requests: [0; INVALID + 1],
             responses: [0; RCODES.len() + 1],
             duration: metrics.request_duration.local(),
             answered: Vec::with_capacity(ANSWERED),
             fallbacks: Vec::with_capacity(ANSWERED),
             pending: None,
             rrl_slipped: 0,
-            rrl_dropped: 0,
+            dropped: [0; 3],
         }
     }
 
@@ -111,13 +112,28 @@ impl Tally {
         }
         match sent {
             Sent::Truncated => self.rrl_slipped += 1,
-            Sent::Nothing => self.rrl_dropped += 1,
+            Sent::Nothing => self.dropped[Dropped::Rrl as usize] += 1,
             Sent::Full => {
                 if let Some((app, answered, fallback)) = p.app {
                     self.app_answer(snapshot, app, &answered, fallback);
                 }
             }
         }
+    }
+
+    /// A request (of `qtype`, or `None` when its question cannot be read) that gets no
+    /// response, for `reason`.
+    pub fn shed(&mut self, qtype: Option<u16>, reason: Dropped) {
+        self.requests[qtype.map_or(INVALID, |t| qtype_index(RecordType::from(t)))] += 1;
+        self.dropped[reason as usize] += 1;
+    }
+
+    /// A request answered by rate limiting with an empty TC=1 reply (NOERROR) before any
+    /// answer was made.
+    pub fn slipped(&mut self, qtype: Option<u16>) {
+        self.requests[qtype.map_or(INVALID, |t| qtype_index(RecordType::from(t)))] += 1;
+        self.responses[rcode_index(ResponseCode::NoError)] += 1;
+        self.rrl_slipped += 1;
     }
 
     /// The time one answer took.
@@ -191,10 +207,10 @@ impl Tally {
                 .rrl_slipped
                 .inc_by(std::mem::take(&mut self.rrl_slipped));
         }
-        if self.rrl_dropped > 0 {
-            metrics
-                .rrl_dropped
-                .inc_by(std::mem::take(&mut self.rrl_dropped));
+        for (i, n) in self.dropped.iter_mut().enumerate() {
+            if *n > 0 {
+                metrics.dropped[i].inc_by(std::mem::take(n));
+            }
         }
     }
 }
@@ -262,7 +278,7 @@ mod tests {
             7.0
         );
         assert_eq!(value(&text, answered), 5.0);
-        assert_eq!(value(&text, "gtmd_rrl_dropped_total"), 1.0);
+        assert_eq!(value(&text, r#"gtmd_dns_dropped_total{reason="rrl"}"#), 1.0);
         assert_eq!(value(&text, "gtmd_rrl_slipped_total"), 1.0);
     }
 

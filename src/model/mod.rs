@@ -55,6 +55,8 @@ pub struct ServerModel {
     pub udp_workers: usize,
     pub tcp_max_connections: usize,
     pub tcp_max_queries: usize,
+    /// Queries waiting for a full-path worker, per UDP socket.
+    pub full_path_queue: usize,
     /// Response rate limiting (None: off).
     pub rrl: Option<crate::dns::rrl::RrlSettings>,
 }

@@ -99,6 +99,12 @@ pub fn validate(cfg: &ServerConfig, admin_cfg: &AdminConfig, errors: &mut Errors
             format!("{} is out of range 1..=1000000", cfg.tcp_max_connections),
         );
     }
+    if !(16..=65_536).contains(&cfg.full_path_queue) {
+        errors.push(
+            "server.full_path_queue",
+            format!("{} is out of range 16..=65536", cfg.full_path_queue),
+        );
+    }
     if !(1..=100_000).contains(&admin_cfg.max_connections) {
         errors.push(
             "admin.max_connections",
@@ -125,6 +131,7 @@ pub fn validate(cfg: &ServerConfig, admin_cfg: &AdminConfig, errors: &mut Errors
         udp_workers,
         tcp_max_connections: cfg.tcp_max_connections.max(1),
         tcp_max_queries: cfg.tcp_max_queries,
+        full_path_queue: cfg.full_path_queue.clamp(16, 65_536),
         rrl: None,
         tcp_idle_timeout: cfg.tcp_idle_timeout,
         max_udp_payload: cfg.max_udp_payload,

@@ -165,7 +165,10 @@ fn compare_over(
         src,
         protocol,
         capture.clone(),
-        |r| *formerr.borrow_mut() = Some(r),
+        |r| {
+            *formerr.borrow_mut() = Some(r);
+            true
+        },
     ));
     let full = capture
         .0

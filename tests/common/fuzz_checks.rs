@@ -169,7 +169,10 @@ fn full(
         src,
         proto,
         capture.clone(),
-        |r| *formerr.borrow_mut() = Some(r),
+        |r| {
+            *formerr.borrow_mut() = Some(r);
+            true
+        },
     ));
     let reply = capture.0.lock().unwrap().take();
     reply.or_else(|| formerr.borrow_mut().take())

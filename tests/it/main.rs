@@ -18,6 +18,7 @@ mod fuzz_regressions;
 mod health;
 mod malformed;
 pub mod ops;
+mod overload;
 mod policy;
 mod reload;
 mod rrl;

@@ -88,7 +88,7 @@ fn a_flood_from_one_network_is_limited_and_slipped() {
     let (_, text) = http_get(s.admin, "/metrics");
     let m = crate::ops::parse_exposition(&text);
     assert_eq!(m["gtmd_rrl_slipped_total"] as u64, tc);
-    assert_eq!(m["gtmd_rrl_dropped_total"] as u64, dropped);
+    assert_eq!(m[r#"gtmd_dns_dropped_total{reason="rrl"}"#] as u64, dropped);
 
     // Another network is not affected; TCP from the limited one still answers.
     let other = UdpSocket::bind("127.0.1.1:0").unwrap();
