@@ -354,14 +354,13 @@ pub async fn start(
     let admin_addr = match listeners.admin {
         Some(l) => {
             let addr = l.local_addr()?;
-            let state = Arc::new(AdminState {
-                snapshot: snapshot.clone(),
-                health: health.clone(),
-                metrics: metrics.clone(),
-                ready: first_round.clone(),
-                reloader: reloader.clone(),
-                status_order: Default::default(),
-            });
+            let state = Arc::new(AdminState::new(
+                snapshot.clone(),
+                health.clone(),
+                metrics.clone(),
+                first_round.clone(),
+                reloader.clone(),
+            ));
             let listener = tokio::net::TcpListener::from_std(l)?;
             tasks.spawn(crate::admin::serve(
                 listener,

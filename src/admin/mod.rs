@@ -13,7 +13,6 @@ use std::{
 };
 
 use arc_swap::ArcSwap;
-use http_body_util::Full;
 use hyper::{
     Method, Request, Response, StatusCode,
     body::{Body, Bytes, Frame, Incoming, SizeHint},
@@ -41,6 +40,34 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     /// `/api/v1/status`'s app order, cached per model.
     pub status_order: status::Order,
+    /// Status pages built or being written at once (see [`STATUS_PAGES_IN_FLIGHT`]).
+    pub status_pages: Arc<tokio::sync::Semaphore>,
+}
+
+/// Status pages held at once, from building to the last chunk taken by hyper: each is up
+/// to a few MB, and a client that does not read would otherwise keep one per connection
+/// (64 by default) for the connection's lifetime. Over it the request gets a 503 at once
+/// (`gtmd_admin_status_shed_total`).
+pub const STATUS_PAGES_IN_FLIGHT: usize = 4;
+
+impl AdminState {
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        health: Arc<HealthShared>,
+        metrics: Arc<Metrics>,
+        ready: tokio::sync::watch::Receiver<bool>,
+        reloader: Arc<Reloader>,
+    ) -> Self {
+        Self {
+            snapshot,
+            health,
+            metrics,
+            ready,
+            reloader,
+            status_order: Default::default(),
+            status_pages: Arc::new(tokio::sync::Semaphore::new(STATUS_PAGES_IN_FLIGHT)),
+        }
+    }
 }
 
 /// Serves the admin endpoint until `cancel`, within `limits` (see [`conns`]).
@@ -104,10 +131,29 @@ async fn connection(
     cancel: CancellationToken,
 ) {
     let busy = slot.busy_flag();
-    let service = service_fn(move |req| {
+    let service = service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         let busy = conns::Busy::new(busy.clone());
-        async move { Ok::<_, Infallible>(route(&state, req).map(|body| Tracked { body, _busy: busy })) }
+        async move {
+            let mut page = None;
+            if req.uri().path() == "/api/v1/status" {
+                match state.status_pages.clone().try_acquire_owned() {
+                    Ok(permit) => page = Some(permit),
+                    Err(_) => {
+                        state.metrics.admin_status_shed.inc();
+                        let shed = respond(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "text/plain",
+                            format!(
+                                "busy: {STATUS_PAGES_IN_FLIGHT} status pages are in flight; retry\n"
+                            ),
+                        );
+                        return Ok(shed.map(|body| Tracked::new(body, busy, None)));
+                    }
+                }
+            }
+            Ok::<_, Infallible>(route(&state, req).map(|body| Tracked::new(body, busy, page)))
+        }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     // hyper starts this timer when it waits for a request head: at the start of the
@@ -115,7 +161,8 @@ async fn connection(
     // too.
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(CONN_BUFFER);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let end = |r: hyper::Result<()>| {
@@ -141,11 +188,39 @@ async fn connection(
     }
 }
 
-/// A response body that keeps its connection marked busy (not evictable) until hyper has
-/// written it and dropped it.
+/// A response body, handed to hyper in copied chunks of [`CHUNK`] bytes, that keeps its
+/// connection marked busy (not evictable), and a status page its place among
+/// [`STATUS_PAGES_IN_FLIGHT`], until hyper has taken its last chunk and dropped it.
+///
+/// Copies, not slices: a slice would keep the whole page allocated until written, so a
+/// client that does not read could hold a page after giving its place back. With copies,
+/// what outlives the body is at most hyper's buffer ([`CONN_BUFFER`]).
 struct Tracked {
-    body: Full<Bytes>,
+    data: Bytes,
+    offset: usize,
     _busy: conns::Busy,
+    _page: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// Bytes per body chunk.
+const CHUNK: usize = 16 * 1024;
+/// hyper's buffer per connection (reads and writes): admin requests have no body, and a
+/// response is pulled from [`Tracked`] only as this drains.
+const CONN_BUFFER: usize = 64 * 1024;
+
+impl Tracked {
+    fn new(
+        data: Bytes,
+        busy: conns::Busy,
+        page: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
+        Self {
+            data,
+            offset: 0,
+            _busy: busy,
+            _page: page,
+        }
+    }
 }
 
 impl Body for Tracked {
@@ -154,35 +229,42 @@ impl Body for Tracked {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
+        _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let start = self.offset;
+        if start >= self.data.len() {
+            return Poll::Ready(None);
+        }
+        let end = (start + CHUNK).min(self.data.len());
+        self.offset = end;
+        let chunk = Bytes::copy_from_slice(&self.data[start..end]);
+        Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.offset >= self.data.len()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        SizeHint::with_exact((self.data.len() - self.offset) as u64)
     }
 }
 
-fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::from(body));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
 
-fn json(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bytes> {
     let mut body = serde_json::to_string_pretty(value).unwrap_or_default();
     body.push('\n');
     respond(status, "application/json", body)
 }
 
-fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+fn route(state: &AdminState, req: Request<Incoming>) -> Response<Bytes> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -239,4 +321,40 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Full<Bytes>> {
 fn unix(t: std::time::SystemTime) -> u64 {
     t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_holds_its_page_place_and_busy_mark_until_its_last_chunk_is_taken() {
+        let pages = Arc::new(tokio::sync::Semaphore::new(1));
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let data: Bytes = (0..CHUNK * 3 + 5)
+            .map(|i| i as u8)
+            .collect::<Vec<u8>>()
+            .into();
+        let mut body = Tracked::new(
+            data.clone(),
+            conns::Busy::new(flag.clone()),
+            Some(pages.clone().try_acquire_owned().unwrap()),
+        );
+        assert_eq!(body.size_hint().exact(), Some(data.len() as u64));
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut out = Vec::new();
+        while let Poll::Ready(Some(Ok(frame))) = Pin::new(&mut body).poll_frame(&mut cx) {
+            let chunk = frame.into_data().unwrap();
+            assert!(chunk.len() <= CHUNK);
+            out.extend_from_slice(&chunk);
+            // Taken and not yet dropped: the place is still held.
+            assert_eq!(pages.available_permits(), 0);
+            assert!(flag.load(std::sync::atomic::Ordering::Acquire));
+        }
+        assert_eq!(out, data);
+        assert!(body.is_end_stream());
+        drop(body);
+        assert_eq!(pages.available_permits(), 1);
+        assert!(!flag.load(std::sync::atomic::Ordering::Acquire));
+    }
 }

@@ -110,6 +110,7 @@ pub struct Metrics {
     pub admin_rejected: IntCounter,
     pub admin_evicted: IntCounter,
     pub admin_accept_errors: IntCounter,
+    pub admin_status_shed: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -276,8 +277,14 @@ impl Metrics {
             "Failed accepts on the admin listener (e.g. out of file descriptors); each one pauses accepting, 10 ms doubling to 1 s.",
         ))
         .unwrap();
+        let admin_status_shed = IntCounter::with_opts(opts(
+            "gtmd_admin_status_shed_total",
+            "/api/v1/status requests answered 503 because 4 status pages were already being built or written.",
+        ))
+        .unwrap();
         for c in [
             Box::new(dropped_vec.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(admin_status_shed.clone()),
             Box::new(admin_connections.clone()),
             Box::new(admin_rejected.clone()),
             Box::new(admin_evicted.clone()),
@@ -343,6 +350,7 @@ impl Metrics {
             admin_rejected,
             admin_evicted,
             admin_accept_errors,
+            admin_status_shed,
             registry,
         }
     }

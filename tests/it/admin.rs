@@ -183,6 +183,57 @@ fn status_rejects_unknown_parameters_and_bad_values_naming_them() {
     }
 }
 
+/// Clients that ask for big status pages and never read them hold at most
+/// `STATUS_PAGES_IN_FLIGHT` (4) pages: more requests get a 503 at once, counted, until the
+/// pages are gone.
+#[test]
+fn status_pages_that_no_client_reads_are_capped() {
+    let mut toml = ZONE.to_owned();
+    for c in 0..8 {
+        toml.push_str(&format!(
+            "[[clusters]]\nname = \"c{c}\"\ningress = [\"127.0.1.{c}\"]\n"
+        ));
+    }
+    for i in 0..1000 {
+        let targets: Vec<String> = (0..8)
+            .map(|c| format!("{{ cluster = \"c{c}\" }}"))
+            .collect();
+        toml.push_str(&format!(
+            "[[apps]]\nhostname = \"app{i:04}.o.test\"\ntargets = [{}]\n",
+            targets.join(", ")
+        ));
+    }
+    let s = TestServer::start(&toml);
+    // Four clients with a tiny receive window, each asking for a page of several MB.
+    let stuck: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            sock.set_recv_buffer_size(4096).unwrap();
+            sock.connect(&s.admin.into()).unwrap();
+            let mut c: TcpStream = sock.into();
+            write!(
+                c,
+                "GET /api/v1/status?limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n"
+            )
+            .unwrap();
+            c
+        })
+        .collect();
+    wait_for(
+        "a status request shed with 503",
+        Duration::from_secs(60),
+        || http_get(s.admin, "/api/v1/status?limit=1").0 == 503,
+    );
+    assert!(metric(s.admin, "gtmd_admin_status_shed_total").is_some_and(|v| v >= 1.0));
+    // Other endpoints are not affected.
+    assert_eq!(http_get(s.admin, "/healthz").0, 200);
+    drop(stuck);
+    wait_for("status pages again", Duration::from_secs(30), || {
+        http_get(s.admin, "/api/v1/status?limit=1").0 == 200
+    });
+}
+
 /// A server with a 1 s header timeout and a cap of 4 admin connections.
 fn strict_admin() -> TestServer {
     TestServer::start(&format!(
