@@ -188,9 +188,10 @@ impl Reloader {
             restart.push("server.udp_workers");
         }
         if old.server.tcp_max_connections != new.server.tcp_max_connections
+            || old.server.tcp_max_connections_per_ip != new.server.tcp_max_connections_per_ip
             || old.server.tcp_max_queries != new.server.tcp_max_queries
         {
-            restart.push("server.tcp_max_connections/tcp_max_queries");
+            restart.push("server.tcp_max_connections/tcp_max_connections_per_ip/tcp_max_queries");
         }
         if !restart.is_empty() {
             return Err(ReloadError::Invalid(

@@ -90,7 +90,12 @@ pub struct Metrics {
     pub rrl_dropped: IntCounter,
     pub rrl_slipped: IntCounter,
     pub tcp_connections: IntGauge,
-    pub tcp_rejected: IntCounter,
+    /// TCP connections closed on accept: `total` (server.tcp_max_connections were open)
+    /// or `per_ip` (server.tcp_max_connections_per_ip were open from that address).
+    pub tcp_rejected: IntCounterVec,
+    /// Failed accept(2) calls by listener (`dns_tcp`, …): EMFILE and the like, each
+    /// followed by a backoff rather than a retry at once.
+    pub accept_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -228,15 +233,30 @@ impl Metrics {
             "Open DNS-over-TCP connections (capped by server.tcp_max_connections).",
         ))
         .unwrap();
-        let tcp_rejected = IntCounter::with_opts(opts(
-            "gtmd_tcp_rejected_total",
-            "TCP connections closed at once because server.tcp_max_connections were open.",
-        ))
+        let tcp_rejected = IntCounterVec::new(
+            opts(
+                "gtmd_tcp_rejected_total",
+                "TCP connections closed on accept, by the limit hit: server.tcp_max_connections \
+                 (total) or server.tcp_max_connections_per_ip (per_ip).",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        let accept_errors = IntCounterVec::new(
+            opts(
+                "gtmd_accept_errors_total",
+                "Failed accepts (e.g. out of file descriptors), by listener; each one is \
+                 followed by a backoff.",
+            ),
+            &["listener"],
+        )
         .unwrap();
         for c in [
             Box::new(rrl_dropped.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(tcp_connections.clone()),
             Box::new(tcp_rejected.clone()),
+            Box::new(accept_errors.clone()),
+            Box::new(crate::logging::DROPPED.clone()),
             Box::new(rrl_slipped.clone()),
             Box::new(requests_vec.clone()),
             Box::new(responses_vec.clone()),
@@ -261,6 +281,10 @@ impl Metrics {
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
+        for reason in ["total", "per_ip"] {
+            tcp_rejected.with_label_values(&[reason]);
+        }
+        accept_errors.with_label_values(&["dns_tcp"]);
         let per_proto = |proto: &str| {
             QTYPES
                 .iter()
@@ -292,6 +316,7 @@ impl Metrics {
             rrl_slipped,
             tcp_connections,
             tcp_rejected,
+            accept_errors,
             registry,
         }
     }

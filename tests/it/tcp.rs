@@ -1,4 +1,5 @@
-//! TCP limits: a connection cap, an idle timeout that a slowloris client cannot dodge, and a
+//! TCP limits: a connection cap, a cap per client address, an idle timeout that a slowloris
+//! client cannot dodge, a write timeout that a client that never reads cannot dodge, and a
 //! per-connection query limit; pipelined queries are answered in order.
 
 use std::{
@@ -65,7 +66,7 @@ fn connection_cap_idle_timeout_and_query_limit() {
     assert!(tcp_raw(s.addr, &q).is_none(), "over the cap: closed");
     let (_, text) = http_get(s.admin, "/metrics");
     assert_eq!(
-        crate::ops::parse_exposition(&text).get("gtmd_tcp_rejected_total"),
+        crate::ops::parse_exposition(&text).get(r#"gtmd_tcp_rejected_total{reason="total"}"#),
         Some(&1.0)
     );
     // The idle ones time out after 1 s and free their slots.
@@ -159,4 +160,128 @@ fn formerr_replies_keep_their_place_and_survive_a_half_close() {
         start.elapsed() < Duration::from_millis(900),
         "not held until the idle timeout"
     );
+}
+
+/// One metric of the server's exposition (0 when absent).
+fn metric(s: &TestServer, series: &str) -> f64 {
+    let (_, text) = http_get(s.admin, "/metrics");
+    crate::ops::parse_exposition(&text)
+        .get(series)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_client_that_never_reads_its_replies_is_closed_after_the_idle_timeout() {
+    // No query limit: only the write timeout can end this connection.
+    let s = TestServer::start(&CONFIG.replace("tcp_max_queries = 5\n", ""));
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_write_timeout(Some(Duration::from_secs(1))).unwrap();
+    let batch: Vec<u8> = (0..1000u16).flat_map(framed).collect();
+    // Pipelined queries, never a read: the replies fill both socket buffers, then the
+    // server's write waits. Stop when our own write blocks (the server no longer reads)
+    // or fails (it closed); bounded in time either way.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        if c.write_all(&batch).is_err() {
+            break;
+        }
+    }
+    // Still connected and never reading: the server gives up on its write after 1 s.
+    wait_for(
+        "the non-reading connection to be closed",
+        Duration::from_secs(10),
+        || metric(&s, "gtmd_tcp_connections") == 0.0,
+    );
+    // The server still serves others.
+    let q = query("www.tcp.test.", RecordType::A).to_vec().unwrap();
+    assert!(tcp_raw(s.addr, &q).is_some());
+    drop(c);
+}
+
+/// A TCP connection to `to` from the loopback address `from` (any port).
+fn connect_from(from: &str, to: std::net::SocketAddr) -> Option<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    let from: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    sock.bind(&from.into()).ok()?;
+    sock.connect_timeout(&to.into(), Duration::from_secs(3))
+        .ok()?;
+    Some(sock.into())
+}
+
+/// One query over a fresh connection from `from`; the reply, or None when turned away.
+fn ask_from(from: &str, to: std::net::SocketAddr) -> Option<Vec<u8>> {
+    let mut c = connect_from(from, to)?;
+    c.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    c.write_all(&framed(7)).ok()?;
+    read_tcp_message(&mut c)
+}
+
+#[test]
+fn one_address_cannot_hold_every_slot_while_others_are_served() {
+    let config = CONFIG
+        .replace(r#"tcp_idle_timeout = "1s""#, r#"tcp_idle_timeout = "5s""#)
+        .replace(
+            "tcp_max_connections = 3",
+            "tcp_max_connections = 6\ntcp_max_connections_per_ip = 2",
+        )
+        .replace("tcp_max_queries = 5\n", "");
+    let s = TestServer::start(&config);
+    let addr = s.addr;
+    // The hostile address opens connections as fast as it can and holds them; whichever
+    // is closed is reopened at once. Bounded: it stops when the test is done or at 30 s.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hostile = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            let mut held: Vec<TcpStream> = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed)
+                && start.elapsed() < Duration::from_secs(30)
+            {
+                // Drop the ones the server closed (a non-blocking peek sees EOF or an error).
+                held.retain(|c| {
+                    c.set_nonblocking(true).unwrap();
+                    let mut b = [0u8; 1];
+                    let alive = matches!(c.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                    c.set_nonblocking(false).unwrap();
+                    alive
+                });
+                if held.len() < 20
+                    && let Some(c) = connect_from("127.0.0.2", addr)
+                {
+                    held.push(c);
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    // The hostile address holds what it can and has been turned away at least once.
+    wait_for(
+        "the hostile address to hit a limit",
+        Duration::from_secs(10),
+        || {
+            let (_, text) = http_get(s.admin, "/metrics");
+            let m = crate::ops::parse_exposition(&text);
+            m.get("gtmd_tcp_connections").copied().unwrap_or(0.0) >= 2.0
+                && m.iter()
+                    .filter(|(k, _)| k.starts_with("gtmd_tcp_rejected_total"))
+                    .map(|(_, v)| v)
+                    .sum::<f64>()
+                    >= 1.0
+        },
+    );
+    // Other addresses get every query answered meanwhile.
+    for i in 0..30 {
+        let from = if i % 2 == 0 { "127.0.0.3" } else { "127.0.0.4" };
+        assert!(
+            ask_from(from, addr).is_some(),
+            "query {i} from {from} was not answered while 127.0.0.2 storms"
+        );
+    }
+    assert!(metric(&s, r#"gtmd_tcp_rejected_total{reason="per_ip"}"#) >= 1.0);
+    assert!(metric(&s, "gtmd_tcp_connections") <= 2.0 + 1.0);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hostile.join().unwrap();
 }
