@@ -285,3 +285,102 @@ fn one_address_cannot_hold_every_slot_while_others_are_served() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     hostile.join().unwrap();
 }
+
+/// A metric of a child gtmd's admin endpoint, or None while it cannot answer.
+fn child_metric(admin: std::net::SocketAddr, series: &str) -> Option<f64> {
+    let mut s = TcpStream::connect_timeout(&admin, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: gtmd\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    Some(
+        crate::ops::parse_exposition(body)
+            .get(series)
+            .copied()
+            .unwrap_or(0.0),
+    )
+}
+
+#[test]
+fn accept_errors_back_off_instead_of_spinning() {
+    use std::os::unix::process::CommandExt;
+    const FDS: u64 = 64;
+    let (port, admin) = (crate::cli::free_port(), crate::cli::free_port());
+    let toml = CONFIG
+        .replace(
+            r#"listen = ["127.0.0.1:0"]"#,
+            &format!("listen = [\"127.0.0.1:{port}\"]"),
+        )
+        .replace("tcp_max_connections = 3\n", "")
+        .replace(r#"tcp_idle_timeout = "1s""#, r#"tcp_idle_timeout = "1h""#)
+        .replace(
+            "[[zones]]",
+            &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n[[zones]]"),
+        );
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(toml.as_bytes()).unwrap();
+    let dns: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gtmd"));
+    cmd.args(["serve", "--no-watch", "--config"])
+        .arg(f.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // SAFETY: only setrlimit (async-signal-safe) runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: FDS,
+                rlim_max: FDS,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(cmd.spawn().unwrap());
+    let q = query("www.tcp.test.", RecordType::A).to_vec().unwrap();
+    wait_for("gtmd to answer", Duration::from_secs(20), || {
+        crate::support::udp_raw_timeout(dns, &q, Duration::from_millis(200)).is_some()
+    });
+    // More connections than descriptors (from several addresses: each stays under the
+    // per-address limit), all held: accept fails with EMFILE while some wait.
+    let held: Vec<TcpStream> = (0..3 * FDS)
+        .filter_map(|i| connect_from(&format!("127.0.1.{}", 1 + i % 16), dns))
+        .collect();
+    assert!(held.len() as u64 > 2 * FDS, "{} connections", held.len());
+    let fds = format!("/proc/{}/fd", child.0.id());
+    wait_for(
+        "gtmd to run out of descriptors",
+        Duration::from_secs(10),
+        || std::fs::read_dir(&fds).map_or(0, |d| d.count()) as u64 >= FDS,
+    );
+    // A window in which a retry every 10 ms would fail ~200 times; with a backoff that
+    // doubles up to 1 s, about ten (fewer on a slower machine).
+    std::thread::sleep(Duration::from_secs(2));
+    drop(held);
+    let series = r#"gtmd_accept_errors_total{listener="dns_tcp"}"#;
+    let mut errors = None;
+    wait_for(
+        "the admin endpoint to answer again",
+        Duration::from_secs(20),
+        || {
+            errors = child_metric(admin, series);
+            errors.is_some()
+        },
+    );
+    let errors = errors.unwrap();
+    assert!((1.0..=30.0).contains(&errors), "{errors} failed accepts");
+    wait_for("TCP DNS to answer again", Duration::from_secs(10), || {
+        tcp_raw(dns, &q).is_some()
+    });
+}
