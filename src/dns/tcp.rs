@@ -69,6 +69,8 @@ struct TcpReply {
     timeout: Duration,
     /// Set when a write failed or timed out: the connection is then closed.
     broken: Arc<AtomicBool>,
+    /// `gtmd_tcp_timeouts_total{direction="write"}`.
+    write_timeouts: prometheus::IntCounter,
 }
 
 impl TcpReply {
@@ -88,10 +90,16 @@ impl TcpReply {
     async fn timed(&self, op: impl Future<Output = io::Result<()>>) -> io::Result<()> {
         let result = match tokio::time::timeout(self.timeout, op).await {
             Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the client did not take a reply within tcp_idle_timeout",
-            )),
+            Err(_) => {
+                // Counted once per connection: it closes on the first.
+                if !self.broken.swap(true, Ordering::Relaxed) {
+                    self.write_timeouts.inc();
+                }
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not take a reply within tcp_idle_timeout",
+                ))
+            }
         };
         if result.is_err() {
             self.broken.store(true, Ordering::Relaxed);
@@ -292,6 +300,7 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: DnsHandler, li
         writer: Arc::new(Mutex::new(BufWriter::with_capacity(16 * 1024, writer))),
         timeout: limits.idle_timeout,
         broken: Arc::new(AtomicBool::new(false)),
+        write_timeouts: handler.metrics().tcp_timeouts.with_label_values(&["write"]),
     };
     queries(reader, peer, &handler, limits, &reply).await;
     if !reply.broken() {
@@ -338,7 +347,16 @@ async fn queries(
         .await;
         let body = match read {
             Ok(Ok(body)) if !body.is_empty() => body,
-            _ => return, // idle, slow, closed, or an empty message (flushed by the caller)
+            Err(_) => {
+                // Idle or slow: no whole query within the timeout.
+                handler
+                    .metrics()
+                    .tcp_timeouts
+                    .with_label_values(&["read"])
+                    .inc();
+                return;
+            }
+            _ => return, // closed, or an empty message (flushed by the caller)
         };
         let started = std::time::Instant::now();
         let fast = {

@@ -96,6 +96,9 @@ pub struct Metrics {
     /// Failed accept(2) calls by listener (`dns_tcp`, …): EMFILE and the like, each
     /// followed by a backoff rather than a retry at once.
     pub accept_errors: IntCounterVec,
+    /// TCP connections closed by `tcp_idle_timeout`: no whole query in time (`read`) or
+    /// a reply not taken in time (`write`).
+    pub tcp_timeouts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -242,6 +245,15 @@ impl Metrics {
             &["reason"],
         )
         .unwrap();
+        let tcp_timeouts = IntCounterVec::new(
+            opts(
+                "gtmd_tcp_timeouts_total",
+                "TCP connections closed by server.tcp_idle_timeout: no whole query in time \
+                 (read) or a reply not taken in time (write).",
+            ),
+            &["direction"],
+        )
+        .unwrap();
         let accept_errors = IntCounterVec::new(
             opts(
                 "gtmd_accept_errors_total",
@@ -256,6 +268,7 @@ impl Metrics {
             Box::new(tcp_connections.clone()),
             Box::new(tcp_rejected.clone()),
             Box::new(accept_errors.clone()),
+            Box::new(tcp_timeouts.clone()),
             Box::new(crate::logging::DROPPED.clone()),
             Box::new(rrl_slipped.clone()),
             Box::new(requests_vec.clone()),
@@ -285,6 +298,9 @@ impl Metrics {
             tcp_rejected.with_label_values(&[reason]);
         }
         accept_errors.with_label_values(&["dns_tcp"]);
+        for direction in ["read", "write"] {
+            tcp_timeouts.with_label_values(&[direction]);
+        }
         let per_proto = |proto: &str| {
             QTYPES
                 .iter()
@@ -317,6 +333,7 @@ impl Metrics {
             tcp_connections,
             tcp_rejected,
             accept_errors,
+            tcp_timeouts,
             registry,
         }
     }

@@ -75,6 +75,11 @@ fn connection_cap_idle_timeout_and_query_limit() {
         tcp_raw(s.addr, &q).is_some(),
         "slots freed by the idle timeout"
     );
+    wait_for("3 read timeouts counted", Duration::from_secs(5), || {
+        let (_, text) = http_get(s.admin, "/metrics");
+        crate::ops::parse_exposition(&text).get(r#"gtmd_tcp_timeouts_total{direction="read"}"#)
+            == Some(&3.0)
+    });
     drop(idle);
 
     // Slowloris: one byte every 100 ms never completes a query within the idle timeout.
@@ -192,6 +197,10 @@ fn a_client_that_never_reads_its_replies_is_closed_after_the_idle_timeout() {
         "the non-reading connection to be closed",
         Duration::from_secs(10),
         || metric(&s, "gtmd_tcp_connections") == 0.0,
+    );
+    assert_eq!(
+        metric(&s, r#"gtmd_tcp_timeouts_total{direction="write"}"#),
+        1.0
     );
     // The server still serves others.
     let q = query("www.tcp.test.", RecordType::A).to_vec().unwrap();
