@@ -110,7 +110,8 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
             return ExitCode::FAILURE;
         }
     };
-    gtmd::logging::init(matches!(log_format, LogFormat::Json));
+    // Held to the end: the last log lines are written before gtmd exits.
+    let _flush = gtmd::logging::init(matches!(log_format, LogFormat::Json));
     let source = gtmd::server::ReloadSource {
         path: Some(path.to_path_buf()),
         sighup: true,
@@ -128,7 +129,7 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("gtmd: cannot start the async runtime: {e}");
+            stderr_line(format_args!("gtmd: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -138,10 +139,16 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gtmd: {e}");
+            stderr_line(format_args!("gtmd: {e}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A line on stderr once logging runs: unlike `eprintln!`, no panic when stderr is closed.
+fn stderr_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Completes on SIGINT or SIGTERM.

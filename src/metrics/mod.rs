@@ -105,7 +105,15 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub rrl_slipped: IntCounter,
     pub tcp_connections: IntGauge,
-    pub tcp_rejected: IntCounter,
+    /// TCP connections closed on accept: `total` (server.tcp_max_connections were open)
+    /// or `per_ip` (server.tcp_max_connections_per_ip were open from that address).
+    pub tcp_rejected: IntCounterVec,
+    /// Failed accept(2) calls by listener (`dns_tcp`, …): EMFILE and the like, each
+    /// followed by a backoff rather than a retry at once.
+    pub accept_errors: IntCounterVec,
+    /// TCP connections closed by `tcp_idle_timeout`: no whole query in time (`read`) or
+    /// a reply not taken in time (`write`).
+    pub tcp_timeouts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -247,15 +255,40 @@ impl Metrics {
             "Open DNS-over-TCP connections (capped by server.tcp_max_connections).",
         ))
         .unwrap();
-        let tcp_rejected = IntCounter::with_opts(opts(
-            "gtmd_tcp_rejected_total",
-            "TCP connections closed at once because server.tcp_max_connections were open.",
-        ))
+        let tcp_rejected = IntCounterVec::new(
+            opts(
+                "gtmd_tcp_rejected_total",
+                "TCP connections closed on accept, by the limit hit: server.tcp_max_connections \
+                 (total) or server.tcp_max_connections_per_ip (per_ip).",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        let tcp_timeouts = IntCounterVec::new(
+            opts(
+                "gtmd_tcp_timeouts_total",
+                "TCP connections closed by server.tcp_idle_timeout: no whole query in time \
+                 (read) or a reply not taken in time (write).",
+            ),
+            &["direction"],
+        )
+        .unwrap();
+        let accept_errors = IntCounterVec::new(
+            opts(
+                "gtmd_accept_errors_total",
+                "Failed accepts (e.g. out of file descriptors), by listener; each one is \
+                 followed by a backoff.",
+            ),
+            &["listener"],
+        )
         .unwrap();
         for c in [
             Box::new(dropped_vec.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(tcp_connections.clone()),
             Box::new(tcp_rejected.clone()),
+            Box::new(accept_errors.clone()),
+            Box::new(tcp_timeouts.clone()),
+            Box::new(crate::logging::DROPPED.clone()),
             Box::new(rrl_slipped.clone()),
             Box::new(requests_vec.clone()),
             Box::new(responses_vec.clone()),
@@ -279,6 +312,13 @@ impl Metrics {
             .set(1);
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
+        }
+        for reason in ["total", "per_ip"] {
+            tcp_rejected.with_label_values(&[reason]);
+        }
+        accept_errors.with_label_values(&["dns_tcp"]);
+        for direction in ["read", "write"] {
+            tcp_timeouts.with_label_values(&[direction]);
         }
         let per_proto = |proto: &str| {
             QTYPES
@@ -311,6 +351,8 @@ impl Metrics {
             rrl_slipped,
             tcp_connections,
             tcp_rejected,
+            accept_errors,
+            tcp_timeouts,
             registry,
         }
     }
