@@ -113,7 +113,8 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
             return ExitCode::FAILURE;
         }
     };
-    gtmd::logging::init(matches!(log_format, LogFormat::Json));
+    // Held to the end: the last log lines are written before gtmd exits.
+    let _flush = gtmd::logging::init(matches!(log_format, LogFormat::Json));
     match raised {
         Ok(r) => info!(
             soft_before = r.soft_before,
@@ -140,7 +141,7 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("gtmd: cannot start the async runtime: {e}");
+            stderr_line(format_args!("gtmd: cannot start the async runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -150,10 +151,16 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gtmd: {e}");
+            stderr_line(format_args!("gtmd: {e}"));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A line on stderr once logging runs: unlike `eprintln!`, no panic when stderr is closed.
+fn stderr_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Completes on SIGINT or SIGTERM.

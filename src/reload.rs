@@ -189,10 +189,14 @@ impl Reloader {
         if old.server.udp_workers != new.server.udp_workers {
             restart.push("server.udp_workers");
         }
+        if old.server.full_path_queue != new.server.full_path_queue {
+            restart.push("server.full_path_queue");
+        }
         if old.server.tcp_max_connections != new.server.tcp_max_connections
+            || old.server.tcp_max_connections_per_ip != new.server.tcp_max_connections_per_ip
             || old.server.tcp_max_queries != new.server.tcp_max_queries
         {
-            restart.push("server.tcp_max_connections/tcp_max_queries");
+            restart.push("server.tcp_max_connections/tcp_max_connections_per_ip/tcp_max_queries");
         }
         if !restart.is_empty() {
             return Err(ReloadError::Invalid(

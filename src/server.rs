@@ -331,6 +331,7 @@ pub async fn start(
     debug!(sockets, "UDP worker threads started");
     let limits = crate::dns::tcp::TcpLimits {
         max_connections: budget.tcp_max_connections,
+        max_per_ip: model.server.tcp_max_connections_per_ip,
         idle_timeout: model.server.tcp_idle_timeout,
         max_queries: model.server.tcp_max_queries,
     };

@@ -79,6 +79,7 @@ pub async fn serve(
 ) {
     let slots = conns::Slots::new(limits.max_connections, state.metrics.clone());
     let mut backoff = conns::Backoff::new();
+    let accept_errors = state.metrics.accept_errors.with_label_values(&["admin"]);
     loop {
         let (stream, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
@@ -88,7 +89,7 @@ pub async fn serve(
                     a
                 }
                 Err(e) => {
-                    state.metrics.admin_accept_errors.inc();
+                    accept_errors.inc();
                     // Once per streak of failures: out of descriptors, this would be a line
                     // per pause.
                     if backoff.is_reset() {

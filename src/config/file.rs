@@ -56,6 +56,10 @@ pub struct ServerConfig {
     /// TCP connections served at once; more are closed on accept.
     #[serde(default = "default_tcp_max_connections")]
     pub tcp_max_connections: usize,
+    /// TCP connections served at once from one client address (an IPv6 client: its /64);
+    /// more from that address are closed on accept, so one address cannot hold every slot.
+    #[serde(default = "default_tcp_max_connections_per_ip")]
+    pub tcp_max_connections_per_ip: usize,
     /// Queries answered on one TCP connection before it is closed; 0 = no limit (closing a
     /// busy pipelined connection loses the queries in flight).
     #[serde(default)]
@@ -74,6 +78,12 @@ fn default_tcp_max_connections() -> usize {
     1000
 }
 
+/// Room for a resolver farm behind one NAT address, while one hostile address holds at
+/// most 3 % of the default 1,000 slots.
+fn default_tcp_max_connections_per_ip() -> usize {
+    32
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -82,6 +92,7 @@ impl Default for ServerConfig {
             max_udp_payload: default_max_udp_payload(),
             udp_workers: 0,
             tcp_max_connections: default_tcp_max_connections(),
+            tcp_max_connections_per_ip: default_tcp_max_connections_per_ip(),
             tcp_max_queries: 0,
             full_path_queue: default_full_path_queue(),
         }

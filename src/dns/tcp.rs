@@ -1,16 +1,32 @@
 //! Serving TCP: our own accept loop around the full path, so connections can be limited.
 //!
-//! At most `tcp_max_connections` at once (a connection over the limit is closed at once, so
-//! a flood of idle connections cannot starve real clients for long: the idle ones time
-//! out); each connection is closed after `tcp_idle_timeout` without a complete query — a
-//! slowloris client sending a byte a second never completes one — and after
+//! At most `tcp_max_connections` at once, and at most `tcp_max_connections_per_ip` from one
+//! client address (an IPv6 client: its /64), so one hostile address cannot hold every slot
+//! while others wait; a connection over either limit is closed at once and counted in
+//! `gtmd_tcp_rejected_total{reason}`. Each connection is closed after `tcp_idle_timeout`
+//! without a complete query — a slowloris client sending a byte a second never completes
+//! one — or when a reply is not taken within `tcp_idle_timeout` (a client that sends
+//! queries and never reads would otherwise hold its slot for good), and after
 //! `tcp_max_queries` queries. Pipelined queries are answered in order.
+//!
+//! A failed accept (out of file descriptors: the connection stays queued, so retrying at
+//! once fails again) is counted in `gtmd_accept_errors_total{listener="dns_tcp"}` and
+//! followed by a backoff that doubles from 10 ms to 1 s, rather than a busy loop.
 //!
 //! Queries of the common shape are answered by the same fast path as UDP (with no size
 //! limit short of the buffer): a resolver retrying a truncated answer over TCP opens a
 //! connection for one query, and the kernel's connection work already dominates its cost.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    io,
+    net::{IpAddr, SocketAddr},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
 
 use hickory_server::{
     net::{NetError, xfer::Protocol},
@@ -24,7 +40,7 @@ use tokio::{
     sync::{Mutex, Semaphore},
 };
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{
     DnsHandler,
@@ -37,6 +53,8 @@ use crate::metrics::{Tally, Transport};
 #[derive(Debug, Clone, Copy)]
 pub struct TcpLimits {
     pub max_connections: usize,
+    /// Connections at once from one client address (IPv6: one /64).
+    pub max_per_ip: usize,
     pub idle_timeout: Duration,
     /// 0: no limit.
     pub max_queries: usize,
@@ -47,6 +65,51 @@ pub struct TcpLimits {
 #[derive(Clone)]
 struct TcpReply {
     writer: Arc<Mutex<BufWriter<OwnedWriteHalf>>>,
+    /// How long the client may take to accept a write (`tcp_idle_timeout`).
+    timeout: Duration,
+    /// Set when a write failed or timed out: the connection is then closed.
+    broken: Arc<AtomicBool>,
+    /// `gtmd_tcp_timeouts_total{direction="write"}`.
+    write_timeouts: prometheus::IntCounter,
+}
+
+impl TcpReply {
+    /// Buffers (and, when the buffer is full, sends) `bytes`; an error when the client does
+    /// not take them within the timeout.
+    async fn write(&self, bytes: &[u8]) -> io::Result<()> {
+        self.timed(async { self.writer.lock().await.write_all(bytes).await })
+            .await
+    }
+
+    /// Sends what is buffered, within the timeout.
+    async fn flush(&self) -> io::Result<()> {
+        self.timed(async { self.writer.lock().await.flush().await })
+            .await
+    }
+
+    async fn timed(&self, op: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+        let result = match tokio::time::timeout(self.timeout, op).await {
+            Ok(r) => r,
+            Err(_) => {
+                // Counted once per connection: it closes on the first.
+                if !self.broken.swap(true, Ordering::Relaxed) {
+                    self.write_timeouts.inc();
+                }
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the client did not take a reply within tcp_idle_timeout",
+                ))
+            }
+        };
+        if result.is_err() {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn broken(&self) -> bool {
+        self.broken.load(Ordering::Relaxed)
+    }
 }
 
 #[async_trait::async_trait]
@@ -66,28 +129,98 @@ impl ResponseHandler for TcpReply {
         let mut framed = Vec::with_capacity(msg.len() + 2);
         framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
         framed.extend_from_slice(&msg);
-        self.writer.lock().await.write_all(&framed).await?;
+        self.write(&framed).await?;
         Ok(info)
     }
 }
 
-/// One open connection: holds its slot under the cap and counts in
-/// `gtmd_tcp_connections`; both are given back when it is dropped, however the
+/// Open connections per client address, so that one address cannot take every slot.
+///
+/// Locked once per accept and once per close, never on the query path. Memory is bounded
+/// by the connection cap: an address has an entry only while it has a connection open.
+struct PerIp {
+    max: usize,
+    open: std::sync::Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max,
+            open: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The address a client is counted under: an IPv4 address (also when written as
+    /// IPv4-mapped IPv6) or an IPv6 /64, the smallest block one subscriber usually holds.
+    fn key(ip: IpAddr) -> IpAddr {
+        match ip {
+            IpAddr::V4(_) => ip,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+            },
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or None when it has `max` open.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let key = Self::key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(key).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            per_ip: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One connection counted under its client address until dropped.
+struct IpSlot {
+    per_ip: Arc<PerIp>,
+    key: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.per_ip.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// One open connection: holds its slot under the cap and under its address's limit, and
+/// counts in `gtmd_tcp_connections`; all are given back when it is dropped, however the
 /// connection's task ends.
 struct Open {
     handler: DnsHandler,
     _slot: tokio::sync::OwnedSemaphorePermit,
+    _ip_slot: IpSlot,
 }
 
 impl Open {
-    fn new(handler: DnsHandler, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+    fn new(handler: DnsHandler, slot: tokio::sync::OwnedSemaphorePermit, ip_slot: IpSlot) -> Self {
         handler.metrics().tcp_connections.inc();
         Self {
             handler,
             _slot: slot,
+            _ip_slot: ip_slot,
         }
     }
 }
+
+/// The first wait after a failed accept; it doubles with each failure in a row.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest wait between accepts while they keep failing.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 impl Drop for Open {
     fn drop(&mut self) {
@@ -103,25 +236,52 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = PerIp::new(limits.max_per_ip);
+    let metrics = handler.metrics();
+    let rejected_total = metrics.tcp_rejected.with_label_values(&["total"]);
+    let rejected_per_ip = metrics.tcp_rejected.with_label_values(&["per_ip"]);
+    let accept_errors = metrics.accept_errors.with_label_values(&["dns_tcp"]);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
-        let (stream, peer) = tokio::select! {
+        let accepted = tokio::select! {
             _ = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    debug!(error = %e, "TCP accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
+            accepted = listener.accept() => accepted,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "TCP connection limit reached: closing the new connection");
-            handler.metrics().tcp_rejected.inc();
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = ACCEPT_BACKOFF_MIN;
+                a
+            }
+            Err(e) => {
+                accept_errors.inc();
+                if backoff == ACCEPT_BACKOFF_MIN {
+                    warn!(error = %e, "TCP accept failed: backing off (up to 1s) while it fails");
+                } else {
+                    debug!(error = %e, ?backoff, "TCP accept failed again");
+                }
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                continue;
+            }
+        };
+        // The per-address limit first: a hostile address over it is turned away without
+        // taking a slot that others could use.
+        let Some(ip_slot) = per_ip.take(peer.ip()) else {
+            debug!(%peer, "TCP connection limit per address reached: closing the new connection");
+            rejected_per_ip.inc();
             drop(stream);
             continue;
         };
-        let open = Open::new(handler.clone(), slot);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "TCP connection limit reached: closing the new connection");
+            rejected_total.inc();
+            drop(stream);
+            continue;
+        };
+        let open = Open::new(handler.clone(), slot, ip_slot);
         let (handler, cancel) = (handler.clone(), cancel.clone());
         tokio::spawn(async move {
             tokio::select! {
@@ -138,9 +298,14 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: DnsHandler, li
     let (reader, writer) = stream.into_split();
     let reply = TcpReply {
         writer: Arc::new(Mutex::new(BufWriter::with_capacity(16 * 1024, writer))),
+        timeout: limits.idle_timeout,
+        broken: Arc::new(AtomicBool::new(false)),
+        write_timeouts: handler.metrics().tcp_timeouts.with_label_values(&["write"]),
     };
     queries(reader, peer, &handler, limits, &reply).await;
-    let _ = reply.writer.lock().await.flush().await;
+    if !reply.broken() {
+        let _ = reply.flush().await;
+    }
     // Close without a separate shutdown(2): dropping the write half would send one, a
     // system call per connection that the close right after makes redundant. (Every
     // reply is written by now, so the writer has no other owner.)
@@ -168,7 +333,8 @@ async fn queries(
     // Length prefix + a fast-path reply (longer replies go to the full path).
     let mut out = vec![0u8; 2 + 4096];
     for _ in 0..max {
-        if reader.buffer().is_empty() && reply.writer.lock().await.flush().await.is_err() {
+        if reply.broken() || (reader.buffer().is_empty() && reply.flush().await.is_err()) {
+            debug!(%peer, "TCP client does not take its replies: closing");
             return;
         }
         // The whole message (length and body) must arrive within the idle timeout.
@@ -181,10 +347,16 @@ async fn queries(
         .await;
         let body = match read {
             Ok(Ok(body)) if !body.is_empty() => body,
-            _ => {
-                let _ = reply.writer.lock().await.flush().await;
-                return; // idle, slow, closed, or an empty message
+            Err(_) => {
+                // Idle or slow: no whole query within the timeout.
+                handler
+                    .metrics()
+                    .tcp_timeouts
+                    .with_label_values(&["read"])
+                    .inc();
+                return;
             }
+            _ => return, // closed, or an empty message (flushed by the caller)
         };
         let started = std::time::Instant::now();
         let fast = {
@@ -199,14 +371,7 @@ async fn queries(
         };
         if let Fast::Answered(len) = fast {
             out[..2].copy_from_slice(&(len as u16).to_be_bytes());
-            if reply
-                .writer
-                .lock()
-                .await
-                .write_all(&out[..2 + len])
-                .await
-                .is_err()
-            {
+            if reply.write(&out[..2 + len]).await.is_err() {
                 return;
             }
             continue;
@@ -223,11 +388,10 @@ async fn queries(
         if let Some(formerr) = formerr {
             let mut framed = (formerr.len() as u16).to_be_bytes().to_vec();
             framed.extend_from_slice(&formerr);
-            if reply.writer.lock().await.write_all(&framed).await.is_err() {
+            if reply.write(&framed).await.is_err() {
                 return;
             }
         }
     }
-    let _ = reply.writer.lock().await.flush().await;
     debug!(%peer, "TCP connection reached its query limit");
 }

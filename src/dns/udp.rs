@@ -354,6 +354,7 @@ impl Workers {
 
 /// Answers queued queries by the full path, one at a time, until the worker is gone.
 fn full_path_worker(socket: Arc<UdpSocket>, serving: Serving, rx: std::sync::mpsc::Receiver<Job>) {
+    lower_priority();
     while let Ok(Job { bytes, src }) = rx.recv() {
         let limit = serving.rrl.as_ref().map(|r| Limit {
             rrl: r.clone(),
@@ -376,6 +377,17 @@ fn full_path_worker(socket: Arc<UdpSocket>, serving: Serving, rx: std::sync::mps
             reply,
             |formerr| send_limited(&socket, src, limit.as_ref(), &formerr).unwrap_or(false),
         ));
+    }
+}
+
+/// Lowers the calling thread's scheduling priority (nice 10), so that when the CPU is
+/// short the kernel runs the fast path, the probes and the admin endpoint first and a flood
+/// of full-path queries only slows itself down.
+fn lower_priority() {
+    // SAFETY: plain system calls on the calling thread's own id.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+    if rc != 0 {
+        debug!(error = %io::Error::last_os_error(), "could not lower the full-path thread's priority");
     }
 }
 

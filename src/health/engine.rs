@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
-    http::{HttpProbe, shared_http_client},
+    http::HttpProbe,
     hysteresis::Hysteresis,
     outcome::Outcome,
     state::{HealthTable, LastResult, ProbeId, ProbeState, probes},
@@ -89,7 +89,6 @@ pub struct HealthEngine {
     tasks: JoinSet<()>,
     semaphore: Arc<Semaphore>,
     max_concurrent: usize,
-    http: reqwest::Client,
     tls: TlsConfigs,
 }
 
@@ -139,7 +138,6 @@ impl HealthEngine {
             tasks: JoinSet::new(),
             semaphore: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
-            http: shared_http_client()?,
             tls: TlsConfigs::default(),
         };
         let prepared = engine.prepare(&list)?;
@@ -160,12 +158,10 @@ impl HealthEngine {
             .map(|(id, spec)| {
                 Ok(match spec.kind {
                     ProbeKind::Tcp => Prober::Tcp(spec.addr, spec.timeout),
-                    ProbeKind::Http => {
-                        Prober::Http(Box::new(HttpProbe::new(spec, &self.http, None)?))
-                    }
+                    ProbeKind::Http => Prober::Http(Box::new(HttpProbe::new(spec, None)?)),
                     ProbeKind::Https => {
                         let config = self.tls.get(spec.tls_verify, spec.ca_file.as_deref())?;
-                        Prober::Http(Box::new(HttpProbe::new(spec, &self.http, Some(config))?))
+                        Prober::Http(Box::new(HttpProbe::new(spec, Some(config))?))
                     }
                 })
                 .map_err(|e: String| format!("{id}: {e}"))

@@ -27,8 +27,8 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, String>
     Ok(certs)
 }
 
-/// reqwest builds a TLS context for every client, even plain-HTTP ones, from the
-/// process-wide default provider: install ring's once (a no-op if one is installed).
+/// Every client configuration here names its provider; ring is also installed as the
+/// process-wide default (once, a no-op if one is installed) for any code that asks for it.
 pub fn install_default_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }

@@ -105,11 +105,18 @@ pub struct Metrics {
     pub ready: IntGauge,
     pub rrl_slipped: IntCounter,
     pub tcp_connections: IntGauge,
-    pub tcp_rejected: IntCounter,
+    /// TCP connections closed on accept: `total` (server.tcp_max_connections were open)
+    /// or `per_ip` (server.tcp_max_connections_per_ip were open from that address).
+    pub tcp_rejected: IntCounterVec,
+    /// Failed accept(2) calls by listener (`dns_tcp`, …): EMFILE and the like, each
+    /// followed by a backoff rather than a retry at once.
+    pub accept_errors: IntCounterVec,
+    /// TCP connections closed by `tcp_idle_timeout`: no whole query in time (`read`) or
+    /// a reply not taken in time (`write`).
+    pub tcp_timeouts: IntCounterVec,
     pub admin_connections: IntGauge,
     pub admin_rejected: IntCounter,
     pub admin_evicted: IntCounter,
-    pub admin_accept_errors: IntCounter,
     pub admin_status_shed: IntCounter,
 }
 
@@ -252,10 +259,32 @@ impl Metrics {
             "Open DNS-over-TCP connections (capped by server.tcp_max_connections).",
         ))
         .unwrap();
-        let tcp_rejected = IntCounter::with_opts(opts(
-            "gtmd_tcp_rejected_total",
-            "TCP connections closed at once because server.tcp_max_connections were open.",
-        ))
+        let tcp_rejected = IntCounterVec::new(
+            opts(
+                "gtmd_tcp_rejected_total",
+                "TCP connections closed on accept, by the limit hit: server.tcp_max_connections \
+                 (total) or server.tcp_max_connections_per_ip (per_ip).",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        let tcp_timeouts = IntCounterVec::new(
+            opts(
+                "gtmd_tcp_timeouts_total",
+                "TCP connections closed by server.tcp_idle_timeout: no whole query in time \
+                 (read) or a reply not taken in time (write).",
+            ),
+            &["direction"],
+        )
+        .unwrap();
+        let accept_errors = IntCounterVec::new(
+            opts(
+                "gtmd_accept_errors_total",
+                "Failed accepts (e.g. out of file descriptors), by listener; each one is \
+                 followed by a backoff.",
+            ),
+            &["listener"],
+        )
         .unwrap();
         let admin_connections = IntGauge::with_opts(opts(
             "gtmd_admin_connections",
@@ -272,11 +301,6 @@ impl Metrics {
             "Admin connections without a request in progress closed to make room for a new one at admin.max_connections.",
         ))
         .unwrap();
-        let admin_accept_errors = IntCounter::with_opts(opts(
-            "gtmd_admin_accept_errors_total",
-            "Failed accepts on the admin listener (e.g. out of file descriptors); each one pauses accepting, 10 ms doubling to 1 s.",
-        ))
-        .unwrap();
         let admin_status_shed = IntCounter::with_opts(opts(
             "gtmd_admin_status_shed_total",
             "/api/v1/status requests answered 503 because 4 status pages were already being built or written.",
@@ -288,9 +312,11 @@ impl Metrics {
             Box::new(admin_connections.clone()),
             Box::new(admin_rejected.clone()),
             Box::new(admin_evicted.clone()),
-            Box::new(admin_accept_errors.clone()),
             Box::new(tcp_connections.clone()),
             Box::new(tcp_rejected.clone()),
+            Box::new(accept_errors.clone()),
+            Box::new(tcp_timeouts.clone()),
+            Box::new(crate::logging::DROPPED.clone()),
             Box::new(rrl_slipped.clone()),
             Box::new(requests_vec.clone()),
             Box::new(responses_vec.clone()),
@@ -314,6 +340,15 @@ impl Metrics {
             .set(1);
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
+        }
+        for reason in ["total", "per_ip"] {
+            tcp_rejected.with_label_values(&[reason]);
+        }
+        for listener in ["dns_tcp", "admin"] {
+            accept_errors.with_label_values(&[listener]);
+        }
+        for direction in ["read", "write"] {
+            tcp_timeouts.with_label_values(&[direction]);
         }
         let per_proto = |proto: &str| {
             QTYPES
@@ -349,8 +384,9 @@ impl Metrics {
             admin_connections,
             admin_rejected,
             admin_evicted,
-            admin_accept_errors,
             admin_status_shed,
+            accept_errors,
+            tcp_timeouts,
             registry,
         }
     }

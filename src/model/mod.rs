@@ -54,6 +54,8 @@ pub struct ServerModel {
     /// UDP sockets (and worker threads) per listen address.
     pub udp_workers: usize,
     pub tcp_max_connections: usize,
+    /// TCP connections at once from one client address (IPv6: one /64).
+    pub tcp_max_connections_per_ip: usize,
     pub tcp_max_queries: usize,
     /// Queries waiting for a full-path worker, per UDP socket.
     pub full_path_queue: usize,

@@ -76,13 +76,19 @@ pub fn check_layer(p: &ProbeConfig, path: &str, errors: &mut Errors) {
     if p.port == Some(0) {
         errors.push(format!("{path}.port"), "port 0 is not a valid port");
     }
-    if let Some(pa) = &p.path
-        && !pa.starts_with('/')
-    {
-        errors.push(
-            format!("{path}.path"),
-            format!("{pa:?} must start with '/'"),
-        );
+    if let Some(pa) = &p.path {
+        if !pa.starts_with('/') {
+            errors.push(
+                format!("{path}.path"),
+                format!("{pa:?} must start with '/'"),
+            );
+        } else if let Err(e) = hyper::Uri::try_from(pa.as_str()) {
+            // Sent as written (no percent-encoding on the way): it must be a valid target.
+            errors.push(
+                format!("{path}.path"),
+                format!("{pa:?} is not a valid request path: {e}"),
+            );
+        }
     }
     if let Some(m) = &p.method
         && let Err(e) = parse_method(m)
@@ -114,13 +120,13 @@ pub fn check_layer(p: &ProbeConfig, path: &str, errors: &mut Errors) {
     }
     if let Some(headers) = &p.headers {
         for (k, v) in headers {
-            if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
+            if hyper::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
                 errors.push(
                     format!("{path}.headers"),
                     format!("invalid header name {k:?}"),
                 );
             }
-            if reqwest::header::HeaderValue::from_str(v).is_err() {
+            if hyper::header::HeaderValue::from_str(v).is_err() {
                 errors.push(
                     format!("{path}.headers.{k}"),
                     format!("invalid header value {v:?}"),
@@ -405,5 +411,21 @@ mod tests {
         assert_eq!((s.rise, s.fall, s.initial_up), (2, 3, true));
         assert_eq!(s.expect_status, [(200, 399)]);
         assert_eq!(s.addr.port(), 80);
+    }
+
+    #[test]
+    fn a_path_must_be_a_valid_request_target() {
+        let check = |path: &str| {
+            let mut e = Errors::default();
+            let p = ProbeConfig {
+                path: Some(path.into()),
+                ..ProbeConfig::default()
+            };
+            check_layer(&p, "health.defaults", &mut e);
+            e.is_empty()
+        };
+        assert!(check("/healthz?full=1"));
+        assert!(!check("healthz"));
+        assert!(!check("/health z"));
     }
 }

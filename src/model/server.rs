@@ -105,6 +105,15 @@ pub fn validate(cfg: &ServerConfig, admin_cfg: &AdminConfig, errors: &mut Errors
             format!("{} is out of range 16..=65536", cfg.full_path_queue),
         );
     }
+    if !(1..=1_000_000).contains(&cfg.tcp_max_connections_per_ip) {
+        errors.push(
+            "server.tcp_max_connections_per_ip",
+            format!(
+                "{} is out of range 1..=1000000",
+                cfg.tcp_max_connections_per_ip
+            ),
+        );
+    }
     if !(1..=100_000).contains(&admin_cfg.max_connections) {
         errors.push(
             "admin.max_connections",
@@ -130,6 +139,7 @@ pub fn validate(cfg: &ServerConfig, admin_cfg: &AdminConfig, errors: &mut Errors
         admin_limits,
         udp_workers,
         tcp_max_connections: cfg.tcp_max_connections.max(1),
+        tcp_max_connections_per_ip: cfg.tcp_max_connections_per_ip.max(1),
         tcp_max_queries: cfg.tcp_max_queries,
         full_path_queue: cfg.full_path_queue.clamp(16, 65_536),
         rrl: None,

@@ -546,7 +546,10 @@ targets = [{{ cluster = "one" }}, {{ cluster = "two" }}]
         served.stderr()
     );
     // The admin accept loop did not spin on errors (the budget leaves it descriptors).
-    let accept_errors = m.get("gtmd_admin_accept_errors_total").copied().unwrap();
+    let accept_errors = m
+        .get(r#"gtmd_accept_errors_total{listener="admin"}"#)
+        .copied()
+        .unwrap();
     assert!(accept_errors <= 20.0, "{accept_errors} admin accept errors");
     assert!(m["gtmd_admin_connections"] <= 64.0);
     assert!(m["gtmd_tcp_connections"] < 256.0);

@@ -34,6 +34,8 @@ pub enum Mode {
     Closed,
     /// Alternates 200 and 503 on every request.
     Flap,
+    /// 200 with this many bytes of extra headers (in headers of at most 8 KiB each).
+    LargeHead(usize),
 }
 
 struct State {
@@ -277,6 +279,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         .rsplit_once(':')
         .map_or(host.as_str(), |(h, _)| h)
         .to_owned();
+    let mut padding = String::new();
     let (status, body, delay) = {
         let mut s = state.lock().unwrap();
         s.hosts_seen.push(host.clone());
@@ -290,6 +293,19 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
                 Mode::Status(c) => (c, "status".to_owned(), None),
                 Mode::Slow(d) => (200, "ok".to_owned(), Some(d)),
                 Mode::Body(b) => (200, b, None),
+                Mode::LargeHead(n) => {
+                    let mut i = 0;
+                    while padding.len() < n {
+                        let room = (n - padding.len()).min(8 * 1024);
+                        let name = format!("X-Pad-{i}: ");
+                        let fill = room.saturating_sub(name.len() + 2).max(1);
+                        padding.push_str(&name);
+                        padding.push_str(&"a".repeat(fill));
+                        padding.push_str("\r\n");
+                        i += 1;
+                    }
+                    (200, "ok".to_owned(), None)
+                }
                 Mode::Flap => {
                     s.flap = !s.flap;
                     (if s.flap { 503 } else { 200 }, "flap".to_owned(), None)
@@ -302,7 +318,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     }
     hits.fetch_add(1, Ordering::SeqCst);
     let response = format!(
-        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status} X\r\n{padding}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let _ = stream.write_all(response.as_bytes()).await;

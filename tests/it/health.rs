@@ -493,3 +493,37 @@ targets = [{{ cluster = "c1" }}]
     wait_ready(&s);
     assert!(b.hits() >= 2);
 }
+
+#[test]
+fn a_response_head_over_16_kib_fails_the_probe_with_reason_protocol() {
+    let f = fixture(&format!("kind = \"http\"\n{FAST}"), "", TWO);
+    wait_ready(&f.server);
+    let a = f.server.addr;
+    let both = set(&[C1, C2]);
+    assert_eq!(answers(a, "shop.h.test."), both);
+    // 12 KiB of headers is under the cap: more probes than `fall` pass, c1 stays.
+    f.b1.set(Mode::LargeHead(12 * 1024));
+    let hits = f.b1.hits();
+    wait_for(
+        "five probes of the 12 KiB head",
+        Duration::from_secs(10),
+        || f.b1.hits() >= hits + 5,
+    );
+    assert_eq!(answers(a, "shop.h.test."), both);
+    // 100 KiB of headers on a 200: over the cap, a protocol failure.
+    f.b1.set(Mode::LargeHead(100 * 1024));
+    wait_for(
+        "c1 to leave on a 100 KiB head",
+        Duration::from_secs(10),
+        || answers(a, "shop.h.test.") == set(&[C2]),
+    );
+    let detail = detail(&f.server, 0, 0);
+    assert!(
+        detail.starts_with("protocol error: response head over 16 KiB"),
+        "{detail}"
+    );
+    f.b1.set(Mode::Ok);
+    wait_for("c1 to return", Duration::from_secs(10), || {
+        answers(a, "shop.h.test.") == both
+    });
+}

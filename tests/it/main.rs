@@ -16,6 +16,7 @@ mod fixtures;
 mod fuzz_checks;
 mod fuzz_regressions;
 mod health;
+mod logging;
 mod malformed;
 pub mod ops;
 mod overload;
