@@ -118,6 +118,13 @@ pub async fn serve(
             limits,
             cancel.clone(),
         ));
+        // At the cap, let the new connection read its request (a real client's is usually
+        // waiting in the socket already) before the next accept: under a storm, a burst
+        // of accepts (tokio lets a task run 128 operations before it must yield) would
+        // otherwise evict it as the oldest idle connection before it was ever read.
+        if state.metrics.admin_connections.get() >= limits.max_connections as i64 {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
