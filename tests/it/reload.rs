@@ -194,6 +194,19 @@ fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
         "nothing of that file was applied"
     );
 
+    // Nor can the admin endpoint's limits (its listener task holds them).
+    let capped = config(s.dns.port(), s.admin.port(), "one", s.backend.addr.port())
+        .replace("[admin]\n", "[admin]\nmax_connections = 8\n");
+    assert!(capped.contains("max_connections = 8"));
+    write_atomic(&s.path, &capped);
+    hup(&served);
+    wait_for("the admin restart message", Duration::from_secs(5), || {
+        served
+            .stderr()
+            .contains("admin changed: restart gtmd to apply it")
+    });
+    assert_eq!(answer(s.dns, "shop.r.test."), [TWO]);
+
     // A later good file applies.
     write_atomic(
         &s.path,
