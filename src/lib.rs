@@ -37,10 +37,15 @@ pub struct Loaded {
 
 /// Loads `path` with the process environment's `GTMD__…` overrides.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    let text = config::read(path)?;
-    let parsed = config::parse_with_env(path, &text, gtmd_env())?;
+    load_text(path, &config::read(path)?)
+}
+
+/// [`load`] of `text`, already read from `path` (a reload reads the file on a thread of
+/// its own, then builds on another).
+pub fn load_text(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
+    let parsed = config::parse_with_env(path, text, gtmd_env())?;
     let mut loaded = from_config(path, &parsed)?;
-    loaded.hash = fingerprint(&text);
+    loaded.hash = fingerprint(text);
     Ok(loaded)
 }
 

@@ -67,10 +67,21 @@ pub fn serve(config: &std::path::Path, addr: SocketAddr) -> Served {
 
 /// [`serve`] with extra arguments.
 pub fn serve_with(config: &std::path::Path, addr: SocketAddr, args: &[&str]) -> Served {
+    serve_with_env(config, addr, args, &[])
+}
+
+/// [`serve_with`] with extra environment variables.
+pub fn serve_with_env(
+    config: &std::path::Path,
+    addr: SocketAddr,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Served {
     let mut child = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(config)
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())

@@ -20,7 +20,7 @@ use hickory_proto::{
 
 use crate::{
     backend::{Backend, Mode},
-    cli::{Served, free_port, serve_with},
+    cli::{Served, free_port, serve_with, serve_with_env},
     support::wait_for,
     support::{http_get, query},
 };
@@ -508,4 +508,135 @@ fn probe_series_go_when_a_probe_goes_and_fallbacks_started_by_a_reload_are_logge
         "{}",
         served.stderr()
     );
+}
+
+/// A config of `apps` apps (plus shop.r.test answered by `cluster`): big enough that its
+/// parse, validation and build take seconds in a debug build.
+fn large_config(dns: u16, admin: u16, cluster: &str, apps: usize) -> String {
+    use std::fmt::Write as _;
+    let mut text = config(dns, admin, cluster, 9);
+    let cut = text.find("[[apps]]\nhostname = \"probed.r.test\"").unwrap();
+    text.truncate(cut);
+    for i in 0..apps {
+        write!(
+            text,
+            "[[apps]]\nhostname = \"a{i}.r.test\"\ntargets = [{{ cluster = \"one\" }}, {{ cluster = \"two\" }}]\n"
+        )
+        .unwrap();
+    }
+    text
+}
+
+/// How long one request takes: a `/healthz` GET, or a DNS query over TCP. Errors count
+/// as the time they took (a refused or reset connection is not an answer either).
+fn timed(what: Probe, addr: SocketAddr) -> Duration {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    let limit = Duration::from_secs(60);
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, limit) else {
+        return start.elapsed();
+    };
+    s.set_read_timeout(Some(limit)).unwrap();
+    match what {
+        Probe::Healthz => {
+            let _ = write!(s, "GET /healthz HTTP/1.0\r\nHost: gtmd\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            assert!(out.starts_with("HTTP/1.") || out.is_empty(), "{out}");
+        }
+        Probe::TcpDns => {
+            let q = query("shop.r.test.", RecordType::A).to_vec().unwrap();
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            let _ = s.write_all(&framed);
+            let _ = crate::support::read_tcp_message(&mut s);
+        }
+    }
+    start.elapsed()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Probe {
+    Healthz,
+    TcpDns,
+}
+
+#[test]
+fn a_large_reload_keeps_healthz_and_tcp_dns_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gtmd.toml");
+    let (dns_port, admin_port) = (free_port(), free_port());
+    let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    const APPS: usize = 20_000;
+    std::fs::write(&path, large_config(dns_port, admin_port, "one", APPS)).unwrap();
+    // One async worker, as tokio starts with in a pod limited to one CPU: a reload built
+    // on it would stop everything else.
+    let served = serve_with_env(
+        &path,
+        dns,
+        &["--no-watch"],
+        &[("TOKIO_WORKER_THREADS", "1")],
+    );
+    wait_for("the admin endpoint", Duration::from_secs(10), || {
+        http_get(admin, "/healthz").0 == 200
+    });
+    write_atomic(&path, &large_config(dns_port, admin_port, "two", APPS));
+
+    // Two clients, one per endpoint, each sending one request after the other and noting
+    // when each started and how long it took.
+    let stop = Arc::new(AtomicBool::new(false));
+    let samplers: Vec<_> = [(Probe::Healthz, admin), (Probe::TcpDns, dns)]
+        .into_iter()
+        .map(|(what, addr)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut samples = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let start = Instant::now();
+                    samples.push((start, timed(what, addr)));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                (what, samples)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200)); // the clients are running
+
+    let sent = Instant::now();
+    hup(&served);
+    wait_for("the large reload", Duration::from_secs(120), || {
+        served.stderr().contains("config reloaded")
+    });
+    let took = sent.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(answer(dns, "shop.r.test."), [TWO]);
+    assert!(
+        took >= Duration::from_secs(1),
+        "the reload took only {took:?}: too quick to show a stall, raise APPS"
+    );
+    let end = sent + took;
+    for sampler in samplers {
+        let (what, samples) = sampler.join().unwrap();
+        // Every request that overlapped the reload.
+        let during: Vec<Duration> = samples
+            .iter()
+            .filter(|(start, d)| *start < end && *start + *d > sent)
+            .map(|(_, d)| *d)
+            .collect();
+        let worst = during.iter().max().copied().unwrap_or_default();
+        eprintln!(
+            "{what:?}: {} requests during a reload of {took:?}, the slowest {worst:?}",
+            during.len()
+        );
+        assert!(
+            worst < took / 4,
+            "{what:?}: a request took {worst:?} during a reload of {took:?}"
+        );
+        assert!(
+            during.len() >= 4,
+            "{what:?}: too few requests during the reload"
+        );
+    }
 }
