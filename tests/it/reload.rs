@@ -20,7 +20,7 @@ use hickory_proto::{
 
 use crate::{
     backend::{Backend, Mode},
-    cli::{Served, free_port, serve_with, serve_with_env},
+    cli::{Served, free_port, serve_unprivileged, serve_with, serve_with_env},
     support::wait_for,
     support::{http_get, query},
 };
@@ -639,4 +639,269 @@ fn a_large_reload_keeps_healthz_and_tcp_dns_answering() {
             "{what:?}: too few requests during the reload"
         );
     }
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_fifo_or_dev_zero_at_the_config_path_is_refused_and_stops_nothing() {
+    let s = setup();
+    let mut served = serve_with(&s.path, s.dns, &["--no-watch"]);
+    let refused = |served: &Served| served.stderr().matches("not a regular file").count();
+
+    // A FIFO: opening it for reading would wait for a writer forever.
+    std::fs::remove_file(&s.path).unwrap();
+    crate::cli::mkfifo(&s.path);
+    for n in 1..=2 {
+        // Twice: a reload that cannot read the file must not keep later ones waiting.
+        hup(&served);
+        wait_for("the FIFO to be refused", Duration::from_secs(10), || {
+            refused(&served) == n
+        });
+    }
+    let log = served.stderr();
+    assert!(
+        log.contains(&format!(
+            "{}: cannot read file: it is a FIFO (named pipe), not a regular file",
+            s.path.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(http_get(s.admin, "/healthz").0, 200);
+    assert_eq!(answer(s.dns, "shop.r.test."), [ONE]);
+
+    // A symlink to /dev/zero: size 0, endless content.
+    std::fs::remove_file(&s.path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &s.path).unwrap();
+    let before = rss(served.0.id());
+    hup(&served);
+    wait_for("/dev/zero to be refused", Duration::from_secs(10), || {
+        refused(&served) == 3
+    });
+    assert!(
+        served
+            .stderr()
+            .contains("it is a character device (a symlink to /dev/zero)"),
+        "{}",
+        served.stderr()
+    );
+    let after = rss(served.0.id());
+    assert!(
+        after < before + (64 << 20),
+        "RSS went from {before} to {after} bytes"
+    );
+
+    // A regular file again reloads fine.
+    std::fs::remove_file(&s.path).unwrap();
+    write_atomic(
+        &s.path,
+        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
+    );
+    hup(&served);
+    wait_for("the valid file to apply", Duration::from_secs(10), || {
+        answer(s.dns, "shop.r.test.") == [TWO]
+    });
+    assert_eq!(
+        metric(s.admin, r#"gtmd_config_reloads_total{result="failure"}"#),
+        3.0
+    );
+
+    // A FIFO again, and SIGTERM right after the SIGHUP: gtmd stops promptly.
+    std::fs::remove_file(&s.path).unwrap();
+    crate::cli::mkfifo(&s.path);
+    hup(&served);
+    let pid = served.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = served.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "gtmd still runs 2 s after SIGTERM:\n{}",
+            served.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+/// [`setup`] with the directory and the file readable by everyone, for a gtmd started
+/// with [`serve_unprivileged`].
+fn setup_shared() -> Setup {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup();
+    let everyone = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(s.path.parent().unwrap(), everyone).unwrap();
+    std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s
+}
+
+/// Writes `text` to `path` atomically with file mode `mode`.
+fn write_atomic_mode(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Writes a file next to the config every 100 ms until stopped (at most 60 s); counts
+/// the writes.
+struct Churn {
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Churn {
+    fn start(dir: &Path) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicU64::new(0));
+        let other = dir.join("other.txt");
+        let thread = {
+            let (stop, writes) = (stop.clone(), writes.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let n = writes.fetch_add(1, Ordering::Relaxed);
+                    std::fs::write(&other, n.to_string()).unwrap();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            })
+        };
+        let churn = Self {
+            stop,
+            writes,
+            thread: Some(thread),
+        };
+        wait_for("the churn to start", Duration::from_secs(5), || {
+            churn.writes() >= 2
+        });
+        churn
+    }
+
+    fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_permission_fix_is_picked_up_without_sighup() {
+    let s = setup_shared();
+    let served = serve_unprivileged(&s.path, s.dns, &[]);
+    let failures = r#"gtmd_config_reloads_total{result="failure"}"#;
+    // A new file that gtmd may not read yet.
+    write_atomic_mode(
+        &s.path,
+        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
+        0o000,
+    );
+    wait_for(
+        "the unreadable file to be reported",
+        Duration::from_secs(10),
+        || metric(s.admin, failures) == 1.0,
+    );
+    assert!(
+        served.stderr().contains("Permission denied"),
+        "{}",
+        served.stderr()
+    );
+    assert_eq!(answer(s.dns, "shop.r.test."), [ONE]);
+    chmod(&s.path, 0o644);
+    wait_for("the fixed file to apply", Duration::from_secs(10), || {
+        answer(s.dns, "shop.r.test.") == [TWO]
+    });
+    assert!(
+        served
+            .stderr()
+            .contains("config reloaded trigger=file change"),
+        "{}",
+        served.stderr()
+    );
+}
+
+#[test]
+fn churn_elsewhere_in_the_directory_delays_no_config_change() {
+    let s = setup();
+    let served = serve_with(&s.path, s.dns, &[]);
+    let churn = Churn::start(s.path.parent().unwrap());
+    write_atomic(
+        &s.path,
+        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
+    );
+    let took = wait_for("the change to apply", Duration::from_secs(10), || {
+        answer(s.dns, "shop.r.test.") == [TWO]
+    });
+    eprintln!("applied {took:?} after the write, amid writes every 100 ms next to it");
+    // The churn was still going when the change applied (it never paused for it).
+    let at_apply = churn.writes();
+    wait_for("the churn to go on", Duration::from_secs(10), || {
+        churn.writes() >= at_apply + 2
+    });
+    drop(churn);
+    assert_eq!(served.stderr().matches("config reloaded").count(), 1);
+}
+
+#[test]
+fn an_unreadable_config_amid_churn_is_reported_once() {
+    let s = setup_shared();
+    let served = serve_unprivileged(&s.path, s.dns, &[]);
+    let failures = r#"gtmd_config_reloads_total{result="failure"}"#;
+    write_atomic_mode(
+        &s.path,
+        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
+        0o000,
+    );
+    wait_for(
+        "the unreadable file to be reported",
+        Duration::from_secs(10),
+        || metric(s.admin, failures) == 1.0,
+    );
+    // Unrelated writes in the directory for 1.5 s: each wakes the watcher, none is a
+    // change of the config file.
+    let churn = Churn::start(s.path.parent().unwrap());
+    wait_for("15 unrelated writes", Duration::from_secs(20), || {
+        churn.writes() >= 15
+    });
+    drop(churn);
+    // Then the fix, which is a change: it applies, and everything before it was seen.
+    chmod(&s.path, 0o644);
+    wait_for("the fixed file to apply", Duration::from_secs(10), || {
+        answer(s.dns, "shop.r.test.") == [TWO]
+    });
+    assert_eq!(metric(s.admin, failures), 1.0);
+    let log = served.stderr();
+    assert_eq!(log.matches("Permission denied").count(), 1, "{log}");
+    assert_eq!(log.matches("config reload failed").count(), 1, "{log}");
 }
