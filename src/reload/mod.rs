@@ -206,15 +206,20 @@ impl Reloader {
         skip_unchanged: bool,
     ) -> Result<Option<Applied>, ReloadError> {
         let text = self.reader.read(path).await.map_err(invalid)?;
-        if skip_unchanged && crate::fingerprint(&text) == self.info().hash {
-            return Ok(None);
-        }
         let owned = path.to_path_buf();
-        let loaded =
-            read::on_own_thread("gtmd-config-build", move || crate::load_text(&owned, &text))
-                .await
-                .map_err(|e| ReloadError::Apply(format!("building the configuration: {e}")))?
-                .map_err(invalid)?;
+        let in_effect = self.info().hash;
+        let built = read::on_own_thread("gtmd-config-build", move || {
+            if skip_unchanged && crate::fingerprint(&text) == in_effect {
+                return Ok(None);
+            }
+            crate::load_text(&owned, &text).map(Some)
+        })
+        .await
+        .map_err(|e| ReloadError::Apply(format!("building the configuration: {e}")))?
+        .map_err(invalid)?;
+        let Some(loaded) = built else {
+            return Ok(None);
+        };
         let mut engine = self.engine.clone().lock_owned().await;
         let this = self.clone();
         let owned = path.to_path_buf();

@@ -510,13 +510,12 @@ fn probe_series_go_when_a_probe_goes_and_fallbacks_started_by_a_reload_are_logge
     );
 }
 
-/// A config of `apps` apps (plus shop.r.test answered by `cluster`): big enough that its
-/// parse, validation and build take seconds in a debug build.
+/// [`config`] plus `apps` apps: big enough that its parse, validation and build take
+/// seconds in a debug build. The probed app's probe (to port 9: refused) records a result
+/// every 250 ms throughout.
 fn large_config(dns: u16, admin: u16, cluster: &str, apps: usize) -> String {
     use std::fmt::Write as _;
     let mut text = config(dns, admin, cluster, 9);
-    let cut = text.find("[[apps]]\nhostname = \"probed.r.test\"").unwrap();
-    text.truncate(cut);
     for i in 0..apps {
         write!(
             text,
@@ -630,8 +629,10 @@ fn a_large_reload_keeps_healthz_and_tcp_dns_answering() {
             "{what:?}: {} requests during a reload of {took:?}, the slowest {worst:?}",
             during.len()
         );
+        // A stall of any part of the reload shows: the snapshot's build alone is about a
+        // sixth of it. Scheduling noise on a loaded machine stays far below.
         assert!(
-            worst < took / 4,
+            worst < took / 8,
             "{what:?}: a request took {worst:?} during a reload of {took:?}"
         );
         assert!(
@@ -767,7 +768,7 @@ fn chmod(path: &Path, mode: u32) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// Writes a file next to the config every 100 ms until stopped (at most 60 s); counts
+/// Writes a file next to the config every `every` until stopped (at most 60 s); counts
 /// the writes.
 struct Churn {
     stop: Arc<AtomicBool>,
@@ -776,7 +777,7 @@ struct Churn {
 }
 
 impl Churn {
-    fn start(dir: &Path) -> Self {
+    fn start(dir: &Path, every: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let writes = Arc::new(AtomicU64::new(0));
         let other = dir.join("other.txt");
@@ -787,7 +788,7 @@ impl Churn {
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     let n = writes.fetch_add(1, Ordering::Relaxed);
                     std::fs::write(&other, n.to_string()).unwrap();
-                    std::thread::sleep(Duration::from_millis(100));
+                    std::thread::sleep(every);
                 }
             })
         };
@@ -855,7 +856,9 @@ fn a_permission_fix_is_picked_up_without_sighup() {
 fn churn_elsewhere_in_the_directory_delays_no_config_change() {
     let s = setup();
     let served = serve_with(&s.path, s.dns, &[]);
-    let churn = Churn::start(s.path.parent().unwrap());
+    // Faster than the 100 ms, so that no quiet moment comes even on a loaded
+    // machine: the change must not wait for one.
+    let churn = Churn::start(s.path.parent().unwrap(), Duration::from_millis(25));
     write_atomic(
         &s.path,
         &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
@@ -863,7 +866,7 @@ fn churn_elsewhere_in_the_directory_delays_no_config_change() {
     let took = wait_for("the change to apply", Duration::from_secs(10), || {
         answer(s.dns, "shop.r.test.") == [TWO]
     });
-    eprintln!("applied {took:?} after the write, amid writes every 100 ms next to it");
+    eprintln!("applied {took:?} after the write, amid writes every 25 ms next to it");
     // The churn was still going when the change applied (it never paused for it).
     let at_apply = churn.writes();
     wait_for("the churn to go on", Duration::from_secs(10), || {
@@ -888,13 +891,19 @@ fn an_unreadable_config_amid_churn_is_reported_once() {
         Duration::from_secs(10),
         || metric(s.admin, failures) == 1.0,
     );
-    // Unrelated writes in the directory for 1.5 s: each wakes the watcher, none is a
-    // change of the config file.
-    let churn = Churn::start(s.path.parent().unwrap());
-    wait_for("15 unrelated writes", Duration::from_secs(20), || {
-        churn.writes() >= 15
+    // Unrelated writes in the directory, each followed by a quiet moment: each wakes the
+    // watcher, none is a change of the config file.
+    let churn = Churn::start(s.path.parent().unwrap(), Duration::from_millis(300));
+    wait_for("6 unrelated writes", Duration::from_secs(20), || {
+        churn.writes() >= 6
     });
     drop(churn);
+    assert_eq!(
+        metric(s.admin, failures),
+        1.0,
+        "unrelated writes were counted as failed reloads:\n{}",
+        served.stderr()
+    );
     // Then the fix, which is a change: it applies, and everything before it was seen.
     chmod(&s.path, 0o644);
     wait_for("the fixed file to apply", Duration::from_secs(10), || {
