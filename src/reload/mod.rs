@@ -21,7 +21,10 @@ pub use read::READ_TIMEOUT;
 
 use std::{
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
     time::SystemTime,
 };
 
@@ -87,6 +90,8 @@ pub struct Reloader {
     /// read (at most [`READ_TIMEOUT`]) and built; a reload abandoned at shutdown drops it.
     turn: tokio::sync::Mutex<()>,
     reader: read::FileReader,
+    /// The last reload failed (to say so when the file is fine again but unchanged).
+    last_failed: AtomicBool,
 }
 
 impl Reloader {
@@ -112,6 +117,7 @@ impl Reloader {
             }),
             turn: tokio::sync::Mutex::new(()),
             reader: read::FileReader::default(),
+            last_failed: AtomicBool::new(false),
         }
     }
 
@@ -152,11 +158,20 @@ impl Reloader {
         let _turn = self.turn.lock().await;
         let result = match self.read_and_apply(path, skip_unchanged).await {
             Ok(None) => {
-                debug!(%trigger, file = %path.display(), "config file unchanged");
+                if self.last_failed.swap(false, Ordering::Relaxed) {
+                    info!(
+                        %trigger,
+                        file = %path.display(),
+                        "config file readable again, and the same as the configuration in effect"
+                    );
+                } else {
+                    debug!(%trigger, file = %path.display(), "config file unchanged");
+                }
                 return Ok(None);
             }
             other => other,
         };
+        self.last_failed.store(result.is_err(), Ordering::Relaxed);
         match &result {
             Ok(Some(applied)) => {
                 self.metrics.reloads.with_label_values(&["success"]).inc();

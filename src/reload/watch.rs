@@ -111,10 +111,14 @@ pub(super) fn spawn(
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(SETTLE) => {}
             }
+            // On a thread nothing waits for at shutdown: `stat` can hang on a stalled
+            // network filesystem too.
             let p = path.clone();
-            let Ok(now) = tokio::task::spawn_blocking(move || FileState::of(&p)).await else {
-                continue;
+            let now = tokio::select! {
+                _ = cancel.cancelled() => return,
+                now = super::read::on_own_thread("gtmd-config-stat", move || FileState::of(&p)) => now,
             };
+            let Ok(now) = now else { continue };
             if now == seen {
                 debug!("config directory changed, config file unchanged");
                 continue;

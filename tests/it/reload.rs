@@ -850,6 +850,21 @@ fn a_permission_fix_is_picked_up_without_sighup() {
         "{}",
         served.stderr()
     );
+
+    // The file in effect made unreadable, then readable again: reported, then said to be
+    // fine, and nothing is applied twice.
+    chmod(&s.path, 0o000);
+    wait_for(
+        "the unreadable file to be reported",
+        Duration::from_secs(10),
+        || metric(s.admin, failures) == 2.0,
+    );
+    chmod(&s.path, 0o644);
+    wait_for("the all-clear", Duration::from_secs(10), || {
+        served.stderr().contains("config file readable again")
+    });
+    assert_eq!(served.stderr().matches("config reloaded").count(), 1);
+    assert_eq!(metric(s.admin, failures), 2.0);
 }
 
 #[test]
