@@ -37,15 +37,10 @@ pub struct Loaded {
 
 /// Loads `path` with the process environment's `GTMD__…` overrides.
 pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
-    load_text(path, &config::read(path)?)
-}
-
-/// [`load`] of `text`, already read from `path` (a reload reads the file on a thread of
-/// its own, then builds on another).
-pub fn load_text(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
-    let parsed = config::parse_with_env(path, text, gtmd_env())?;
+    let text = config::read(path)?;
+    let parsed = config::parse_with_env(path, &text, gtmd_env())?;
     let mut loaded = from_config(path, &parsed)?;
-    loaded.hash = fingerprint(text);
+    loaded.hash = fingerprint(&text);
     Ok(loaded)
 }
 
@@ -53,6 +48,18 @@ pub fn load_text(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
 /// overrides (tests, benches and fuzz targets that hold their config in memory).
 pub fn from_text(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
     from_config(path, &config::parse_with_env(path, text, [])?)
+}
+
+/// Parses and validates `text` (read from `path`) with the environment overrides, without
+/// the snapshot build of [`load`]: a reload builds its snapshot once, with the health
+/// carried over, rather than twice (time and peak memory). Returns the model and its hash.
+pub fn validate_text(path: &Path, text: &str) -> Result<(Model, String), ConfigErrors> {
+    let parsed = config::parse_with_env(path, text, gtmd_env())?;
+    let model = model::validate(&parsed).map_err(|errors| ConfigErrors {
+        file: path.to_path_buf(),
+        errors,
+    })?;
+    Ok((model, fingerprint(text)))
 }
 
 /// The process's `GTMD__…` environment overrides, sorted.

@@ -227,18 +227,18 @@ impl Reloader {
             if skip_unchanged && crate::fingerprint(&text) == in_effect {
                 return Ok(None);
             }
-            crate::load_text(&owned, &text).map(Some)
+            crate::validate_text(&owned, &text).map(Some)
         })
         .await
         .map_err(|e| ReloadError::Apply(format!("building the configuration: {e}")))?
         .map_err(invalid)?;
-        let Some(loaded) = built else {
+        let Some((model, hash)) = built else {
             return Ok(None);
         };
         let mut engine = self.engine.clone().lock_owned().await;
         let this = self.clone();
         let owned = path.to_path_buf();
-        tokio::task::spawn_blocking(move || this.apply(&owned, loaded, &mut engine))
+        tokio::task::spawn_blocking(move || this.apply(&owned, model, hash, &mut engine))
             .await
             .map_err(|e| ReloadError::Apply(format!("applying the configuration: {e}")))?
             .map(Some)
@@ -247,11 +247,12 @@ impl Reloader {
     fn apply(
         &self,
         path: &Path,
-        loaded: crate::Loaded,
+        model: Model,
+        hash: String,
         engine: &mut HealthEngine,
     ) -> Result<Applied, ReloadError> {
         let old = self.current().model.clone();
-        let new = Arc::new(loaded.model);
+        let new = Arc::new(model);
         let mut restart = Vec::new();
         if old.server.listen != new.server.listen {
             restart.push("server.listen");
@@ -290,7 +291,7 @@ impl Reloader {
         forget_removed_series(&self.metrics, &old, &new);
         let mut current = self.current();
         current.model = new;
-        current.info.hash = loaded.hash;
+        current.info.hash = hash;
         current.info.generation += 1;
         current.info.loaded_at = SystemTime::now();
         Ok(Applied {
