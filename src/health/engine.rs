@@ -232,17 +232,7 @@ impl HealthEngine {
         }
         let mut snapshot = Snapshot::build(&new, &carried, &self.shared.metrics);
         let mut table = lock(&self.shared.table);
-        let mut changed = HashSet::new();
-        for (id, entry) in carried.entries_mut() {
-            // Same owner: a probe kept running, whose results go on landing in the table.
-            if let Some(now) = table.get(id).filter(|now| now.owner == entry.owner) {
-                entry.last.clone_from(&now.last);
-                if now.state != entry.state {
-                    entry.state = now.state.clone();
-                    changed.insert(id.clone());
-                }
-            }
-        }
+        let changed = carry_recorded(&mut carried, &table);
         if !changed.is_empty() {
             let updates: Vec<(usize, AppAnswers)> = affected_apps(&new, &changed)
                 .into_iter()
@@ -355,6 +345,25 @@ fn forget_probe_series(metrics: &Metrics, removed: &[ProbeId]) {
         let (app, cluster) = id.labels();
         metrics.forget_probe_series(&app, &cluster);
     }
+}
+
+/// Carries into `carried` what the probes that kept running recorded in `table` since
+/// `carried` was copied from it (last results and states); returns the probes whose state
+/// changed.
+fn carry_recorded(carried: &mut HealthTable, table: &HealthTable) -> HashSet<ProbeId> {
+    let mut changed = HashSet::new();
+    for (id, entry) in carried.entries_mut() {
+        // Same owner: a probe kept running, whose results go on landing in the table. A
+        // restarted one has a new owner and starts afresh.
+        if let Some(now) = table.get(id).filter(|now| now.owner == entry.owner) {
+            entry.last.clone_from(&now.last);
+            if now.state != entry.state {
+                entry.state = now.state.clone();
+                changed.insert(id.clone());
+            }
+        }
+    }
+    changed
 }
 
 /// Indices of the apps of `model` with a target whose probe (app or cluster) is in `ids`.
@@ -603,5 +612,67 @@ fn fallback_name(model: &Model, f: Fallback) -> String {
         Fallback::All => "all (fail open)".to_owned(),
         Fallback::None => "none (NODATA)".to_owned(),
         Fallback::Cluster(c) => format!("cluster:{}", model.clusters[c].name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROBED: &str = r#"
+[[zones]]
+origin = "t.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.t.test"
+[[clusters]]
+name = "a"
+ingress = ["192.0.2.10"]
+[[clusters]]
+name = "b"
+ingress = ["192.0.2.11"]
+probe = { kind = "tcp", port = 80 }
+[[apps]]
+hostname = "x.t.test"
+probe = { kind = "tcp", port = 80 }
+targets = [{ cluster = "a" }]
+[[apps]]
+hostname = "y.t.test"
+targets = [{ cluster = "b" }]
+[[apps]]
+hostname = "z.t.test"
+targets = [{ cluster = "a" }]
+"#;
+
+    fn down(table: &mut HealthTable, id: &ProbeId) {
+        let entry = table.get_mut(id).unwrap();
+        entry.state.up = false;
+        entry.state.reason = Arc::from("refused");
+    }
+
+    #[test]
+    fn what_probes_record_during_a_reload_build_is_carried_to_the_apps_it_touches() {
+        let model = crate::from_text(std::path::Path::new("t.toml"), PROBED)
+            .unwrap()
+            .model;
+        let mut table = HealthTable::initial(&model);
+        let mut carried = table.carried(&model, &model);
+        let x = ProbeId::App {
+            app: model.apps[0].hostname.clone(),
+            cluster: Arc::from("a"),
+        };
+        let b = ProbeId::Cluster(Arc::from("b"));
+        // While the snapshot was built: x went down in a running probe, and cluster b's
+        // probe went down in a task the reload replaces (its result must not land).
+        down(&mut table, &x);
+        down(&mut table, &b);
+        carried.get_mut(&b).unwrap().owner = 7;
+        let changed = carry_recorded(&mut carried, &table);
+        assert_eq!(changed, HashSet::from([x.clone()]));
+        assert!(!carried.get(&x).unwrap().state.up);
+        assert!(carried.get(&b).unwrap().state.up);
+        assert_eq!(affected_apps(&model, &changed), [0]);
+        assert_eq!(affected_apps(&model, &HashSet::from([b])), [1]);
     }
 }
