@@ -8,9 +8,9 @@
 //! fail with a message saying so: never half-applied.
 //!
 //! Nothing of a reload runs on the async workers that serve `/healthz` and DNS over TCP:
-//! the file is read on a thread of its own with a deadline ([`read`]), parse, validation
-//! and build run on another, and the new snapshot is applied on tokio's blocking pool. A
-//! reload of 100k apps takes seconds; the server answers throughout.
+//! the file is read on a thread of its own with a deadline ([`read`]), parsed and
+//! validated on another, and the new snapshot is built and applied on tokio's blocking
+//! pool. A reload of 100k apps takes seconds; the server answers throughout.
 //!
 //! The file watch is in [`watch`].
 
@@ -213,8 +213,9 @@ impl Reloader {
         result
     }
 
-    /// Read (own thread, deadline), parse + validate + build (own thread), apply (blocking
-    /// pool, under the engine lock): none of it on an async worker.
+    /// Read (own thread, deadline), parse + validate (own thread), build the snapshot and
+    /// apply (blocking pool, under the engine lock): none of it on an async worker. The
+    /// threads of the first two are never waited for at shutdown.
     async fn read_and_apply(
         self: &Arc<Self>,
         path: &Path,
