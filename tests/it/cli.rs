@@ -110,7 +110,12 @@ fn serve_command(config: &std::path::Path, args: &[&str]) -> Command {
 
 /// Starts `cmd` and waits until it answers on `addr`.
 fn spawn_serve(mut cmd: Command, addr: SocketAddr) -> Served {
-    let mut child = cmd.spawn().unwrap();
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot start {BIN} (run as nobody when the tests run as root: every directory \
+             on its path must be searchable by everyone): {e}"
+        )
+    });
     let log = Arc::new(Mutex::new(String::new()));
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let sink = log.clone();
