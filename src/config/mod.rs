@@ -8,11 +8,13 @@
 mod duration;
 mod error;
 pub mod file;
+mod read;
 
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors, Errors};
 pub use file::Config;
+pub use read::read;
 
 /// The environment variable prefix: `GTMD__SERVER__MAX_UDP_PAYLOAD=1400`.
 pub const ENV_PREFIX: &str = "GTMD";
@@ -23,21 +25,6 @@ const ENV_LIST_KEYS: &[&str] = &["server.listen"];
 /// Reads and deserializes the file at `path` with the process environment layered on top.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     load_with_env(path, std::env::vars())
-}
-
-/// Reads the config file, with the OS error and the path on failure.
-pub fn read(path: &Path) -> Result<String, ConfigErrors> {
-    let fail = |msg: String| ConfigErrors::single(path, ConfigError::new("", msg));
-    let size = std::fs::metadata(path)
-        .map_err(|e| fail(format!("cannot read file: {e}")))?
-        .len();
-    let max = crate::model::limits::MAX_FILE_BYTES;
-    if size > max {
-        return Err(fail(format!(
-            "the file is {size} bytes: at most {max} are read"
-        )));
-    }
-    std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read file: {e}")))
 }
 
 /// Like [`load`], with an explicit environment (tests must not touch the process's own).

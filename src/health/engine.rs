@@ -211,21 +211,42 @@ impl HealthEngine {
         let epochs: Vec<u64> = to_start.iter().map(|_| self.shared.new_epoch()).collect();
         let starting: HashSet<ProbeId> = to_start.iter().map(|(id, _)| id.clone()).collect();
         let live: HashSet<&ProbeId> = list.iter().map(|(id, _)| id).collect();
-        {
-            let mut table = lock(&self.shared.table);
-            let old = self.shared.model.load_full();
-            let mut carried = table.carried(&old, &new);
-            for ((id, _), epoch) in to_start.iter().zip(&epochs) {
-                if let Some(entry) = carried.get_mut(id) {
-                    entry.owner = *epoch;
-                }
+        // The new snapshot (seconds for 100k apps) is built without the table's lock:
+        // probe tasks take that lock on the async workers for every result, and would
+        // stall them for the whole build. What they recorded meanwhile is then carried
+        // over under the lock, rebuilding only the apps whose targets changed state.
+        let old = self.shared.model.load_full(); // only reloads change it: stable here
+        let old_specs: HashMap<ProbeId, ProbeSpec> = probes(&old).into_iter().collect();
+        let mut carried = {
+            let table = lock(&self.shared.table);
+            table.carried_from(&old_specs, &list)
+        };
+        for ((id, _), epoch) in to_start.iter().zip(&epochs) {
+            if let Some(entry) = carried.get_mut(id) {
+                entry.owner = *epoch;
             }
-            let snapshot = Snapshot::build(&new, &carried, &self.shared.metrics);
-            log_fallback_changes(&self.shared.snapshot.load(), &snapshot, &new);
-            *table = carried;
-            self.shared.model.store(new.clone());
-            self.shared.snapshot.store(Arc::new(snapshot));
-            // Readiness waits for the probes that are live now, not for removed ones.
+        }
+        let mut snapshot = Snapshot::build(&new, &carried, &self.shared.metrics);
+        let mut table = lock(&self.shared.table);
+        let changed = carry_recorded(&mut carried, &table);
+        if !changed.is_empty() {
+            let updates: Vec<(usize, AppAnswers)> = affected_apps(&new, &changed)
+                .into_iter()
+                .map(|a| {
+                    (
+                        a,
+                        AppAnswers::build(&new, a, &carried, &self.shared.metrics),
+                    )
+                })
+                .collect();
+            snapshot = snapshot.with_apps(updates);
+        }
+        let replaced = std::mem::replace(&mut *table, carried);
+        self.shared.model.store(new.clone());
+        let snapshot = Arc::new(snapshot);
+        let previous = self.shared.snapshot.swap(snapshot.clone());
+        // Readiness waits for the probes that are live now, not for removed ones.
+        {
             let mut pending = lock_pending(&self.shared.pending);
             if !*self.shared.first_round.borrow() {
                 pending.retain(|id| live.contains(id) && !starting.contains(id));
@@ -233,6 +254,10 @@ impl HealthEngine {
                 self.shared.check_ready(&mut pending);
             }
         }
+        drop(table);
+        // Logged and freed after the lock is released: both walk every app.
+        log_fallback_changes(&previous, &snapshot, &new);
+        drop((replaced, previous));
         let mut stopped = 0;
         let mut removed = Vec::new();
         self.running.retain(|id, r| {
@@ -316,6 +341,53 @@ fn forget_probe_series(metrics: &Metrics, removed: &[ProbeId]) {
         let (app, cluster) = id.labels();
         metrics.forget_probe_series(&app, &cluster);
     }
+}
+
+/// Carries into `carried` what the probes that kept running recorded in `table` since
+/// `carried` was copied from it (last results and states); returns the probes whose state
+/// changed.
+fn carry_recorded(carried: &mut HealthTable, table: &HealthTable) -> HashSet<ProbeId> {
+    let mut changed = HashSet::new();
+    for (id, entry) in carried.entries_mut() {
+        // Same owner: a probe kept running, whose results go on landing in the table. A
+        // restarted one has a new owner and starts afresh.
+        if let Some(now) = table.get(id).filter(|now| now.owner == entry.owner) {
+            entry.last.clone_from(&now.last);
+            if now.state != entry.state {
+                entry.state = now.state.clone();
+                changed.insert(id.clone());
+            }
+        }
+    }
+    changed
+}
+
+/// Indices of the apps of `model` with a target whose probe (app or cluster) is in `ids`.
+fn affected_apps(model: &Model, ids: &HashSet<ProbeId>) -> Vec<usize> {
+    let mut clusters: HashSet<&str> = HashSet::new();
+    let mut app_probes: HashSet<(&hickory_proto::rr::Name, &str)> = HashSet::new();
+    for id in ids {
+        match id {
+            ProbeId::Cluster(c) => {
+                clusters.insert(c);
+            }
+            ProbeId::App { app, cluster } => {
+                app_probes.insert((app, cluster));
+            }
+        }
+    }
+    model
+        .apps
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| {
+            a.targets.iter().any(|t| {
+                let cluster = model.clusters[t.cluster].name.as_str();
+                clusters.contains(cluster) || app_probes.contains(&(&a.hostname, cluster))
+            })
+        })
+        .map(|(i, _)| i)
+        .collect()
 }
 
 /// Logs fallback episodes that a reload starts or ends (drain, force, removed targets).
@@ -536,5 +608,67 @@ fn fallback_name(model: &Model, f: Fallback) -> String {
         Fallback::All => "all (fail open)".to_owned(),
         Fallback::None => "none (NODATA)".to_owned(),
         Fallback::Cluster(c) => format!("cluster:{}", model.clusters[c].name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROBED: &str = r#"
+[[zones]]
+origin = "t.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.t.test"
+[[clusters]]
+name = "a"
+ingress = ["192.0.2.10"]
+[[clusters]]
+name = "b"
+ingress = ["192.0.2.11"]
+probe = { kind = "tcp", port = 80 }
+[[apps]]
+hostname = "x.t.test"
+probe = { kind = "tcp", port = 80 }
+targets = [{ cluster = "a" }]
+[[apps]]
+hostname = "y.t.test"
+targets = [{ cluster = "b" }]
+[[apps]]
+hostname = "z.t.test"
+targets = [{ cluster = "a" }]
+"#;
+
+    fn down(table: &mut HealthTable, id: &ProbeId) {
+        let entry = table.get_mut(id).unwrap();
+        entry.state.up = false;
+        entry.state.reason = Arc::from("refused");
+    }
+
+    #[test]
+    fn what_probes_record_during_a_reload_build_is_carried_to_the_apps_it_touches() {
+        let model = crate::from_text(std::path::Path::new("t.toml"), PROBED)
+            .unwrap()
+            .model;
+        let mut table = HealthTable::initial(&model);
+        let mut carried = table.carried(&model, &model);
+        let x = ProbeId::App {
+            app: model.apps[0].hostname.clone(),
+            cluster: Arc::from("a"),
+        };
+        let b = ProbeId::Cluster(Arc::from("b"));
+        // While the snapshot was built: x went down in a running probe, and cluster b's
+        // probe went down in a task the reload replaces (its result must not land).
+        down(&mut table, &x);
+        down(&mut table, &b);
+        carried.get_mut(&b).unwrap().owner = 7;
+        let changed = carry_recorded(&mut carried, &table);
+        assert_eq!(changed, HashSet::from([x.clone()]));
+        assert!(!carried.get(&x).unwrap().state.up);
+        assert!(carried.get(&b).unwrap().state.up);
+        assert_eq!(affected_apps(&model, &changed), [0]);
+        assert_eq!(affected_apps(&model, &HashSet::from([b])), [1]);
     }
 }

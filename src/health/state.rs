@@ -134,18 +134,33 @@ impl HealthTable {
     /// in `old` keeps its state; the others start in their initial state.
     pub fn carried(&self, old: &Model, new: &Model) -> Self {
         let old_specs: HashMap<ProbeId, ProbeSpec> = probes(old).into_iter().collect();
+        self.carried_from(&old_specs, &probes(new))
+    }
+
+    /// [`HealthTable::carried`] from the probe lists of both models, listed beforehand so
+    /// that only lookups happen while the table's lock is held.
+    pub fn carried_from(
+        &self,
+        old_specs: &HashMap<ProbeId, ProbeSpec>,
+        new: &[(ProbeId, ProbeSpec)],
+    ) -> Self {
         Self {
-            entries: probes(new)
-                .into_iter()
+            entries: new
+                .iter()
                 .map(|(id, spec)| {
-                    let kept = (old_specs.get(&id) == Some(&spec))
-                        .then(|| self.entries.get(&id).cloned())
+                    let kept = (old_specs.get(id) == Some(spec))
+                        .then(|| self.entries.get(id).cloned())
                         .flatten();
-                    let entry = kept.unwrap_or_else(|| initial(&spec));
-                    (id, entry)
+                    let entry = kept.unwrap_or_else(|| initial(spec));
+                    (id.clone(), entry)
                 })
                 .collect(),
         }
+    }
+
+    /// Every entry, to update in place.
+    pub fn entries_mut(&mut self) -> impl Iterator<Item = (&ProbeId, &mut ProbeEntry)> {
+        self.entries.iter_mut()
     }
 
     pub fn get(&self, id: &ProbeId) -> Option<&ProbeEntry> {

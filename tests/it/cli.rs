@@ -67,16 +67,55 @@ pub fn serve(config: &std::path::Path, addr: SocketAddr) -> Served {
 
 /// [`serve`] with extra arguments.
 pub fn serve_with(config: &std::path::Path, addr: SocketAddr, args: &[&str]) -> Served {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
+    serve_with_env(config, addr, args, &[])
+}
+
+/// [`serve_with`] with extra environment variables.
+pub fn serve_with_env(
+    config: &std::path::Path,
+    addr: SocketAddr,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Served {
+    let mut cmd = serve_command(config, args);
+    cmd.envs(env.iter().copied());
+    spawn_serve(cmd, addr)
+}
+
+/// [`serve_with`] as an unprivileged user (nobody) when the tests run as root: root reads
+/// a file whatever its mode, so a permission problem shows only to another user. The
+/// config's directory and file must be readable by everyone.
+pub fn serve_unprivileged(config: &std::path::Path, addr: SocketAddr, args: &[&str]) -> Served {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = serve_command(config, args);
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        cmd.uid(65534).gid(65534);
+    }
+    spawn_serve(cmd, addr)
+}
+
+/// `gtmd serve --config <config> <args>` logging at info level, without colours.
+fn serve_command(config: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["serve", "--config"])
         .arg(config)
         .args(args)
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Starts `cmd` and waits until it answers on `addr`.
+fn spawn_serve(mut cmd: Command, addr: SocketAddr) -> Served {
+    let mut child = cmd.spawn().unwrap_or_else(|e| {
+        panic!(
+            "cannot start {BIN} (run as nobody when the tests run as root: every directory \
+             on its path must be searchable by everyone): {e}"
+        )
+    });
     let log = Arc::new(Mutex::new(String::new()));
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let sink = log.clone();
@@ -283,4 +322,89 @@ targets = [{{ cluster = "east" }}]
         log.contains("no target is up: answering the fallback"),
         "{log}"
     );
+}
+
+/// Makes a FIFO (named pipe) at `path`.
+pub fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path; mkfifo only reads it.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+}
+
+/// Runs gtmd with `args`, killed after `limit`, with its address space capped at 1 GiB (a
+/// gtmd that reads `/dev/zero` fails instead of exhausting the machine's memory).
+fn gtmd_bounded(args: &[&str], limit: Duration) -> (Option<std::process::ExitStatus>, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            let cap = libc::rlimit {
+                rlim_cur: 1 << 30,
+                rlim_max: 1 << 30,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap())
+}
+
+#[test]
+fn check_and_serve_refuse_a_fifo_a_device_or_a_directory_with_a_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.toml");
+    mkfifo(&fifo);
+    let zero = dir.path().join("zero.toml");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    let cases = [
+        (
+            fifo.as_path(),
+            "it is a FIFO (named pipe), not a regular file",
+        ),
+        (
+            zero.as_path(),
+            "it is a character device (a symlink to /dev/zero), not a regular file",
+        ),
+        (dir.path(), "it is a directory, not a regular file"),
+    ];
+    for (path, what) in cases {
+        let p = path.to_str().unwrap();
+        for command in ["check", "serve"] {
+            let (status, stderr) = gtmd_bounded(&[command, "--config", p], Duration::from_secs(20));
+            let status =
+                status.unwrap_or_else(|| panic!("`gtmd {command}` on {p} still ran after 20 s"));
+            assert!(!status.success(), "{command} {p}: {stderr}");
+            assert!(
+                stderr.contains(&format!("{p}: cannot read file: {what}")),
+                "{command} {p}: {stderr}"
+            );
+            assert!(!stderr.contains("panicked"), "{stderr}");
+        }
+    }
 }

@@ -20,7 +20,7 @@ use hickory_proto::{
 
 use crate::{
     backend::{Backend, Mode},
-    cli::{Served, free_port, serve_with},
+    cli::{Served, free_port, serve_unprivileged, serve_with, serve_with_env},
     support::wait_for,
     support::{http_get, query},
 };
@@ -388,13 +388,12 @@ fn the_directory_watch_applies_edits_and_configmap_symlink_swaps() {
         Duration::from_secs(5),
         || answer(dns, "shop.r.test.") == [TWO],
     );
-    assert!(
+    // The line is written just after the new snapshot is published: it may trail the answer.
+    wait_for("the reload log line", Duration::from_secs(5), || {
         served
             .stderr()
-            .contains("config reloaded trigger=file change"),
-        "{}",
-        served.stderr()
-    );
+            .contains("config reloaded trigger=file change")
+    });
 
     // Unrelated files in the directory do not reload anything.
     let reloads = served.stderr().matches("config reloaded").count();
@@ -521,4 +520,427 @@ fn probe_series_go_when_a_probe_goes_and_fallbacks_started_by_a_reload_are_logge
         "{}",
         served.stderr()
     );
+}
+
+/// [`config`] plus `apps` apps: big enough that its parse, validation and build take
+/// seconds in a debug build. The probed app's probe (to port 9: refused) records a result
+/// every 250 ms throughout.
+fn large_config(dns: u16, admin: u16, cluster: &str, apps: usize) -> String {
+    use std::fmt::Write as _;
+    let mut text = config(dns, admin, cluster, 9);
+    for i in 0..apps {
+        write!(
+            text,
+            "[[apps]]\nhostname = \"a{i}.r.test\"\ntargets = [{{ cluster = \"one\" }}, {{ cluster = \"two\" }}]\n"
+        )
+        .unwrap();
+    }
+    text
+}
+
+/// How long one request takes: a `/healthz` GET, or a DNS query over TCP. Errors count
+/// as the time they took (a refused or reset connection is not an answer either).
+fn timed(what: Probe, addr: SocketAddr) -> Duration {
+    use std::io::{Read, Write};
+    let start = Instant::now();
+    let limit = Duration::from_secs(60);
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, limit) else {
+        return start.elapsed();
+    };
+    s.set_read_timeout(Some(limit)).unwrap();
+    match what {
+        Probe::Healthz => {
+            let _ = write!(s, "GET /healthz HTTP/1.0\r\nHost: gtmd\r\n\r\n");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            assert!(out.starts_with("HTTP/1.") || out.is_empty(), "{out}");
+        }
+        Probe::TcpDns => {
+            let q = query("shop.r.test.", RecordType::A).to_vec().unwrap();
+            let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&q);
+            let _ = s.write_all(&framed);
+            let _ = crate::support::read_tcp_message(&mut s);
+        }
+    }
+    start.elapsed()
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Probe {
+    Healthz,
+    TcpDns,
+}
+
+#[test]
+fn a_large_reload_keeps_healthz_and_tcp_dns_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gtmd.toml");
+    let (dns_port, admin_port) = (free_port(), free_port());
+    let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    // About 4 s to reload in a debug build here: a machine 3 times faster still takes
+    // over a second.
+    const APPS: usize = 30_000;
+    std::fs::write(&path, large_config(dns_port, admin_port, "one", APPS)).unwrap();
+    // One async worker, as tokio starts with in a pod limited to one CPU: a reload built
+    // on it would stop everything else.
+    let served = serve_with_env(
+        &path,
+        dns,
+        &["--no-watch"],
+        &[("TOKIO_WORKER_THREADS", "1")],
+    );
+    wait_for("the admin endpoint", Duration::from_secs(10), || {
+        http_get(admin, "/healthz").0 == 200
+    });
+    write_atomic(&path, &large_config(dns_port, admin_port, "two", APPS));
+
+    // Two clients, one per endpoint, each sending one request after the other and noting
+    // when each started and how long it took.
+    let stop = Arc::new(AtomicBool::new(false));
+    let samplers: Vec<_> = [(Probe::Healthz, admin), (Probe::TcpDns, dns)]
+        .into_iter()
+        .map(|(what, addr)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut samples = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(120);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let start = Instant::now();
+                    samples.push((start, timed(what, addr)));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                (what, samples)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200)); // the clients are running
+
+    let sent = Instant::now();
+    hup(&served);
+    wait_for("the large reload", Duration::from_secs(120), || {
+        served.stderr().contains("config reloaded")
+    });
+    let took = sent.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(answer(dns, "shop.r.test."), [TWO]);
+    assert!(
+        took >= Duration::from_secs(1),
+        "the reload took only {took:?}: too quick to show a stall, raise APPS"
+    );
+    let end = sent + took;
+    for sampler in samplers {
+        let (what, samples) = sampler.join().unwrap();
+        // Every request that overlapped the reload.
+        let during: Vec<Duration> = samples
+            .iter()
+            .filter(|(start, d)| *start < end && *start + *d > sent)
+            .map(|(_, d)| *d)
+            .collect();
+        let worst = during.iter().max().copied().unwrap_or_default();
+        eprintln!(
+            "{what:?}: {} requests during a reload of {took:?}, the slowest {worst:?}",
+            during.len()
+        );
+        // A stall of any part of the reload shows: the snapshot's build alone is about a
+        // third of it. Scheduling noise on a loaded machine stays far below.
+        assert!(
+            worst < took / 8,
+            "{what:?}: a request took {worst:?} during a reload of {took:?}"
+        );
+        assert!(
+            during.len() >= 4,
+            "{what:?}: too few requests during the reload"
+        );
+    }
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+#[test]
+fn a_fifo_or_dev_zero_at_the_config_path_is_refused_and_stops_nothing() {
+    let s = setup();
+    let mut served = serve_with(&s.path, s.dns, &["--no-watch"]);
+    let refused = |served: &Served| served.stderr().matches("not a regular file").count();
+
+    // A FIFO: opening it for reading would wait for a writer forever.
+    std::fs::remove_file(&s.path).unwrap();
+    crate::cli::mkfifo(&s.path);
+    for n in 1..=2 {
+        // Twice: a reload that cannot read the file must not keep later ones waiting.
+        hup(&served);
+        wait_for("the FIFO to be refused", Duration::from_secs(10), || {
+            refused(&served) == n
+        });
+    }
+    let log = served.stderr();
+    assert!(
+        log.contains(&format!(
+            "{}: cannot read file: it is a FIFO (named pipe), not a regular file",
+            s.path.display()
+        )),
+        "{log}"
+    );
+    assert_eq!(http_get(s.admin, "/healthz").0, 200);
+    assert_eq!(answer(s.dns, "shop.r.test."), [ONE]);
+
+    // A symlink to /dev/zero: size 0, endless content.
+    std::fs::remove_file(&s.path).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &s.path).unwrap();
+    let before = rss(served.0.id());
+    hup(&served);
+    wait_for("/dev/zero to be refused", Duration::from_secs(10), || {
+        refused(&served) == 3
+    });
+    assert!(
+        served
+            .stderr()
+            .contains("it is a character device (a symlink to /dev/zero)"),
+        "{}",
+        served.stderr()
+    );
+    let after = rss(served.0.id());
+    assert!(
+        after < before + (64 << 20),
+        "RSS went from {before} to {after} bytes"
+    );
+
+    // A regular file again reloads fine.
+    std::fs::remove_file(&s.path).unwrap();
+    write_atomic(
+        &s.path,
+        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
+    );
+    hup(&served);
+    wait_for("the valid file to apply", Duration::from_secs(10), || {
+        answer(s.dns, "shop.r.test.") == [TWO]
+    });
+    assert_eq!(
+        metric(s.admin, r#"gtmd_config_reloads_total{result="failure"}"#),
+        3.0
+    );
+
+    // A FIFO again, and SIGTERM right after the SIGHUP: gtmd stops promptly.
+    std::fs::remove_file(&s.path).unwrap();
+    crate::cli::mkfifo(&s.path);
+    hup(&served);
+    let pid = served.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(status) = served.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "gtmd still runs 2 s after SIGTERM:\n{}",
+            served.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+}
+
+/// [`setup`] with the directory and the file readable by everyone, for a gtmd started
+/// with [`serve_unprivileged`].
+fn setup_shared() -> Setup {
+    use std::os::unix::fs::PermissionsExt;
+    let s = setup();
+    let everyone = std::fs::Permissions::from_mode(0o755);
+    std::fs::set_permissions(s.path.parent().unwrap(), everyone).unwrap();
+    std::fs::set_permissions(&s.path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    s
+}
+
+/// Writes `text` to `path` atomically with file mode `mode`.
+fn write_atomic_mode(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Writes a file next to the config every `every` until stopped (at most 60 s); counts
+/// the writes.
+struct Churn {
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Churn {
+    fn start(dir: &Path, every: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicU64::new(0));
+        let other = dir.join("other.txt");
+        let thread = {
+            let (stop, writes) = (stop.clone(), writes.clone());
+            std::thread::spawn(move || {
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let n = writes.fetch_add(1, Ordering::Relaxed);
+                    std::fs::write(&other, n.to_string()).unwrap();
+                    std::thread::sleep(every);
+                }
+            })
+        };
+        let churn = Self {
+            stop,
+            writes,
+            thread: Some(thread),
+        };
+        wait_for("the churn to start", Duration::from_secs(5), || {
+            churn.writes() >= 2
+        });
+        churn
+    }
+
+    fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Churn {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_permission_fix_is_picked_up_without_sighup() {
+    let s = setup_shared();
+    let served = serve_unprivileged(&s.path, s.dns, &[]);
+    let failures = r#"gtmd_config_reloads_total{result="failure"}"#;
+    // A new file that gtmd may not read yet.
+    write_atomic_mode(
+        &s.path,
+        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
+        0o000,
+    );
+    wait_for(
+        "the unreadable file to be reported",
+        Duration::from_secs(10),
+        || metric(s.admin, failures) == 1.0,
+    );
+    assert!(
+        served.stderr().contains("Permission denied"),
+        "{}",
+        served.stderr()
+    );
+    assert_eq!(answer(s.dns, "shop.r.test."), [ONE]);
+    chmod(&s.path, 0o644);
+    wait_for("the fixed file to apply", Duration::from_secs(10), || {
+        answer(s.dns, "shop.r.test.") == [TWO]
+    });
+    wait_for("the reload log line", Duration::from_secs(5), || {
+        served
+            .stderr()
+            .contains("config reloaded trigger=file change")
+    });
+
+    // The file in effect made unreadable, then readable again: reported, then said to be
+    // fine, and nothing is applied twice.
+    chmod(&s.path, 0o000);
+    wait_for(
+        "the unreadable file to be reported",
+        Duration::from_secs(10),
+        || metric(s.admin, failures) == 2.0,
+    );
+    chmod(&s.path, 0o644);
+    wait_for("the all-clear", Duration::from_secs(10), || {
+        served.stderr().contains("config file readable again")
+    });
+    assert_eq!(served.stderr().matches("config reloaded").count(), 1);
+    assert_eq!(metric(s.admin, failures), 2.0);
+}
+
+#[test]
+fn churn_elsewhere_in_the_directory_delays_no_config_change() {
+    let s = setup();
+    let served = serve_with(&s.path, s.dns, &[]);
+    // Faster than the issue's 100 ms, so that no quiet moment comes even on a loaded
+    // machine: the change must not wait for one.
+    let churn = Churn::start(s.path.parent().unwrap(), Duration::from_millis(25));
+    write_atomic(
+        &s.path,
+        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
+    );
+    let took = wait_for("the change to apply", Duration::from_secs(10), || {
+        answer(s.dns, "shop.r.test.") == [TWO]
+    });
+    eprintln!("applied {took:?} after the write, amid writes every 25 ms next to it");
+    // The churn was still going when the change applied (it never paused for it).
+    let at_apply = churn.writes();
+    wait_for("the churn to go on", Duration::from_secs(10), || {
+        churn.writes() >= at_apply + 2
+    });
+    drop(churn);
+    wait_for("the reload log line", Duration::from_secs(5), || {
+        served.stderr().contains("config reloaded")
+    });
+    assert_eq!(served.stderr().matches("config reloaded").count(), 1);
+}
+
+#[test]
+fn an_unreadable_config_amid_churn_is_reported_once() {
+    let s = setup_shared();
+    let served = serve_unprivileged(&s.path, s.dns, &[]);
+    let failures = r#"gtmd_config_reloads_total{result="failure"}"#;
+    write_atomic_mode(
+        &s.path,
+        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
+        0o000,
+    );
+    wait_for(
+        "the unreadable file to be reported",
+        Duration::from_secs(10),
+        || metric(s.admin, failures) == 1.0,
+    );
+    // Unrelated writes in the directory, each followed by a quiet moment: each wakes the
+    // watcher, none is a change of the config file.
+    let churn = Churn::start(s.path.parent().unwrap(), Duration::from_millis(300));
+    wait_for("6 unrelated writes", Duration::from_secs(20), || {
+        churn.writes() >= 6
+    });
+    drop(churn);
+    assert_eq!(
+        metric(s.admin, failures),
+        1.0,
+        "unrelated writes were counted as failed reloads:\n{}",
+        served.stderr()
+    );
+    // Then the fix, which is a change: it applies, and everything before it was seen.
+    chmod(&s.path, 0o644);
+    wait_for("the fixed file to apply", Duration::from_secs(10), || {
+        answer(s.dns, "shop.r.test.") == [TWO]
+    });
+    assert_eq!(metric(s.admin, failures), 1.0);
+    let log = served.stderr();
+    assert_eq!(log.matches("Permission denied").count(), 1, "{log}");
+    assert_eq!(log.matches("config reload failed").count(), 1, "{log}");
 }
