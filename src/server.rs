@@ -329,6 +329,10 @@ pub async fn start(
         info!(%addr, "serving DNS over UDP");
     }
     debug!(sockets, "UDP worker threads started");
+    metrics
+        .connection_limit
+        .with_label_values(&["dns_tcp"])
+        .set(budget.tcp_max_connections as i64);
     let limits = crate::dns::tcp::TcpLimits {
         max_connections: budget.tcp_max_connections,
         max_per_ip: model.server.tcp_max_connections_per_ip,
@@ -362,6 +366,10 @@ pub async fn start(
                 first_round.clone(),
                 reloader.clone(),
             ));
+            metrics
+                .connection_limit
+                .with_label_values(&["admin"])
+                .set(budget.admin.max_connections as i64);
             let listener = tokio::net::TcpListener::from_std(l)?;
             tasks.spawn(crate::admin::serve(
                 listener,

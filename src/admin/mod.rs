@@ -139,6 +139,11 @@ async fn connection(
     cancel: CancellationToken,
 ) {
     let busy = slot.busy_flag();
+    let timeouts = &state.metrics.admin_timeouts;
+    let (header_timeouts, lifetime_ends) = (
+        timeouts.with_label_values(&["header"]),
+        timeouts.with_label_values(&["lifetime"]),
+    );
     let service = service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         let busy = conns::Busy::new(busy.clone());
@@ -175,6 +180,9 @@ async fn connection(
     tokio::pin!(conn);
     let end = |r: hyper::Result<()>| {
         if let Err(e) = r {
+            if e.is_timeout() {
+                header_timeouts.inc();
+            }
             debug!(%peer, error = %e, "admin connection ended with an error");
         }
     };
@@ -185,6 +193,7 @@ async fn connection(
         _ = tokio::time::sleep(limits.connection_lifetime) => {}
     }
     // Past its lifetime: no new request; the one in progress gets `header_timeout` more.
+    lifetime_ends.inc();
     conn.as_mut().graceful_shutdown();
     tokio::select! {
         _ = cancel.cancelled() => {}

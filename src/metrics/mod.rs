@@ -118,6 +118,13 @@ pub struct Metrics {
     pub admin_rejected: IntCounter,
     pub admin_evicted: IntCounter,
     pub admin_status_shed: IntCounter,
+    /// Admin connections closed by a timeout: `header` (admin.header_timeout: no whole
+    /// request head in time, idle keep-alive included) or `lifetime`
+    /// (admin.connection_lifetime).
+    pub admin_timeouts: IntCounterVec,
+    /// The connection cap in effect per listener kind (`dns_tcp` per listener, `admin`):
+    /// the configured one, or lower if the descriptor limit could not hold it.
+    pub connection_limit: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -306,8 +313,28 @@ impl Metrics {
             "/api/v1/status requests answered 503 because 4 status pages were already being built or written.",
         ))
         .unwrap();
+        let admin_timeouts = IntCounterVec::new(
+            opts(
+                "gtmd_admin_timeouts_total",
+                "Admin connections closed by a timeout: header (admin.header_timeout, idle \
+                 keep-alive included) or lifetime (admin.connection_lifetime).",
+            ),
+            &["reason"],
+        )
+        .unwrap();
+        let connection_limit = IntGaugeVec::new(
+            opts(
+                "gtmd_connection_limit",
+                "Connection cap in effect, by listener (dns_tcp: per TCP listener; admin): the \
+                 configured one, or lower when the file descriptor limit cannot hold it.",
+            ),
+            &["listener"],
+        )
+        .unwrap();
         for c in [
             Box::new(dropped_vec.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(admin_timeouts.clone()),
+            Box::new(connection_limit.clone()),
             Box::new(admin_status_shed.clone()),
             Box::new(admin_connections.clone()),
             Box::new(admin_rejected.clone()),
@@ -347,6 +374,9 @@ impl Metrics {
         for listener in ["dns_tcp", "admin"] {
             accept_errors.with_label_values(&[listener]);
         }
+        for reason in ["header", "lifetime"] {
+            admin_timeouts.with_label_values(&[reason]);
+        }
         for direction in ["read", "write"] {
             tcp_timeouts.with_label_values(&[direction]);
         }
@@ -385,6 +415,8 @@ impl Metrics {
             admin_rejected,
             admin_evicted,
             admin_status_shed,
+            admin_timeouts,
+            connection_limit,
             accept_errors,
             tcp_timeouts,
             registry,

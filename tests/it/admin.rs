@@ -299,6 +299,9 @@ fn a_slow_header_client_is_closed() {
         );
     }
     assert!(closed, "the whole slow request head was accepted");
+    assert!(
+        metric(s.admin, r#"gtmd_admin_timeouts_total{reason="header"}"#).is_some_and(|v| v >= 1.0)
+    );
     // The endpoint still serves others.
     assert_eq!(http_get(s.admin, "/healthz").0, 200);
 }
@@ -319,6 +322,10 @@ fn an_idle_keep_alive_connection_is_closed() {
     if let Err(e) = wait_closed(&mut c, Duration::from_secs(15)) {
         panic!("an idle keep-alive connection (header_timeout 1s) was {e}");
     }
+    assert_eq!(
+        metric(s.admin, r#"gtmd_admin_timeouts_total{reason="header"}"#),
+        Some(1.0)
+    );
 }
 
 #[test]
@@ -344,6 +351,10 @@ fn a_busy_keep_alive_connection_is_closed_at_the_end_of_its_lifetime() {
             Ok(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     }
+    assert!(
+        metric(s.admin, r#"gtmd_admin_timeouts_total{reason="lifetime"}"#)
+            .is_some_and(|v| v >= 1.0)
+    );
 }
 
 #[test]
@@ -477,6 +488,16 @@ targets = [{{ cluster = "one" }}, {{ cluster = "two" }}]
         "{log}"
     );
     assert!(log.contains("lowering server.tcp_max_connections"), "{log}");
+    // The caps in effect, visible: with the probes (16), the reserve (64) and the three
+    // bound sockets they fit in 256.
+    let m = parse_exposition(&http_get(admin, "/metrics").1);
+    let tcp_cap = m[r#"gtmd_connection_limit{listener="dns_tcp"}"#];
+    let admin_cap = m[r#"gtmd_connection_limit{listener="admin"}"#];
+    assert!(tcp_cap >= 1.0 && admin_cap >= 1.0);
+    assert!(
+        tcp_cap + admin_cap + 16.0 + 64.0 + 3.0 <= 256.0,
+        "{tcp_cap} + {admin_cap}"
+    );
     let up = |cluster: &str| format!(r#"gtmd_probe_up{{app="shop.o.test.",cluster="{cluster}"}}"#);
     let probes = |m: &std::collections::HashMap<String, f64>| {
         ["one", "two"]
