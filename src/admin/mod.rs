@@ -309,7 +309,11 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Bytes> {
             }
         }
         "/api/v1/status" => match status::StatusQuery::parse(query) {
-            Ok(q) => json(StatusCode::OK, &status::status(state, &q)),
+            Ok(q) => respond(
+                StatusCode::OK,
+                "application/json",
+                status::status(state, &q),
+            ),
             Err(e) => json(
                 StatusCode::BAD_REQUEST,
                 &serde_json::json!({

@@ -22,6 +22,7 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use hickory_proto::rr::Name;
+use serde::{Serialize, Serializer, ser::SerializeSeq};
 use serde_json::{Value, json};
 
 use super::{AdminState, explain::percent_decode, unix};
@@ -198,11 +199,40 @@ fn probe_json(entry: Option<&ProbeEntry>) -> Value {
     })
 }
 
-/// One page of the status listing for `query`.
-pub fn status(state: &AdminState, query: &StatusQuery) -> Value {
+/// The apps of a page, each turned into JSON only as it is written: a page then costs its
+/// text plus one app, not a tree of every app (several times the text).
+struct LazyApps<'a, F> {
+    page: &'a [usize],
+    app: F,
+}
+
+impl<F: Fn(usize) -> Value> Serialize for LazyApps<'_, F> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(self.page.len()))?;
+        for &i in self.page {
+            seq.serialize_element(&(self.app)(i))?;
+        }
+        seq.end()
+    }
+}
+
+/// The response, fields in this order.
+#[derive(Serialize)]
+#[serde(bound = "F: Fn(usize) -> Value")]
+struct Page<'a, F> {
+    version: &'static str,
+    ready: bool,
+    config: crate::reload::ConfigInfo,
+    apps: LazyApps<'a, F>,
+    clusters: Vec<Value>,
+    next: Option<String>,
+}
+
+/// One page of the status listing for `query`, as pretty-printed JSON.
+pub fn status(state: &AdminState, query: &StatusQuery) -> String {
     let snapshot = state.snapshot.load();
     let model = snapshot.model.clone();
-    let table = state.health.table();
+    let health = &state.health;
     let order = state.status_order.of(&model);
     let name = |i: &u32| &model.apps[*i as usize].hostname;
     // The first app after the cursor (or at the requested app).
@@ -235,60 +265,58 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> Value {
     let next = more
         .then(|| page.last().map(|&i| model.apps[i].hostname.to_string()))
         .flatten();
-    let apps: Vec<Value> = page
-        .iter()
-        .map(|&i| (&model.apps[i], &snapshot.apps()[i]))
-        .map(|(m, answers)| {
-            let targets: Vec<Value> = m
-                .targets
-                .iter()
-                .zip(&answers.targets)
-                .filter(|(_, live)| query.shows_target(&model, live))
-                .map(|(t, live)| {
-                    let cluster = &model.clusters[t.cluster];
-                    let id = ProbeId::App {
-                        app: m.hostname.clone(),
-                        cluster: Arc::from(cluster.name.as_str()),
-                    };
-                    json!({
-                        "cluster": cluster.name,
-                        "region": cluster.region,
-                        "weight": t.weight,
-                        "priority": t.priority,
-                        "drain": t.drain || cluster.drain,
-                        "force": t.force.or(cluster.force).map(|up| if up { "up" } else { "down" }),
-                        "state": live.state,
-                        "detail": live.detail,
-                        "addresses": cluster.ingress,
-                        "probe": t.probe.as_ref().map(|p| json!({
-                            "kind": format!("{:?}", p.kind).to_lowercase(),
-                            "address": p.addr.to_string(),
-                            "path": p.path,
-                            "interval_ms": p.interval.as_millis() as u64,
-                        })),
-                        "health": probe_json(table.get(&id)),
-                    })
+    let app = |i: usize| {
+        let (m, answers) = (&model.apps[i], &snapshot.apps()[i]);
+        let targets: Vec<Value> = m
+            .targets
+            .iter()
+            .zip(&answers.targets)
+            .filter(|(_, live)| query.shows_target(&model, live))
+            .map(|(t, live)| {
+                let cluster = &model.clusters[t.cluster];
+                let id = ProbeId::App {
+                    app: m.hostname.clone(),
+                    cluster: Arc::from(cluster.name.as_str()),
+                };
+                json!({
+                    "cluster": cluster.name,
+                    "region": cluster.region,
+                    "weight": t.weight,
+                    "priority": t.priority,
+                    "drain": t.drain || cluster.drain,
+                    "force": t.force.or(cluster.force).map(|up| if up { "up" } else { "down" }),
+                    "state": live.state,
+                    "detail": live.detail,
+                    "addresses": cluster.ingress,
+                    "probe": t.probe.as_ref().map(|p| json!({
+                        "kind": format!("{:?}", p.kind).to_lowercase(),
+                        "address": p.addr.to_string(),
+                        "path": p.path,
+                        "interval_ms": p.interval.as_millis() as u64,
+                    })),
+                    "health": probe_json(health.entry(&id).as_ref()),
                 })
-                .collect();
-            json!({
-                "hostname": m.hostname.to_string(),
-                "ttl": m.ttl,
-                "policy": m.policy.kind.as_str(),
-                "fallback": match m.fallback {
-                    Fallback::All => "all".to_owned(),
-                    Fallback::None => "none".to_owned(),
-                    Fallback::Cluster(c) => format!("cluster:{}", model.clusters[c].name),
-                },
-                "fallback_active": answers.fallback_active,
-                "targets": targets,
             })
+            .collect();
+        json!({
+            "hostname": m.hostname.to_string(),
+            "ttl": m.ttl,
+            "policy": m.policy.kind.as_str(),
+            "fallback": match m.fallback {
+                Fallback::All => "all".to_owned(),
+                Fallback::None => "none".to_owned(),
+                Fallback::Cluster(c) => format!("cluster:{}", model.clusters[c].name),
+            },
+            "fallback_active": answers.fallback_active,
+            "targets": targets,
         })
-        .collect();
+    };
     let clusters: Vec<Value> = model
         .clusters
         .iter()
         .filter(|c| query.cluster.as_ref().is_none_or(|n| c.name == *n))
         .map(|c| {
+            let id = ProbeId::Cluster(Arc::from(c.name.as_str()));
             json!({
                 "name": c.name,
                 "region": c.region,
@@ -296,18 +324,21 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> Value {
                 "coordinates": c.coordinates.map(|(lat, lon)| json!({ "lat": lat, "lon": lon })),
                 "drain": c.drain,
                 "force": c.force.map(|up| if up { "up" } else { "down" }),
-                "probe": probe_json(table.get(&ProbeId::Cluster(Arc::from(c.name.as_str())))),
+                "probe": probe_json(health.entry(&id).as_ref()),
             })
         })
         .collect();
-    json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "ready": *state.ready.borrow(),
-        "config": state.reloader.info(),
-        "apps": apps,
-        "clusters": clusters,
-        "next": next,
-    })
+    let page = Page {
+        version: env!("CARGO_PKG_VERSION"),
+        ready: *state.ready.borrow(),
+        config: state.reloader.info(),
+        apps: LazyApps { page: &page, app },
+        clusters,
+        next,
+    };
+    let mut text = serde_json::to_string_pretty(&page).unwrap_or_default();
+    text.push('\n');
+    text
 }
 
 #[cfg(test)]

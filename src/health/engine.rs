@@ -74,6 +74,13 @@ impl HealthShared {
     pub fn table(&self) -> HealthTable {
         lock(&self.table).clone()
     }
+
+    /// A copy of one probe's entry: what the status API reads, one target at a time, so
+    /// that a page neither copies the whole table (hundreds of MB at 100k apps) nor holds
+    /// its lock while it is written.
+    pub fn entry(&self, id: &ProbeId) -> Option<super::state::ProbeEntry> {
+        lock(&self.table).get(id).cloned()
+    }
 }
 
 /// A running probe task.
