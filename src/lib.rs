@@ -4,6 +4,7 @@
 //! Data flow: config file → [`config`] (serde) → [`model::validate`] → [`snapshot::Snapshot`]
 //! → [`dns`] handler, served by [`server::run`]. See `../shared/ARCHITECTURE.md`.
 
+pub mod accept;
 pub mod admin;
 pub mod config;
 pub mod dns;

@@ -15,7 +15,6 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
 };
 
 use tokio_util::sync::CancellationToken;
@@ -129,46 +128,6 @@ impl Drop for Busy {
     }
 }
 
-/// The pause after a failed accept: 10 ms, doubling up to 1 s, back to 10 ms after a
-/// success. Out of descriptors (EMFILE/ENFILE), `accept` fails at once for as long as the
-/// shortage lasts; retrying at once would spin a core and starve the tasks (probes) whose
-/// closing descriptors would end the shortage.
-#[derive(Debug)]
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Backoff {
-    pub const FIRST: Duration = Duration::from_millis(10);
-    pub const MAX: Duration = Duration::from_secs(1);
-
-    pub fn new() -> Self {
-        Self { next: Self::FIRST }
-    }
-
-    /// The pause for this failure; the next one will be twice as long (up to [`Self::MAX`]).
-    pub fn failed(&mut self) -> Duration {
-        let pause = self.next;
-        self.next = (self.next * 2).min(Self::MAX);
-        pause
-    }
-
-    /// True if the last accept succeeded (the next failure starts a new streak).
-    pub fn is_reset(&self) -> bool {
-        self.next == Self::FIRST
-    }
-
-    pub fn succeeded(&mut self) {
-        self.next = Self::FIRST;
-    }
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,15 +154,5 @@ mod tests {
         assert!(c.evicted.is_cancelled());
         drop((a, c, d));
         assert_eq!(metrics.admin_connections.get(), 0);
-    }
-
-    #[test]
-    fn backoff_doubles_to_a_second_and_resets() {
-        let mut b = Backoff::new();
-        let pauses: Vec<u64> = (0..9).map(|_| b.failed().as_millis() as u64).collect();
-        assert_eq!(pauses, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
-        b.succeeded();
-        assert!(b.is_reset());
-        assert_eq!(b.failed(), Backoff::FIRST);
     }
 }

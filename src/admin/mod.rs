@@ -22,7 +22,7 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 pub use status::{DEFAULT_LIMIT as STATUS_DEFAULT_LIMIT, MAX_LIMIT as STATUS_MAX_LIMIT};
 
@@ -78,32 +78,13 @@ pub async fn serve(
     cancel: CancellationToken,
 ) {
     let slots = conns::Slots::new(limits.max_connections, state.metrics.clone());
-    let mut backoff = conns::Backoff::new();
+    let mut backoff = crate::accept::Backoff::new();
     let accept_errors = state.metrics.accept_errors.with_label_values(&["admin"]);
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => {
-                    backoff.succeeded();
-                    a
-                }
-                Err(e) => {
-                    accept_errors.inc();
-                    // Once per streak of failures: out of descriptors, this would be a line
-                    // per pause.
-                    if backoff.is_reset() {
-                        warn!(error = %e, "admin accept failed: pausing accepts (10 ms doubling to 1 s) until one succeeds");
-                    } else {
-                        debug!(error = %e, "admin accept failed");
-                    }
-                    let pause = backoff.failed();
-                    tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        _ = tokio::time::sleep(pause) => continue,
-                    }
-                }
-            },
+        let Some((stream, peer)) =
+            crate::accept::next(&listener, &mut backoff, &accept_errors, "admin", &cancel).await
+        else {
+            return;
         };
         let Ok(slot) = slots.admit() else {
             debug!(%peer, "admin connection limit reached, every connection busy: closing the new one");

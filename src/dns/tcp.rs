@@ -40,7 +40,7 @@ use tokio::{
     sync::{Mutex, Semaphore},
 };
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::{
     DnsHandler,
@@ -217,11 +217,6 @@ impl Open {
     }
 }
 
-/// The first wait after a failed accept; it doubles with each failure in a row.
-const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-/// The longest wait between accepts while they keep failing.
-const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
 impl Drop for Open {
     fn drop(&mut self) {
         self.handler.metrics().tcp_connections.dec();
@@ -241,31 +236,12 @@ pub async fn serve(
     let rejected_total = metrics.tcp_rejected.with_label_values(&["total"]);
     let rejected_per_ip = metrics.tcp_rejected.with_label_values(&["per_ip"]);
     let accept_errors = metrics.accept_errors.with_label_values(&["dns_tcp"]);
-    let mut backoff = ACCEPT_BACKOFF_MIN;
+    let mut backoff = crate::accept::Backoff::new();
     loop {
-        let accepted = tokio::select! {
-            _ = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => {
-                backoff = ACCEPT_BACKOFF_MIN;
-                a
-            }
-            Err(e) => {
-                accept_errors.inc();
-                if backoff == ACCEPT_BACKOFF_MIN {
-                    warn!(error = %e, "TCP accept failed: backing off (up to 1s) while it fails");
-                } else {
-                    debug!(error = %e, ?backoff, "TCP accept failed again");
-                }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
-                continue;
-            }
+        let Some((stream, peer)) =
+            crate::accept::next(&listener, &mut backoff, &accept_errors, "DNS TCP", &cancel).await
+        else {
+            return;
         };
         // The per-address limit first: a hostile address over it is turned away without
         // taking a slot that others could use.
