@@ -40,15 +40,19 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     /// `/api/v1/status`'s app order, cached per model.
     pub status_order: status::Order,
-    /// Status pages built or being written at once (see [`STATUS_PAGES_IN_FLIGHT`]).
+    /// Status pages built or being written at once (see [`LARGE_IN_FLIGHT`]).
     pub status_pages: Arc<tokio::sync::Semaphore>,
+    /// `/metrics` texts built or being written at once (see [`LARGE_IN_FLIGHT`]).
+    pub metrics_pages: Arc<tokio::sync::Semaphore>,
 }
 
-/// Status pages held at once, from building to the last chunk taken by hyper: each is up
-/// to a few MB, and a client that does not read would otherwise keep one per connection
-/// (64 by default) for the connection's lifetime. Over it the request gets a 503 at once
-/// (`gtmd_admin_status_shed_total`).
-pub const STATUS_PAGES_IN_FLIGHT: usize = 4;
+/// Large responses of one path (`/api/v1/status` pages; `/metrics`, several MB with
+/// thousands of apps) held at once, from building to the last chunk taken by hyper: a
+/// client that does not read would otherwise keep one per connection. Over it the request
+/// gets a 503 at once (`gtmd_admin_shed_total{path}`). Each path has its own budget, so
+/// status clients cannot shut Prometheus out, and a response its client stops taking
+/// ends within `admin.header_timeout` (write timeout), giving its place back.
+pub const LARGE_IN_FLIGHT: usize = 4;
 
 impl AdminState {
     pub fn new(
@@ -65,7 +69,8 @@ impl AdminState {
             ready,
             reloader,
             status_order: Default::default(),
-            status_pages: Arc::new(tokio::sync::Semaphore::new(STATUS_PAGES_IN_FLIGHT)),
+            status_pages: Arc::new(tokio::sync::Semaphore::new(LARGE_IN_FLIGHT)),
+            metrics_pages: Arc::new(tokio::sync::Semaphore::new(LARGE_IN_FLIGHT)),
         }
     }
 }
@@ -91,6 +96,10 @@ pub async fn serve(
             state.metrics.admin_rejected.inc();
             continue;
         };
+        // A fixed send buffer: on its own the kernel grows it to 4 MiB for a client that
+        // does not read (on loopback, where segments are 64 KiB), kernel memory counted
+        // against the pod and a response that never looks stalled.
+        let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
         tokio::spawn(connection(
             stream,
             peer,
@@ -119,27 +128,35 @@ async fn connection(
     limits: AdminLimits,
     cancel: CancellationToken,
 ) {
-    let busy = slot.busy_flag();
+    let activity = slot.activity();
     let timeouts = &state.metrics.admin_timeouts;
-    let (header_timeouts, lifetime_ends) = (
+    let (header_timeouts, lifetime_ends, write_timeouts) = (
         timeouts.with_label_values(&["header"]),
         timeouts.with_label_values(&["lifetime"]),
+        timeouts.with_label_values(&["write"]),
     );
+    let busy_activity = activity.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
-        let busy = conns::Busy::new(busy.clone());
+        let busy = conns::Busy::new(busy_activity.clone());
         async move {
+            let path = req.uri().path();
+            let budget = match path {
+                "/api/v1/status" => Some(&state.status_pages),
+                "/metrics" => Some(&state.metrics_pages),
+                _ => None,
+            };
             let mut page = None;
-            if req.uri().path() == "/api/v1/status" {
-                match state.status_pages.clone().try_acquire_owned() {
+            if let Some(budget) = budget {
+                match budget.clone().try_acquire_owned() {
                     Ok(permit) => page = Some(permit),
                     Err(_) => {
-                        state.metrics.admin_status_shed.inc();
+                        state.metrics.admin_shed.with_label_values(&[path]).inc();
                         let shed = respond(
                             StatusCode::SERVICE_UNAVAILABLE,
                             "text/plain",
                             format!(
-                                "busy: {STATUS_PAGES_IN_FLIGHT} status pages are in flight; retry\n"
+                                "busy: {LARGE_IN_FLIGHT} responses of {path} are in flight; retry\n"
                             ),
                         );
                         return Ok(shed.map(|body| Tracked::new(body, busy, None)));
@@ -171,6 +188,11 @@ async fn connection(
         _ = cancel.cancelled() => return,
         _ = slot.evicted.cancelled() => return,
         r = conn.as_mut() => return end(r),
+        _ = stalled(&activity, limits.header_timeout) => {
+            write_timeouts.inc();
+            debug!(%peer, "admin connection closed: its client took nothing of the response in time");
+            return;
+        }
         _ = tokio::time::sleep(limits.connection_lifetime) => {}
     }
     // Past its lifetime: no new request; the one in progress gets `header_timeout` more.
@@ -186,9 +208,22 @@ async fn connection(
     }
 }
 
+/// Completes once a request in progress has had its response not taken from for `limit`
+/// (checked every quarter of it): a client that asks and never reads.
+async fn stalled(activity: &conns::Activity, limit: std::time::Duration) {
+    let every = (limit / 4).max(std::time::Duration::from_millis(25));
+    loop {
+        tokio::time::sleep(every).await;
+        if activity.stalled_for().is_some_and(|d| d >= limit) {
+            return;
+        }
+    }
+}
+
 /// A response body, handed to hyper in copied chunks of [`CHUNK`] bytes, that keeps its
-/// connection marked busy (not evictable), and a status page its place among
-/// [`STATUS_PAGES_IN_FLIGHT`], until hyper has taken its last chunk and dropped it.
+/// connection marked busy (not evictable while the client takes chunks), and a large
+/// response its place among [`LARGE_IN_FLIGHT`], until hyper has taken its last chunk and
+/// dropped it.
 ///
 /// Copies, not slices: a slice would keep the whole page allocated until written, so a
 /// client that does not read could hold a page after giving its place back. With copies,
@@ -199,6 +234,9 @@ struct Tracked {
     _busy: conns::Busy,
     _page: Option<tokio::sync::OwnedSemaphorePermit>,
 }
+
+/// The kernel's send buffer per admin connection.
+const SEND_BUFFER: usize = 64 * 1024;
 
 /// Bytes per body chunk.
 const CHUNK: usize = 16 * 1024;
@@ -235,6 +273,7 @@ impl Body for Tracked {
         }
         let end = (start + CHUNK).min(self.data.len());
         self.offset = end;
+        self._busy.moved();
         let chunk = Bytes::copy_from_slice(&self.data[start..end]);
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
@@ -332,14 +371,14 @@ mod tests {
     #[test]
     fn a_body_holds_its_page_place_and_busy_mark_until_its_last_chunk_is_taken() {
         let pages = Arc::new(tokio::sync::Semaphore::new(1));
-        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let activity = conns::Activity::new(std::time::Instant::now());
         let data: Bytes = (0..CHUNK * 3 + 5)
             .map(|i| i as u8)
             .collect::<Vec<u8>>()
             .into();
         let mut body = Tracked::new(
             data.clone(),
-            conns::Busy::new(flag.clone()),
+            conns::Busy::new(activity.clone()),
             Some(pages.clone().try_acquire_owned().unwrap()),
         );
         assert_eq!(body.size_hint().exact(), Some(data.len() as u64));
@@ -351,12 +390,12 @@ mod tests {
             out.extend_from_slice(&chunk);
             // Taken and not yet dropped: the place is still held.
             assert_eq!(pages.available_permits(), 0);
-            assert!(flag.load(std::sync::atomic::Ordering::Acquire));
+            assert!(activity.stalled_for().is_some(), "busy");
         }
         assert_eq!(out, data);
         assert!(body.is_end_stream());
         drop(body);
         assert_eq!(pages.available_permits(), 1);
-        assert!(!flag.load(std::sync::atomic::Ordering::Acquire));
+        assert!(activity.stalled_for().is_none(), "idle");
     }
 }

@@ -117,7 +117,7 @@ pub struct Metrics {
     pub admin_connections: IntGauge,
     pub admin_rejected: IntCounter,
     pub admin_evicted: IntCounter,
-    pub admin_status_shed: IntCounter,
+    pub admin_shed: IntCounterVec,
     /// Admin connections closed by a timeout: `header` (admin.header_timeout: no whole
     /// request head in time, idle keep-alive included) or `lifetime`
     /// (admin.connection_lifetime).
@@ -308,16 +308,21 @@ impl Metrics {
             "Admin connections without a request in progress closed to make room for a new one at admin.max_connections.",
         ))
         .unwrap();
-        let admin_status_shed = IntCounter::with_opts(opts(
-            "gtmd_admin_status_shed_total",
-            "/api/v1/status requests answered 503 because 4 status pages were already being built or written.",
-        ))
+        let admin_shed = IntCounterVec::new(
+            opts(
+                "gtmd_admin_shed_total",
+                "Admin requests answered 503 because 4 large responses of that path (/metrics, \
+                 /api/v1/status) were already being built or written.",
+            ),
+            &["path"],
+        )
         .unwrap();
         let admin_timeouts = IntCounterVec::new(
             opts(
                 "gtmd_admin_timeouts_total",
                 "Admin connections closed by a timeout: header (admin.header_timeout, idle \
-                 keep-alive included) or lifetime (admin.connection_lifetime).",
+                 keep-alive included), write (a response the client took nothing of for \
+                 admin.header_timeout) or lifetime (admin.connection_lifetime).",
             ),
             &["reason"],
         )
@@ -335,7 +340,7 @@ impl Metrics {
             Box::new(dropped_vec.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(admin_timeouts.clone()),
             Box::new(connection_limit.clone()),
-            Box::new(admin_status_shed.clone()),
+            Box::new(admin_shed.clone()),
             Box::new(admin_connections.clone()),
             Box::new(admin_rejected.clone()),
             Box::new(admin_evicted.clone()),
@@ -374,8 +379,11 @@ impl Metrics {
         for listener in ["dns_tcp", "admin"] {
             accept_errors.with_label_values(&[listener]);
         }
-        for reason in ["header", "lifetime"] {
+        for reason in ["header", "lifetime", "write"] {
             admin_timeouts.with_label_values(&[reason]);
+        }
+        for path in ["/metrics", "/api/v1/status"] {
+            admin_shed.with_label_values(&[path]);
         }
         for direction in ["read", "write"] {
             tcp_timeouts.with_label_values(&[direction]);
@@ -414,7 +422,7 @@ impl Metrics {
             admin_connections,
             admin_rejected,
             admin_evicted,
-            admin_status_shed,
+            admin_shed,
             admin_timeouts,
             connection_limit,
             accept_errors,

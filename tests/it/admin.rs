@@ -186,15 +186,16 @@ fn status_rejects_unknown_parameters_and_bad_values_naming_them() {
 /// Clients that ask for big status pages and never read them hold at most
 /// `STATUS_PAGES_IN_FLIGHT` (4) pages: more requests get a 503 at once, counted, until the
 /// pages are gone.
-#[test]
-fn status_pages_that_no_client_reads_are_capped() {
-    let mut toml = ZONE.to_owned();
+/// `apps` unprobed apps on 8 clusters after `admin`: with 1,000, status pages of several MB
+/// and `/metrics` of over half a MB.
+fn big_config(admin: &str, apps: usize) -> String {
+    let mut toml = format!("{admin}{ZONE}");
     for c in 0..8 {
         toml.push_str(&format!(
             "[[clusters]]\nname = \"c{c}\"\ningress = [\"127.0.1.{c}\"]\n"
         ));
     }
-    for i in 0..1000 {
+    for i in 0..apps {
         let targets: Vec<String> = (0..8)
             .map(|c| format!("{{ cluster = \"c{c}\" }}"))
             .collect();
@@ -203,35 +204,85 @@ fn status_pages_that_no_client_reads_are_capped() {
             targets.join(", ")
         ));
     }
-    let s = TestServer::start(&toml);
+    toml
+}
+
+/// True if `/healthz` answers 200 (a connection closed at the cap is just false).
+fn healthz_ok(admin: SocketAddr) -> bool {
+    let Ok(mut c) = TcpStream::connect(admin) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut reply = String::new();
+    c.write_all(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+        .is_ok()
+        && c.read_to_string(&mut reply).is_ok()
+        && reply.starts_with("HTTP/1.0 200") | reply.starts_with("HTTP/1.1 200")
+}
+
+/// A client with a tiny receive window that asks for `path` and never reads.
+fn non_reader(admin: SocketAddr, path: &str) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&admin.into()).unwrap();
+    let mut c: TcpStream = sock.into();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    c
+}
+
+#[test]
+fn status_pages_that_no_client_reads_are_capped() {
+    let s = TestServer::start(&big_config("", 1000));
     // Four clients with a tiny receive window, each asking for a page of several MB.
     let stuck: Vec<TcpStream> = (0..4)
-        .map(|_| {
-            let sock =
-                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-            sock.set_recv_buffer_size(4096).unwrap();
-            sock.connect(&s.admin.into()).unwrap();
-            let mut c: TcpStream = sock.into();
-            write!(
-                c,
-                "GET /api/v1/status?limit=1000 HTTP/1.1\r\nHost: x\r\n\r\n"
-            )
-            .unwrap();
-            c
-        })
+        .map(|_| non_reader(s.admin, "/api/v1/status?limit=1000"))
         .collect();
     wait_for(
         "a status request shed with 503",
         Duration::from_secs(60),
         || http_get(s.admin, "/api/v1/status?limit=1").0 == 503,
     );
-    assert!(metric(s.admin, "gtmd_admin_status_shed_total").is_some_and(|v| v >= 1.0));
+    assert!(
+        metric(s.admin, r#"gtmd_admin_shed_total{path="/api/v1/status"}"#)
+            .is_some_and(|v| v >= 1.0)
+    );
     // Other endpoints are not affected.
     assert_eq!(http_get(s.admin, "/healthz").0, 200);
     drop(stuck);
     wait_for("status pages again", Duration::from_secs(30), || {
         http_get(s.admin, "/api/v1/status?limit=1").0 == 200
     });
+}
+
+#[test]
+fn clients_that_never_read_a_large_response_neither_lock_out_healthz_nor_stay() {
+    let s = TestServer::start(&big_config(
+        "[admin]\nlisten = \"127.0.0.1:0\"\nheader_timeout = \"2s\"\nmax_connections = 4\n",
+        3000,
+    ));
+    let size = http_get(s.admin, "/metrics").1.len();
+    assert!(
+        size > 1024 * 1024,
+        "/metrics is {size} bytes: more than the buffers hold"
+    );
+    // Every connection busy with a /metrics its client never reads: none is idle.
+    let stuck: Vec<TcpStream> = (0..4).map(|_| non_reader(s.admin, "/metrics")).collect();
+    // Their responses stall, so they make room for /healthz (before: busy connections were
+    // never evicted, and every new one was closed until the lifetime, 120 s, ran out).
+    wait_for(
+        "/healthz answered at the cap",
+        Duration::from_secs(30),
+        || healthz_ok(s.admin),
+    );
+    drop(stuck);
+    // Below the cap, a response nobody takes ends within header_timeout (2 s).
+    let alone = non_reader(s.admin, "/metrics");
+    wait_for("a write timeout", Duration::from_secs(30), || {
+        metric(s.admin, r#"gtmd_admin_timeouts_total{reason="write"}"#).is_some_and(|v| v >= 1.0)
+    });
+    // /metrics still serves readers.
+    assert_eq!(http_get(s.admin, "/metrics").0, 200);
+    drop(alone);
 }
 
 /// A server with a 1 s header timeout and a cap of 4 admin connections.

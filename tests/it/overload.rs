@@ -78,20 +78,27 @@ fn opt(owner: &[u8], options: &[u8]) -> Vec<u8> {
 }
 
 /// Sends `packets` in batches of 16, reading replies after each batch until the server is
-/// quiet for 100 ms (no buffer overflows); the number of replies.
+/// quiet for 100 ms (so no buffer overflows); the number of replies read so far (late ones
+/// are read by [`read_replies`]).
 fn exchange(sock: &UdpSocket, addr: SocketAddr, packets: &[Vec<u8>]) -> u64 {
-    sock.set_read_timeout(Some(Duration::from_millis(100)))
-        .unwrap();
-    let mut buf = [0u8; 4096];
     let mut replies = 0;
     for batch in packets.chunks(16) {
         for p in batch {
             sock.send_to(p, addr).unwrap();
         }
-        while let Ok((n, _)) = sock.recv_from(&mut buf) {
-            Message::from_vec(&buf[..n]).expect("every reply parses");
-            replies += 1;
-        }
+        replies += read_replies(sock, Duration::from_millis(100));
+    }
+    replies
+}
+
+/// Reads replies until none comes for `quiet`; each must parse. How many were read.
+fn read_replies(sock: &UdpSocket, quiet: Duration) -> u64 {
+    sock.set_read_timeout(Some(quiet)).unwrap();
+    let mut buf = [0u8; 4096];
+    let mut replies = 0;
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        Message::from_vec(&buf[..n]).expect("every reply parses");
+        replies += 1;
     }
     replies
 }
@@ -135,12 +142,24 @@ fn every_packet_is_counted_once_as_a_request_and_as_a_response_or_a_drop() {
         packets.push(vec![0x12, 0x34, 0x01]);
     }
     let sent = packets.len() as u64;
-    let received = exchange(&sock, s.addr, &packets);
+    let mut received = exchange(&sock, s.addr, &packets);
     let mut m = HashMap::new();
-    wait_for("every packet counted", Duration::from_secs(20), || {
+    // Every packet's fate is known once responses and drops add up to what was sent.
+    wait_for("every packet counted", Duration::from_secs(30), || {
         m = metrics(s.admin);
-        sum(&m, "gtmd_dns_requests_total", "") >= sent
+        sum(&m, "gtmd_dns_responses_total", "") + sum(&m, "gtmd_dns_dropped_total", "") >= sent
     });
+    // A reply counted as sent may still be on its way on a slow machine: read until every
+    // response the metrics count has arrived (a reply lost on loopback fails here).
+    wait_for(
+        "every reply sent is received",
+        Duration::from_secs(30),
+        || {
+            received += read_replies(&sock, Duration::from_millis(50));
+            m = metrics(s.admin);
+            received >= sum(&m, "gtmd_dns_responses_total", "")
+        },
+    );
     eprintln!("sent {sent}, {received} replies; metrics: {m:?}");
     assert_eq!(sum(&m, "gtmd_dns_requests_total", ""), sent, "requests");
     assert_eq!(
