@@ -71,6 +71,8 @@ struct TcpReply {
     broken: Arc<AtomicBool>,
     /// `gtmd_tcp_timeouts_total{direction="write"}`.
     write_timeouts: prometheus::IntCounter,
+    /// `gtmd_dns_dropped_total{reason="send_error"}`.
+    send_errors: prometheus::IntCounter,
 }
 
 impl TcpReply {
@@ -125,12 +127,20 @@ impl ResponseHandler for TcpReply {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let (info, msg) = encode(response, u16::MAX)?;
-        let mut framed = Vec::with_capacity(msg.len() + 2);
-        framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
-        framed.extend_from_slice(&msg);
-        self.write(&framed).await?;
-        Ok(info)
+        let sent = async {
+            let (info, msg) = encode(response, u16::MAX)?;
+            let mut framed = Vec::with_capacity(msg.len() + 2);
+            framed.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+            framed.extend_from_slice(&msg);
+            self.write(&framed).await?;
+            Ok(info)
+        }
+        .await;
+        if sent.is_err() {
+            // Not counted as a response by the handler: a drop.
+            self.send_errors.inc();
+        }
+        sent
     }
 }
 
@@ -277,6 +287,10 @@ async fn connection(stream: TcpStream, peer: SocketAddr, handler: DnsHandler, li
         timeout: limits.idle_timeout,
         broken: Arc::new(AtomicBool::new(false)),
         write_timeouts: handler.metrics().tcp_timeouts.with_label_values(&["write"]),
+        send_errors: handler
+            .metrics()
+            .dropped(crate::metrics::Dropped::SendError)
+            .clone(),
     };
     queries(reader, peer, &handler, limits, &reply).await;
     if !reply.broken() {

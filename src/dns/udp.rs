@@ -84,6 +84,7 @@ pub(super) fn encode<'a>(
 pub struct UdpReply {
     socket: Arc<UdpSocket>,
     dst: SocketAddr,
+    metrics: Arc<Metrics>,
     limit: Option<Limit>,
 }
 
@@ -91,7 +92,6 @@ pub struct UdpReply {
 #[derive(Clone)]
 struct Limit {
     rrl: Arc<Rrl>,
-    metrics: Arc<Metrics>,
     query: Arc<[u8]>,
 }
 
@@ -109,49 +109,92 @@ impl ResponseHandler for UdpReply {
         >,
     ) -> Result<ResponseInfo, NetError> {
         let max = udp_max(&response);
-        let (info, bytes) = encode(response, max)?;
-        if send_limited(&self.socket, self.dst, self.limit.as_ref(), &bytes)? {
-            Ok(info)
-        } else {
-            // Not sent, so the handler does not count it as a response.
-            Err(NetError::from("dropped by response rate limiting"))
+        let (info, bytes) = match encode(response, max) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                self.metrics.dropped(Dropped::SendError).inc();
+                return Err(e);
+            }
+        };
+        match send_limited(
+            &self.socket,
+            self.dst,
+            &self.metrics,
+            self.limit.as_ref(),
+            &bytes,
+        ) {
+            // The handler counts it, by its rcode.
+            Fate::Sent => Ok(info),
+            // Counted by `send_limited`: the handler must not count it again.
+            Fate::Slipped => Err(NetError::from(
+                "sent as an empty TC=1 reply by rate limiting",
+            )),
+            Fate::Dropped => Err(NetError::from("not sent: rate limited or a socket error")),
         }
     }
 }
 
+/// What became of a full-path reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Sent as it is: the caller counts it by its rcode.
+    Sent,
+    /// Rate limiting sent an empty TC=1 reply instead (counted as a NOERROR response).
+    Slipped,
+    /// Not sent (counted as dropped: rate limiting, or the socket failed).
+    Dropped,
+}
+
 /// Sends a full-path reply (an answer, or the FORMERR to an undecodable query) through
-/// rate limiting: sent, slipped as an empty TC=1 reply, or dropped (counted). True when
-/// something was sent.
+/// rate limiting: sent, slipped as an empty TC=1 reply, or dropped. Everything but a reply
+/// sent as it is gets counted here.
 fn send_limited(
     socket: &UdpSocket,
     dst: SocketAddr,
+    metrics: &Metrics,
     limit: Option<&Limit>,
     bytes: &[u8],
-) -> io::Result<bool> {
+) -> Fate {
     let verdict = match limit {
         Some(l) => judge(&l.rrl, dst, &l.query, bytes),
         None => Verdict::Send,
     };
+    let send = |bytes: &[u8]| match socket.send_to(bytes, dst) {
+        Ok(_) => true,
+        Err(e) => {
+            debug!(%dst, error = %e, "UDP send failed");
+            metrics.dropped(Dropped::SendError).inc();
+            false
+        }
+    };
     match (verdict, limit) {
         (Verdict::Send, _) | (_, None) => {
-            socket.send_to(bytes, dst)?;
+            if send(bytes) {
+                Fate::Sent
+            } else {
+                Fate::Dropped
+            }
         }
         (Verdict::Slip, Some(l)) => {
-            l.metrics.rrl_slipped.inc();
             let mut tc = [0u8; 512];
-            if let Some(len) = slip_reply(&l.query, &mut tc) {
-                socket.send_to(&tc[..len], dst)?;
-                return Ok(true);
+            match slip_reply(&l.query, &mut tc) {
+                Some(len) if send(&tc[..len]) => {
+                    metrics.rrl_slipped.inc();
+                    metrics.response(hickory_server::proto::op::ResponseCode::NoError);
+                    Fate::Slipped
+                }
+                Some(_) => Fate::Dropped,
+                None => {
+                    metrics.dropped(Dropped::Rrl).inc();
+                    Fate::Dropped
+                }
             }
-            l.metrics.dropped(Dropped::Rrl).inc();
-            return Ok(false);
         }
-        (Verdict::Drop, Some(l)) => {
-            l.metrics.dropped(Dropped::Rrl).inc();
-            return Ok(false);
+        (Verdict::Drop, Some(_)) => {
+            metrics.dropped(Dropped::Rrl).inc();
+            Fate::Dropped
         }
     }
-    Ok(true)
 }
 
 /// What a worker does with one datagram after [`on_datagram`].
@@ -358,12 +401,12 @@ fn full_path_worker(socket: Arc<UdpSocket>, serving: Serving, rx: std::sync::mps
     while let Ok(Job { bytes, src }) = rx.recv() {
         let limit = serving.rrl.as_ref().map(|r| Limit {
             rrl: r.clone(),
-            metrics: serving.metrics.clone(),
             query: Arc::from(&bytes[..]),
         });
         let reply = UdpReply {
             socket: socket.clone(),
             dst: src,
+            metrics: serving.metrics.clone(),
             limit: limit.clone(),
         };
         // The handler never waits on anything but the send, which is a plain socket
@@ -375,7 +418,9 @@ fn full_path_worker(socket: Arc<UdpSocket>, serving: Serving, rx: std::sync::mps
             src,
             Protocol::Udp,
             reply,
-            |formerr| send_limited(&socket, src, limit.as_ref(), &formerr).unwrap_or(false),
+            |formerr| {
+                send_limited(&socket, src, &serving.metrics, limit.as_ref(), &formerr) == Fate::Sent
+            },
         ));
     }
 }

@@ -49,9 +49,11 @@ pub enum Dropped {
     Rrl = 1,
     /// Not a query that can be answered: shorter than a header, QR set, source port 0.
     Malformed = 2,
+    /// The response could not be written to the socket (or the TCP client did not take it).
+    SendError = 3,
 }
 
-const DROP_REASONS: [&str; 3] = ["overload", "rrl", "malformed"];
+const DROP_REASONS: [&str; 4] = ["overload", "rrl", "malformed", "send_error"];
 
 const RCODES: [(ResponseCode, &str); 6] = [
     (ResponseCode::NoError, "NOERROR"),
@@ -88,7 +90,7 @@ pub enum Transport {
 pub struct Metrics {
     pub registry: Registry,
     requests: [Vec<IntCounter>; 2],
-    dropped: [IntCounter; 3],
+    dropped: [IntCounter; 4],
     responses: Vec<IntCounter>,
     responses_other: IntCounter,
     pub request_duration: Histogram,

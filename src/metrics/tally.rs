@@ -57,7 +57,7 @@ pub struct Tally {
     pending: Option<Pending>,
     rrl_slipped: u64,
     /// Requests that got no response, by [`Dropped`] reason.
-    dropped: [u64; 3],
+    dropped: [u64; 4],
 }
 
 impl Tally {
@@ -77,7 +77,7 @@ impl Tally {
             fallbacks: Vec::with_capacity(ANSWERED),
             pending: None,
             rrl_slipped: 0,
-            dropped: [0; 3],
+            dropped: [0; 4],
         }
     }
 
@@ -107,7 +107,9 @@ impl Tally {
         };
         self.requests[p.qtype] += 1;
         match sent {
-            Sent::Full | Sent::Truncated => self.responses[p.rcode] += 1,
+            Sent::Full => self.responses[p.rcode] += 1,
+            // What goes out is an empty NOERROR reply with TC=1.
+            Sent::Truncated => self.responses[rcode_index(ResponseCode::NoError)] += 1,
             Sent::Nothing => {}
         }
         match sent {

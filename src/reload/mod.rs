@@ -275,6 +275,12 @@ impl Reloader {
         if old.server.full_path_queue != new.server.full_path_queue {
             restart.push("server.full_path_queue");
         }
+        // The descriptor budget (fdbudget) left room for the probes in flight when it was
+        // computed at start: more of them could fail for want of descriptors. Fewer are fine.
+        if new.health.max_concurrent_probes > old.health.max_concurrent_probes {
+            restart
+                .push("health.max_concurrent_probes (raised above the file descriptor budget's)");
+        }
         if old.server.tcp_max_connections != new.server.tcp_max_connections
             || old.server.tcp_max_connections_per_ip != new.server.tcp_max_connections_per_ip
             || old.server.tcp_max_queries != new.server.tcp_max_queries

@@ -207,6 +207,25 @@ fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
     });
     assert_eq!(answer(s.dns, "shop.r.test."), [TWO]);
 
+    // Nor more probes in flight than the file descriptor budget made room for at start.
+    let more_probes = config(s.dns.port(), s.admin.port(), "one", s.backend.addr.port()).replace(
+        "[admin]\n",
+        "[health]\nmax_concurrent_probes = 5000\n[admin]\n",
+    );
+    assert!(more_probes.contains("max_concurrent_probes = 5000"));
+    write_atomic(&s.path, &more_probes);
+    hup(&served);
+    wait_for(
+        "the probe budget restart message",
+        Duration::from_secs(5),
+        || {
+            served.stderr().contains(
+            "health.max_concurrent_probes (raised above the file descriptor budget's) changed: restart gtmd",
+        )
+        },
+    );
+    assert_eq!(answer(s.dns, "shop.r.test."), [TWO]);
+
     // A later good file applies.
     write_atomic(
         &s.path,
