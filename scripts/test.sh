@@ -14,6 +14,8 @@ command -v dig >/dev/null 2>&1 || need_pkgs+=(bind9-dnsutils)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v unbound >/dev/null 2>&1 || need_pkgs+=(unbound)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+# scripts/check-deploy.sh keeps its Python tools in a virtual environment.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if ((${#need_pkgs[@]})); then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
