@@ -173,6 +173,7 @@ fn nxdomain_count(s: &TestServer) -> f64 {
 #[test]
 #[ignore = "needs unbound"]
 fn failover_through_a_real_resolver_and_negative_caching() {
+    let _exclusive = crate::support::exclusive();
     let one = Backend::http(ONE);
     let two = Backend::http("127.0.0.63");
     // Both backends must listen on the same port: the probe port is per app.
@@ -227,6 +228,7 @@ fn failover_through_a_real_resolver_and_negative_caching() {
 #[test]
 #[ignore = "needs unbound"]
 fn two_instances_agree_and_survive_the_loss_of_one() {
+    let _exclusive = crate::support::exclusive();
     let one = Backend::http(ONE);
     let _two = Backend::http_on(&format!("127.0.0.63:{}", one.addr.port()));
     // Two nameservers on two addresses, as in a real delegation (resolvers keep their

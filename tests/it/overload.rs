@@ -209,6 +209,7 @@ fn rss_kib(pid: u32) -> (u64, u64) {
 
 #[test]
 fn a_flood_of_nxdomain_queries_is_shed_at_the_door_and_memory_stays_flat() {
+    let _exclusive = crate::support::exclusive();
     // A child gtmd, so its memory is its own; RRL off (the default), as for one
     // unspoofed source.
     let port = crate::cli::free_port();

@@ -593,6 +593,7 @@ enum Probe {
 
 #[test]
 fn a_large_reload_keeps_healthz_and_tcp_dns_answering() {
+    let _exclusive = crate::support::exclusive();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gtmd.toml");
     let (dns_port, admin_port) = (free_port(), free_port());

@@ -192,6 +192,17 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
+/// Held by the tests that load the machine on purpose (a full-speed flood) and by those
+/// that time a real resolver or a reload against a latency bound, so the two kinds never
+/// overlap: the suite runs its tests in parallel on two cores, and a flood saturating both
+/// for seconds is not what a latency test means to measure.
+static EXCLUSIVE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Takes [`EXCLUSIVE`] for the rest of the calling test.
+pub fn exclusive() -> std::sync::MutexGuard<'static, ()> {
+    EXCLUSIVE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Polls `cond` every 10 ms; panics naming `what` after `limit`. Returns the time it took.
 pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) -> Duration {
     let start = std::time::Instant::now();
