@@ -184,7 +184,7 @@ fn status_rejects_unknown_parameters_and_bad_values_naming_them() {
 }
 
 /// Clients that ask for big status pages and never read them hold at most
-/// `STATUS_PAGES_IN_FLIGHT` (4) pages: more requests get a 503 at once, counted, until the
+/// `LARGE_IN_FLIGHT` (4) pages: more requests get a 503 at once, counted, until the
 /// pages are gone.
 /// `apps` unprobed apps on 8 clusters after `admin`: with 1,000, status pages of several MB
 /// and `/metrics` of over half a MB.

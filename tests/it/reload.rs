@@ -619,23 +619,31 @@ fn a_large_reload_keeps_healthz_and_tcp_dns_answering() {
     // Two clients, one per endpoint, each sending one request after the other and noting
     // when each started and how long it took.
     let stop = Arc::new(AtomicBool::new(false));
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let samplers: Vec<_> = [(Probe::Healthz, admin), (Probe::TcpDns, dns)]
         .into_iter()
         .map(|(what, addr)| {
-            let stop = stop.clone();
+            let (stop, running) = (stop.clone(), running.clone());
             std::thread::spawn(move || {
                 let mut samples = Vec::new();
                 let deadline = Instant::now() + Duration::from_secs(120);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
                     let start = Instant::now();
                     samples.push((start, timed(what, addr)));
+                    if samples.len() == 1 {
+                        running.fetch_add(1, Ordering::Relaxed);
+                    }
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 (what, samples)
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(200)); // the clients are running
+    wait_for(
+        "both clients answered once",
+        Duration::from_secs(20),
+        || running.load(Ordering::Relaxed) == 2,
+    );
 
     let sent = Instant::now();
     hup(&served);
@@ -777,6 +785,27 @@ fn a_fifo_or_dev_zero_at_the_config_path_is_refused_and_stops_nothing() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
 }
 
+/// Failed reloads.
+const FAILURES: &str = r#"gtmd_config_reloads_total{result="failure"}"#;
+
+/// An unprivileged gtmd (see [`setup_shared`]) whose config file has just been replaced by
+/// one it may not read (mode 000), once that failed reload is counted.
+fn serve_with_an_unreadable_new_file() -> (Setup, Served) {
+    let s = setup_shared();
+    let served = serve_unprivileged(&s.path, s.dns, &[]);
+    write_atomic_mode(
+        &s.path,
+        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
+        0o000,
+    );
+    wait_for(
+        "the unreadable file to be reported",
+        Duration::from_secs(10),
+        || metric(s.admin, FAILURES) == 1.0,
+    );
+    (s, served)
+}
+
 /// [`setup`] with the directory and the file readable by everyone, for a gtmd started
 /// with [`serve_unprivileged`].
 fn setup_shared() -> Setup {
@@ -853,20 +882,8 @@ impl Drop for Churn {
 
 #[test]
 fn a_permission_fix_is_picked_up_without_sighup() {
-    let s = setup_shared();
-    let served = serve_unprivileged(&s.path, s.dns, &[]);
-    let failures = r#"gtmd_config_reloads_total{result="failure"}"#;
-    // A new file that gtmd may not read yet.
-    write_atomic_mode(
-        &s.path,
-        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
-        0o000,
-    );
-    wait_for(
-        "the unreadable file to be reported",
-        Duration::from_secs(10),
-        || metric(s.admin, failures) == 1.0,
-    );
+    let (s, served) = serve_with_an_unreadable_new_file();
+    let failures = FAILURES;
     assert!(
         served.stderr().contains("Permission denied"),
         "{}",
@@ -928,19 +945,8 @@ fn churn_elsewhere_in_the_directory_delays_no_config_change() {
 
 #[test]
 fn an_unreadable_config_amid_churn_is_reported_once() {
-    let s = setup_shared();
-    let served = serve_unprivileged(&s.path, s.dns, &[]);
-    let failures = r#"gtmd_config_reloads_total{result="failure"}"#;
-    write_atomic_mode(
-        &s.path,
-        &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
-        0o000,
-    );
-    wait_for(
-        "the unreadable file to be reported",
-        Duration::from_secs(10),
-        || metric(s.admin, failures) == 1.0,
-    );
+    let (s, served) = serve_with_an_unreadable_new_file();
+    let failures = FAILURES;
     // Unrelated writes in the directory, each followed by a quiet moment: each wakes the
     // watcher, none is a change of the config file.
     let churn = Churn::start(s.path.parent().unwrap(), Duration::from_millis(300));

@@ -70,16 +70,16 @@ fn connection_cap_idle_timeout_and_query_limit() {
         Some(&1.0)
     );
     // The idle ones time out after 1 s and free their slots.
-    std::thread::sleep(Duration::from_millis(1300));
-    assert!(
-        tcp_raw(s.addr, &q).is_some(),
-        "slots freed by the idle timeout"
-    );
     wait_for("3 read timeouts counted", Duration::from_secs(5), || {
         let (_, text) = http_get(s.admin, "/metrics");
         crate::ops::parse_exposition(&text).get(r#"gtmd_tcp_timeouts_total{direction="read"}"#)
             == Some(&3.0)
     });
+    wait_for("the slots to be free", Duration::from_secs(5), open(0.0));
+    assert!(
+        tcp_raw(s.addr, &q).is_some(),
+        "slots freed by the idle timeout"
+    );
     drop(idle);
 
     // Slowloris: one byte every 100 ms never completes a query within the idle timeout.
