@@ -28,6 +28,9 @@ pub enum Mode {
     Status(u16),
     /// Waits this long before answering 200.
     Slow(Duration),
+    /// Holds every request until the mode is changed (at most two minutes), then answers
+    /// 200: "before the first result" without betting on how fast the machine is.
+    Hold,
     /// 200 with this body.
     Body(String),
     /// The listening socket is closed: connections are refused.
@@ -292,6 +295,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
                 Mode::Ok | Mode::Closed => (200, "ok".to_owned(), None),
                 Mode::Status(c) => (c, "status".to_owned(), None),
                 Mode::Slow(d) => (200, "ok".to_owned(), Some(d)),
+                Mode::Hold => (200, "ok".to_owned(), None),
                 Mode::Body(b) => (200, b, None),
                 Mode::LargeHead(n) => {
                     let mut i = 0;
@@ -315,6 +319,12 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     };
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
+    }
+    let held_since = std::time::Instant::now();
+    while matches!(state.lock().unwrap().mode, Mode::Hold)
+        && held_since.elapsed() < Duration::from_secs(120)
+    {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     hits.fetch_add(1, Ordering::SeqCst);
     let response = format!(

@@ -468,7 +468,8 @@ targets = [{{ cluster = "c1" }}, {{ cluster = "c2", probe_address = "{C1}" }}]
 #[test]
 fn initial_down_waits_for_rise_successes() {
     let b = Backend::http(C1);
-    b.set(Mode::Slow(Duration::from_millis(700)));
+    // Every probe is held until the test lets it through: no result before then.
+    b.set(Mode::Hold);
     let toml = format!(
         r#"
 {ZONE}
@@ -478,16 +479,18 @@ ingress = ["{C1}"]
 [[apps]]
 hostname = "late.h.test"
 fallback = "none"
-probe = {{ kind = "http", port = {port}, interval = "2s", timeout = "1s", fast_interval = "100ms", initial = "down" }}
+probe = {{ kind = "http", port = {port}, interval = "21s", timeout = "20s", fast_interval = "100ms", initial = "down" }}
 targets = [{{ cluster = "c1" }}]
 "#,
         port = b.addr.port()
     );
     let s = TestServer::start(&toml);
-    // No probe can have answered yet (the backend takes 700 ms): down until rise = 2.
+    // No probe has answered yet (the backend holds them): down until rise = 2.
     assert!(answers(s.addr, "late.h.test.").is_empty());
     assert!(!*s.first_round.borrow());
-    wait_for("rise successes", Duration::from_secs(10), || {
+    b.set(Mode::Ok);
+    // The first probe starts at a random point of the 21 s interval.
+    wait_for("rise successes", Duration::from_secs(60), || {
         answers(s.addr, "late.h.test.") == set(&[C1])
     });
     wait_ready(&s);

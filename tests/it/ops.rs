@@ -215,10 +215,11 @@ fn every_metric_family_is_present_and_moves() {
 #[test]
 fn healthz_readyz_and_other_paths() {
     let backend = Backend::http(C1);
-    backend.set(Mode::Slow(Duration::from_millis(800)));
+    // The first probe is held until the test lets it finish: no result before then.
+    backend.set(Mode::Hold);
     let toml = probed(backend.addr.port(), "")
-        .replace("timeout = \"150ms\"", "timeout = \"1s\"")
-        .replace("interval = \"250ms\"", "interval = \"2s\"");
+        .replace("timeout = \"150ms\"", "timeout = \"20s\"")
+        .replace("interval = \"250ms\"", "interval = \"21s\"");
     let s = TestServer::start(&toml);
     assert_eq!(http_get(s.admin, "/healthz"), (200, "ok\n".to_owned()));
     let (status, body) = http_get(s.admin, "/readyz");
@@ -227,7 +228,8 @@ fn healthz_readyz_and_other_paths() {
         "not ready before the first probe round: {body}"
     );
     backend.set(Mode::Ok);
-    wait_for("readiness", Duration::from_secs(10), || {
+    // The first probe starts at a random point of the 21 s interval.
+    wait_for("readiness", Duration::from_secs(60), || {
         http_get(s.admin, "/readyz").0 == 200
     });
     assert_eq!(http_get(s.admin, "/nope").0, 404);

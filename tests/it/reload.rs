@@ -490,10 +490,11 @@ fn a_rejected_file_is_tried_once_not_in_a_loop() {
 #[test]
 fn a_reload_during_start_up_still_reaches_readiness() {
     let s = setup();
-    s.backend.set(Mode::Slow(Duration::from_millis(300)));
+    // Every probe is held until the reload has been applied: no verdict before it.
+    s.backend.set(Mode::Hold);
     let text = config(s.dns.port(), s.admin.port(), "one", s.backend.addr.port())
-        .replace("interval = \"250ms\"", "interval = \"2s\"")
-        .replace("timeout = \"150ms\"", "timeout = \"1s\"");
+        .replace("interval = \"250ms\"", "interval = \"21s\"")
+        .replace("timeout = \"150ms\"", "timeout = \"20s\"");
     write_atomic(&s.path, &text);
     let served = serve_with(&s.path, s.dns, &["--no-watch"]);
     // Change the probe before its first verdict: it restarts, and readiness must follow
@@ -503,7 +504,13 @@ fn a_reload_during_start_up_still_reaches_readiness() {
         &text.replace("fast_interval = \"50ms\"", "fast_interval = \"60ms\""),
     );
     hup(&served);
-    wait_for("readiness", Duration::from_secs(15), || {
+    wait_for("the reload", Duration::from_secs(10), || {
+        served.stderr().contains("config reloaded")
+    });
+    assert_eq!(http_get(s.admin, "/readyz").0, 503, "no verdict yet");
+    s.backend.set(Mode::Ok);
+    // The restarted probe starts at a random point of its 21 s interval.
+    wait_for("readiness", Duration::from_secs(60), || {
         http_get(s.admin, "/readyz").0 == 200
     });
 }
