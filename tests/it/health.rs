@@ -1,11 +1,7 @@
 //! Health probes driving DNS answers, over real sockets: local backends are switched between
 //! healthy, failing, slow, closed and flapping, and gtmd's answers are watched through DNS.
 
-use std::{
-    collections::BTreeSet,
-    net::SocketAddr,
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
 use hickory_proto::{
     op::ResponseCode,
@@ -18,9 +14,10 @@ use crate::{
     support::{Proto, TestServer, ask, query},
 };
 
-/// Probe timing for tests: fast, so transitions take a fraction of a second.
-const FAST: &str = r#"interval = "250ms"
-timeout = "150ms"
+/// Probe timing for tests: fast re-probes, so transitions take about a second, with a
+/// timeout no loaded machine makes a healthy local backend miss (150 ms once did).
+const FAST: &str = r#"interval = "1s"
+timeout = "900ms"
 fast_interval = "50ms"
 rise = 2
 fall = 3"#;
@@ -95,7 +92,7 @@ fn set(ips: &[&str]) -> BTreeSet<String> {
 
 fn wait_ready(s: &TestServer) {
     let mut rx = s.first_round.clone();
-    wait_for("the first probe round", Duration::from_secs(10), || {
+    wait_for("the first probe round", Duration::from_secs(20), || {
         *rx.borrow_and_update()
     });
 }
@@ -120,7 +117,7 @@ fn failing_backend_leaves_after_fall_failures_and_returns_after_rise() {
 
     let before = f.b1.hits();
     f.b1.set(Mode::Status(503));
-    wait_for("c1 to leave", Duration::from_secs(5), || {
+    wait_for("c1 to leave", Duration::from_secs(20), || {
         answers(a, "shop.h.test.") == set(&[C2])
     });
     let failures = f.b1.hits() - before;
@@ -129,7 +126,7 @@ fn failing_backend_leaves_after_fall_failures_and_returns_after_rise() {
 
     let before = f.b1.hits();
     f.b1.set(Mode::Ok);
-    wait_for("c1 to return", Duration::from_secs(5), || {
+    wait_for("c1 to return", Duration::from_secs(20), || {
         answers(a, "shop.h.test.") == set(&[C1, C2])
     });
     let successes = f.b1.hits() - before;
@@ -147,7 +144,7 @@ fn fewer_failures_than_fall_change_nothing() {
         f.b1.script(&[503, 503]);
         wait_for(
             "the scripted failures and two more probes",
-            Duration::from_secs(5),
+            Duration::from_secs(20),
             || {
                 assert_eq!(
                     answers(a, "shop.h.test."),
@@ -167,14 +164,14 @@ fn flapping_backend_never_changes_the_answer() {
     let a = f.server.addr;
     let before = f.b1.hits();
     f.b1.set(Mode::Flap);
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        assert_eq!(answers(a, "shop.h.test."), set(&[C1, C2]));
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert!(
-        f.b1.hits() - before >= 10,
-        "the backend was probed while flapping"
+    // Ten alternating results, however long they take to come.
+    wait_for(
+        "ten probes of the flapping backend",
+        Duration::from_secs(60),
+        || {
+            assert_eq!(answers(a, "shop.h.test."), set(&[C1, C2]));
+            f.b1.hits() - before >= 10
+        },
     );
 }
 
@@ -187,7 +184,7 @@ fn timeouts_refusals_and_body_mismatches_are_failures_with_reasons() {
     let both = set(&[C1, C2]);
     let only_c2 = set(&[C2]);
     let cases: [(Mode, &str); 3] = [
-        (Mode::Slow(Duration::from_secs(1)), "timeout after 150ms"),
+        (Mode::Hold, "timeout after 900ms"),
         (Mode::Closed, "connection refused"),
         (
             Mode::Body("nope".into()),
@@ -198,14 +195,14 @@ fn timeouts_refusals_and_body_mismatches_are_failures_with_reasons() {
         f.b1.set(mode.clone());
         wait_for(
             &format!("c1 to leave on {mode:?}"),
-            Duration::from_secs(5),
+            Duration::from_secs(20),
             || answers(a, "shop.h.test.") == only_c2,
         );
         assert_eq!(detail(&f.server, 0, 0), reason);
         f.b1.set(Mode::Ok);
         wait_for(
             &format!("c1 to return after {mode:?}"),
-            Duration::from_secs(5),
+            Duration::from_secs(20),
             || answers(a, "shop.h.test.") == both,
         );
     }
@@ -227,7 +224,7 @@ targets = [{ cluster = "c1" }]
     f.b1.only_host("shop.h.test");
     wait_ready(&f.server);
     let a = f.server.addr;
-    wait_for("other to go down on 404", Duration::from_secs(5), || {
+    wait_for("other to go down on 404", Duration::from_secs(20), || {
         answers(a, "other.h.test.").is_empty()
     });
     assert_eq!(answers(a, "shop.h.test."), set(&[C1]));
@@ -279,7 +276,7 @@ targets = [{{ cluster = "c1" }}]
     let a = s.addr;
     wait_for(
         "the unverifiable probe to fail",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || answers(a, "system.h.test.").is_empty(),
     );
     assert!(
@@ -313,12 +310,12 @@ targets = [{ cluster = "c1" }, { cluster = "c2" }]
     wait_ready(&f.server);
     let a = f.server.addr;
     router.set(Mode::Status(503));
-    wait_for("both apps to leave c1", Duration::from_secs(5), || {
+    wait_for("both apps to leave c1", Duration::from_secs(20), || {
         answers(a, "shop.h.test.") == set(&[C2]) && answers(a, "api.h.test.") == set(&[C2])
     });
     assert_eq!(detail(&f.server, 0, 0), "cluster c1 probe down: status 503");
     router.set(Mode::Ok);
-    wait_for("both apps to return to c1", Duration::from_secs(5), || {
+    wait_for("both apps to return to c1", Duration::from_secs(20), || {
         answers(a, "shop.h.test.") == set(&[C1, C2]) && answers(a, "api.h.test.") == set(&[C1, C2])
     });
     assert!(f.b1.hits() > 0);
@@ -348,7 +345,7 @@ targets = [{ cluster = "c1", force = "up" }, { cluster = "c2" }]
     f.b1.set(Mode::Status(500));
     wait_for(
         "probes of the drained target to go on",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || f.b1.hits() >= before + 8,
     );
     assert_eq!(answers(a, "forced-up.h.test."), set(&[C1, C2]));
@@ -403,7 +400,7 @@ targets = [{ cluster = "c1" }, { cluster = "c2" }]
     f.b1.set(Mode::Status(503));
     f.b2.set(Mode::Status(503));
     // Each app probes its own targets, so they fall back one by one.
-    wait_for("every app to fall back", Duration::from_secs(5), || {
+    wait_for("every app to fall back", Duration::from_secs(20), || {
         f.server
             .snapshot
             .load()
@@ -419,14 +416,18 @@ targets = [{ cluster = "c1" }, { cluster = "c2" }]
     let r = ask(a, Proto::Udp, &query("closed.h.test.", RecordType::A));
     assert_eq!(r.authorities.len(), 1, "NODATA carries the SOA");
     f.b2.set(Mode::Ok);
-    wait_for("c2 to come back everywhere", Duration::from_secs(5), || {
-        f.server
-            .snapshot
-            .load()
-            .apps()
-            .iter()
-            .all(|app| !app.fallback_active)
-    });
+    wait_for(
+        "c2 to come back everywhere",
+        Duration::from_secs(20),
+        || {
+            f.server
+                .snapshot
+                .load()
+                .apps()
+                .iter()
+                .all(|app| !app.fallback_active)
+        },
+    );
     for name in ["open", "open-drained", "closed", "sorry"] {
         assert_eq!(answers(a, &format!("{name}.h.test.")), set(&[C2]), "{name}");
     }
@@ -459,7 +460,7 @@ targets = [{{ cluster = "c1" }}, {{ cluster = "c2", probe_address = "{C1}" }}]
     drop(listener);
     wait_for(
         "both targets down (fail open answers both)",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || s.snapshot.load().apps()[0].fallback_active,
     );
     assert_eq!(detail(&s, 0, 1), "connection refused");
@@ -509,7 +510,7 @@ fn a_response_head_over_16_kib_fails_the_probe_with_reason_protocol() {
     let hits = f.b1.hits();
     wait_for(
         "five probes of the 12 KiB head",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || f.b1.hits() >= hits + 5,
     );
     assert_eq!(answers(a, "shop.h.test."), both);
@@ -517,7 +518,7 @@ fn a_response_head_over_16_kib_fails_the_probe_with_reason_protocol() {
     f.b1.set(Mode::LargeHead(100 * 1024));
     wait_for(
         "c1 to leave on a 100 KiB head",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || answers(a, "shop.h.test.") == set(&[C2]),
     );
     let detail = detail(&f.server, 0, 0);
@@ -526,7 +527,7 @@ fn a_response_head_over_16_kib_fails_the_probe_with_reason_protocol() {
         "{detail}"
     );
     f.b1.set(Mode::Ok);
-    wait_for("c1 to return", Duration::from_secs(10), || {
+    wait_for("c1 to return", Duration::from_secs(20), || {
         answers(a, "shop.h.test.") == both
     });
 }

@@ -80,6 +80,8 @@ fn value(samples: &HashMap<String, f64>, series: &str) -> f64 {
 const C1: &str = "127.0.0.41";
 const C2: &str = "127.0.0.42";
 
+/// Two probed apps. The probe timeout is generous (1.5 s): on a loaded machine a 503 can take
+/// longer than 150 ms to arrive, and a timeout instead of a status would change the counts.
 fn probed(backend_port: u16, extra: &str) -> String {
     format!(
         r#"
@@ -97,11 +99,11 @@ name = "two"
 ingress = ["{C2}"]
 [[apps]]
 hostname = "shop.o.test"
-probe = {{ kind = "http", port = {backend_port}, interval = "250ms", timeout = "150ms", fast_interval = "50ms", rise = 2, fall = 2 }}
+probe = {{ kind = "http", port = {backend_port}, interval = "2s", timeout = "1500ms", fast_interval = "50ms", rise = 2, fall = 2 }}
 targets = [{{ cluster = "one" }}, {{ cluster = "two", probe_address = "{C1}" }}]
 [[apps]]
 hostname = "solo.o.test"
-probe = {{ kind = "http", port = {backend_port}, interval = "250ms", timeout = "150ms", fast_interval = "50ms", rise = 2, fall = 2 }}
+probe = {{ kind = "http", port = {backend_port}, interval = "2s", timeout = "1500ms", fast_interval = "50ms", rise = 2, fall = 2 }}
 targets = [{{ cluster = "one" }}]
 {extra}
 "#
@@ -121,7 +123,7 @@ fn every_metric_family_is_present_and_moves() {
         ask(s.addr, proto, &query("example.org.", RecordType::A));
     }
     backend.set(Mode::Status(503));
-    wait_for("the transition to down", Duration::from_secs(10), || {
+    wait_for("the transition to down", Duration::from_secs(20), || {
         let m = parse_exposition(&http_get(s.admin, "/metrics").1);
         m.get(r#"gtmd_probe_up{app="solo.o.test.",cluster="one"}"#) == Some(&0.0)
     });
@@ -218,8 +220,8 @@ fn healthz_readyz_and_other_paths() {
     // The first probe is held until the test lets it finish: no result before then.
     backend.set(Mode::Hold);
     let toml = probed(backend.addr.port(), "")
-        .replace("timeout = \"150ms\"", "timeout = \"20s\"")
-        .replace("interval = \"250ms\"", "interval = \"21s\"");
+        .replace("timeout = \"1500ms\"", "timeout = \"20s\"")
+        .replace("interval = \"2s\"", "interval = \"21s\"");
     let s = TestServer::start(&toml);
     assert_eq!(http_get(s.admin, "/healthz"), (200, "ok\n".to_owned()));
     let (status, body) = http_get(s.admin, "/readyz");
