@@ -435,3 +435,134 @@ fn a_real_prometheus_scrapes_gtmd() {
     assert!(series.len() >= 3, "{found}");
     assert!(series.iter().all(|s| s["metric"]["job"] == "gtmd"));
 }
+
+/// A zone where static records lead to an app: a CNAME to it and an SRV whose target it is.
+fn aliased(dns: u16, admin: u16, generation: u32) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{dns}"]
+[admin]
+listen = "127.0.0.1:{admin}"
+[[zones]]
+origin = "o.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.o.test"
+[[zones.records]]
+name = "www"
+type = "CNAME"
+value = "shop"
+[[zones.records]]
+name = "_https._tcp"
+type = "SRV"
+value = "1 1 443 shop"
+[[zones.records]]
+name = "gen"
+type = "TXT"
+value = "generation {generation}"
+[[clusters]]
+name = "one"
+ingress = ["{C1}"]
+[[clusters]]
+name = "two"
+ingress = ["{C2}"]
+[[apps]]
+hostname = "shop.o.test"
+targets = [{{ cluster = "one" }}, {{ cluster = "two", force = "down" }}]
+[[apps]]
+hostname = "gone.o.test"
+targets = [{{ cluster = "two", force = "down" }}]
+[[zones.records]]
+name = "old"
+type = "CNAME"
+value = "gone"
+"#
+    )
+}
+
+/// Sum of every sample of `family` (all label sets).
+fn family_sum(samples: &HashMap<String, f64>, family: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{family}{{")))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn only_answers_sent_count_never_snapshot_builds_reloads_or_explanations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gtmd.toml");
+    let (dns, admin) = (crate::cli::free_port(), crate::cli::free_port());
+    std::fs::write(&path, aliased(dns, admin, 1)).unwrap();
+    let dns_addr: std::net::SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let served = crate::cli::serve_with(&path, dns_addr, &["--no-watch"]);
+    let metrics = || parse_exposition(&http_get(admin_addr, "/metrics").1);
+    let answers = |m: &HashMap<String, f64>| {
+        (
+            family_sum(m, "gtmd_answers_total"),
+            family_sum(m, "gtmd_fallback_answers_total"),
+        )
+    };
+    assert_eq!(answers(&metrics()), (0.0, 0.0), "nothing answered yet");
+    // Reloads build snapshots (and their fast-path index, which looks up every static
+    // name); explanations look names up too. None of it is an answer.
+    for generation in 2..=4 {
+        std::fs::write(&path, aliased(dns, admin, generation)).unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &served.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_for("the reload", Duration::from_secs(20), || {
+            metrics().get(r#"gtmd_config_reloads_total{result="success"}"#)
+                == Some(&f64::from(generation - 1))
+        });
+    }
+    for name in [
+        "www.o.test",
+        "old.o.test",
+        "shop.o.test",
+        "gone.o.test",
+        "_https._tcp.o.test",
+    ] {
+        let (status, body) = http_get(
+            admin_addr,
+            &format!("/api/v1/explain?name={name}&client=192.0.2.1"),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        answers(&metrics()),
+        (0.0, 0.0),
+        "reloads and explanations counted as answers"
+    );
+    // Queries through the CNAMEs (over both transports) and the SRV count exactly the
+    // answers sent: shop answers cluster one, gone its fallback.
+    for proto in BOTH {
+        let r = ask(dns_addr, proto, &query("www.o.test.", RecordType::A));
+        assert_eq!(r.answers.len(), 2, "{r:?}");
+        ask(dns_addr, proto, &query("old.o.test.", RecordType::A));
+    }
+    ask(
+        dns_addr,
+        Proto::Udp,
+        &query("_https._tcp.o.test.", RecordType::SRV),
+    );
+    let m = metrics();
+    assert_eq!(
+        value(
+            &m,
+            r#"gtmd_answers_total{app="shop.o.test.",cluster="one"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_fallback_answers_total{app="gone.o.test."}"#),
+        2.0
+    );
+    assert_eq!(answers(&m), (2.0, 2.0), "{m:?}");
+}
