@@ -172,6 +172,12 @@ impl AppAnswers {
             })
             .collect();
         let fallback_active = !targets.iter().any(|t| t.state == TargetState::Up);
+        // Set where the plan is built (start, reload, health transition), not per query.
+        metrics
+            .state
+            .fallback_active
+            .with_label_values(&[&app_label])
+            .set(i64::from(fallback_active));
         let family = |v6: bool| {
             let has = |t: &TargetAnswers| {
                 if v6 {

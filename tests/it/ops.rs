@@ -115,6 +115,11 @@ fn every_metric_family_is_present_and_moves() {
     wait_for("readiness", Duration::from_secs(10), || {
         http_get(s.admin, "/readyz").0 == 200
     });
+    let m = parse_exposition(&http_get(s.admin, "/metrics").1);
+    assert_eq!(
+        value(&m, r#"gtmd_app_fallback_active{app="solo.o.test."}"#),
+        0.0
+    );
     for proto in BOTH {
         ask(s.addr, proto, &query("shop.o.test.", RecordType::A));
         ask(s.addr, proto, &plain_query("nope.o.test.", RecordType::MX));
@@ -167,6 +172,11 @@ fn every_metric_family_is_present_and_moves() {
     );
     assert_eq!(
         value(&m, r#"gtmd_fallback_answers_total{app="solo.o.test."}"#),
+        1.0
+    );
+    // Set with the snapshot the transition published (before gtmd_probe_up moved).
+    assert_eq!(
+        value(&m, r#"gtmd_app_fallback_active{app="solo.o.test."}"#),
         1.0
     );
     assert!(
@@ -565,4 +575,123 @@ fn only_answers_sent_count_never_snapshot_builds_reloads_or_explanations() {
         2.0
     );
     assert_eq!(answers(&m), (2.0, 2.0), "{m:?}");
+}
+
+/// Two apps on two clusters; `targets` is the TOML of app shop's targets.
+fn overridden(dns: u16, admin: u16, targets: &str, with_other: bool) -> String {
+    let other = if with_other {
+        "[[apps]]\nhostname = \"other.o.test\"\ntargets = [{ cluster = \"two\", force = \"down\" }]\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{dns}"]
+[admin]
+listen = "127.0.0.1:{admin}"
+[[zones]]
+origin = "o.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.o.test"
+[[clusters]]
+name = "one"
+ingress = ["{C1}"]
+[[clusters]]
+name = "two"
+ingress = ["{C2}"]
+[[apps]]
+hostname = "shop.o.test"
+targets = [{targets}]
+{other}"#
+    )
+}
+
+#[test]
+fn fallback_override_and_reload_gauges_follow_the_published_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gtmd.toml");
+    let (dns, admin) = (crate::cli::free_port(), crate::cli::free_port());
+    let both_out = r#"{ cluster = "one", drain = true }, { cluster = "two", force = "down" }"#;
+    std::fs::write(&path, overridden(dns, admin, both_out, true)).unwrap();
+    let dns_addr: std::net::SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let served = crate::cli::serve_with(&path, dns_addr, &["--no-watch"]);
+    let metrics = || parse_exposition(&http_get(admin_addr, "/metrics").1);
+    let reload = |text: &str, result: &str, count: f64| {
+        std::fs::write(&path, text).unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &served.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let series = format!(r#"gtmd_config_reloads_total{{result="{result}"}}"#);
+        wait_for("the reload", Duration::from_secs(20), || {
+            metrics().get(&series) == Some(&count)
+        });
+    };
+    let overrides = |m: &HashMap<String, f64>| {
+        let mut v: Vec<String> = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("gtmd_target_override{"))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        v.sort();
+        v
+    };
+    let m = metrics();
+    assert_eq!(
+        overrides(&m),
+        [
+            r#"gtmd_target_override{app="other.o.test.",cluster="two",override="force_down"} 1"#,
+            r#"gtmd_target_override{app="shop.o.test.",cluster="one",override="drain"} 1"#,
+            r#"gtmd_target_override{app="shop.o.test.",cluster="two",override="force_down"} 1"#,
+        ]
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_app_fallback_active{app="shop.o.test."}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_app_fallback_active{app="other.o.test."}"#),
+        1.0
+    );
+    assert_eq!(value(&m, "gtmd_config_last_reload_successful"), 1.0);
+    // The standard process metrics are there too.
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(value(&m, family) >= 0.0, "{family}");
+    }
+
+    // The overrides are lifted and the other app removed: their series go.
+    let lifted = r#"{ cluster = "one" }, { cluster = "two", force = "up" }"#;
+    reload(&overridden(dns, admin, lifted, false), "success", 1.0);
+    let m = metrics();
+    assert_eq!(
+        overrides(&m),
+        [r#"gtmd_target_override{app="shop.o.test.",cluster="two",override="force_up"} 1"#]
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_app_fallback_active{app="shop.o.test."}"#),
+        0.0
+    );
+    assert!(
+        !m.contains_key(r#"gtmd_app_fallback_active{app="other.o.test."}"#),
+        "a removed app keeps its series"
+    );
+
+    // A rejected file: 0 until a reload succeeds, however long it stays on disk.
+    reload("not toml", "failure", 1.0);
+    assert_eq!(value(&metrics(), "gtmd_config_last_reload_successful"), 0.0);
+    // The gauge is set before the counter moves: no wait needed beyond the counter's.
+    reload(&overridden(dns, admin, lifted, false), "success", 2.0);
+    assert_eq!(value(&metrics(), "gtmd_config_last_reload_successful"), 1.0);
 }
