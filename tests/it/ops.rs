@@ -273,6 +273,18 @@ fn status_shows_every_app_and_cluster() {
     assert_eq!(shop["targets"][0]["state"], "up");
     assert_eq!(shop["targets"][0]["health"]["up"], true);
     assert!(shop["targets"][0]["health"]["last_result"]["reason"] == "status 200");
+    // Healthy since start: the verdict is still the initial state, and the last probe
+    // result says what the probe saw, when and how long it took.
+    let target = &shop["targets"][0];
+    assert_eq!(target["verdict"]["reason"], "initial state", "{target}");
+    assert_eq!(target["verdict"]["up"], true, "{target}");
+    assert!(target["verdict"]["since"].as_u64().unwrap() > 1_700_000_000);
+    let last = &target["last_probe"];
+    assert_eq!(last["probe"], "app", "{target}");
+    assert_eq!(last["ok"], true, "{target}");
+    assert_eq!(last["reason"], "status 200", "{target}");
+    assert!(last["at"].as_u64().unwrap() >= target["verdict"]["since"].as_u64().unwrap());
+    assert!(last["duration_ms"].as_f64().unwrap() >= 0.0, "{target}");
     assert_eq!(
         shop["targets"][1]["probe"]["address"],
         format!("{C1}:{}", backend.addr.port())
