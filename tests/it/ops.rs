@@ -707,3 +707,24 @@ fn fallback_override_and_reload_gauges_follow_the_published_config() {
     reload(&overridden(dns, admin, lifted, false), "success", 2.0);
     assert_eq!(value(&metrics(), "gtmd_config_last_reload_successful"), 1.0);
 }
+
+#[test]
+#[ignore = "needs promtool (Debian package prometheus)"]
+fn alert_rules_pass_their_unit_tests() {
+    // Every alert fires where it must and stays quiet where it must not (e.g. one outage of
+    // a cluster of many apps, a planned drain, a rejected file left on disk).
+    let tests = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prometheus/gtmd-alerts.test.yaml"
+    );
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules", tests])
+        .output()
+        .expect("promtool is installed");
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
