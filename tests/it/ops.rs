@@ -728,3 +728,63 @@ fn alert_rules_pass_their_unit_tests() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_reply_truncated_for_size_counts_no_answer() {
+    // www is a CNAME to an app of 40 addresses: over UDP without EDNS (512 bytes) the full
+    // path sends TC=1 with no answer, which must not count; the retry over TCP counts once.
+    let ingress: Vec<String> = (1..=40).map(|i| format!("\"10.0.0.{i}\"")).collect();
+    let toml = format!(
+        r#"
+[[zones]]
+origin = "o.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.o.test"
+[[zones.records]]
+name = "www"
+type = "CNAME"
+value = "big"
+[[clusters]]
+name = "one"
+ingress = [{}]
+[[apps]]
+hostname = "big.o.test"
+max_answers = 40
+targets = [{{ cluster = "one" }}]
+"#,
+        ingress.join(", ")
+    );
+    let s = TestServer::start(&toml);
+    let series = r#"gtmd_answers_total{app="big.o.test.",cluster="one"}"#;
+    let r = ask(
+        s.addr,
+        Proto::Udp,
+        &plain_query("www.o.test.", RecordType::A),
+    );
+    assert!(r.metadata.truncation && r.answers.is_empty(), "{r:?}");
+    // The response is counted after the send: wait for it, then the answers are final.
+    wait_for(
+        "the response to be counted",
+        Duration::from_secs(20),
+        || {
+            parse_exposition(&http_get(s.admin, "/metrics").1)
+                .get(r#"gtmd_dns_responses_total{rcode="NOERROR"}"#)
+                == Some(&1.0)
+        },
+    );
+    let m = parse_exposition(&http_get(s.admin, "/metrics").1);
+    assert_eq!(value(&m, series), 0.0, "a truncated reply counted");
+    let r = ask(
+        s.addr,
+        Proto::Tcp,
+        &plain_query("www.o.test.", RecordType::A),
+    );
+    assert_eq!(r.answers.len(), 41, "the CNAME and 40 addresses");
+    wait_for(
+        "the TCP answer to be counted",
+        Duration::from_secs(20),
+        || parse_exposition(&http_get(s.admin, "/metrics").1).get(series) == Some(&1.0),
+    );
+}
