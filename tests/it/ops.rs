@@ -671,6 +671,12 @@ fn fallback_override_and_reload_gauges_follow_the_published_config() {
         1.0
     );
     assert_eq!(value(&m, "gtmd_config_last_reload_successful"), 1.0);
+    // GtmdAppAllTargetsDown counts an app's targets by these: one series per configured
+    // target from the start, answered or not.
+    for cluster in ["one", "two"] {
+        let series = format!(r#"gtmd_answers_total{{app="shop.o.test.",cluster="{cluster}"}}"#);
+        assert_eq!(value(&m, &series), 0.0);
+    }
     // The standard process metrics are there too.
     for family in [
         "process_cpu_seconds_total",
