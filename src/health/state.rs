@@ -266,8 +266,6 @@ pub enum Override {
 }
 
 impl Override {
-    pub const ALL: [Override; 3] = [Override::Drain, Override::ForceUp, Override::ForceDown];
-
     /// The metric label value.
     pub fn label(self) -> &'static str {
         match self {
