@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Checks the deployment artefacts offline: the Dockerfile (hadolint), the Kubernetes
-# manifests (kubernetes-validate, strict, for the core kinds), the config they ship
-# (gtmd check), the systemd unit (systemd-analyze verify) and the alert rules (promtool).
+# manifests (kubernetes-validate, strict, for the core kinds; the Prometheus operator's
+# kinds by the checks below, as kubernetes-validate has no schema for CRDs), the config they
+# ship (gtmd check), the systemd unit (systemd-analyze verify) and the alert rules (promtool
+# check and unit tests; the PrometheusRule must hold the same groups).
 # Called by scripts/test.sh after the build; uses the debug gtmd binary it built.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,4 +50,38 @@ fi
 
 echo "promtool check rules deploy/prometheus/gtmd-alerts.yaml"
 promtool check rules deploy/prometheus/gtmd-alerts.yaml
+echo "promtool test rules deploy/prometheus/gtmd-alerts.test.yaml"
+promtool test rules deploy/prometheus/gtmd-alerts.test.yaml
+
+# kubernetes-validate knows no CRD schema, so the operator's kinds are checked here instead:
+# every manifest of kustomization.yaml is either validated above or checked here (a new one
+# cannot be skipped unnoticed), and the PrometheusRule holds exactly the groups of
+# gtmd-alerts.yaml (and passes promtool itself).
+echo "Prometheus operator manifests (ServiceMonitor, PrometheusRule) and kustomization coverage"
+"$venv/bin/python" - "$tmp/prometheusrule-groups.yaml" <<'PY'
+import sys, yaml
+core = {"namespace.yaml", "configmap.yaml", "deployment.yaml", "service.yaml",
+        "service-metrics.yaml", "pdb.yaml"}
+operator = {"servicemonitor.yaml": "ServiceMonitor", "prometheusrule.yaml": "PrometheusRule"}
+kust = yaml.safe_load(open("deploy/kubernetes/kustomization.yaml"))
+unchecked = [r for r in kust["resources"] if r not in core and r not in operator]
+if unchecked:
+    sys.exit(f"deploy/kubernetes/kustomization.yaml: {unchecked} not checked by scripts/check-deploy.sh")
+for name, kind in operator.items():
+    doc = yaml.safe_load(open(f"deploy/kubernetes/{name}"))
+    where = f"deploy/kubernetes/{name}"
+    if doc.get("apiVersion") != "monitoring.coreos.com/v1" or doc.get("kind") != kind:
+        sys.exit(f"{where}: expected apiVersion monitoring.coreos.com/v1, kind {kind}")
+    if not doc.get("metadata", {}).get("name") or not isinstance(doc.get("spec"), dict):
+        sys.exit(f"{where}: metadata.name and spec are required")
+rule = yaml.safe_load(open("deploy/kubernetes/prometheusrule.yaml"))
+alerts = yaml.safe_load(open("deploy/prometheus/gtmd-alerts.yaml"))
+if set(rule["spec"]) != {"groups"}:
+    sys.exit("deploy/kubernetes/prometheusrule.yaml: spec holds only groups")
+if rule["spec"]["groups"] != alerts["groups"]:
+    sys.exit("deploy/kubernetes/prometheusrule.yaml: spec.groups differ from the groups of "
+             "deploy/prometheus/gtmd-alerts.yaml: edit both")
+yaml.safe_dump({"groups": rule["spec"]["groups"]}, open(sys.argv[1], "w"))
+PY
+promtool check rules "$tmp/prometheusrule-groups.yaml"
 echo "deployment artefacts OK"

@@ -295,6 +295,7 @@ pub async fn start(
     let budget = client_budget(&model, &listeners);
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(&model, &metrics)));
     metrics.config_applied(&loaded.hash, 1);
+    metrics.state.publish_overrides(None, &model);
     let engine = HealthEngine::start(model.clone(), snapshot.clone(), metrics.clone())
         .map_err(StartError::Health)?;
     let first_round = engine.first_round();

@@ -240,7 +240,7 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
     };
     let mut rng = rand::rng();
     let mut random = || rand::RngExt::random::<u64>(&mut rng);
-    let answer = app.answer(qtype, &view, &mut random, false);
+    let answer = app.answer(qtype, &view, &mut random);
     if let Some(r) = answer.choice.rule {
         let rule = &policy.rules[r];
         steps.push(format!(

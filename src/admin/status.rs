@@ -199,6 +199,37 @@ fn probe_json(entry: Option<&ProbeEntry>) -> Value {
     })
 }
 
+/// A target's probe verdict and its last raw result, apart: a healthy target's verdict
+/// may still be its "initial state" (the probes only confirmed it), while the last result
+/// says what the probe saw and when. The probe that decides: the cluster's when it is down,
+/// else the app's own if it has one, else the cluster's; `probe` says which. Both null for
+/// a target nothing probes.
+fn target_probe_json(app: Option<&ProbeEntry>, cluster: Option<&ProbeEntry>) -> (Value, Value) {
+    let (kind, entry) = match (app, cluster) {
+        // A cluster probe that is down decides (see `target_state`).
+        (_, Some(c)) if !c.state.up => ("cluster", c),
+        (Some(e), _) => ("app", e),
+        (None, Some(e)) => ("cluster", e),
+        (None, None) => return (Value::Null, Value::Null),
+    };
+    let verdict = json!({
+        "probe": kind,
+        "up": entry.state.up,
+        "reason": &*entry.state.reason,
+        "since": unix(entry.state.since),
+    });
+    let last = entry.last.as_ref().map_or(Value::Null, |l| {
+        json!({
+            "probe": kind,
+            "ok": l.ok,
+            "reason": l.reason,
+            "at": unix(l.at),
+            "duration_ms": l.duration.as_secs_f64() * 1000.0,
+        })
+    });
+    (verdict, last)
+}
+
 /// The apps of a page, each turned into JSON only as it is written: a page then costs its
 /// text plus one app, not a tree of every app (several times the text).
 struct LazyApps<'a, F> {
@@ -278,6 +309,11 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                     app: m.hostname.clone(),
                     cluster: Arc::from(cluster.name.as_str()),
                 };
+                let entry = health.entry(&id);
+                let cluster_entry =
+                    health.entry(&ProbeId::Cluster(Arc::from(cluster.name.as_str())));
+                let (verdict, last_probe) =
+                    target_probe_json(entry.as_ref(), cluster_entry.as_ref());
                 json!({
                     "cluster": cluster.name,
                     "region": cluster.region,
@@ -294,7 +330,9 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                         "path": p.path,
                         "interval_ms": p.interval.as_millis() as u64,
                     })),
-                    "health": probe_json(health.entry(&id).as_ref()),
+                    "health": probe_json(entry.as_ref()),
+                    "verdict": verdict,
+                    "last_probe": last_probe,
                 })
             })
             .collect();

@@ -582,7 +582,7 @@ fn write_app(
     w: &mut Out<'_>,
 ) -> Result<(), Fast> {
     let app = snapshot.app(index);
-    let choice = choose_for(snapshot, app, qtype, client, false);
+    let choice = choose_for(snapshot, app, qtype, client);
     let (chosen, scope) = (&choice.answer, choice.scope);
     if chosen.records.is_empty() {
         return Err(Fast::Slow); // NODATA carries the zone SOA: the full path writes it

@@ -151,6 +151,10 @@ impl RequestHandler for DnsHandler {
         if sent.is_ok() {
             // Counted once it is sent: rate limiting may have dropped it (counted there).
             self.metrics.response(rcode);
+            // The app's answer only if it went out with its answer section.
+            if let (Fit::Full | Fit::WithoutAdditional, Some(app)) = (fitted, &answer.app) {
+                app.count(&snapshot);
+            }
         }
         self.metrics
             .request_duration

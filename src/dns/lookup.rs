@@ -11,7 +11,7 @@ use hickory_proto::{
 
 use super::client::Client;
 use crate::{
-    policy::choose::ClientView,
+    policy::{Picks, choose::ClientView},
     snapshot::{AppAnswer, AppAnswers, Node, Snapshot, Zone},
 };
 
@@ -32,8 +32,31 @@ pub struct Answer<'a> {
     /// the deciding prefix length for those that do, `None` to echo no ECS (the app
     /// ignores it).
     pub ecs_scope: Option<u8>,
-    /// The app answered, and whether its fallback was used (for metrics and explain).
-    pub app: Option<(usize, bool)>,
+    /// The app answered and what it chose, for `gtmd_answers_total`: counted by the
+    /// caller once the reply is sent (a lookup itself counts nothing: snapshot builds and
+    /// explanations look up too).
+    pub app: Option<AppUse>,
+}
+
+/// What an app contributed to an answer.
+#[derive(Debug, Default, PartialEq)]
+pub struct AppUse {
+    /// Index of the app in the snapshot.
+    pub index: usize,
+    /// Its fallback answered (no eligible target was up).
+    pub fallback: bool,
+    /// The targets whose addresses are in the answer (inline: no allocation).
+    pub answered: Picks,
+}
+
+impl AppUse {
+    /// Adds this answer to `gtmd_answers_total` / `gtmd_fallback_answers_total`: called
+    /// once the reply went out with its answer section.
+    pub fn count(&self, snapshot: &Snapshot) {
+        if let Some(app) = snapshot.apps().get(self.index) {
+            app.count_answered(&self.answered, self.fallback);
+        }
+    }
 }
 
 impl Answer<'_> {
@@ -158,8 +181,12 @@ fn app_records<'a>(
         }),
     };
     for &rtype in types {
-        let chosen = choose_for(snapshot, app, rtype, client, true);
-        answer.app = Some((index, chosen.answer.fallback));
+        let chosen = choose_for(snapshot, app, rtype, client);
+        answer.app = Some(AppUse {
+            index,
+            fallback: chosen.answer.fallback,
+            answered: chosen.answer.answered.clone(),
+        });
         answer.ecs_scope = chosen.scope;
         if !chosen.answer.records.is_empty() {
             return chosen.answer.record_refs().collect();
@@ -178,14 +205,12 @@ pub struct Chosen<'a> {
 }
 
 /// Runs `app`'s policy for `client` — the one place both the full and the fast path do
-/// it. `count`: add the answer to the metrics now (the fast path counts only once it
-/// knows it will send the reply).
+/// it. Counts nothing: each path counts the answer once it knows the reply went out.
 pub fn choose_for<'a>(
     snapshot: &'a Snapshot,
     app: &'a AppAnswers,
     rtype: RecordType,
     client: &Client,
-    count: bool,
 ) -> Chosen<'a> {
     let addr = client.view(app.policy.ignore_ecs);
     let geo = &snapshot.clients.geo;
@@ -196,7 +221,7 @@ pub fn choose_for<'a>(
         locate: &locate,
     };
     let mut random = crate::policy::rng::next_u64;
-    let answer = app.answer(rtype, &view, &mut random, count);
+    let answer = app.answer(rtype, &view, &mut random);
     // ECS is echoed when the query had usable ECS and this app uses it.
     let scope = match client.ecs {
         Some(_) if !app.policy.ignore_ecs => Some(answer.choice.scope.unwrap_or(0)),

@@ -256,3 +256,40 @@ pub fn target_state(
         None => (TargetState::Up, "not probed".into()),
     }
 }
+
+/// An operator's override of a target's health, as `gtmd_target_override` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Override {
+    Drain,
+    ForceUp,
+    ForceDown,
+}
+
+impl Override {
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Override::Drain => "drain",
+            Override::ForceUp => "force_up",
+            Override::ForceDown => "force_down",
+        }
+    }
+}
+
+/// The override in effect on target `target` of app `app`, if any, with the precedence of
+/// [`target_state`]: drain (target or cluster) > force on the target > force on the
+/// cluster.
+pub fn operator_override(model: &Model, app: usize, target: usize) -> Option<Override> {
+    let t = &model.apps[app].targets[target];
+    let cluster = &model.clusters[t.cluster];
+    if t.drain || cluster.drain {
+        return Some(Override::Drain);
+    }
+    t.force.or(cluster.force).map(|up| {
+        if up {
+            Override::ForceUp
+        } else {
+            Override::ForceDown
+        }
+    })
+}

@@ -7,10 +7,12 @@
 //! query types outside a fixed list count as `other`, apps and clusters come from the
 //! config, never from clients.
 
+mod gauges;
 mod tally;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use gauges::StateGauges;
 pub use tally::{Sent, Tally};
 
 use hickory_proto::{op::ResponseCode, rr::RecordType};
@@ -127,6 +129,8 @@ pub struct Metrics {
     /// The connection cap in effect per listener kind (`dns_tcp` per listener, `admin`):
     /// the configured one, or lower if the descriptor limit could not hold it.
     pub connection_limit: IntGaugeVec,
+    /// Fallback, override and reload-result gauges (see [`StateGauges`]).
+    pub state: StateGauges,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -369,6 +373,13 @@ impl Metrics {
         ] {
             reg(c);
         }
+        // The standard process_* metrics (CPU, memory, file descriptors, start time),
+        // read from /proc at each scrape.
+        #[cfg(target_os = "linux")]
+        reg(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        let state = StateGauges::new(&registry);
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -429,6 +440,7 @@ impl Metrics {
             connection_limit,
             accept_errors,
             tcp_timeouts,
+            state,
             registry,
         }
     }

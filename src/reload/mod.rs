@@ -158,6 +158,8 @@ impl Reloader {
         let _turn = self.turn.lock().await;
         let result = match self.read_and_apply(path, skip_unchanged).await {
             Ok(None) => {
+                // The file is what is serving: nothing is waiting to be applied.
+                self.metrics.state.last_reload_successful.set(1);
                 if self.last_failed.swap(false, Ordering::Relaxed) {
                     info!(
                         %trigger,
@@ -172,6 +174,10 @@ impl Reloader {
             other => other,
         };
         self.last_failed.store(result.is_err(), Ordering::Relaxed);
+        self.metrics
+            .state
+            .last_reload_successful
+            .set(i64::from(result.is_ok()));
         match &result {
             Ok(Some(applied)) => {
                 self.metrics.reloads.with_label_values(&["success"]).inc();
@@ -302,6 +308,7 @@ impl Reloader {
         }
         let probes = engine.reload(new.clone()).map_err(ReloadError::Apply)?;
         forget_removed_series(&self.metrics, &old, &new);
+        self.metrics.state.publish_overrides(Some(&old), &new);
         let mut current = self.current();
         current.model = new;
         current.info.hash = hash;
@@ -352,6 +359,7 @@ fn forget_removed_series(metrics: &Metrics, old: &Model, new: &Model) {
         let name = a.hostname.to_string();
         if !apps.contains(&name) {
             let _ = metrics.fallback_answers.remove_label_values(&[&name]);
+            metrics.state.forget_app(&name);
         }
     }
 }

@@ -172,6 +172,12 @@ impl AppAnswers {
             })
             .collect();
         let fallback_active = !targets.iter().any(|t| t.state == TargetState::Up);
+        // Set where the plan is built (start, reload, health transition), not per query.
+        metrics
+            .state
+            .fallback_active
+            .with_label_values(&[&app_label])
+            .set(i64::from(fallback_active));
         let family = |v6: bool| {
             let has = |t: &TargetAnswers| {
                 if v6 {
@@ -264,14 +270,15 @@ impl AppAnswers {
         }
     }
 
-    /// The answer for one query of `rtype` (A or AAAA; anything else is empty). `count`:
-    /// add it to the answer metrics (false for explanations).
+    /// The answer for one query of `rtype` (A or AAAA; anything else is empty). Counts
+    /// nothing: only the caller knows whether the answer is sent (a snapshot build, an
+    /// explanation or a truncated reply sends nothing), so it counts with
+    /// [`AppAnswers::count_answered`] once it does.
     pub fn answer(
         &self,
         rtype: RecordType,
         client: &ClientView<'_>,
         random: &mut dyn FnMut() -> u64,
-        count: bool,
     ) -> AppAnswer<'_> {
         let Some((plan, v6)) = self.plan(rtype) else {
             return AppAnswer {
@@ -339,18 +346,14 @@ impl AppAnswers {
                 true
             }
         };
-        let answer = AppAnswer {
+        AppAnswer {
             records,
             v6,
             plan: self,
             choice,
             fallback,
             answered,
-        };
-        if count {
-            self.count_answered(&answer.answered, answer.fallback);
         }
-        answer
     }
 
     /// Adds one answer with these targets (and the fallback, if it answered).

@@ -117,6 +117,11 @@ fn every_metric_family_is_present_and_moves() {
     wait_for("readiness", Duration::from_secs(10), || {
         http_get(s.admin, "/readyz").0 == 200
     });
+    let m = parse_exposition(&http_get(s.admin, "/metrics").1);
+    assert_eq!(
+        value(&m, r#"gtmd_app_fallback_active{app="solo.o.test."}"#),
+        0.0
+    );
     for proto in BOTH {
         ask(s.addr, proto, &query("shop.o.test.", RecordType::A));
         ask(s.addr, proto, &plain_query("nope.o.test.", RecordType::MX));
@@ -169,6 +174,11 @@ fn every_metric_family_is_present_and_moves() {
     );
     assert_eq!(
         value(&m, r#"gtmd_fallback_answers_total{app="solo.o.test."}"#),
+        1.0
+    );
+    // Set with the snapshot the transition published (before gtmd_probe_up moved).
+    assert_eq!(
+        value(&m, r#"gtmd_app_fallback_active{app="solo.o.test."}"#),
         1.0
     );
     assert!(
@@ -267,6 +277,18 @@ fn status_shows_every_app_and_cluster() {
     assert_eq!(shop["targets"][0]["state"], "up");
     assert_eq!(shop["targets"][0]["health"]["up"], true);
     assert!(shop["targets"][0]["health"]["last_result"]["reason"] == "status 200");
+    // Healthy since start: the verdict is still the initial state, and the last probe
+    // result says what the probe saw, when and how long it took.
+    let target = &shop["targets"][0];
+    assert_eq!(target["verdict"]["reason"], "initial state", "{target}");
+    assert_eq!(target["verdict"]["up"], true, "{target}");
+    assert!(target["verdict"]["since"].as_u64().unwrap() > 1_700_000_000);
+    let last = &target["last_probe"];
+    assert_eq!(last["probe"], "app", "{target}");
+    assert_eq!(last["ok"], true, "{target}");
+    assert_eq!(last["reason"], "status 200", "{target}");
+    assert!(last["at"].as_u64().unwrap() >= target["verdict"]["since"].as_u64().unwrap());
+    assert!(last["duration_ms"].as_f64().unwrap() >= 0.0, "{target}");
     assert_eq!(
         shop["targets"][1]["probe"]["address"],
         format!("{C1}:{}", backend.addr.port())
@@ -438,4 +460,341 @@ fn a_real_prometheus_scrapes_gtmd() {
     let series = v["data"]["result"].as_array().unwrap();
     assert!(series.len() >= 3, "{found}");
     assert!(series.iter().all(|s| s["metric"]["job"] == "gtmd"));
+}
+
+/// A zone where static records lead to an app: a CNAME to it and an SRV whose target it is.
+fn aliased(dns: u16, admin: u16, generation: u32) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{dns}"]
+[admin]
+listen = "127.0.0.1:{admin}"
+[[zones]]
+origin = "o.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.o.test"
+[[zones.records]]
+name = "www"
+type = "CNAME"
+value = "shop"
+[[zones.records]]
+name = "_https._tcp"
+type = "SRV"
+value = "1 1 443 shop"
+[[zones.records]]
+name = "gen"
+type = "TXT"
+value = "generation {generation}"
+[[clusters]]
+name = "one"
+ingress = ["{C1}"]
+[[clusters]]
+name = "two"
+ingress = ["{C2}"]
+[[apps]]
+hostname = "shop.o.test"
+targets = [{{ cluster = "one" }}, {{ cluster = "two", force = "down" }}]
+[[apps]]
+hostname = "gone.o.test"
+targets = [{{ cluster = "two", force = "down" }}]
+[[zones.records]]
+name = "old"
+type = "CNAME"
+value = "gone"
+"#
+    )
+}
+
+/// Sum of every sample of `family` (all label sets).
+fn family_sum(samples: &HashMap<String, f64>, family: &str) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.starts_with(&format!("{family}{{")))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+#[test]
+fn only_answers_sent_count_never_snapshot_builds_reloads_or_explanations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gtmd.toml");
+    let (dns, admin) = (crate::cli::free_port(), crate::cli::free_port());
+    std::fs::write(&path, aliased(dns, admin, 1)).unwrap();
+    let dns_addr: std::net::SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let served = crate::cli::serve_with(&path, dns_addr, &["--no-watch"]);
+    let metrics = || parse_exposition(&http_get(admin_addr, "/metrics").1);
+    let answers = |m: &HashMap<String, f64>| {
+        (
+            family_sum(m, "gtmd_answers_total"),
+            family_sum(m, "gtmd_fallback_answers_total"),
+        )
+    };
+    assert_eq!(answers(&metrics()), (0.0, 0.0), "nothing answered yet");
+    // Reloads build snapshots (and their fast-path index, which looks up every static
+    // name); explanations look names up too. None of it is an answer.
+    for generation in 2..=4 {
+        std::fs::write(&path, aliased(dns, admin, generation)).unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &served.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_for("the reload", Duration::from_secs(20), || {
+            metrics().get(r#"gtmd_config_reloads_total{result="success"}"#)
+                == Some(&f64::from(generation - 1))
+        });
+    }
+    for name in [
+        "www.o.test",
+        "old.o.test",
+        "shop.o.test",
+        "gone.o.test",
+        "_https._tcp.o.test",
+    ] {
+        let (status, body) = http_get(
+            admin_addr,
+            &format!("/api/v1/explain?name={name}&client=192.0.2.1"),
+        );
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        answers(&metrics()),
+        (0.0, 0.0),
+        "reloads and explanations counted as answers"
+    );
+    // Queries through the CNAMEs (over both transports) and the SRV count exactly the
+    // answers sent: shop answers cluster one, gone its fallback.
+    for proto in BOTH {
+        let r = ask(dns_addr, proto, &query("www.o.test.", RecordType::A));
+        assert_eq!(r.answers.len(), 2, "{r:?}");
+        ask(dns_addr, proto, &query("old.o.test.", RecordType::A));
+    }
+    ask(
+        dns_addr,
+        Proto::Udp,
+        &query("_https._tcp.o.test.", RecordType::SRV),
+    );
+    let m = metrics();
+    assert_eq!(
+        value(
+            &m,
+            r#"gtmd_answers_total{app="shop.o.test.",cluster="one"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_fallback_answers_total{app="gone.o.test."}"#),
+        2.0
+    );
+    assert_eq!(answers(&m), (2.0, 2.0), "{m:?}");
+}
+
+/// Two apps on two clusters; `targets` is the TOML of app shop's targets.
+fn overridden(dns: u16, admin: u16, targets: &str, with_other: bool) -> String {
+    let other = if with_other {
+        "[[apps]]\nhostname = \"other.o.test\"\ntargets = [{ cluster = \"two\", force = \"down\" }]\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{dns}"]
+[admin]
+listen = "127.0.0.1:{admin}"
+[[zones]]
+origin = "o.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.o.test"
+[[clusters]]
+name = "one"
+ingress = ["{C1}"]
+[[clusters]]
+name = "two"
+ingress = ["{C2}"]
+[[apps]]
+hostname = "shop.o.test"
+targets = [{targets}]
+{other}"#
+    )
+}
+
+#[test]
+fn fallback_override_and_reload_gauges_follow_the_published_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gtmd.toml");
+    let (dns, admin) = (crate::cli::free_port(), crate::cli::free_port());
+    let both_out = r#"{ cluster = "one", drain = true }, { cluster = "two", force = "down" }"#;
+    std::fs::write(&path, overridden(dns, admin, both_out, true)).unwrap();
+    let dns_addr: std::net::SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+    let admin_addr: std::net::SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    let served = crate::cli::serve_with(&path, dns_addr, &["--no-watch"]);
+    let metrics = || parse_exposition(&http_get(admin_addr, "/metrics").1);
+    let reload = |text: &str, result: &str, count: f64| {
+        std::fs::write(&path, text).unwrap();
+        let status = std::process::Command::new("kill")
+            .args(["-HUP", &served.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let series = format!(r#"gtmd_config_reloads_total{{result="{result}"}}"#);
+        wait_for("the reload", Duration::from_secs(20), || {
+            metrics().get(&series) == Some(&count)
+        });
+    };
+    let overrides = |m: &HashMap<String, f64>| {
+        let mut v: Vec<String> = m
+            .iter()
+            .filter(|(k, _)| k.starts_with("gtmd_target_override{"))
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        v.sort();
+        v
+    };
+    let m = metrics();
+    assert_eq!(
+        overrides(&m),
+        [
+            r#"gtmd_target_override{app="other.o.test.",cluster="two",override="force_down"} 1"#,
+            r#"gtmd_target_override{app="shop.o.test.",cluster="one",override="drain"} 1"#,
+            r#"gtmd_target_override{app="shop.o.test.",cluster="two",override="force_down"} 1"#,
+        ]
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_app_fallback_active{app="shop.o.test."}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_app_fallback_active{app="other.o.test."}"#),
+        1.0
+    );
+    assert_eq!(value(&m, "gtmd_config_last_reload_successful"), 1.0);
+    // GtmdAppAllTargetsDown counts an app's targets by these: one series per configured
+    // target from the start, answered or not.
+    for cluster in ["one", "two"] {
+        let series = format!(r#"gtmd_answers_total{{app="shop.o.test.",cluster="{cluster}"}}"#);
+        assert_eq!(value(&m, &series), 0.0);
+    }
+    // The standard process metrics are there too.
+    for family in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_virtual_memory_bytes",
+        "process_open_fds",
+        "process_max_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(value(&m, family) >= 0.0, "{family}");
+    }
+
+    // The overrides are lifted and the other app removed: their series go.
+    let lifted = r#"{ cluster = "one" }, { cluster = "two", force = "up" }"#;
+    reload(&overridden(dns, admin, lifted, false), "success", 1.0);
+    let m = metrics();
+    assert_eq!(
+        overrides(&m),
+        [r#"gtmd_target_override{app="shop.o.test.",cluster="two",override="force_up"} 1"#]
+    );
+    assert_eq!(
+        value(&m, r#"gtmd_app_fallback_active{app="shop.o.test."}"#),
+        0.0
+    );
+    assert!(
+        !m.contains_key(r#"gtmd_app_fallback_active{app="other.o.test."}"#),
+        "a removed app keeps its series"
+    );
+
+    // A rejected file: 0 until a reload succeeds, however long it stays on disk.
+    reload("not toml", "failure", 1.0);
+    assert_eq!(value(&metrics(), "gtmd_config_last_reload_successful"), 0.0);
+    // The gauge is set before the counter moves: no wait needed beyond the counter's.
+    reload(&overridden(dns, admin, lifted, false), "success", 2.0);
+    assert_eq!(value(&metrics(), "gtmd_config_last_reload_successful"), 1.0);
+}
+
+#[test]
+#[ignore = "needs promtool (Debian package prometheus)"]
+fn alert_rules_pass_their_unit_tests() {
+    // Every alert fires where it must and stays quiet where it must not (e.g. one outage of
+    // a cluster of many apps, a planned drain, a rejected file left on disk).
+    let tests = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prometheus/gtmd-alerts.test.yaml"
+    );
+    let out = std::process::Command::new("promtool")
+        .args(["test", "rules", tests])
+        .output()
+        .expect("promtool is installed");
+    assert!(
+        out.status.success(),
+        "promtool test rules failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_reply_truncated_for_size_counts_no_answer() {
+    // www is a CNAME to an app of 40 addresses: over UDP without EDNS (512 bytes) the full
+    // path sends TC=1 with no answer, which must not count; the retry over TCP counts once.
+    let ingress: Vec<String> = (1..=40).map(|i| format!("\"10.0.0.{i}\"")).collect();
+    let toml = format!(
+        r#"
+[[zones]]
+origin = "o.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.o.test"
+[[zones.records]]
+name = "www"
+type = "CNAME"
+value = "big"
+[[clusters]]
+name = "one"
+ingress = [{}]
+[[apps]]
+hostname = "big.o.test"
+max_answers = 40
+targets = [{{ cluster = "one" }}]
+"#,
+        ingress.join(", ")
+    );
+    let s = TestServer::start(&toml);
+    let series = r#"gtmd_answers_total{app="big.o.test.",cluster="one"}"#;
+    let r = ask(
+        s.addr,
+        Proto::Udp,
+        &plain_query("www.o.test.", RecordType::A),
+    );
+    assert!(r.metadata.truncation && r.answers.is_empty(), "{r:?}");
+    // The response is counted after the send: wait for it, then the answers are final.
+    wait_for(
+        "the response to be counted",
+        Duration::from_secs(20),
+        || {
+            parse_exposition(&http_get(s.admin, "/metrics").1)
+                .get(r#"gtmd_dns_responses_total{rcode="NOERROR"}"#)
+                == Some(&1.0)
+        },
+    );
+    let m = parse_exposition(&http_get(s.admin, "/metrics").1);
+    assert_eq!(value(&m, series), 0.0, "a truncated reply counted");
+    let r = ask(
+        s.addr,
+        Proto::Tcp,
+        &plain_query("www.o.test.", RecordType::A),
+    );
+    assert_eq!(r.answers.len(), 41, "the CNAME and 40 addresses");
+    wait_for(
+        "the TCP answer to be counted",
+        Duration::from_secs(20),
+        || parse_exposition(&http_get(s.admin, "/metrics").1).get(series) == Some(&1.0),
+    );
 }
