@@ -300,6 +300,12 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
     let next = more
         .then(|| page.last().map(|&i| model.apps[i].hostname.to_string()))
         .flatten();
+    // Cluster probes are few: looked up once per page, not once per target.
+    let cluster_flaps: Vec<Option<FlapView>> = model
+        .clusters
+        .iter()
+        .map(|c| flap_view(&health.entry(&ProbeId::Cluster(Arc::from(c.name.as_str())))?))
+        .collect();
     let app = |i: usize| {
         let (m, answers) = (&model.apps[i], &snapshot.apps()[i]);
         let targets: Vec<Value> = m
@@ -313,7 +319,11 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                     app: m.hostname.clone(),
                     cluster: Arc::from(cluster.name.as_str()),
                 };
-                let flap = target_flap(health, &m.hostname, &cluster.name);
+                let entry = health.entry(&id);
+                let flap = entry
+                    .as_ref()
+                    .and_then(flap_view)
+                    .or(cluster_flaps[t.cluster]);
                 json!({
                     "cluster": cluster.name,
                     "region": cluster.region,
@@ -332,7 +342,7 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                         "path": p.path,
                         "interval_ms": p.interval.as_millis() as u64,
                     })),
-                    "health": probe_json(health.entry(&id).as_ref()),
+                    "health": probe_json(entry.as_ref()),
                 })
             })
             .collect();

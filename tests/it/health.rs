@@ -18,12 +18,15 @@ use crate::{
     support::{Proto, TestServer, ask, query},
 };
 
-/// Probe timing for tests: fast, so transitions take a fraction of a second.
+/// Probe timing for tests: fast, so transitions take a fraction of a second. Flap damping
+/// is off: these tests time rise and fall, and a return soon after a loss would otherwise
+/// wait for `flap_hold` (damping has its own tests in flap.rs).
 const FAST: &str = r#"interval = "250ms"
 timeout = "150ms"
 fast_interval = "50ms"
 rise = 2
-fall = 3"#;
+fall = 3
+flap_changes = 0"#;
 
 const ZONE: &str = r#"
 [[zones]]
