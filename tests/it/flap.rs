@@ -35,7 +35,8 @@ const FLAP: &str = r#"flap_window = "4800ms"
 flap_hold = "4800ms""#;
 const HOLD: Duration = Duration::from_millis(4800);
 
-fn config(dns: u16, admin: u16, c1: u16, c2: u16, alternating: u16) -> String {
+/// c2 is not probed (always up), so the bursts app's answer changes only with c1.
+fn config(dns: u16, admin: u16, c1: u16, alternating: u16) -> String {
     format!(
         r#"
 [server]
@@ -62,7 +63,7 @@ app_probe = {{ port = {c1} }}
 [[clusters]]
 name = "c2"
 ingress = ["{C2}"]
-app_probe = {{ port = {c2} }}
+app_probe = {{ kind = "none" }}
 [[apps]]
 hostname = "bursts.f.test"
 targets = [{{ cluster = "c1" }}, {{ cluster = "c2" }}]
@@ -128,7 +129,6 @@ const STABLE: &str = "flapping over: stable for the hold time";
 #[test]
 fn bursts_of_half_an_interval_change_the_answer_at_most_twice_and_return_once_stable() {
     let bursts = Backend::http(C1);
-    let steady = Backend::http(C2);
     let alternating = Backend::http(C1);
     let (dns_port, admin_port) = (free_port(), free_port());
     let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
@@ -137,7 +137,6 @@ fn bursts_of_half_an_interval_change_the_answer_at_most_twice_and_return_once_st
             dns_port,
             admin_port,
             bursts.addr.port(),
-            steady.addr.port(),
             alternating.addr.port(),
         )
         .as_bytes(),
@@ -230,6 +229,10 @@ fn bursts_of_half_an_interval_change_the_answer_at_most_twice_and_return_once_st
         answers(dns, "bursts.f.test.") == both
     });
     let took = healthy.elapsed();
+    eprintln!(
+        "flap: {changes} answer changes logged ({seen} seen by polling) in {OBSERVED:?} of \
+         bursts; c1 returned {took:?} after they ended (hold {HOLD:?})"
+    );
     assert!(took >= HOLD / 2, "returned {took:?} after the bursts ended");
     assert_eq!(c1_lines(&served, STABLE), 1);
     assert_eq!(c1_lines(&served, FLAPPED), 1);
