@@ -5,7 +5,9 @@
 //! are spread at random over the first interval so 20,000 probes do not fire together.
 //! After a result that disagrees with the current state the task re-probes after
 //! `fast_interval` until the state settles either way (HAProxy's fastinter), so detection
-//! costs about one interval plus (fall − 1) short re-probes.
+//! costs about one interval plus (fall − 1) short re-probes. Between the hysteresis and
+//! what is published sits flap damping ([`super::flap`], state kept in the table entry):
+//! a target whose state keeps changing is published down until it has been stable.
 //!
 //! On a transition the task updates the health table and publishes a new snapshot right
 //! away (under a mutex that only the probe and reload side take; queries never do), so the
