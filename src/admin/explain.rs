@@ -188,10 +188,13 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
             } else {
                 !live.aaaa.is_empty()
             };
+            let flap = super::status::target_flap(&state.health, &m.hostname, &cluster.name);
             json!({
                 "cluster": cluster.name,
                 "state": live.state,
                 "detail": live.detail,
+                "flapping": flap.is_some(),
+                "flap": super::status::flap_json(flap),
                 "weight": t.weight,
                 "priority": t.priority,
                 "has_addresses_of_type": has,
@@ -207,6 +210,17 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
         };
         if live.state != TargetState::Up {
             steps.push(format!("{name} is out: {} ({})", live.state, live.detail));
+            if live.state == TargetState::Down
+                && let Some(f) = super::status::target_flap(&state.health, &m.hostname, name)
+            {
+                steps.push(format!(
+                    "{name} is held out for flapping since {} ({} state changes): it returns \
+                     once stable (no change, no failed probe) until at least {}",
+                    humantime::format_rfc3339_seconds(f.since),
+                    f.changes,
+                    humantime::format_rfc3339_seconds(f.hold_until),
+                ));
+            }
         } else if !has {
             steps.push(format!("{name} is up but has no {qtype} address"));
         } else if policy.kind == PolicyKind::Weighted && t.weight == 0 {

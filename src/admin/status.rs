@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 
 use super::{AdminState, explain::percent_decode, unix};
 use crate::{
-    health::{ProbeId, state::ProbeEntry, state::TargetState},
+    health::{HealthShared, ProbeId, flap::FlapView, state::ProbeEntry, state::TargetState},
     model::{Fallback, Model},
     snapshot::{AppAnswers, TargetAnswers},
 };
@@ -182,14 +182,49 @@ impl Order {
     }
 }
 
+/// The flapping episode that holds a target out, if any: its app probe's, else its
+/// cluster probe's.
+pub(super) fn target_flap(health: &HealthShared, app: &Name, cluster: &str) -> Option<FlapView> {
+    let cluster: Arc<str> = Arc::from(cluster);
+    [
+        ProbeId::App {
+            app: app.clone(),
+            cluster: cluster.clone(),
+        },
+        ProbeId::Cluster(cluster),
+    ]
+    .iter()
+    .find_map(|id| flap_view(&health.entry(id)?))
+}
+
+fn flap_view(e: &ProbeEntry) -> Option<FlapView> {
+    e.flap
+        .view(std::time::Instant::now(), std::time::SystemTime::now())
+}
+
+/// `null`, or since when a target is held for flapping, when the hold ends if nothing
+/// fails meanwhile, and how many state changes the episode has seen.
+pub(super) fn flap_json(flap: Option<FlapView>) -> Value {
+    flap.map_or(Value::Null, |f| {
+        json!({
+            "since": unix(f.since),
+            "hold_until": unix(f.hold_until),
+            "changes": f.changes,
+        })
+    })
+}
+
 fn probe_json(entry: Option<&ProbeEntry>) -> Value {
     let Some(e) = entry else {
         return Value::Null;
     };
+    let flap = flap_view(e);
     json!({
         "up": e.state.up,
         "reason": &*e.state.reason,
         "since": unix(e.state.since),
+        "flapping": flap.is_some(),
+        "flap": flap_json(flap),
         "last_result": e.last.as_ref().map(|l| json!({
             "ok": l.ok,
             "reason": l.reason,
@@ -296,6 +331,12 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
     let next = more
         .then(|| page.last().map(|&i| model.apps[i].hostname.to_string()))
         .flatten();
+    // Cluster probes are few: looked up once per page, not once per target.
+    let cluster_flaps: Vec<Option<FlapView>> = model
+        .clusters
+        .iter()
+        .map(|c| flap_view(&health.entry(&ProbeId::Cluster(Arc::from(c.name.as_str())))?))
+        .collect();
     let app = |i: usize| {
         let (m, answers) = (&model.apps[i], &snapshot.apps()[i]);
         let targets: Vec<Value> = m
@@ -314,6 +355,10 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                     health.entry(&ProbeId::Cluster(Arc::from(cluster.name.as_str())));
                 let (verdict, last_probe) =
                     target_probe_json(entry.as_ref(), cluster_entry.as_ref());
+                let flap = entry
+                    .as_ref()
+                    .and_then(flap_view)
+                    .or(cluster_flaps[t.cluster]);
                 json!({
                     "cluster": cluster.name,
                     "region": cluster.region,
@@ -323,6 +368,8 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                     "force": t.force.or(cluster.force).map(|up| if up { "up" } else { "down" }),
                     "state": live.state,
                     "detail": live.detail,
+                    "flapping": flap.is_some(),
+                    "flap": flap_json(flap),
                     "addresses": cluster.ingress,
                     "probe": t.probe.as_ref().map(|p| json!({
                         "kind": format!("{:?}", p.kind).to_lowercase(),

@@ -536,6 +536,13 @@ pub struct ProbeConfig {
     pub fall: Option<u32>,
     /// State before the first probe settles: "up" (default) or "down".
     pub initial: Option<String>,
+    /// More verdict changes than this within `flap_window` is flapping (0: no damping).
+    pub flap_changes: Option<u32>,
+    #[serde(default, with = "duration::option")]
+    pub flap_window: Option<Duration>,
+    /// Stability a flapping target needs before it is answered again.
+    #[serde(default, with = "duration::option")]
+    pub flap_hold: Option<Duration>,
 }
 
 /// One entry of `expect_status`: a code (`200`) or a range (`"200-399"`).

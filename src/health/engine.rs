@@ -5,7 +5,9 @@
 //! are spread at random over the first interval so 20,000 probes do not fire together.
 //! After a result that disagrees with the current state the task re-probes after
 //! `fast_interval` until the state settles either way (HAProxy's fastinter), so detection
-//! costs about one interval plus (fall − 1) short re-probes.
+//! costs about one interval plus (fall − 1) short re-probes. Between the hysteresis and
+//! what is published sits flap damping ([`super::flap`], state kept in the table entry):
+//! a target whose state keeps changing is published down until it has been stable.
 //!
 //! On a transition the task updates the health table and publishes a new snapshot right
 //! away (under a mutex that only the probe and reload side take; queries never do), so the
@@ -28,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
+    flap,
     http::HttpProbe,
     hysteresis::Hysteresis,
     outcome::Outcome,
@@ -102,6 +105,7 @@ pub struct HealthEngine {
 /// Metric handles of one probe, resolved once when it starts.
 struct ProbeMetrics {
     up: IntGauge,
+    flapping: IntGauge,
     duration: Histogram,
     labels: (String, String),
 }
@@ -112,6 +116,7 @@ impl ProbeMetrics {
         let l = [labels.0.as_str(), labels.1.as_str()];
         Self {
             up: metrics.probe_up.with_label_values(&l),
+            flapping: metrics.probe_flapping.with_label_values(&l),
             duration: metrics.probe_duration.with_label_values(&l),
             labels,
         }
@@ -325,6 +330,15 @@ impl HealthEngine {
     }
 }
 
+/// What one probe result changed in what is published.
+#[derive(Debug, Default)]
+struct Published {
+    /// The published state changed to this.
+    transition: Option<bool>,
+    /// Flapping started (true) or ended (false).
+    flapping: Option<bool>,
+}
+
 /// What a reload did to the probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReloadSummary {
@@ -360,6 +374,7 @@ fn carry_recorded(carried: &mut HealthTable, table: &HealthTable) -> HashSet<Pro
         // restarted one has a new owner and starts afresh.
         if let Some(now) = table.get(id).filter(|now| now.owner == entry.owner) {
             entry.last.clone_from(&now.last);
+            entry.flap.clone_from(&now.flap);
             if now.state != entry.state {
                 entry.state = now.state.clone();
                 changed.insert(id.clone());
@@ -437,6 +452,7 @@ async fn probe_loop(
     // one whose state carried over keeps it (its task keeps running, so this is new).
     if let Some(entry) = lock(&shared.table).get(&id) {
         hysteresis = Hysteresis::new(entry.state.up, spec.rise, spec.fall);
+        metrics.flapping.set(i64::from(entry.flap.is_flapping()));
     }
     metrics.up.set(i64::from(hysteresis.is_up()));
     let mut first_pending = true;
@@ -472,9 +488,12 @@ async fn probe_loop(
         if cancel.is_cancelled() {
             return; // replaced or removed by a reload while probing
         }
-        let transition = hysteresis.observe(outcome.up);
-        shared.record(&id, epoch, &outcome, transition);
-        if let Some(up) = transition {
+        let changed = hysteresis.observe(outcome.up).is_some();
+        let published = shared.record(&id, epoch, &outcome, hysteresis.is_up(), changed, &spec);
+        if let Some(flapping) = published.flapping {
+            metrics.flapping.set(i64::from(flapping));
+        }
+        if let Some(up) = published.transition {
             metrics.up.set(i64::from(up));
             // Resolved only when it happens: transitions are rare, and a pre-resolved pair
             // per probe costs memory at 20,000+ probes.
@@ -530,11 +549,21 @@ impl HealthShared {
         }
     }
 
-    /// Records a probe result and, on a state change, publishes the snapshot that follows.
-    fn record(&self, id: &ProbeId, epoch: u64, outcome: &Outcome, transition: Option<bool>) {
+    /// Records a probe result (`verdict`: the hysteresis state after it, `changed`: whether
+    /// it changed) and, when what is published changes (the state, or why it is down while
+    /// flapping), publishes the snapshot that follows.
+    fn record(
+        &self,
+        id: &ProbeId,
+        epoch: u64,
+        outcome: &Outcome,
+        verdict: bool,
+        changed: bool,
+        spec: &ProbeSpec,
+    ) -> Published {
         let mut table = lock(&self.table);
         let Some(entry) = table.get_mut(id).filter(|e| e.owner == epoch) else {
-            return; // removed or replaced by a reload while this probe ran
+            return Published::default(); // removed or replaced by a reload while this probe ran
         };
         let now = SystemTime::now();
         entry.last = Some(LastResult {
@@ -543,33 +572,53 @@ impl HealthShared {
             at: now,
             duration: outcome.duration,
         });
-        let Some(up) = transition else {
-            return;
-        };
-        let state = |up: bool| if up { "up" } else { "down" };
-        let reason = outcome.reason.to_string();
-        match id {
-            ProbeId::App { app, cluster } => info!(
-                app = %app,
-                cluster = %cluster,
-                from = %state(!up),
-                to = %state(up),
-                reason = %reason,
-                "health transition"
-            ),
-            ProbeId::Cluster(cluster) => info!(
-                cluster = %cluster,
-                from = %state(!up),
-                to = %state(up),
-                reason = %reason,
-                "cluster health transition"
-            ),
+        let step = entry.flap.observe(
+            &spec.flap,
+            std::time::Instant::now(),
+            outcome.up,
+            verdict,
+            changed,
+        );
+        let transition = (step.up != entry.state.up).then_some(step.up);
+        match step.event {
+            Some(event) => flap::log_event(id, &spec.flap, event),
+            None if transition.is_none() => {
+                if changed {
+                    debug!(probe = %id, up = verdict, "verdict change held back: flapping");
+                }
+                return Published::default();
+            }
+            None => {}
         }
-        entry.state = ProbeState {
-            up,
-            reason: Arc::from(reason),
-            since: now,
+        let published = Published {
+            transition,
+            flapping: step
+                .event
+                .map(|e| matches!(e, flap::FlapEvent::Started { .. })),
         };
+        let reason = entry
+            .flap
+            .reason()
+            .unwrap_or_else(|| outcome.reason.to_string());
+        let since = if transition.is_some() {
+            now
+        } else {
+            entry.state.since
+        };
+        entry.state = ProbeState {
+            up: step.up,
+            reason: Arc::from(reason.as_str()),
+            since,
+        };
+        if let Some(up) = transition {
+            log_transition(id, up, &reason);
+        }
+        self.publish(&table, id);
+        published
+    }
+
+    /// Publishes the snapshot with the apps that have a target probed by `id` rebuilt.
+    fn publish(&self, table: &HealthTable, id: &ProbeId) {
         let model = self.model.load();
         let affected: Vec<usize> = model
             .apps
@@ -592,7 +641,7 @@ impl HealthShared {
         let current = self.snapshot.load();
         let updates: Vec<(usize, AppAnswers)> = affected
             .into_iter()
-            .map(|a| (a, AppAnswers::build(&model, a, &table, &self.metrics)))
+            .map(|a| (a, AppAnswers::build(&model, a, table, &self.metrics)))
             .collect();
         for (a, answers) in &updates {
             let was = current.app(*a).fallback_active;
@@ -607,6 +656,28 @@ impl HealthShared {
             }
         }
         self.snapshot.store(Arc::new(current.with_apps(updates)));
+    }
+}
+
+/// Logs a change of the published state once, at INFO, with its reason.
+fn log_transition(id: &ProbeId, up: bool, reason: &str) {
+    let state = |up: bool| if up { "up" } else { "down" };
+    match id {
+        ProbeId::App { app, cluster } => info!(
+            app = %app,
+            cluster = %cluster,
+            from = %state(!up),
+            to = %state(up),
+            reason = %reason,
+            "health transition"
+        ),
+        ProbeId::Cluster(cluster) => info!(
+            cluster = %cluster,
+            from = %state(!up),
+            to = %state(up),
+            reason = %reason,
+            "cluster health transition"
+        ),
     }
 }
 

@@ -1,10 +1,12 @@
 //! Health probing: probes of every cluster's ingress drive which targets are answered.
 //!
 //! [`engine`] schedules the probes ([`http`], [`tcp`]); [`hysteresis`] turns results into
-//! states; [`state`] holds the verdicts and decides, with drain and force, whether each
-//! target is answered. Every change publishes a new immutable snapshot.
+//! states; [`flap`] holds out a target whose state keeps changing; [`state`] holds the
+//! verdicts and decides, with drain and force, whether each target is answered. Every
+//! change publishes a new immutable snapshot.
 
 pub mod engine;
+pub mod flap;
 pub mod http;
 pub mod hysteresis;
 pub mod outcome;

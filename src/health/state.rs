@@ -68,6 +68,8 @@ pub struct ProbeEntry {
     /// The probe task whose results this entry takes (a task replaced by a reload may
     /// still finish one probe: its result must not land here).
     pub owner: u64,
+    /// Flap damping of this target: kept with its state, not in the probe task.
+    pub flap: super::flap::Flap,
 }
 
 /// Every probe of a model with its settings: app probes per (app, target cluster), then
@@ -113,6 +115,7 @@ fn initial(spec: &ProbeSpec) -> ProbeEntry {
         },
         last: None,
         owner: 0,
+        flap: Default::default(),
     }
 }
 

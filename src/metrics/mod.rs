@@ -99,6 +99,8 @@ pub struct Metrics {
     pub answers: IntCounterVec,
     pub fallback_answers: IntCounterVec,
     pub probe_up: IntGaugeVec,
+    /// 1 while a target is held out of the answers for flapping (health::flap).
+    pub probe_flapping: IntGaugeVec,
     pub probe_duration: HistogramVec,
     pub probe_failures: IntCounterVec,
     pub health_transitions: IntCounterVec,
@@ -196,6 +198,15 @@ impl Metrics {
             opts(
                 "gtmd_probe_up",
                 "Probe state after hysteresis (1 up, 0 down); app is empty for cluster probes.",
+            ),
+            &["app", "cluster"],
+        )
+        .unwrap();
+        let probe_flapping = IntGaugeVec::new(
+            opts(
+                "gtmd_probe_flapping",
+                "1 while the target is held out of the answers for flapping (its state changed \
+                 more than flap_changes times within flap_window), until stable for flap_hold.",
             ),
             &["app", "cluster"],
         )
@@ -362,6 +373,7 @@ impl Metrics {
             Box::new(answers.clone()),
             Box::new(fallback_answers.clone()),
             Box::new(probe_up.clone()),
+            Box::new(probe_flapping.clone()),
             Box::new(probe_duration.clone()),
             Box::new(probe_failures.clone()),
             Box::new(health_transitions.clone()),
@@ -421,6 +433,7 @@ impl Metrics {
             answers,
             fallback_answers,
             probe_up,
+            probe_flapping,
             probe_duration,
             probe_failures,
             health_transitions,
@@ -475,6 +488,7 @@ impl Metrics {
     pub fn forget_probe_series(&self, app: &str, cluster: &str) {
         let l = [app, cluster];
         let _ = self.probe_up.remove_label_values(&l);
+        let _ = self.probe_flapping.remove_label_values(&l);
         let _ = self.probe_duration.remove_label_values(&l);
         for to in ["up", "down"] {
             let _ = self

@@ -23,7 +23,7 @@ use crate::config::{Config, ConfigError, Errors};
 
 pub use app::Fallback;
 pub use geo::GeoModel;
-pub use probe::{HttpMethod, ProbeKind, ProbeSpec};
+pub use probe::{FlapSpec, HttpMethod, ProbeKind, ProbeSpec};
 pub use server::AdminLimits;
 
 /// Largest TTL accepted for static records and the SOA: one week. Longer TTLs are legal DNS

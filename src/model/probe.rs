@@ -56,7 +56,32 @@ pub struct ProbeSpec {
     pub fall: u32,
     /// The state assumed before the first results settle.
     pub initial_up: bool,
+    /// Flap damping: when a target whose verdict keeps changing is held out.
+    pub flap: FlapSpec,
 }
+
+/// Flap damping settings of a probe (what they do: `health::flap`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlapSpec {
+    /// More verdict changes than this within `window` is flapping; 0 turns damping off.
+    pub changes: u32,
+    pub window: Duration,
+    /// How long a flapping target must be stable before it is answered again.
+    pub hold: Duration,
+}
+
+/// One change within the window is an ordinary outage or recovery; the second (a return
+/// soon after a loss, or a loss soon after a return) is flapping. Any higher count lets
+/// the answer change `flap_changes` or more times before damping starts, and a flapping
+/// backend changes it that often per episode.
+pub const DEFAULT_FLAP_CHANGES: u32 = 1;
+/// Each target keeps at most this many + 1 change times (bounded memory per target).
+pub const MAX_FLAP_CHANGES: u32 = 20;
+/// A target down for longer than this returns normally (after `rise` successes): outages
+/// of a minute or more are not mistaken for flapping.
+pub const DEFAULT_FLAP_WINDOW: Duration = Duration::from_secs(60);
+/// A flapping target (or one back within the window) returns after a minute of stability.
+pub const DEFAULT_FLAP_HOLD: Duration = Duration::from_secs(60);
 
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -163,6 +188,24 @@ pub fn check_layer(p: &ProbeConfig, path: &str, errors: &mut Errors) {
     {
         errors.push(format!("{path}.fast_interval"), "must be at least 50ms");
     }
+    if let Some(v) = p.flap_changes
+        && v > MAX_FLAP_CHANGES
+    {
+        errors.push(
+            format!("{path}.flap_changes"),
+            format!("{v} is out of range 0..={MAX_FLAP_CHANGES} (0 turns flap damping off)"),
+        );
+    }
+    for (field, v) in [("flap_window", p.flap_window), ("flap_hold", p.flap_hold)] {
+        if let Some(d) = v
+            && !(MIN_INTERVAL..=MAX_INTERVAL).contains(&d)
+        {
+            errors.push(
+                format!("{path}.{field}"),
+                format!("{d:?} is out of range {MIN_INTERVAL:?}..={MAX_INTERVAL:?}"),
+            );
+        }
+    }
     for (field, v) in [("rise", p.rise), ("fall", p.fall)] {
         if let Some(v) = v
             && !(1..=100).contains(&v)
@@ -203,7 +246,10 @@ pub fn merge<'a>(layers: impl IntoIterator<Item = &'a ProbeConfig>) -> ProbeConf
             fast_interval,
             rise,
             fall,
-            initial
+            initial,
+            flap_changes,
+            flap_window,
+            flap_hold
         );
     }
     m
@@ -292,6 +338,11 @@ pub fn resolve(
             .as_deref()
             .and_then(|i| parse_up_down(i).ok())
             .unwrap_or(true),
+        flap: FlapSpec {
+            changes: p.flap_changes.unwrap_or(DEFAULT_FLAP_CHANGES),
+            window: p.flap_window.unwrap_or(DEFAULT_FLAP_WINDOW),
+            hold: p.flap_hold.unwrap_or(DEFAULT_FLAP_HOLD),
+        },
     })
 }
 
@@ -411,6 +462,81 @@ mod tests {
         assert_eq!((s.rise, s.fall, s.initial_up), (2, 3, true));
         assert_eq!(s.expect_status, [(200, 399)]);
         assert_eq!(s.addr.port(), 80);
+    }
+
+    #[test]
+    fn flap_damping_has_documented_defaults_and_merges_like_the_rest() {
+        let mut e = Errors::default();
+        let http = ProbeConfig {
+            kind: Some("http".into()),
+            ..ProbeConfig::default()
+        };
+        let s = resolve(&http, "127.0.0.1".parse().unwrap(), None, "x", &mut e).unwrap();
+        assert!(e.is_empty());
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            s.flap,
+            FlapSpec {
+                changes: 1,
+                window: minute,
+                hold: minute
+            }
+        );
+        let defaults = ProbeConfig {
+            flap_changes: Some(3),
+            flap_hold: Some(Duration::from_secs(10)),
+            ..http
+        };
+        let app = ProbeConfig {
+            flap_changes: Some(0),
+            ..ProbeConfig::default()
+        };
+        let m = merge([&defaults, &app]);
+        let s = resolve(&m, "127.0.0.1".parse().unwrap(), None, "x", &mut e).unwrap();
+        assert!(e.is_empty());
+        assert_eq!(
+            s.flap,
+            FlapSpec {
+                changes: 0,
+                window: minute,
+                hold: Duration::from_secs(10)
+            }
+        );
+    }
+
+    #[test]
+    fn flap_settings_out_of_range_are_errors_at_their_path() {
+        let mut e = Errors::default();
+        let p = ProbeConfig {
+            flap_changes: Some(21),
+            flap_window: Some(Duration::from_millis(100)),
+            flap_hold: Some(Duration::from_secs(7200)),
+            ..ProbeConfig::default()
+        };
+        check_layer(&p, "health.defaults", &mut e);
+        let errors: Vec<String> = e.into_vec().iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(
+            errors[0].starts_with("health.defaults.flap_changes: 21 is out of range 0..=20"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with("health.defaults.flap_window: 100ms is out of range"),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].starts_with("health.defaults.flap_hold: 7200s is out of range"),
+            "{errors:?}"
+        );
+        let mut e = Errors::default();
+        let p = ProbeConfig {
+            flap_changes: Some(0),
+            flap_window: Some(Duration::from_millis(250)),
+            flap_hold: Some(Duration::from_secs(3600)),
+            ..ProbeConfig::default()
+        };
+        check_layer(&p, "apps[0].probe", &mut e);
+        assert!(e.is_empty());
     }
 
     #[test]

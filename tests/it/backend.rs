@@ -37,6 +37,12 @@ pub enum Mode {
     Closed,
     /// Alternates 200 and 503 on every request.
     Flap,
+    /// 503 for `half`, then 200 for `half`, and so on from `from`, by the backend's clock
+    /// (so the pattern does not depend on how fast or late gtmd probes).
+    Bursts {
+        half: Duration,
+        from: std::time::Instant,
+    },
     /// 200 with this many bytes of extra headers (in headers of at most 8 KiB each).
     LargeHead(usize),
 }
@@ -309,6 +315,14 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
                         i += 1;
                     }
                     (200, "ok".to_owned(), None)
+                }
+                Mode::Bursts { half, from } => {
+                    let n = from.elapsed().as_nanos() / half.as_nanos().max(1);
+                    (
+                        if n % 2 == 0 { 503 } else { 200 },
+                        "bursts".to_owned(),
+                        None,
+                    )
                 }
                 Mode::Flap => {
                     s.flap = !s.flap;

@@ -276,7 +276,8 @@ name = "east"
 ingress = ["127.0.0.21"]
 [[apps]]
 hostname = "shop.apps.example.com"
-probe = {{ kind = "http", port = {bport}, interval = "250ms", timeout = "100ms", fast_interval = "50ms" }}
+# Flap damping off: a return soon after a loss would wait for flap_hold.
+probe = {{ kind = "http", port = {bport}, interval = "250ms", timeout = "100ms", fast_interval = "50ms", flap_changes = 0 }}
 targets = [{{ cluster = "east" }}]
 "#,
         bport = backend.addr.port()

@@ -49,7 +49,8 @@ ingress = ["{TWO}"]
 [[apps]]
 hostname = "shop.e2e.test"
 ttl = 1
-probe = {{ kind = "http", port = {port}, interval = "1s", timeout = "900ms", fast_interval = "50ms", rise = 2, fall = 2 }}
+# Flap damping off: a return soon after a loss would wait for flap_hold.
+probe = {{ kind = "http", port = {port}, interval = "1s", timeout = "900ms", fast_interval = "50ms", rise = 2, fall = 2, flap_changes = 0 }}
 targets = [{{ cluster = "one" }}, {{ cluster = "two", probe_address = "127.0.0.63" }}]
 "#
     )

@@ -15,12 +15,15 @@ use crate::{
 };
 
 /// Probe timing for tests: fast re-probes, so transitions take about a second, with a
-/// timeout no loaded machine makes a healthy local backend miss (150 ms once did).
+/// timeout no loaded machine makes a healthy local backend miss (150 ms once did). Flap
+/// damping is off: these tests time rise and fall, and a return soon after a loss would
+/// otherwise wait for `flap_hold` (damping has its own tests in flap.rs).
 const FAST: &str = r#"interval = "1s"
 timeout = "900ms"
 fast_interval = "50ms"
 rise = 2
-fall = 3"#;
+fall = 3
+flap_changes = 0"#;
 
 const ZONE: &str = r#"
 [[zones]]

@@ -58,7 +58,8 @@ name = "west"
 ingress = ["{west}"]
 [[apps]]
 hostname = "shop.apps.example.com"
-probe = {{ kind = "http", port = {bport}, interval = "250ms", timeout = "100ms", fast_interval = "50ms" }}
+# Flap damping off: a return soon after a loss would wait for flap_hold.
+probe = {{ kind = "http", port = {bport}, interval = "250ms", timeout = "100ms", fast_interval = "50ms", flap_changes = 0 }}
 targets = [{{ cluster = "east" }}, {{ cluster = "west" }}]
 "#,
         east = backends.0.addr.ip(),

@@ -12,6 +12,7 @@ mod e2e;
 mod fastpath;
 #[path = "../common/fixtures.rs"]
 mod fixtures;
+mod flap;
 #[path = "../common/fuzz_checks.rs"]
 mod fuzz_checks;
 mod fuzz_regressions;

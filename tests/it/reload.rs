@@ -429,6 +429,8 @@ fn removed_apps_stop_probing_and_leave_the_metrics() {
     wait_for("the probe to report", Duration::from_secs(5), || {
         metric(s.admin, up) == 1.0
     });
+    let flapping = r#"gtmd_probe_flapping{app="probed.r.test.",cluster="one"}"#;
+    assert_eq!(metric(s.admin, flapping), 0.0);
     // Every log line is one JSON object.
     for line in served.stderr().lines() {
         let v: serde_json::Value =
@@ -452,7 +454,7 @@ fn removed_apps_stop_probing_and_leave_the_metrics() {
         "the removed app is no longer probed"
     );
     assert!(
-        metric(s.admin, up).is_nan(),
+        metric(s.admin, up).is_nan() && metric(s.admin, flapping).is_nan(),
         "its series are gone from /metrics"
     );
     let r = crate::support::ask(
