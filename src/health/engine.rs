@@ -31,6 +31,7 @@ use super::{
     http::HttpProbe,
     hysteresis::Hysteresis,
     outcome::Outcome,
+    persist::{Kept, Restored, StateWriter},
     state::{HealthTable, LastResult, ProbeId, ProbeState, probes},
     tcp,
     tls::TlsConfigs,
@@ -67,6 +68,8 @@ pub struct HealthShared {
     first_round: tokio::sync::watch::Sender<bool>,
     /// Identifies probe tasks, so a replaced task's last result is ignored.
     next_epoch: AtomicU64,
+    /// The state file's writer (`health.state_file`).
+    persist: Option<Arc<StateWriter>>,
 }
 
 impl HealthShared {
@@ -119,24 +122,36 @@ impl ProbeMetrics {
 }
 
 impl HealthEngine {
-    /// Starts probing every target of `model` (inside a tokio runtime). The snapshot must
-    /// have been built with [`HealthTable::initial`] of the same model.
+    /// Starts probing every target of `model` (inside a tokio runtime) from the table of
+    /// `restored` (initial states, or verdicts restored from the state file), which the
+    /// snapshot must have been built with.
     pub fn start(
         model: Arc<Model>,
         snapshot: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
+        restored: Restored,
     ) -> Result<Self, String> {
         super::tls::install_default_provider();
         let list = probes(&model);
         let (first_round, _) = tokio::sync::watch::channel(list.is_empty());
+        let persist = match &model.health.state_file {
+            Some(path) => Some(Arc::new(StateWriter::start(
+                path.clone(),
+                model.clone(),
+                restored.seed,
+                metrics.clone(),
+            )?)),
+            None => None,
+        };
         let shared = Arc::new(HealthShared {
             model: ArcSwap::new(model.clone()),
-            table: Mutex::new(HealthTable::initial(&model)),
+            table: Mutex::new(restored.table),
             snapshot,
             metrics,
             pending: Mutex::new(list.iter().map(|(id, _)| id.clone()).collect()),
             first_round,
             next_epoch: AtomicU64::new(1),
+            persist,
         });
         let max_concurrent = model.health.max_concurrent_probes;
         let mut engine = Self {
@@ -255,6 +270,9 @@ impl HealthEngine {
         }
         let replaced = std::mem::replace(&mut *table, carried);
         self.shared.model.store(new.clone());
+        if let Some(p) = &self.shared.persist {
+            p.model(new.clone());
+        }
         let snapshot = Arc::new(snapshot);
         let previous = self.shared.snapshot.swap(snapshot.clone());
         // Readiness waits for the probes that are live now, not for removed ones.
@@ -328,6 +346,10 @@ impl HealthEngine {
         }
         self.running.clear();
         while self.tasks.join_next().await.is_some() {}
+        // The verdicts as they are at shutdown, for the next start.
+        if let Some(p) = self.shared.persist.clone() {
+            let _ = tokio::task::spawn_blocking(move || p.finish(Duration::from_secs(5))).await;
+        }
     }
 }
 
@@ -529,6 +551,22 @@ impl HealthShared {
     }
 
     fn first_verdict(&self, id: &ProbeId) {
+        if let Some(p) = &self.persist {
+            // The verdict a task settles on first, confirmed by its probes (the others
+            // reach the file through transitions).
+            let kept = lock(&self.table).get(id).map(|e| Kept {
+                up: e.state.up,
+                reason: match &e.last {
+                    Some(l) if l.ok == e.state.up => Arc::from(l.reason.as_str()),
+                    _ => e.state.reason.clone(),
+                },
+                since: e.state.since,
+                as_of: None,
+            });
+            if let Some(kept) = kept {
+                p.verdict(id, kept);
+            }
+        }
         let mut pending = lock_pending(&self.pending);
         if pending.remove(id) {
             self.check_ready(&mut pending);
@@ -582,6 +620,17 @@ impl HealthShared {
             reason: Arc::from(reason),
             since: now,
         };
+        if let Some(p) = &self.persist {
+            p.verdict(
+                id,
+                Kept {
+                    up,
+                    reason: entry.state.reason.clone(),
+                    since: now,
+                    as_of: None,
+                },
+            );
+        }
         let model = self.model.load();
         let affected: Vec<usize> = model
             .apps

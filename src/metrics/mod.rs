@@ -127,6 +127,9 @@ pub struct Metrics {
     /// The connection cap in effect per listener kind (`dns_tcp` per listener, `admin`):
     /// the configured one, or lower if the descriptor limit could not hold it.
     pub connection_limit: IntGaugeVec,
+    /// Health state file writes (`health.state_file`), and those that failed.
+    pub health_state_writes: IntCounter,
+    pub health_state_write_errors: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -338,8 +341,21 @@ impl Metrics {
             &["listener"],
         )
         .unwrap();
+        let health_state_writes = IntCounter::with_opts(opts(
+            "gtmd_health_state_writes_total",
+            "Health state file (health.state_file) writes that succeeded.",
+        ))
+        .unwrap();
+        let health_state_write_errors = IntCounter::with_opts(opts(
+            "gtmd_health_state_write_errors_total",
+            "Health state file (health.state_file) writes that failed (each one is retried \
+             with the next change, and logged at most once a minute).",
+        ))
+        .unwrap();
         for c in [
             Box::new(dropped_vec.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(health_state_writes.clone()),
+            Box::new(health_state_write_errors.clone()),
             Box::new(admin_timeouts.clone()),
             Box::new(connection_limit.clone()),
             Box::new(admin_shed.clone()),
@@ -429,6 +445,8 @@ impl Metrics {
             connection_limit,
             accept_errors,
             tcp_timeouts,
+            health_state_writes,
+            health_state_write_errors,
             registry,
         }
     }

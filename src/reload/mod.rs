@@ -288,6 +288,10 @@ impl Reloader {
         {
             restart.push("server.tcp_max_connections/tcp_max_connections_per_ip/tcp_max_queries");
         }
+        // The writer thread holds the path it was started with.
+        if old.health.state_file != new.health.state_file {
+            restart.push("health.state_file");
+        }
         if !restart.is_empty() {
             return Err(ReloadError::Invalid(
                 restart
