@@ -584,3 +584,234 @@ fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(state_file: &Path, apps: &[&str]) -> Arc<Model> {
+        let mut text = format!(
+            r#"
+[health]
+state_file = "{}"
+[health.defaults]
+kind = "tcp"
+port = 80
+[[zones]]
+origin = "t.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.t.test"
+[[clusters]]
+name = "a"
+ingress = ["192.0.2.10"]
+probe = {{ kind = "tcp", port = 81 }}
+[[clusters]]
+name = "b"
+ingress = ["192.0.2.11"]
+"#,
+            state_file.display()
+        );
+        for app in apps {
+            text.push_str(&format!(
+                "[[apps]]\nhostname = \"{app}\"\ntargets = [{{ cluster = \"a\" }}, {{ cluster = \"b\" }}]\n"
+            ));
+        }
+        Arc::new(crate::from_text(Path::new("t.toml"), &text).unwrap().model)
+    }
+
+    fn app(name: &str, cluster: &str) -> ProbeId {
+        ProbeId::App {
+            app: name.parse().unwrap(),
+            cluster: Arc::from(cluster),
+        }
+    }
+
+    fn kept(up: bool, as_of: Option<SystemTime>) -> Kept {
+        Kept {
+            up,
+            reason: Arc::from("connection refused"),
+            since: UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            as_of,
+        }
+    }
+
+    #[test]
+    fn verdicts_written_are_restored_for_the_targets_still_configured() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let old = model(&path, &["x.t.test", "gone.t.test"]);
+        let now = SystemTime::now();
+        let verdicts = HashMap::from([
+            (app("x.t.test.", "a"), kept(false, None)),
+            (app("x.t.test.", "b"), kept(true, None)),
+            (app("gone.t.test.", "a"), kept(false, None)),
+            (ProbeId::Cluster(Arc::from("a")), kept(false, None)),
+            // Restored 20 minutes ago and never confirmed since: too old to restore again.
+            (
+                app("gone.t.test.", "b"),
+                kept(false, Some(now - Duration::from_secs(1200))),
+            ),
+        ]);
+        write_atomic(&path, &render(&old, &verdicts, now).unwrap()).unwrap();
+        // The config was edited: gone.t.test left, y.t.test came.
+        let new = model(&path, &["y.t.test", "x.t.test"]);
+        let Ok(loaded) = load(&path, &new, now + Duration::from_secs(42)) else {
+            panic!("the file is used");
+        };
+        assert_eq!(loaded.age.as_secs(), 42);
+        assert_eq!((loaded.gone, loaded.stale), (2, 0));
+        let got: HashMap<ProbeId, Kept> = loaded.entries.into_iter().collect();
+        assert_eq!(got.len(), 3);
+        assert!(!got[&app("x.t.test.", "a")].up);
+        assert!(got[&app("x.t.test.", "b")].up);
+        assert!(!got[&ProbeId::Cluster(Arc::from("a"))].up);
+        assert_eq!(got[&app("x.t.test.", "a")].since, kept(false, None).since);
+
+        let restored = restore(&new, now + Duration::from_secs(42));
+        let x = restored.table.get(&app("x.t.test.", "a")).unwrap();
+        assert!(!x.state.up);
+        assert_eq!(
+            &*x.state.reason,
+            "restored from state file (age 42s): connection refused"
+        );
+        let y = restored.table.get(&app("y.t.test.", "a")).unwrap();
+        assert_eq!(&*y.state.reason, "initial state");
+        // A stale restored entry is dropped; one too old for its own as_of is counted so.
+        let stale = model(&path, &["gone.t.test"]);
+        let Ok(l) = load(&path, &stale, now) else {
+            panic!("the file is used");
+        };
+        assert_eq!(
+            (l.entries.len(), l.stale),
+            (2, 1),
+            "gone.t.test. in a and cluster a"
+        );
+    }
+
+    #[test]
+    fn files_that_cannot_be_trusted_are_ignored_and_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let m = model(&path, &["x.t.test"]);
+        let now = SystemTime::now();
+        let why = |text: &str, at: SystemTime| -> String {
+            std::fs::write(&path, text).unwrap();
+            match load(&path, &m, at) {
+                Err(Skip::Ignored(why)) => why,
+                Err(Skip::Missing) => "missing".into(),
+                Ok(_) => "used".into(),
+            }
+        };
+        let good = String::from_utf8(render(&m, &HashMap::new(), now).unwrap()).unwrap();
+        assert_eq!(why(&good, now), "used");
+        assert!(why(&good[..10], now).starts_with("not a gtmd health state file (corrupt:"));
+        assert!(why(&good.replace(FORMAT, "other"), now).contains("format \"other\""));
+        assert!(
+            why(&good.replace("\"version\":1", "\"version\":7"), now)
+                .contains("format version 7, this gtmd reads version 1")
+        );
+        assert_eq!(
+            why(&good, now + Duration::from_secs(601)),
+            "written 10m 1s ago, longer than health.state_max_age (10m)"
+        );
+        assert!(
+            why(&good, now - Duration::from_secs(3600))
+                .contains("in the future (is the clock right?)")
+        );
+        assert!(why(&good.replace("t.test.", "u.test."), now).contains("another deployment"));
+        std::fs::write(&path, vec![b' '; MAX_FILE_BYTES as usize + 1]).unwrap();
+        assert!(matches!(load(&path, &m, now), Err(Skip::Ignored(w)) if w.contains("larger than")));
+        std::fs::remove_file(&path).unwrap();
+        assert!(matches!(load(&path, &m, now), Err(Skip::Missing)));
+    }
+
+    fn wait(what: &str, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out: {what}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn a_burst_of_transitions_is_a_few_writes_of_the_last_verdicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state");
+        let m = model(&path, &["x.t.test", "y.t.test"]);
+        let metrics = Arc::new(Metrics::new());
+        let w =
+            StateWriter::start(path.clone(), m.clone(), HashMap::new(), metrics.clone()).unwrap();
+        let ids = [
+            app("x.t.test.", "a"),
+            app("x.t.test.", "b"),
+            app("y.t.test.", "a"),
+            app("y.t.test.", "b"),
+        ];
+        let started = Instant::now();
+        for i in 0..10_000 {
+            w.verdict(&ids[i % 4], kept(i % 3 == 0, None));
+        }
+        let burst = started.elapsed();
+        // The last verdicts: i = 9996..9999.
+        let last: Vec<bool> = (9996..10_000).map(|i| i % 3 == 0).collect();
+        wait("the last verdicts on disk", || {
+            let Ok(Loaded { entries, .. }) = load(&path, &m, SystemTime::now()) else {
+                return false;
+            };
+            let got: HashMap<ProbeId, Kept> = entries.into_iter().collect();
+            ids.iter()
+                .zip(&last)
+                .all(|(id, up)| got.get(id).is_some_and(|k| k.up == *up))
+        });
+        w.finish(Duration::from_secs(20));
+        let writes = metrics.health_state_writes.get();
+        // One write may start at the first verdict, the rest wait out the gap: at most one
+        // per MIN_WRITE_GAP of the burst, plus the first, the last and the one at shutdown.
+        let bound = 3 + (burst.as_millis() / MIN_WRITE_GAP.as_millis()) as u64;
+        eprintln!("{writes} writes for 10,000 verdicts sent in {burst:?}");
+        assert!(
+            (2..=bound).contains(&writes),
+            "{writes} writes for 10,000 verdicts in {burst:?}"
+        );
+        assert_eq!(metrics.health_state_write_errors.get(), 0);
+        // A reload that removed y.t.test takes it out of the next write.
+        let w = StateWriter::start(path.clone(), m, HashMap::new(), metrics.clone()).unwrap();
+        w.model(model(&path, &["x.t.test"]));
+        w.finish(Duration::from_secs(20));
+        assert!(metrics.health_state_writes.get() > writes);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("y.t.test"), "{text}");
+        // A clean shutdown writes the file even when nothing changed.
+        let before = metrics.health_state_writes.get();
+        let m = model(&path, &["x.t.test"]);
+        StateWriter::start(path.clone(), m, HashMap::new(), metrics.clone())
+            .unwrap()
+            .finish(Duration::from_secs(20));
+        assert_eq!(metrics.health_state_writes.get(), before + 1);
+    }
+
+    #[test]
+    fn failed_writes_are_counted_and_leave_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the file should be: rename fails.
+        let path = dir.path().join("state");
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("keep"), "").unwrap();
+        let m = model(&path, &["x.t.test"]);
+        let metrics = Arc::new(Metrics::new());
+        let w = StateWriter::start(path.clone(), m, HashMap::new(), metrics.clone()).unwrap();
+        w.verdict(&app("x.t.test.", "a"), kept(false, None));
+        wait("a failed write", || {
+            metrics.health_state_write_errors.get() >= 1
+        });
+        w.finish(Duration::from_secs(20));
+        assert_eq!(metrics.health_state_writes.get(), 0);
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only the directory: {left:?}");
+    }
+}
