@@ -196,7 +196,7 @@ fn validate_health(cfg: &crate::config::file::HealthConfig, errors: &mut Errors)
         errors.push(
             "health.state_max_age",
             format!(
-                "{} is out of range: more than 0s, at most 7days",
+                "{} is out of range: more than 0s, at most 7 days",
                 humantime::format_duration(state_max_age)
             ),
         );
