@@ -1131,4 +1131,14 @@ fn a_probe_settings_edit_keeps_a_dead_target_out_of_every_answer() {
         "no fake down->up transition is logged:\n{log}"
     );
     assert_eq!(answer(dns, "probed.r.test."), [TWO]);
+    // It was kept down, not merely hidden: its recovery is a real down->up transition.
+    backend.set(Mode::Ok);
+    wait_for("the target to rise", Duration::from_secs(20), || {
+        served.stderr().contains("from=down to=up")
+    });
+    wait_for(
+        "the target back in the answers",
+        Duration::from_secs(20),
+        || answer(dns, "probed.r.test.") == [ONE, TWO],
+    );
 }

@@ -220,6 +220,14 @@ fn after_a_restart_the_very_first_answer_leaves_a_dead_cluster_out() {
 
     // A clean stop writes the file once more; a restart after the backend is back starts
     // from "down" and needs rise successes, logged as a real down->up transition.
+    let written_at = |path: &Path| -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        v["written_at"].as_u64().unwrap()
+    };
+    // Every probe's first verdict was written long ago (one gap after it); nothing changed
+    // since, so only the shutdown writes again.
+    let before = written_at(&s.state);
     let pid = served.0.id().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -228,6 +236,11 @@ fn after_a_restart_the_very_first_answer_leaves_a_dead_cluster_out() {
     assert!(status.success());
     let mut served = served;
     served.0.wait().unwrap();
+    assert!(
+        written_at(&s.state) > before,
+        "written at shutdown:\n{}",
+        served.stderr()
+    );
     assert_eq!(stored(&s.state, "one"), Some(false));
     s.b1.set(Mode::Ok);
     let (served, _) = start_and_first_answer(&s);
