@@ -110,7 +110,11 @@ fn ips(reply: &Message) -> Vec<String> {
 /// gives: nothing else asks it anything, and every query goes out from one socket that
 /// stays open, so a reply to an earlier query that comes late is still the one seen first.
 fn start_and_first_answer(s: &Setup) -> (Served, Vec<String>) {
-    let served = spawn_only(serve_command(&s.config, &["--no-watch"]));
+    start_and_first_answer_with(s, &["--no-watch"])
+}
+
+fn start_and_first_answer_with(s: &Setup, args: &[&str]) -> (Served, Vec<String>) {
+    let served = spawn_only(serve_command(&s.config, args));
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
@@ -348,4 +352,26 @@ fn entries_of_apps_no_longer_configured_are_ignored_and_the_rest_restored() {
         "{log}"
     );
     assert!(!log.contains("health state file ignored"), "{log}");
+}
+
+#[test]
+fn a_reload_cannot_move_the_state_file() {
+    let s = setup();
+    let (served, _) = start_and_first_answer_with(&s, &[]);
+    wait_for("the directory watch", Duration::from_secs(20), || {
+        served
+            .stderr()
+            .contains("watching the config directory for changes")
+    });
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let moved = text.replace("health-state", "elsewhere");
+    assert_ne!(moved, text);
+    let tmp = s.config.with_extension("tmp");
+    std::fs::write(&tmp, moved).unwrap();
+    std::fs::rename(&tmp, &s.config).unwrap();
+    wait_for("the refusal", Duration::from_secs(20), || {
+        served
+            .stderr()
+            .contains("health.state_file changed: restart gtmd to apply it")
+    });
 }
