@@ -190,12 +190,12 @@ fn after_a_restart_the_very_first_answer_leaves_a_dead_cluster_out() {
     // would hold both clusters until the probes caught up.
     let (served, first) = start_and_first_answer(&s);
     assert_eq!(first, [TWO], "the very first answer after the restart");
-    let log = served.stderr();
-    assert!(
+    // Logged before the first answer, but read from the pipe by another thread.
+    wait_for("the restore line", Duration::from_secs(20), || {
+        let log = served.stderr();
         log.contains("health state restored")
-            && log.contains("down: app shop.w.test. in cluster one"),
-        "{log}"
-    );
+            && log.contains("down: app shop.w.test. in cluster one")
+    });
     let (_, status) = http_get(s.admin, "/api/v1/status");
     assert!(
         status.contains("restored from state file (age"),
@@ -344,11 +344,12 @@ fn entries_of_apps_no_longer_configured_are_ignored_and_the_rest_restored() {
     // Two was down when the file was written, and still is: out from the first answer
     // (from its initial state it would be in it).
     assert_eq!(first, [ONE]);
+    wait_for("the restore line", Duration::from_secs(20), || {
+        served.stderr().contains("health state restored")
+    });
     let log = served.stderr();
     assert!(
-        log.contains("health state restored")
-            && log.contains("restored=1")
-            && log.contains("not_configured=1"),
+        log.contains("restored=1") && log.contains("not_configured=1"),
         "{log}"
     );
     assert!(!log.contains("health state file ignored"), "{log}");
