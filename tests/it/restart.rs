@@ -376,3 +376,59 @@ fn a_reload_cannot_move_the_state_file() {
             .contains("health.state_file changed: restart gtmd to apply it")
     });
 }
+
+#[test]
+fn state_file_settings_are_checked_and_can_come_from_the_environment() {
+    let base = r#"
+[[zones]]
+origin = "w.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.w.test"
+"#;
+    let load = |health: &str, env: &[(&str, &str)]| {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let p = Path::new("t.toml");
+        gtmd::config::parse_with_env(p, &format!("[health]\n{health}\n{base}"), env)
+            .and_then(|c| gtmd::from_config(p, &c))
+    };
+    let m = load("", &[]).unwrap().model;
+    assert_eq!(m.health.state_file, None, "unset by default");
+    assert_eq!(m.health.state_max_age, Duration::from_secs(600));
+    let m = load(
+        "state_max_age = \"1h\"",
+        &[("GTMD__HEALTH__STATE_FILE", "/var/lib/gtmd/health-state")],
+    )
+    .unwrap()
+    .model;
+    assert_eq!(
+        m.health.state_file.as_deref(),
+        Some(Path::new("/var/lib/gtmd/health-state"))
+    );
+    assert_eq!(m.health.state_max_age, Duration::from_secs(3600));
+    for (health, expected) in [
+        (
+            "state_file = \"\"",
+            "health.state_file: \"\" is not a file path",
+        ),
+        (
+            "state_file = \"/var/lib/gtmd/\"",
+            "health.state_file: \"/var/lib/gtmd/\" is not a file path",
+        ),
+        (
+            "state_max_age = \"0s\"",
+            "health.state_max_age: 0s is out of range",
+        ),
+        (
+            "state_max_age = \"8days\"",
+            "health.state_max_age: 8days is out of range: more than 0s, at most 7 days",
+        ),
+    ] {
+        let Err(e) = load(health, &[]) else {
+            panic!("{health} is accepted");
+        };
+        let text = e.to_string();
+        assert!(text.contains(expected), "{health}: {text}");
+    }
+}
