@@ -293,10 +293,24 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
     let model = Arc::new(loaded.model);
     let budget = client_budget(&model, &listeners);
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(&model, &metrics)));
+    // Every target from its last verdict in the state file (if any) before the first
+    // answer; read off the async workers.
+    let restored = {
+        let model = model.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::health::persist::restore(&model, std::time::SystemTime::now())
+        })
+        .await
+        .map_err(|e| StartError::Health(format!("reading the health state file: {e}")))?
+    };
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+        &model,
+        &restored.table,
+        &metrics,
+    )));
     metrics.config_applied(&loaded.hash, 1);
     metrics.state.publish_overrides(None, &model);
-    let engine = HealthEngine::start(model.clone(), snapshot.clone(), metrics.clone())
+    let engine = HealthEngine::start(model.clone(), snapshot.clone(), metrics.clone(), restored)
         .map_err(StartError::Health)?;
     let first_round = engine.first_round();
     let health = engine.shared();

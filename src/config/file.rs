@@ -486,6 +486,12 @@ pub struct HealthConfig {
     /// Defaults for every app probe. Setting `kind` here probes every app.
     #[serde(default)]
     pub defaults: Option<ProbeConfig>,
+    /// Where the verdict of every target is kept across restarts (unset: nowhere).
+    #[serde(default)]
+    pub state_file: Option<String>,
+    /// A state file (or an entry of it) older than this is ignored at start.
+    #[serde(default, with = "duration::option")]
+    pub state_max_age: Option<Duration>,
 }
 
 impl Default for HealthConfig {
@@ -493,6 +499,8 @@ impl Default for HealthConfig {
         Self {
             max_concurrent_probes: default_max_concurrent_probes(),
             defaults: None,
+            state_file: None,
+            state_max_age: None,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors, Errors};
 pub use file::Config;
-pub use read::read;
+pub use read::{read, read_limited};
 
 /// The environment variable prefix: `GTMD__SERVER__MAX_UDP_PAYLOAD=1400`.
 pub const ENV_PREFIX: &str = "GTMD";

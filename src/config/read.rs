@@ -25,7 +25,10 @@ pub fn read(path: &Path) -> Result<String, ConfigErrors> {
         .map_err(|msg| ConfigErrors::single(path, ConfigError::new("", msg)))
 }
 
-fn read_limited(path: &Path, max: u64) -> Result<String, String> {
+/// Reads the regular file at `path` as UTF-8 text of at most `max` bytes, with the same
+/// guards as [`read`]; the error says why, without the path. Also used for the health
+/// state file.
+pub fn read_limited(path: &Path, max: u64) -> Result<String, String> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)

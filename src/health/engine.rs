@@ -34,6 +34,7 @@ use super::{
     http::HttpProbe,
     hysteresis::Hysteresis,
     outcome::Outcome,
+    persist::{Kept, Restored, StateWriter},
     state::{HealthTable, LastResult, ProbeId, ProbeState, probes},
     tcp,
     tls::TlsConfigs,
@@ -70,6 +71,8 @@ pub struct HealthShared {
     first_round: tokio::sync::watch::Sender<bool>,
     /// Identifies probe tasks, so a replaced task's last result is ignored.
     next_epoch: AtomicU64,
+    /// The state file's writer (`health.state_file`).
+    persist: Option<Arc<StateWriter>>,
 }
 
 impl HealthShared {
@@ -124,24 +127,36 @@ impl ProbeMetrics {
 }
 
 impl HealthEngine {
-    /// Starts probing every target of `model` (inside a tokio runtime). The snapshot must
-    /// have been built with [`HealthTable::initial`] of the same model.
+    /// Starts probing every target of `model` (inside a tokio runtime) from the table of
+    /// `restored` (initial states, or verdicts restored from the state file), which the
+    /// snapshot must have been built with.
     pub fn start(
         model: Arc<Model>,
         snapshot: Arc<ArcSwap<Snapshot>>,
         metrics: Arc<Metrics>,
+        restored: Restored,
     ) -> Result<Self, String> {
         super::tls::install_default_provider();
         let list = probes(&model);
         let (first_round, _) = tokio::sync::watch::channel(list.is_empty());
+        let persist = match &model.health.state_file {
+            Some(path) => Some(Arc::new(StateWriter::start(
+                path.clone(),
+                model.clone(),
+                restored.seed,
+                metrics.clone(),
+            )?)),
+            None => None,
+        };
         let shared = Arc::new(HealthShared {
             model: ArcSwap::new(model.clone()),
-            table: Mutex::new(HealthTable::initial(&model)),
+            table: Mutex::new(restored.table),
             snapshot,
             metrics,
             pending: Mutex::new(list.iter().map(|(id, _)| id.clone()).collect()),
             first_round,
             next_epoch: AtomicU64::new(1),
+            persist,
         });
         let max_concurrent = model.health.max_concurrent_probes;
         let mut engine = Self {
@@ -216,6 +231,10 @@ impl HealthEngine {
             .filter(|(id, spec)| self.running.get(id).is_none_or(|r| r.spec != *spec))
             .cloned()
             .collect();
+        let changed_settings = to_start
+            .iter()
+            .filter(|(id, _)| self.running.contains_key(id))
+            .count();
         // TLS settings are re-read (a CA file may have changed), and everything that can
         // fail happens before anything changes.
         self.tls = TlsConfigs::default();
@@ -227,20 +246,21 @@ impl HealthEngine {
         // probe tasks take that lock on the async workers for every result, and would
         // stall them for the whole build. What they recorded meanwhile is then carried
         // over under the lock, rebuilding only the apps whose targets changed state.
-        let old = self.shared.model.load_full(); // only reloads change it: stable here
-        let old_specs: HashMap<ProbeId, ProbeSpec> = probes(&old).into_iter().collect();
-        let mut carried = {
-            let table = lock(&self.shared.table);
-            table.carried_from(&old_specs, &list)
-        };
+        //
+        // Every target still there keeps its state, a probe restarted with new settings
+        // included: its new task starts from the kept verdict (see `probe_loop`).
+        let mut carried = lock(&self.shared.table).carried_from(&list);
+        let mut snapshot = Snapshot::build(&new, &carried, &self.shared.metrics);
+        let mut table = lock(&self.shared.table);
+        let changed = carry_recorded(&mut carried, &table);
+        // Only now do the restarted probes' entries change hands: what their old tasks
+        // recorded during the build was carried above, what they record from here on
+        // (until cancelled below) no longer lands.
         for ((id, _), epoch) in to_start.iter().zip(&epochs) {
             if let Some(entry) = carried.get_mut(id) {
                 entry.owner = *epoch;
             }
         }
-        let mut snapshot = Snapshot::build(&new, &carried, &self.shared.metrics);
-        let mut table = lock(&self.shared.table);
-        let changed = carry_recorded(&mut carried, &table);
         if !changed.is_empty() {
             let updates: Vec<(usize, AppAnswers)> = affected_apps(&new, &changed)
                 .into_iter()
@@ -255,6 +275,9 @@ impl HealthEngine {
         }
         let replaced = std::mem::replace(&mut *table, carried);
         self.shared.model.store(new.clone());
+        if let Some(p) = &self.shared.persist {
+            p.model(new.clone());
+        }
         let snapshot = Arc::new(snapshot);
         let previous = self.shared.snapshot.swap(snapshot.clone());
         // Readiness waits for the probes that are live now, not for removed ones.
@@ -294,6 +317,7 @@ impl HealthEngine {
         while self.tasks.try_join_next().is_some() {}
         Ok(ReloadSummary {
             kept,
+            changed: changed_settings,
             started,
             stopped,
         })
@@ -327,6 +351,10 @@ impl HealthEngine {
         }
         self.running.clear();
         while self.tasks.join_next().await.is_some() {}
+        // The verdicts as they are at shutdown, for the next start.
+        if let Some(p) = self.shared.persist.clone() {
+            let _ = tokio::task::spawn_blocking(move || p.finish(Duration::from_secs(5))).await;
+        }
     }
 }
 
@@ -342,8 +370,13 @@ struct Published {
 /// What a reload did to the probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReloadSummary {
+    /// Probes left running: same target, same settings.
     pub kept: usize,
+    /// Probes restarted with changed settings; their targets kept their state.
+    pub changed: usize,
+    /// Probe tasks started: `changed` plus probes of new targets (initial state).
     pub started: usize,
+    /// Probe tasks stopped: `changed` plus probes of removed targets.
     pub stopped: usize,
 }
 
@@ -364,14 +397,14 @@ fn forget_probe_series(metrics: &Metrics, removed: &[ProbeId]) {
     }
 }
 
-/// Carries into `carried` what the probes that kept running recorded in `table` since
-/// `carried` was copied from it (last results and states); returns the probes whose state
-/// changed.
+/// Carries into `carried` what the running probe tasks recorded in `table` since
+/// `carried` was copied from it (last results and states), those about to be replaced
+/// with new settings included; returns the probes whose state changed.
 fn carry_recorded(carried: &mut HealthTable, table: &HealthTable) -> HashSet<ProbeId> {
     let mut changed = HashSet::new();
     for (id, entry) in carried.entries_mut() {
-        // Same owner: a probe kept running, whose results go on landing in the table. A
-        // restarted one has a new owner and starts afresh.
+        // Same owner: the task that owned the entry when it was copied, whose results
+        // went on landing in the table meanwhile.
         if let Some(now) = table.get(id).filter(|now| now.owner == entry.owner) {
             entry.last.clone_from(&now.last);
             entry.flap.clone_from(&now.flap);
@@ -448,8 +481,9 @@ async fn probe_loop(
     let offset = Duration::from_nanos(rand::random_range(0..span));
     let mut next = Instant::now() + offset;
     let mut hysteresis = Hysteresis::new(spec.initial_up, spec.rise, spec.fall);
-    // A probe restarted by a reload with changed settings starts from its initial state;
-    // one whose state carried over keeps it (its task keeps running, so this is new).
+    // A probe restarted by a reload with changed settings, or one whose state was
+    // restored from the state file, starts from the verdict in the table: a down target
+    // keeps needing `rise` successes.
     if let Some(entry) = lock(&shared.table).get(&id) {
         hysteresis = Hysteresis::new(entry.state.up, spec.rise, spec.fall);
         metrics.flapping.set(i64::from(entry.flap.is_flapping()));
@@ -536,6 +570,22 @@ impl HealthShared {
     }
 
     fn first_verdict(&self, id: &ProbeId) {
+        if let Some(p) = &self.persist {
+            // The verdict a task settles on first, confirmed by its probes (the others
+            // reach the file through transitions).
+            let kept = lock(&self.table).get(id).map(|e| Kept {
+                up: e.state.up,
+                reason: match &e.last {
+                    Some(l) if l.ok == e.state.up => Arc::from(l.reason.as_str()),
+                    _ => e.state.reason.clone(),
+                },
+                since: e.state.since,
+                as_of: None,
+            });
+            if let Some(kept) = kept {
+                p.verdict(id, kept);
+            }
+        }
         let mut pending = lock_pending(&self.pending);
         if pending.remove(id) {
             self.check_ready(&mut pending);
@@ -610,6 +660,17 @@ impl HealthShared {
             reason: Arc::from(reason.as_str()),
             since,
         };
+        if let Some(p) = &self.persist {
+            p.verdict(
+                id,
+                Kept {
+                    up: step.up,
+                    reason: entry.state.reason.clone(),
+                    since,
+                    as_of: None,
+                },
+            );
+        }
         if let Some(up) = transition {
             log_transition(id, up, &reason);
         }
@@ -731,22 +792,29 @@ targets = [{ cluster = "a" }]
             .unwrap()
             .model;
         let mut table = HealthTable::initial(&model);
-        let mut carried = table.carried(&model, &model);
+        let mut carried = table.carried(&model);
         let x = ProbeId::App {
             app: model.apps[0].hostname.clone(),
             cluster: Arc::from("a"),
         };
         let b = ProbeId::Cluster(Arc::from("b"));
-        // While the snapshot was built: x went down in a running probe, and cluster b's
-        // probe went down in a task the reload replaces (its result must not land).
+        // While the snapshot was built: x went down in a probe that keeps running, and
+        // cluster b's probe went down in a task the reload is about to replace with new
+        // settings: both are the targets' latest verdicts and must land.
         down(&mut table, &x);
         down(&mut table, &b);
-        carried.get_mut(&b).unwrap().owner = 7;
         let changed = carry_recorded(&mut carried, &table);
-        assert_eq!(changed, HashSet::from([x.clone()]));
+        assert_eq!(changed, HashSet::from([x.clone(), b.clone()]));
         assert!(!carried.get(&x).unwrap().state.up);
-        assert!(carried.get(&b).unwrap().state.up);
-        assert_eq!(affected_apps(&model, &changed), [0]);
+        assert!(!carried.get(&b).unwrap().state.up);
+        assert_eq!(affected_apps(&model, &HashSet::from([x])), [0]);
+        // An entry another task took over in between is not overwritten.
+        let mut again = table.carried(&model);
+        again.get_mut(&b).unwrap().owner = 7;
+        let b_up = |t: &mut HealthTable| t.get_mut(&b).unwrap().state.up = true;
+        b_up(&mut again);
+        assert!(carry_recorded(&mut again, &table).is_empty());
+        assert!(again.get(&b).unwrap().state.up);
         assert_eq!(affected_apps(&model, &HashSet::from([b])), [1]);
     }
 }

@@ -3,13 +3,15 @@
 //! [`engine`] schedules the probes ([`http`], [`tcp`]); [`hysteresis`] turns results into
 //! states; [`flap`] holds out a target whose state keeps changing; [`state`] holds the
 //! verdicts and decides, with drain and force, whether each target is answered. Every
-//! change publishes a new immutable snapshot.
+//! change publishes a new immutable snapshot. [`persist`] keeps the verdicts in a file
+//! across restarts.
 
 pub mod engine;
 pub mod flap;
 pub mod http;
 pub mod hysteresis;
 pub mod outcome;
+pub mod persist;
 pub mod state;
 pub mod tcp;
 pub mod tls;

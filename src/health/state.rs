@@ -2,8 +2,9 @@
 //! combine into whether a target is answered. This is the one place those rules live.
 //!
 //! Probes are identified by app hostname and cluster name (not by position in the config),
-//! so a reload that reorders, adds or removes apps keeps the state of every probe whose
-//! target and settings did not change: no flap and no re-learning after a reload.
+//! so a reload that reorders, adds or removes apps, or changes how a target is probed,
+//! keeps the state of every target that is still there: no flap and no re-learning after
+//! a reload.
 
 use std::{
     collections::HashMap,
@@ -133,28 +134,29 @@ impl HealthTable {
         }
     }
 
-    /// The table for `new` after a reload: a probe with the same identity and settings as
-    /// in `old` keeps its state; the others start in their initial state.
-    pub fn carried(&self, old: &Model, new: &Model) -> Self {
-        let old_specs: HashMap<ProbeId, ProbeSpec> = probes(old).into_iter().collect();
-        self.carried_from(&old_specs, &probes(new))
+    /// The table for `new` after a reload: every probe that exists in both keeps its state
+    /// (verdict, reason, since, last result), whether or not its settings changed; only a
+    /// probe new to the table starts in its initial state.
+    ///
+    /// Health belongs to the target (app × cluster, or the cluster for a cluster probe),
+    /// not to how it is probed: an edited interval, path or timeout must not put a dead
+    /// cluster back into the answers until the probe re-learns that it is dead.
+    pub fn carried(&self, new: &Model) -> Self {
+        self.carried_from(&probes(new))
     }
 
-    /// [`HealthTable::carried`] from the probe lists of both models, listed beforehand so
+    /// [`HealthTable::carried`] from the probe list of the new model, listed beforehand so
     /// that only lookups happen while the table's lock is held.
-    pub fn carried_from(
-        &self,
-        old_specs: &HashMap<ProbeId, ProbeSpec>,
-        new: &[(ProbeId, ProbeSpec)],
-    ) -> Self {
+    pub fn carried_from(&self, new: &[(ProbeId, ProbeSpec)]) -> Self {
         Self {
             entries: new
                 .iter()
                 .map(|(id, spec)| {
-                    let kept = (old_specs.get(id) == Some(spec))
-                        .then(|| self.entries.get(id).cloned())
-                        .flatten();
-                    let entry = kept.unwrap_or_else(|| initial(spec));
+                    let entry = self
+                        .entries
+                        .get(id)
+                        .cloned()
+                        .unwrap_or_else(|| initial(spec));
                     (id.clone(), entry)
                 })
                 .collect(),
@@ -295,4 +297,103 @@ pub fn operator_override(model: &Model, app: usize, target: usize) -> Option<Ove
             Override::ForceDown
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(interval: &str, path: &str, extra_app: bool) -> String {
+        let mut s = format!(
+            r#"
+[health.defaults]
+kind = "http"
+port = 80
+interval = "{interval}"
+[[zones]]
+origin = "t.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.t.test"
+[[clusters]]
+name = "a"
+ingress = ["192.0.2.10"]
+probe = {{ kind = "tcp", port = 81, interval = "{interval}" }}
+[[apps]]
+hostname = "x.t.test"
+probe = {{ path = "{path}" }}
+targets = [{{ cluster = "a" }}]
+"#
+        );
+        if extra_app {
+            s.push_str("[[apps]]\nhostname = \"y.t.test\"\ntargets = [{ cluster = \"a\" }]\n");
+        }
+        s
+    }
+
+    fn model(text: &str) -> Model {
+        crate::from_text(std::path::Path::new("t.toml"), text)
+            .unwrap()
+            .model
+    }
+
+    fn app(name: &str) -> ProbeId {
+        ProbeId::App {
+            app: name.parse().unwrap(),
+            cluster: Arc::from("a"),
+        }
+    }
+
+    #[test]
+    fn a_settings_change_keeps_the_targets_verdict_and_only_new_targets_start_initial() {
+        let old = model(&config("5s", "/", false));
+        let mut table = HealthTable::initial(&old);
+        let since = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let last = LastResult {
+            ok: false,
+            reason: "connection refused".into(),
+            at: since,
+            duration: Duration::from_millis(1),
+        };
+        for id in [app("x.t.test."), ProbeId::Cluster(Arc::from("a"))] {
+            let e = table.get_mut(&id).unwrap();
+            e.state = ProbeState {
+                up: false,
+                reason: Arc::from("connection refused"),
+                since,
+            };
+            e.last = Some(last.clone());
+        }
+        let before_app = table.get(&app("x.t.test.")).unwrap().clone();
+        let before_cluster = table
+            .get(&ProbeId::Cluster(Arc::from("a")))
+            .unwrap()
+            .clone();
+        // The interval (every probe), then the app probe's path, then both with a new app.
+        for text in [
+            config("4s", "/", false),
+            config("5s", "/ready", false),
+            config("4s", "/ready", true),
+        ] {
+            let new = model(&text);
+            let (_, old_spec) = probes(&old).into_iter().next().unwrap();
+            let (_, new_spec) = probes(&new).into_iter().next().unwrap();
+            assert_ne!(old_spec, new_spec, "the edit changes the probe's settings");
+            let carried = table.carried(&new);
+            assert_eq!(carried.get(&app("x.t.test.")), Some(&before_app));
+            assert_eq!(
+                carried.get(&ProbeId::Cluster(Arc::from("a"))),
+                Some(&before_cluster)
+            );
+        }
+        let new = model(&config("4s", "/ready", true));
+        let carried = table.carried(&new);
+        let y = carried.get(&app("y.t.test.")).unwrap();
+        assert!(y.state.up && &*y.state.reason == "initial state" && y.last.is_none());
+        // A target taken out of the configuration leaves the table.
+        let carried_back = carried.carried(&old);
+        assert!(carried_back.get(&app("y.t.test.")).is_none());
+        assert_eq!(carried_back.len(), 2);
+    }
 }

@@ -133,6 +133,9 @@ pub struct Metrics {
     pub connection_limit: IntGaugeVec,
     /// Fallback, override and reload-result gauges (see [`StateGauges`]).
     pub state: StateGauges,
+    /// Health state file writes (`health.state_file`), and those that failed.
+    pub health_state_writes: IntCounter,
+    pub health_state_write_errors: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -353,8 +356,21 @@ impl Metrics {
             &["listener"],
         )
         .unwrap();
+        let health_state_writes = IntCounter::with_opts(opts(
+            "gtmd_health_state_writes_total",
+            "Health state file (health.state_file) writes that succeeded.",
+        ))
+        .unwrap();
+        let health_state_write_errors = IntCounter::with_opts(opts(
+            "gtmd_health_state_write_errors_total",
+            "Health state file (health.state_file) writes that failed (each one is retried \
+             with the next change, and logged at most once a minute).",
+        ))
+        .unwrap();
         for c in [
             Box::new(dropped_vec.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(health_state_writes.clone()),
+            Box::new(health_state_write_errors.clone()),
             Box::new(admin_timeouts.clone()),
             Box::new(connection_limit.clone()),
             Box::new(admin_shed.clone()),
@@ -454,6 +470,8 @@ impl Metrics {
             accept_errors,
             tcp_timeouts,
             state,
+            health_state_writes,
+            health_state_write_errors,
             registry,
         }
     }

@@ -66,7 +66,16 @@ pub struct ServerModel {
 #[derive(Debug, Clone)]
 pub struct HealthModel {
     pub max_concurrent_probes: usize,
+    /// `health.state_file`: the verdicts kept across restarts (see `health::persist`).
+    pub state_file: Option<std::path::PathBuf>,
+    /// `health.state_max_age`: older state is not restored.
+    pub state_max_age: Duration,
 }
+
+/// Default of `health.state_max_age`.
+pub const DEFAULT_STATE_MAX_AGE: Duration = Duration::from_secs(600);
+/// Largest `health.state_max_age`: a verdict a week old says nothing about a cluster now.
+pub const MAX_STATE_MAX_AGE: Duration = Duration::from_secs(7 * 86_400);
 
 #[derive(Debug, Clone)]
 pub struct ZoneModel {
@@ -171,8 +180,31 @@ fn validate_health(cfg: &crate::config::file::HealthConfig, errors: &mut Errors)
     if let Some(d) = &cfg.defaults {
         probe::check_layer(d, "health.defaults", errors);
     }
+    let state_file = cfg.state_file.as_deref().and_then(|f| {
+        if f.trim().is_empty() || f.ends_with('/') {
+            errors.push(
+                "health.state_file",
+                format!("{f:?} is not a file path (leave the key out to keep no state file)"),
+            );
+            None
+        } else {
+            Some(std::path::PathBuf::from(f))
+        }
+    });
+    let state_max_age = cfg.state_max_age.unwrap_or(DEFAULT_STATE_MAX_AGE);
+    if state_max_age.is_zero() || state_max_age > MAX_STATE_MAX_AGE {
+        errors.push(
+            "health.state_max_age",
+            format!(
+                "{} is out of range: more than 0s, at most 7 days",
+                humantime::format_duration(state_max_age)
+            ),
+        );
+    }
     HealthModel {
         max_concurrent_probes: cfg.max_concurrent_probes.max(1),
+        state_file,
+        state_max_age,
     }
 }
 

@@ -3,7 +3,7 @@
 //! parse → validate → build → swap, exactly as `gtmd check` and start-up do. A bad file is
 //! rejected with one log line per problem (the same messages as `check`) and the running
 //! configuration keeps serving; a later good file applies. Health carries over for every
-//! probe whose target and settings did not change. Settings that only a restart can apply
+//! target still in the configuration, also when its probe's settings changed. Settings that only a restart can apply
 //! (listen addresses, the TCP idle timeout, the admin endpoint) make the whole reload
 //! fail with a message saying so: never half-applied.
 //!
@@ -193,6 +193,7 @@ impl Reloader {
                     apps = s.apps.len(),
                     clusters = s.clusters.len(),
                     probes_kept = applied.probes.kept,
+                    probes_changed_state_kept = applied.probes.changed,
                     probes_started = applied.probes.started,
                     probes_stopped = applied.probes.stopped,
                     took_ms = started.elapsed().as_millis() as u64,
@@ -292,6 +293,10 @@ impl Reloader {
             || old.server.tcp_max_queries != new.server.tcp_max_queries
         {
             restart.push("server.tcp_max_connections/tcp_max_connections_per_ip/tcp_max_queries");
+        }
+        // The writer thread holds the path it was started with.
+        if old.health.state_file != new.health.state_file {
+            restart.push("health.state_file");
         }
         if !restart.is_empty() {
             return Err(ReloadError::Invalid(

@@ -26,8 +26,6 @@ pub enum Mode {
     /// 200 with body "ok".
     Ok,
     Status(u16),
-    /// Waits this long before answering 200.
-    Slow(Duration),
     /// Holds every request until the mode is changed (at most two minutes), then answers
     /// 200: "before the first result" without betting on how fast the machine is.
     Hold,
@@ -289,20 +287,18 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         .map_or(host.as_str(), |(h, _)| h)
         .to_owned();
     let mut padding = String::new();
-    let (status, body, delay) = {
+    let (status, body) = {
         let mut s = state.lock().unwrap();
         s.hosts_seen.push(host.clone());
         if let Some(code) = s.script.pop_front() {
-            (code, "scripted".to_owned(), None)
+            (code, "scripted".to_owned())
         } else if s.only_host.as_ref().is_some_and(|h| *h != host_only) {
-            (404, "no such route".to_owned(), None)
+            (404, "no such route".to_owned())
         } else {
             match s.mode.clone() {
-                Mode::Ok | Mode::Closed => (200, "ok".to_owned(), None),
-                Mode::Status(c) => (c, "status".to_owned(), None),
-                Mode::Slow(d) => (200, "ok".to_owned(), Some(d)),
-                Mode::Hold => (200, "ok".to_owned(), None),
-                Mode::Body(b) => (200, b, None),
+                Mode::Ok | Mode::Closed | Mode::Hold => (200, "ok".to_owned()),
+                Mode::Status(c) => (c, "status".to_owned()),
+                Mode::Body(b) => (200, b),
                 Mode::LargeHead(n) => {
                     let mut i = 0;
                     while padding.len() < n {
@@ -314,26 +310,19 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
                         padding.push_str("\r\n");
                         i += 1;
                     }
-                    (200, "ok".to_owned(), None)
+                    (200, "ok".to_owned())
                 }
                 Mode::Bursts { half, from } => {
                     let n = from.elapsed().as_nanos() / half.as_nanos().max(1);
-                    (
-                        if n % 2 == 0 { 503 } else { 200 },
-                        "bursts".to_owned(),
-                        None,
-                    )
+                    (if n % 2 == 0 { 503 } else { 200 }, "bursts".to_owned())
                 }
                 Mode::Flap => {
                     s.flap = !s.flap;
-                    (if s.flap { 503 } else { 200 }, "flap".to_owned(), None)
+                    (if s.flap { 503 } else { 200 }, "flap".to_owned())
                 }
             }
         }
     };
-    if let Some(d) = delay {
-        tokio::time::sleep(d).await;
-    }
     let held_since = std::time::Instant::now();
     while matches!(state.lock().unwrap().mode, Mode::Hold)
         && held_since.elapsed() < Duration::from_secs(120)

@@ -96,7 +96,7 @@ pub fn serve_unprivileged(config: &std::path::Path, addr: SocketAddr, args: &[&s
 }
 
 /// `gtmd serve --config <config> <args>` logging at info level, without colours.
-fn serve_command(config: &std::path::Path, args: &[&str]) -> Command {
+pub fn serve_command(config: &std::path::Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(["serve", "--config"])
         .arg(config)
@@ -109,7 +109,23 @@ fn serve_command(config: &std::path::Path, args: &[&str]) -> Command {
 }
 
 /// Starts `cmd` and waits until it answers on `addr`.
-fn spawn_serve(mut cmd: Command, addr: SocketAddr) -> Served {
+fn spawn_serve(cmd: Command, addr: SocketAddr) -> Served {
+    let served = spawn_only(cmd);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let probe = query("shop.apps.example.com.", RecordType::A)
+        .to_vec()
+        .unwrap();
+    while Instant::now() < deadline {
+        if crate::support::udp_raw_timeout(addr, &probe, Duration::from_millis(200)).is_some() {
+            return served;
+        }
+    }
+    panic!("gtmd serve did not answer on {addr} within 20 s");
+}
+
+/// Starts `cmd` (a [`serve_command`]) and collects its stderr, without waiting for it to
+/// answer (a test that checks the very first answer sends the first query itself).
+pub fn spawn_only(mut cmd: Command) -> Served {
     let mut child = cmd.spawn().unwrap_or_else(|e| {
         panic!(
             "cannot start {BIN} (run as nobody when the tests run as root: every directory \
@@ -126,17 +142,7 @@ fn spawn_serve(mut cmd: Command, addr: SocketAddr) -> Served {
             line.clear();
         }
     });
-    let served = Served(child, log);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let probe = query("shop.apps.example.com.", RecordType::A)
-        .to_vec()
-        .unwrap();
-    while Instant::now() < deadline {
-        if crate::support::udp_raw_timeout(addr, &probe, Duration::from_millis(200)).is_some() {
-            return served;
-        }
-    }
-    panic!("gtmd serve did not answer on {addr} within 20 s");
+    Served(child, log)
 }
 
 #[test]

@@ -23,6 +23,7 @@ pub mod ops;
 mod overload;
 mod policy;
 mod reload;
+mod restart;
 mod rrl;
 mod support;
 mod tcp;

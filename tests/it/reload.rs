@@ -979,3 +979,175 @@ fn an_unreadable_config_amid_churn_is_reported_once() {
     assert_eq!(log.matches("Permission denied").count(), 1, "{log}");
     assert_eq!(log.matches("config reload failed").count(), 1, "{log}");
 }
+
+/// A config whose probes all come from `[health.defaults]` (`interval`) and the app's own
+/// `probe` (`app_probe`, TOML fields): probed.r.test in cluster one (probed, its backend
+/// on ONE) and two (forced up, so the app never falls back to answering everything).
+fn edit_config(dns: u16, admin: u16, backend: u16, interval: &str, app_probe: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{dns}"]
+[admin]
+listen = "127.0.0.1:{admin}"
+[health.defaults]
+kind = "http"
+port = {backend}
+interval = "{interval}"
+timeout = "150ms"
+fast_interval = "50ms"
+rise = 2
+fall = 2
+[[zones]]
+origin = "r.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.r.test"
+[[clusters]]
+name = "one"
+ingress = ["{ONE}"]
+[[clusters]]
+name = "two"
+ingress = ["{TWO}"]
+[[apps]]
+hostname = "probed.r.test"
+probe = {{ {app_probe} }}
+targets = [{{ cluster = "one" }}, {{ cluster = "two", force = "up" }}]
+"#
+    )
+}
+
+/// Asks for probed.r.test. over and over until told to stop; counts the answers and
+/// those that held ONE (the dead cluster).
+struct Poller {
+    stop: Arc<AtomicBool>,
+    answered: Arc<AtomicU64>,
+    with_dead: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Poller {
+    fn start(dns: SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(AtomicU64::new(0));
+        let with_dead = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let (stop, answered, with_dead) = (stop.clone(), answered.clone(), with_dead.clone());
+            std::thread::spawn(move || {
+                // A bound on the loop whatever happens to the test.
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    let ips = answer(dns, "probed.r.test.");
+                    answered.fetch_add(1, Ordering::Relaxed);
+                    if ips.iter().any(|ip| ip == ONE) {
+                        with_dead.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        };
+        Self {
+            stop,
+            answered,
+            with_dead,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops polling: (answers, answers holding the dead cluster).
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (
+            self.answered.load(Ordering::Relaxed),
+            self.with_dead.load(Ordering::Relaxed),
+        )
+    }
+}
+
+#[test]
+fn a_probe_settings_edit_keeps_a_dead_target_out_of_every_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gtmd.toml");
+    let (dns_port, admin_port) = (free_port(), free_port());
+    let dns: SocketAddr = format!("127.0.0.1:{dns_port}").parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let backend = Backend::http(ONE);
+    backend.set(Mode::Status(503));
+    let port = backend.addr.port();
+    let cfg = |interval: &str, app_probe: &str| {
+        edit_config(dns_port, admin_port, port, interval, app_probe)
+    };
+    std::fs::write(&path, cfg("250ms", r#"path = "/""#)).unwrap();
+    let served = serve_with(&path, dns, &["--no-watch"]);
+    let down = r#"gtmd_health_transitions_total{app="probed.r.test.",cluster="one",to="down"}"#;
+    wait_for(
+        "the dead target to go down",
+        Duration::from_secs(20),
+        || metric(admin, down) == 1.0,
+    );
+    assert_eq!(answer(dns, "probed.r.test."), [TWO]);
+
+    // Every probe setting: the interval in [health.defaults], then the app's path, then
+    // its timeout. Each reload restarts the probe; the target must stay down throughout.
+    let edits = [
+        cfg("300ms", r#"path = "/""#),
+        cfg("300ms", r#"path = "/ready""#),
+        cfg("300ms", r#"path = "/ready", timeout = "200ms""#),
+    ];
+    for (i, text) in edits.iter().enumerate() {
+        let poller = Poller::start(dns);
+        write_atomic(&path, text);
+        hup(&served);
+        wait_for(
+            &format!("reload {i} to apply"),
+            Duration::from_secs(20),
+            || {
+                let log = served.stderr();
+                assert!(!log.contains("config reload failed"), "{log}");
+                log.matches("config reloaded").count() == i + 1
+            },
+        );
+        // A few rounds of the restarted probe, all failing: its verdict must not have
+        // been reset to the initial "up" meanwhile either.
+        let hits = backend.hits();
+        wait_for(
+            &format!("probe rounds after reload {i}"),
+            Duration::from_secs(20),
+            || backend.hits() >= hits + 4,
+        );
+        let (answered, with_dead) = poller.finish();
+        assert!(answered > 0, "edit {i}: the poller got answers");
+        assert_eq!(
+            with_dead, 0,
+            "edit {i}: {with_dead} of {answered} answers held the dead cluster"
+        );
+    }
+    assert_eq!(
+        metric(admin, down),
+        1.0,
+        "never re-learnt: one down transition"
+    );
+    let log = served.stderr();
+    // Both targets' probes changed (two's too: forced up, but probed).
+    assert_eq!(
+        log.matches("probes_changed_state_kept=2").count(),
+        3,
+        "the reload line counts the probes that kept their state:\n{log}"
+    );
+    assert!(
+        !log.contains("to=up"),
+        "no fake down->up transition is logged:\n{log}"
+    );
+    assert_eq!(answer(dns, "probed.r.test."), [TWO]);
+    // It was kept down, not merely hidden: its recovery is a real down->up transition.
+    backend.set(Mode::Ok);
+    wait_for("the target to rise", Duration::from_secs(20), || {
+        served.stderr().contains("from=down to=up")
+    });
+    wait_for(
+        "the target back in the answers",
+        Duration::from_secs(20),
+        || answer(dns, "probed.r.test.") == [ONE, TWO],
+    );
+}
