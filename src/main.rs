@@ -146,7 +146,7 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
         }
     };
     let result = runtime.block_on(async move {
-        gtmd::server::run(loaded, listeners, source, shutdown_signal()).await
+        gtmd::server::run(loaded, listeners, source, stop_signals()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -163,19 +163,39 @@ fn stderr_line(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// One message per SIGINT or SIGTERM: the first starts the graceful stop, a second ends
+/// its grace period at once. The handlers are installed here, before serving starts, so no
+/// signal between the two is lost.
+fn stop_signals() -> tokio::sync::mpsc::Receiver<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    tokio::spawn(async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                error!("cannot listen for SIGTERM: {e}; stopping on Ctrl-C (SIGINT) only");
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    if tx.send(()).await.is_err() {
+                        return;
+                    }
+                }
+                // Not even SIGINT: keep the channel open rather than stop at once.
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                Some(()) = term.recv() => {}
+                Some(()) = int.recv() => {}
+                else => return,
+            }
+            if tx.send(()).await.is_err() {
+                return;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    });
+    rx
 }

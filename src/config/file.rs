@@ -68,6 +68,18 @@ pub struct ServerConfig {
     /// when it is full, new ones are dropped (`gtmd_dns_dropped_total{reason="overload"}`).
     #[serde(default = "default_full_path_queue")]
     pub full_path_queue: usize,
+    /// After SIGTERM/SIGINT: how long DNS keeps answering while `/readyz` says 503, so
+    /// load balancers and Kubernetes take the instance out before it stops; 0 stops at once.
+    #[serde(default = "default_shutdown_grace", with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// Long enough for a readiness probe every 2 s with 2 failures to take the pod out of
+/// its Service endpoints, short enough for a rolling update to move on quickly.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn default_shutdown_grace() -> Duration {
+    DEFAULT_SHUTDOWN_GRACE
 }
 
 fn default_full_path_queue() -> usize {
@@ -95,6 +107,7 @@ impl Default for ServerConfig {
             tcp_max_connections_per_ip: default_tcp_max_connections_per_ip(),
             tcp_max_queries: 0,
             full_path_queue: default_full_path_queue(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct ServerModel {
     pub full_path_queue: usize,
     /// Response rate limiting (None: off).
     pub rrl: Option<crate::dns::rrl::RrlSettings>,
+    /// DNS keeps answering this long after SIGTERM while `/readyz` says 503.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]

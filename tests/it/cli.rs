@@ -32,11 +32,17 @@ pub fn free_port() -> u16 {
     crate::support::free_port_on(std::net::Ipv4Addr::LOCALHOST.into())
 }
 
-/// The example config, listening on `port` instead of 5353.
+/// The example config, listening on `port` instead of 5353 and stopping at once on
+/// SIGTERM (no shutdown grace: tests that stop it need not wait).
 pub fn example_on_port(port: u16) -> tempfile::NamedTempFile {
+    example_with_grace(port, "0s")
+}
+
+/// The example config, listening on `port`, with `server.shutdown_grace = grace`.
+pub fn example_with_grace(port: u16, grace: &str) -> tempfile::NamedTempFile {
     let toml = std::fs::read_to_string(EXAMPLE).unwrap().replace(
         r#"listen = ["127.0.0.1:5353", "[::1]:5353"]"#,
-        &format!(r#"listen = ["127.0.0.1:{port}"]"#),
+        &format!("listen = [\"127.0.0.1:{port}\"]\nshutdown_grace = \"{grace}\""),
     );
     assert!(toml.contains(&format!("127.0.0.1:{port}")));
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
@@ -252,6 +258,117 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A config answering shop.apps.example.com (unprobed, always up) on `port`, the admin
+/// endpoint on `admin`, with `server.shutdown_grace = grace`.
+fn graceful_config(port: u16, admin: u16, grace: &str) -> tempfile::NamedTempFile {
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+shutdown_grace = "{grace}"
+[admin]
+listen = "127.0.0.1:{admin}"
+[[zones]]
+origin = "apps.example.com"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.example.com"
+[[clusters]]
+name = "east"
+ingress = ["192.0.2.1"]
+[[apps]]
+hostname = "shop.apps.example.com"
+targets = [{{ cluster = "east" }}]
+"#
+    );
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(toml.as_bytes()).unwrap();
+    f
+}
+
+fn kill(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits (at most `limit`, a failure bound) for the child to exit; returns its status.
+fn wait_exit(served: &mut Served, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = served.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gtmd did not exit within {limit:?}:\n{}",
+            served.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_turns_readyz_503_while_dns_keeps_answering_for_the_grace_then_exits_0() {
+    let port = free_port();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Long enough that the checks below fit in it on a loaded machine; the test waits
+    // on events (the 503, the log lines, the exit), never on the clock.
+    let config = graceful_config(port, admin.port(), "8s");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut served = serve(config.path(), addr);
+    crate::support::wait_for("readyz 200", Duration::from_secs(20), || {
+        crate::support::http_get(admin, "/readyz").0 == 200
+    });
+    kill(&served.0, "-TERM");
+    crate::support::wait_for("readyz 503", Duration::from_secs(20), || {
+        crate::support::http_get(admin, "/readyz").0 == 503
+    });
+    let (code, body) = crate::support::http_get(admin, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("shutting down"), "{body}");
+    for proto in BOTH {
+        let r = ask(addr, proto, &query("shop.apps.example.com.", RecordType::A));
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(r.answers.len(), 1);
+    }
+    let status = wait_exit(&mut served, Duration::from_secs(40));
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let log = served.stderr();
+    assert!(
+        log.contains("shutting down: /readyz now answers 503"),
+        "{log}"
+    );
+    assert!(log.contains("shutdown grace period over"), "{log}");
+}
+
+#[test]
+fn a_second_sigterm_ends_the_shutdown_grace_at_once() {
+    let port = free_port();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // A grace no test could wait out: only the second signal can end it.
+    let config = graceful_config(port, admin.port(), "10m");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut served = serve(config.path(), addr);
+    kill(&served.0, "-TERM");
+    crate::support::wait_for("readyz 503", Duration::from_secs(20), || {
+        crate::support::http_get(admin, "/readyz").0 == 503
+    });
+    kill(&served.0, "-TERM");
+    let status = wait_exit(&mut served, Duration::from_secs(30));
+    assert!(status.success(), "exit status after two SIGTERMs: {status}");
+    assert!(
+        served
+            .stderr()
+            .contains("second stop signal during the shutdown grace period"),
+        "{}",
+        served.stderr()
+    );
 }
 
 #[test]
