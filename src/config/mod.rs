@@ -9,6 +9,7 @@ mod duration;
 mod error;
 pub mod file;
 mod read;
+mod strict;
 
 use std::path::Path;
 
@@ -101,9 +102,28 @@ pub fn parse_with_env(
         .add_source(environment)
         .build()
         .map_err(|e| ConfigErrors::single(path, hint(from_config_error(e))))?;
-    built
-        .try_deserialize::<Config>()
-        .map_err(|e| ConfigErrors::single(path, hint(from_config_error(e))))
+    // `try_deserialize` consumes the value: keep a copy to name the app of an error.
+    let names = built.clone();
+    built.try_deserialize::<Config>().map_err(|e| {
+        let e = name_the_app(&names, from_config_error(e));
+        ConfigErrors::single(path, hint(e))
+    })
+}
+
+/// Adds the app's hostname to an error under `apps[N]`: an index alone is hard to find in
+/// a file of hundreds of apps.
+fn name_the_app(built: &config::Config, mut e: ConfigError) -> ConfigError {
+    let index = e
+        .path
+        .strip_prefix("apps[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(n, _)| n.parse::<usize>().ok());
+    if let Some(i) = index
+        && let Ok(host) = built.get_string(&format!("apps[{i}].hostname"))
+    {
+        e.message = format!("{} (app {host})", e.message);
+    }
+    e
 }
 
 /// Turns the `config` crate's error into ours, keeping its key path when it has one.

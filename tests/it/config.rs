@@ -491,3 +491,127 @@ fn sizes_are_limited_with_clear_errors() {
         "65 entries: at most 64 are supported",
     );
 }
+
+/// Issue 13 point 7: a boolean or a number must be written as one. The `config` crate alone
+/// turned `drain = "yes"`, `drain = 1` and `weight = "50"` into values.
+#[test]
+fn booleans_and_numbers_of_the_wrong_type_are_refused_at_their_path() {
+    let target = "{ cluster = \"east\", weight = 80 }";
+    for (written, path, expected) in [
+        (
+            "{ cluster = \"east\", drain = \"yes\" }",
+            "drain",
+            "true or false",
+        ),
+        (
+            "{ cluster = \"east\", drain = 1 }",
+            "drain",
+            "true or false",
+        ),
+        (
+            "{ cluster = \"east\", weight = \"50\" }",
+            "weight",
+            "an integer",
+        ),
+        (
+            "{ cluster = \"east\", priority = \"1\" }",
+            "priority",
+            "an integer",
+        ),
+    ] {
+        let errs = errors(&BASE.replace(target, written));
+        assert_eq!(errs.len(), 1, "{written}: {errs:?}");
+        assert!(
+            errs[0].starts_with(&format!("apps[0].targets[0].{path}: invalid type"))
+                && errs[0].contains(expected)
+                && errs[0].contains("(app shop.apps.example.com)"),
+            "{written}: {errs:?}"
+        );
+    }
+    for (key, written, expected) in [
+        ("sticky", "\"true\"", "true or false"),
+        ("ttl", "\"20\"", "an integer"),
+        ("max_answers", "\"2\"", "an integer"),
+        ("min_healthy_fraction", "\"0.5\"", "a number"),
+    ] {
+        let errs = errors(&BASE.replace(
+            "hostname = \"shop.apps.example.com\"",
+            &format!("hostname = \"shop.apps.example.com\"\n{key} = {written}"),
+        ));
+        assert_eq!(errs.len(), 1, "{key}: {errs:?}");
+        assert!(
+            errs[0].starts_with(&format!("apps[0].{key}: invalid type"))
+                && errs[0].contains(expected),
+            "{key}: {errs:?}"
+        );
+    }
+    let errs = errors(&format!("[server]\nmax_udp_payload = \"1400\"\n{BASE}"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("server.max_udp_payload: invalid type"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("[health.defaults]\ntls_verify = \"no\"\n{BASE}"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("health.defaults.tls_verify: invalid type"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("[rrl]\nenabled = 1\n{BASE}"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("rrl.enabled: invalid type"), "{errs:?}");
+    let errs = errors(&BASE.replace("name = \"west\"", "name = \"west\"\nlat = \"52.1\""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("clusters[1].lat: invalid type"),
+        "{errs:?}"
+    );
+    // Right types still load, numbers for a float too.
+    assert_eq!(
+        errors(&BASE.replace(
+            "name = \"west\"",
+            "name = \"west\"\nlat = 52\nlon = 4.9\ndrain = false"
+        )),
+        Vec::<String>::new()
+    );
+}
+
+/// Environment overrides arrive as text and are parsed (`true`/`false`, integers), so they
+/// keep working for booleans and numbers; a value of the wrong kind is refused as in the file.
+#[test]
+fn environment_overrides_of_booleans_and_numbers_keep_working() {
+    let env = [
+        ("GTMD__SERVER__MAX_UDP_PAYLOAD", "1400"),
+        ("GTMD__ADMIN__ENABLED", "false"),
+        ("GTMD__RRL__ENABLED", "TRUE"),
+        ("GTMD__RRL__SLIP", "0"),
+        ("GTMD__HEALTH__MAX_CONCURRENT_PROBES", "64"),
+    ];
+    let env_iter = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let config = gtmd::config::parse_with_env(Path::new("t.toml"), BASE, env_iter).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &config).unwrap();
+    assert_eq!(loaded.model.server.max_udp_payload, 1400);
+    assert_eq!(loaded.model.server.admin, None);
+    assert_eq!(loaded.model.server.rrl.as_ref().map(|r| r.slip), Some(0));
+    assert_eq!(loaded.model.health.max_concurrent_probes, 64);
+    for (key, value, expected) in [
+        (
+            "GTMD__ADMIN__ENABLED",
+            "yes",
+            "admin.enabled: invalid type: string \"yes\"",
+        ),
+        (
+            "GTMD__SERVER__MAX_UDP_PAYLOAD",
+            "big",
+            "server.max_udp_payload: invalid type",
+        ),
+    ] {
+        let errs = errors_with_env(BASE, &[(key, value)]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with(expected), "{errs:?}");
+        assert!(
+            errs[0].contains(&format!("environment overrides in effect: {key}")),
+            "{errs:?}"
+        );
+    }
+}
