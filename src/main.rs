@@ -52,6 +52,9 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match gtmd::load(path) {
         Ok(loaded) => {
+            for w in &loaded.model.warnings {
+                eprintln!("{}: warning: {w}", path.display());
+            }
             let s = loaded.summary;
             println!(
                 "{}: ok: {} zone{}, {} record{}, {} app{}, {} cluster{}",
@@ -129,6 +132,9 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
         sighup: true,
         watch,
     };
+    for w in &loaded.model.warnings {
+        warn!(config = %path.display(), "config warning: {w}");
+    }
     let s = loaded.summary;
     info!(
         config = %path.display(),

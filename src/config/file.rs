@@ -484,11 +484,13 @@ fn default_policy() -> String {
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub cluster: String,
-    #[serde(default = "default_weight", deserialize_with = "strict::int")]
-    pub weight: u32,
-    /// Lower is preferred (used by the failover policy).
-    #[serde(default = "default_priority", deserialize_with = "strict::int")]
-    pub priority: u32,
+    /// Share of answers (weighted policy); default 1. Optional so that a weight written
+    /// under a policy that ignores it can be reported.
+    #[serde(default, deserialize_with = "strict::opt_int")]
+    pub weight: Option<u32>,
+    /// Lower is preferred (failover policy); default 1.
+    #[serde(default, deserialize_with = "strict::opt_int")]
+    pub priority: Option<u32>,
     /// Stop answering this target (probes keep running).
     #[serde(default, deserialize_with = "strict::bool")]
     pub drain: bool,
@@ -498,12 +500,9 @@ pub struct TargetConfig {
     pub probe_address: Option<String>,
 }
 
-fn default_weight() -> u32 {
-    1
-}
-fn default_priority() -> u32 {
-    1
-}
+/// A target's weight and priority when the file sets none.
+pub const DEFAULT_WEIGHT: u32 = 1;
+pub const DEFAULT_PRIORITY: u32 = 1;
 
 /// `[health]`: the probe engine.
 #[derive(Debug, Clone, Deserialize)]

@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr};
 use super::{AppModel, ClusterModel, MAX_APP_TTL, TargetModel, ZoneModel, names, probe, zone_for};
 use crate::config::{
     Errors,
-    file::{AppConfig, ClusterConfig, ProbeConfig},
+    file::{AppConfig, ClusterConfig, DEFAULT_PRIORITY, DEFAULT_WEIGHT, ProbeConfig},
 };
 
 /// What an app answers when none of its targets is up.
@@ -168,13 +168,14 @@ fn validate_targets(
             );
             continue;
         }
-        if t.weight > MAX_WEIGHT {
+        let weight = t.weight.unwrap_or(DEFAULT_WEIGHT);
+        if weight > MAX_WEIGHT {
             errors.push(
                 format!("{tpath}.weight"),
-                format!("{} is out of range 0..={MAX_WEIGHT}", t.weight),
+                format!("{weight} is out of range 0..={MAX_WEIGHT}"),
             );
         }
-        total_weight += u64::from(t.weight);
+        total_weight += u64::from(weight);
         let force = t.force.as_deref().and_then(|f| {
             probe::parse_up_down(f)
                 .map_err(|e| errors.push(format!("{tpath}.force"), e))
@@ -194,8 +195,8 @@ fn validate_targets(
         targets.push(PendingTarget {
             model: TargetModel {
                 cluster,
-                weight: t.weight,
-                priority: t.priority,
+                weight,
+                priority: t.priority.unwrap_or(DEFAULT_PRIORITY),
                 drain: t.drain,
                 force,
                 probe: None,

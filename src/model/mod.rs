@@ -40,6 +40,9 @@ pub struct Model {
     pub zones: Vec<ZoneModel>,
     pub clusters: Vec<ClusterModel>,
     pub apps: Vec<AppModel>,
+    /// Settings that are valid but have no effect, with their paths (reported by `gtmd
+    /// check`, and logged at start and on reload).
+    pub warnings: Vec<ConfigError>,
 }
 
 #[derive(Debug, Clone)]
@@ -157,6 +160,7 @@ pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
             zones,
             clusters,
             apps,
+            warnings: errors.take_warnings(),
         })
     } else {
         Err(errors.into_vec())

@@ -165,16 +165,45 @@ fn check_accepts_the_example_with_a_summary_line() {
         stdout.contains("ok: 1 zone, 13 records, 3 apps, 3 clusters"),
         "{stdout}"
     );
+    // The example means what it says: no setting it makes is ignored.
+    assert_eq!(text(&out.stderr), "", "warnings on the example");
+}
+
+/// Issue 13 point 7: a weight under `policy = "all"` (the old example) is ignored by every
+/// answer; `gtmd check` says so, naming the field, and still accepts the file.
+#[test]
+fn check_warns_about_weights_the_policy_ignores() {
+    let toml = std::fs::read_to_string(EXAMPLE).unwrap().replace(
+        r#"targets = [{ cluster = "east" }, { cluster = "west" }]"#,
+        r#"targets = [{ cluster = "east", weight = 80 }, { cluster = "west", weight = 20 }]"#,
+    );
+    assert!(toml.contains("weight = 80"));
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(toml.as_bytes()).unwrap();
+    let path = f.path().to_str().unwrap();
+    let out = gtmd(&["check", "--config", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert_eq!(
+        warnings[0],
+        format!(
+            "{path}: warning: apps[0].targets[0].weight: is ignored: policy \"all\" does not use \
+             weights, only the weighted policy does (app shop.apps.example.com)"
+        )
+    );
+    assert!(
+        warnings[1].contains("apps[0].targets[1].weight: is ignored"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn check_lists_every_error_with_its_path_and_fails() {
     let toml = std::fs::read_to_string(EXAMPLE)
         .unwrap()
-        .replace(
-            r#"{ cluster = "west", weight = 20 }"#,
-            r#"{ cluster = "west2", weight = 20 }"#,
-        )
+        .replace(r#"{ cluster = "west" }"#, r#"{ cluster = "west2" }"#)
         .replace("203.0.113.30", "203.0.113.300")
         .replace(
             "hostname = \"api.apps.example.com\"",

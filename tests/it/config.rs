@@ -615,3 +615,62 @@ fn environment_overrides_of_booleans_and_numbers_keep_working() {
         );
     }
 }
+
+/// The warnings (settings with no effect) of a config that loads.
+fn warnings(toml: &str) -> Vec<String> {
+    let config = gtmd::config::parse_with_env(Path::new("t.toml"), toml, []).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &config).unwrap();
+    loaded
+        .model
+        .warnings
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
+}
+
+/// Issue 13 point 7: weights are read only by the weighted policy, priorities only by
+/// failover; any other policy warns about each one written, at its path.
+#[test]
+fn settings_the_policy_ignores_are_warned_about_at_their_path() {
+    // BASE: policy "all" (the default) with weights 80/20.
+    assert_eq!(
+        warnings(BASE),
+        [
+            "apps[0].targets[0].weight: is ignored: policy \"all\" does not use weights, only \
+             the weighted policy does (app shop.apps.example.com)",
+            "apps[0].targets[1].weight: is ignored: policy \"all\" does not use weights, only \
+             the weighted policy does (app shop.apps.example.com)",
+        ]
+    );
+    let weighted = BASE.replace("targets = [", "policy = \"weighted\"\ntargets = [");
+    assert_eq!(warnings(&weighted), Vec::<String>::new());
+    let with_priority = weighted.replace("weight = 20", "weight = 20, priority = 2");
+    assert_eq!(
+        warnings(&with_priority),
+        [
+            "apps[0].targets[1].priority: is ignored: policy \"weighted\" does not use \
+          priorities, only the failover policy does (app shop.apps.example.com)"
+        ]
+    );
+    let failover = BASE
+        .replace("targets = [", "policy = \"failover\"\ntargets = [")
+        .replace("weight = 80", "priority = 1")
+        .replace("weight = 20", "priority = 2");
+    assert_eq!(warnings(&failover), Vec::<String>::new());
+    // Geo: a weight counts only in a weighted pool.
+    let geo = BASE.replace(
+        "targets = [{ cluster = \"east\", weight = 80 }, { cluster = \"west\", weight = 20 }]",
+        "policy = \"geo\"\n\
+         targets = [{ cluster = \"east\", weight = 80 }, { cluster = \"west\", weight = 20 }]\n\
+         pools = [{ name = \"e\", clusters = [\"east\"], policy = \"weighted\" }, { name = \"w\", clusters = [\"west\"] }]\n\
+         rules = [{ match = \"default\", pools = [\"e\", \"w\"] }]",
+    );
+    let w = warnings(&geo);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(
+            "apps[0].targets[1].weight: is ignored: this target is in no weighted pool"
+        ),
+        "{w:?}"
+    );
+}
