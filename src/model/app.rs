@@ -38,6 +38,7 @@ pub fn validate(
         .collect();
     let mut hostnames: HashMap<hickory_proto::rr::Name, usize> = HashMap::new();
     let mut out = Vec::with_capacity(cfgs.len());
+    let from_defaults = defaults_problems(probe_defaults);
     for (i, a) in cfgs.iter().enumerate() {
         let path = format!("apps[{i}]");
         let hostname = match names::absolute(&a.hostname) {
@@ -85,13 +86,25 @@ pub fn validate(
             ];
             let merged = probe::merge(layers.into_iter().flatten());
             let ip = t.probe_ip.unwrap_or(clusters[cluster].probe_ip);
+            let probe_path = format!("{path}.probe");
+            let mut found = Errors::default();
             t.model.probe = probe::resolve(
                 &merged,
                 ip,
                 Some(hostname.to_string().trim_end_matches('.').to_owned()),
-                &format!("{path}.probe"),
-                errors,
+                &probe_path,
+                &mut found,
             );
+            for e in found.into_vec() {
+                // The same problem as [health.defaults] has on its own: reported there,
+                // once, rather than at every app that inherits it.
+                let rest = e.path.strip_prefix(&probe_path).unwrap_or(&e.path);
+                if from_defaults.contains(&(rest.to_owned(), e.message.clone())) {
+                    errors.push(format!("health.defaults{rest}"), e.message);
+                } else {
+                    errors.push(e.path, e.message);
+                }
+            }
         }
         let target_models: Vec<TargetModel> = targets.iter().map(|t| t.model.clone()).collect();
         let policy = super::policy::validate(a, &path, &target_models, clusters, &geo.geo, errors);
@@ -111,6 +124,24 @@ pub fn validate(
         }
     }
     out
+}
+
+/// The problems `[health.defaults]` has on its own (as if it probed, with its own kind or
+/// http), as (path below the probe, message): an app probe that inherits them unchanged
+/// shows the same ones, which are then the defaults' fault.
+fn defaults_problems(defaults: Option<&ProbeConfig>) -> Vec<(String, String)> {
+    let Some(d) = defaults else {
+        return Vec::new();
+    };
+    let mut alone = d.clone();
+    alone.kind.get_or_insert_with(|| "http".to_owned());
+    let mut found = Errors::default();
+    probe::resolve(&alone, IpAddr::from([0, 0, 0, 0]), None, "", &mut found);
+    found
+        .into_vec()
+        .into_iter()
+        .map(|e| (e.path, e.message))
+        .collect()
 }
 
 /// A target whose probe is not resolved yet.

@@ -674,3 +674,36 @@ fn settings_the_policy_ignores_are_warned_about_at_their_path() {
         "{w:?}"
     );
 }
+
+/// Issue 13 point 7: a problem of `[health.defaults]` itself is reported once at
+/// `health.defaults.…`, not at every app that inherits it; an app whose own setting causes
+/// the problem is still named.
+#[test]
+fn a_health_defaults_problem_is_reported_once_at_its_own_path() {
+    let apps = (0..5)
+        .map(|i| {
+            format!(
+                "[[apps]]\nhostname = \"a{i}.apps.example.com\"\ntargets = [{{ cluster = \"east\" }}]\n"
+            )
+        })
+        .collect::<String>();
+    let base = BASE.replace(
+        "[[apps]]\nhostname = \"shop.apps.example.com\"\ntargets = [{ cluster = \"east\", weight = 80 }, { cluster = \"west\", weight = 20 }]\n",
+        &apps,
+    );
+    assert!(base.contains("a4.apps"));
+    let toml = format!(
+        "[health.defaults]\nkind = \"http\"\ninterval = \"1s\"\ntimeout = \"2s\"\n{base}\
+         [[apps]]\nhostname = \"own.apps.example.com\"\nprobe = {{ interval = \"500ms\" }}\n\
+         targets = [{{ cluster = \"east\" }}]\n\
+         [[apps]]\nhostname = \"fixed.apps.example.com\"\nprobe = {{ interval = \"5s\" }}\n\
+         targets = [{{ cluster = \"east\" }}]\n"
+    );
+    assert_eq!(
+        errors(&toml),
+        [
+            "health.defaults.timeout: 2s must be below the interval (1s)",
+            "apps[5].probe.timeout: 2s must be below the interval (500ms)",
+        ]
+    );
+}
