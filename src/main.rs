@@ -55,6 +55,10 @@ fn check(path: &std::path::Path) -> ExitCode {
             for w in &loaded.model.warnings {
                 eprintln!("{}: warning: {w}", path.display());
             }
+            for o in &loaded.overrides {
+                let kind = if o.replaces_file { "warning" } else { "note" };
+                eprintln!("{}: {kind}: {}", path.display(), override_line(o));
+            }
             let s = loaded.summary;
             println!(
                 "{}: ok: {} zone{}, {} record{}, {} app{}, {} cluster{}",
@@ -82,6 +86,18 @@ fn check(path: &std::path::Path) -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+/// How an environment override is reported: the environment wins over the file.
+fn override_line(o: &gtmd::config::EnvOverride) -> String {
+    if o.replaces_file {
+        format!(
+            "{}: the file's value is not used: the environment variable {} overrides it (the environment wins over the file)",
+            o.key, o.var
+        )
+    } else {
+        format!("{}: set by the environment variable {}", o.key, o.var)
     }
 }
 
@@ -134,6 +150,13 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
     };
     for w in &loaded.model.warnings {
         warn!(config = %path.display(), "config warning: {w}");
+    }
+    for o in &loaded.overrides {
+        if o.replaces_file {
+            warn!(config = %path.display(), "{}", override_line(o));
+        } else {
+            info!(config = %path.display(), "{}", override_line(o));
+        }
     }
     let s = loaded.summary;
     info!(

@@ -400,6 +400,58 @@ fn a_second_sigterm_ends_the_shutdown_grace_at_once() {
     );
 }
 
+/// Issue 13 point 7: the environment wins over the file, and says so. The file listens on
+/// one port, `GTMD__SERVER__LISTEN` on another: gtmd serves the environment's, and both
+/// `gtmd check` and the start log name the override that replaced the file's value.
+#[test]
+fn the_environment_wins_over_the_file_and_says_so() {
+    let (file_port, env_port) = (free_port(), free_port());
+    let config = example_on_port(file_port);
+    let env_listen = format!("127.0.0.1:{env_port}");
+    let path = config.path().to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", path])
+        .env_remove("RUST_LOG")
+        .env("GTMD__SERVER__LISTEN", &env_listen)
+        .env("GTMD__SERVER__TCP_MAX_QUERIES", "100")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{path}: warning: server.listen: the file's value is not used: the environment \
+             variable GTMD__SERVER__LISTEN overrides it (the environment wins over the file)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{path}: note: server.tcp_max_queries: set by the environment variable \
+             GTMD__SERVER__TCP_MAX_QUERIES"
+        )),
+        "{stderr}"
+    );
+    let addr: SocketAddr = env_listen.parse().unwrap();
+    let served = serve_with_env(
+        config.path(),
+        addr,
+        &[],
+        &[("GTMD__SERVER__LISTEN", env_listen.as_str())],
+    );
+    let r = ask(
+        addr,
+        crate::support::Proto::Udp,
+        &query("shop.apps.example.com.", RecordType::A),
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    let log = served.stderr();
+    assert!(
+        log.contains("WARN") && log.contains("server.listen: the file's value is not used"),
+        "{log}"
+    );
+}
+
 #[test]
 fn serve_logs_each_transition_once_with_its_reason() {
     use crate::backend::{Backend, Mode};

@@ -707,3 +707,24 @@ fn a_health_defaults_problem_is_reported_once_at_its_own_path() {
         ]
     );
 }
+
+/// The environment wins over the file for a key both set (the documented precedence), and
+/// the override is reported with the file's value marked as replaced.
+#[test]
+fn the_environment_wins_over_a_value_the_file_sets() {
+    let toml = format!("[server]\nmax_udp_payload = 1300\n{BASE}");
+    let env = || {
+        [(
+            "GTMD__SERVER__MAX_UDP_PAYLOAD".to_owned(),
+            "1400".to_owned(),
+        )]
+    };
+    let config = gtmd::config::parse_with_env(Path::new("t.toml"), &toml, env()).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &config).unwrap();
+    assert_eq!(loaded.model.server.max_udp_payload, 1400);
+    let o = gtmd::config::env_overrides(&toml, env());
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].key, "server.max_udp_payload");
+    assert!(o[0].replaces_file);
+    assert!(!gtmd::config::env_overrides(BASE, env())[0].replaces_file);
+}
