@@ -392,10 +392,16 @@ pub async fn start(
         let mut ready = first_round.clone();
         let metrics = metrics.clone();
         let cancel = background.clone();
+        let stopping = stopping.clone();
         tasks.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = ready.wait_for(|r| *r) => metrics.ready.set(1),
+                _ = ready.wait_for(|r| *r) => {
+                    // A first round that completes during the shutdown grace leaves it 0.
+                    if !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                        metrics.ready.set(1);
+                    }
+                }
             }
         });
     }

@@ -361,6 +361,8 @@ fn sigterm_turns_readyz_503_while_dns_keeps_answering_for_the_grace_then_exits_0
     let (code, body) = crate::support::http_get(admin, "/readyz");
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("shutting down"), "{body}");
+    let (_, metrics) = crate::support::http_get(admin, "/metrics");
+    assert!(metrics.contains("\ngtmd_ready 0\n"), "{metrics}");
     for proto in BOTH {
         let r = ask(addr, proto, &query("shop.apps.example.com.", RecordType::A));
         assert_eq!(r.metadata.response_code, ResponseCode::NoError);
