@@ -728,3 +728,19 @@ fn the_environment_wins_over_a_value_the_file_sets() {
     assert!(o[0].replaces_file);
     assert!(!gtmd::config::env_overrides(BASE, env())[0].replaces_file);
 }
+
+#[test]
+fn shutdown_grace_is_bounded_and_zero_is_allowed() {
+    let ok = format!("[server]\nshutdown_grace = \"0s\"\n{BASE}");
+    let config = gtmd::config::parse_with_env(Path::new("t.toml"), &ok, []).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &config).unwrap();
+    assert!(loaded.model.server.shutdown_grace.is_zero());
+    let default = gtmd::config::parse_with_env(Path::new("t.toml"), BASE, []).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &default).unwrap();
+    assert_eq!(loaded.model.server.shutdown_grace.as_secs(), 5);
+    assert_one_error(
+        &format!("[server]\nshutdown_grace = \"11m\"\n{BASE}"),
+        "server.shutdown_grace",
+        "out of range 0s..=10m",
+    );
+}
