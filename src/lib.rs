@@ -35,6 +35,8 @@ pub struct Loaded {
     pub summary: snapshot::Summary,
     /// Identifies the configuration in effect (file text and environment overrides).
     pub hash: String,
+    /// The `GTMD__…` environment overrides in effect (they win over the file).
+    pub overrides: Vec<config::EnvOverride>,
 }
 
 /// Loads `path` with the process environment's `GTMD__…` overrides.
@@ -43,6 +45,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let parsed = config::parse_with_env(path, &text, gtmd_env())?;
     let mut loaded = from_config(path, &parsed)?;
     loaded.hash = fingerprint(&text);
+    loaded.overrides = config::env_overrides(&text, gtmd_env());
     Ok(loaded)
 }
 
@@ -57,6 +60,17 @@ pub fn from_text(path: &Path, text: &str) -> Result<Loaded, ConfigErrors> {
 /// carried over, rather than twice (time and peak memory). Returns the model and its hash.
 pub fn validate_text(path: &Path, text: &str) -> Result<(Model, String), ConfigErrors> {
     let parsed = config::parse_with_env(path, text, gtmd_env())?;
+    for o in config::env_overrides(text, gtmd_env()) {
+        if o.replaces_file {
+            tracing::warn!(
+                file = %path.display(),
+                "{}: the file's value is not used: the environment variable {} overrides it \
+                 (the environment wins over the file)",
+                o.key,
+                o.var
+            );
+        }
+    }
     let model = model::validate(&parsed).map_err(|errors| ConfigErrors {
         file: path.to_path_buf(),
         errors,
@@ -98,5 +112,6 @@ pub fn from_config(path: &Path, config: &config::Config) -> Result<Loaded, Confi
         model,
         summary,
         hash: String::new(),
+        overrides: Vec::new(),
     })
 }

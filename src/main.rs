@@ -52,6 +52,13 @@ fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     match gtmd::load(path) {
         Ok(loaded) => {
+            for w in &loaded.model.warnings {
+                eprintln!("{}: warning: {w}", path.display());
+            }
+            for o in &loaded.overrides {
+                let kind = if o.replaces_file { "warning" } else { "note" };
+                eprintln!("{}: {kind}: {}", path.display(), override_line(o));
+            }
             let s = loaded.summary;
             println!(
                 "{}: ok: {} zone{}, {} record{}, {} app{}, {} cluster{}",
@@ -79,6 +86,18 @@ fn check(path: &std::path::Path) -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+/// How an environment override is reported: the environment wins over the file.
+fn override_line(o: &gtmd::config::EnvOverride) -> String {
+    if o.replaces_file {
+        format!(
+            "{}: the file's value is not used: the environment variable {} overrides it (the environment wins over the file)",
+            o.key, o.var
+        )
+    } else {
+        format!("{}: set by the environment variable {}", o.key, o.var)
     }
 }
 
@@ -129,6 +148,16 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
         sighup: true,
         watch,
     };
+    for w in &loaded.model.warnings {
+        warn!(config = %path.display(), "config warning: {w}");
+    }
+    for o in &loaded.overrides {
+        if o.replaces_file {
+            warn!(config = %path.display(), "{}", override_line(o));
+        } else {
+            info!(config = %path.display(), "{}", override_line(o));
+        }
+    }
     let s = loaded.summary;
     info!(
         config = %path.display(),
@@ -146,7 +175,7 @@ fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode
         }
     };
     let result = runtime.block_on(async move {
-        gtmd::server::run(loaded, listeners, source, shutdown_signal()).await
+        gtmd::server::run(loaded, listeners, source, stop_signals()).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -163,19 +192,39 @@ fn stderr_line(line: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// One message per SIGINT or SIGTERM: the first starts the graceful stop, a second ends
+/// its grace period at once. The handlers are installed here, before serving starts, so no
+/// signal between the two is lost.
+fn stop_signals() -> tokio::sync::mpsc::Receiver<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            error!("cannot listen for SIGTERM: {e}");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    tokio::spawn(async move {
+        let (mut term, mut int) = match (term, int) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(e), _) | (_, Err(e)) => {
+                error!("cannot listen for SIGTERM: {e}; stopping on Ctrl-C (SIGINT) only");
+                while tokio::signal::ctrl_c().await.is_ok() {
+                    if tx.send(()).await.is_err() {
+                        return;
+                    }
+                }
+                // Not even SIGINT: keep the channel open rather than stop at once.
+                std::future::pending::<()>().await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                Some(()) = term.recv() => {}
+                Some(()) = int.recv() => {}
+                else => return,
+            }
+            if tx.send(()).await.is_err() {
+                return;
+            }
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    });
+    rx
 }

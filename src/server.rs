@@ -191,6 +191,9 @@ pub struct Running {
     pub first_round: tokio::sync::watch::Receiver<bool>,
     pub reloader: Arc<Reloader>,
     pub admin_addr: Option<SocketAddr>,
+    /// Set at the start of a graceful stop: `/readyz` answers 503 from then on.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
+    shutdown_grace: std::time::Duration,
     engine: Arc<tokio::sync::Mutex<HealthEngine>>,
     udp: Option<Workers>,
     background: CancellationToken,
@@ -371,16 +374,19 @@ pub async fn start(
         model.clone(),
         loaded.hash.clone(),
     ));
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin_addr = match listeners.admin {
         Some(l) => {
             let addr = l.local_addr()?;
-            let state = Arc::new(AdminState::new(
+            let mut state = AdminState::new(
                 snapshot.clone(),
                 health.clone(),
                 metrics.clone(),
                 first_round.clone(),
                 reloader.clone(),
-            ));
+            );
+            state.stopping = stopping.clone();
+            let state = Arc::new(state);
             metrics
                 .connection_limit
                 .with_label_values(&["admin"])
@@ -401,10 +407,16 @@ pub async fn start(
         let mut ready = first_round.clone();
         let metrics = metrics.clone();
         let cancel = background.clone();
+        let stopping = stopping.clone();
         tasks.spawn(async move {
             tokio::select! {
                 _ = cancel.cancelled() => {}
-                _ = ready.wait_for(|r| *r) => metrics.ready.set(1),
+                _ = ready.wait_for(|r| *r) => {
+                    // A first round that completes during the shutdown grace leaves it 0.
+                    if !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                        metrics.ready.set(1);
+                    }
+                }
             }
         });
     }
@@ -419,6 +431,8 @@ pub async fn start(
         first_round,
         reloader,
         admin_addr,
+        stopping,
+        shutdown_grace: model.server.shutdown_grace,
         engine,
         udp: Some(udp),
         background,
@@ -427,10 +441,38 @@ pub async fn start(
 }
 
 impl Running {
+    /// The first part of a graceful stop: `/readyz` turns 503 (and `gtmd_ready` 0) at once
+    /// while DNS keeps answering, for `server.shutdown_grace` or until `hurry` completes
+    /// (a second SIGTERM), whichever is first. Load balancers and Kubernetes see the
+    /// instance leave by its readiness and stop sending queries before the sockets close,
+    /// so a rolling update of gtmd loses none.
+    pub async fn drain(&self, hurry: impl Future<Output = ()>) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.ready.set(0);
+        let grace = self.shutdown_grace;
+        if grace.is_zero() {
+            info!("shutting down: server.shutdown_grace is 0, stopping at once");
+            return;
+        }
+        info!(
+            grace = ?grace,
+            "shutting down: /readyz now answers 503; DNS keeps answering for server.shutdown_grace \
+             (a second SIGTERM or SIGINT stops at once)"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {
+                info!(grace = ?grace, "shutdown grace period over: closing the DNS listeners");
+            }
+            _ = hurry => {
+                info!("second stop signal during the shutdown grace period: closing the DNS listeners now");
+            }
+        }
+    }
+
     /// Stops probing, reloading and serving: no new queries are accepted, in-flight ones
     /// finish.
     pub async fn stop(mut self) -> io::Result<()> {
-        info!("shutting down");
         if let Some(udp) = self.udp.take() {
             let _ = tokio::task::spawn_blocking(move || udp.stop()).await;
         }
@@ -452,15 +494,23 @@ pub enum StartError {
     Reload(String),
 }
 
-/// Serves until `shutdown` completes, then stops cleanly.
+/// Serves until the first stop signal arrives on `signals`, keeps answering DNS for the
+/// shutdown grace (ended early by a second signal, see [`Running::drain`]), then stops
+/// cleanly. A closed channel counts as a signal.
 pub async fn run(
     loaded: Loaded,
     listeners: Listeners,
     source: ReloadSource,
-    shutdown: impl Future<Output = ()>,
+    mut signals: tokio::sync::mpsc::Receiver<()>,
 ) -> Result<(), StartError> {
     let running = start(loaded, listeners, source).await?;
-    shutdown.await;
+    signals.recv().await;
+    running
+        .drain(async {
+            signals.recv().await;
+        })
+        .await;
     running.stop().await?;
+    info!("stopped");
     Ok(())
 }

@@ -295,8 +295,8 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
     }
     match &answer.choice.picked {
         Picked::Fallback { rule } => steps.push(format!(
-            "no eligible target is up: the app's fallback ({:?}) answers{}",
-            m.fallback,
+            "no eligible target is up: the app's fallback answers, fallback={}{}",
+            answer.plan.fallback_note(&model),
             if rule.is_some() {
                 " within the fenced pools"
             } else {

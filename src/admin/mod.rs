@@ -38,6 +38,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     pub ready: tokio::sync::watch::Receiver<bool>,
     pub reloader: Arc<Reloader>,
+    /// True once a graceful stop began: `/readyz` answers 503 while DNS still answers.
+    pub stopping: Arc<std::sync::atomic::AtomicBool>,
     /// `/api/v1/status`'s app order, cached per model.
     pub status_order: status::Order,
     /// Status pages built or being written at once (see [`LARGE_IN_FLIGHT`]).
@@ -68,6 +70,7 @@ impl AdminState {
             metrics,
             ready,
             reloader,
+            stopping: Default::default(),
             status_order: Default::default(),
             status_pages: Arc::new(tokio::sync::Semaphore::new(LARGE_IN_FLIGHT)),
             metrics_pages: Arc::new(tokio::sync::Semaphore::new(LARGE_IN_FLIGHT)),
@@ -318,7 +321,14 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Bytes> {
         ),
         "/healthz" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
-            if *state.ready.borrow() {
+            if state.stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                respond(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "not ready: shutting down (DNS still answers during server.shutdown_grace)\n"
+                        .into(),
+                )
+            } else if *state.ready.borrow() {
                 respond(StatusCode::OK, "text/plain", "ready\n".into())
             } else {
                 respond(

@@ -65,25 +65,44 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
-/// Collects errors while validation walks the whole file, so all of them are reported.
+/// Collects errors while validation walks the whole file, so all of them are reported,
+/// and warnings: settings that are valid but have no effect (a weight under a policy that
+/// does not use weights), which `gtmd check`, the start and a reload report without
+/// refusing the file.
 #[derive(Debug, Default)]
-pub struct Errors(Vec<ConfigError>);
+pub struct Errors {
+    errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+}
 
 impl Errors {
     /// Records an error; an identical one already recorded (the same merged probe checked
     /// for several clusters) is not repeated.
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let e = ConfigError::new(path, message);
-        if !self.0.contains(&e) {
-            self.0.push(e);
+        if !self.errors.contains(&e) {
+            self.errors.push(e);
+        }
+    }
+
+    /// Records a warning (once).
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let w = ConfigError::new(path, message);
+        if !self.warnings.contains(&w) {
+            self.warnings.push(w);
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.errors.is_empty()
     }
 
     pub fn into_vec(self) -> Vec<ConfigError> {
-        self.0
+        self.errors
+    }
+
+    /// Takes the warnings recorded so far.
+    pub fn take_warnings(&mut self) -> Vec<ConfigError> {
+        std::mem::take(&mut self.warnings)
     }
 }

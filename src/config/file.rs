@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::duration;
+use super::{duration, strict};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -48,26 +48,44 @@ pub struct ServerConfig {
     pub tcp_idle_timeout: Duration,
     /// The largest UDP response gtmd sends, whatever the client advertises (RFC 9715 / DNS
     /// flag day 2020 recommend 1232 to avoid IP fragmentation).
-    #[serde(default = "default_max_udp_payload")]
+    #[serde(default = "default_max_udp_payload", deserialize_with = "strict::int")]
     pub max_udp_payload: u16,
     /// UDP worker threads (sockets) per listen address; 0 = one per CPU.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::int")]
     pub udp_workers: usize,
     /// TCP connections served at once; more are closed on accept.
-    #[serde(default = "default_tcp_max_connections")]
+    #[serde(
+        default = "default_tcp_max_connections",
+        deserialize_with = "strict::int"
+    )]
     pub tcp_max_connections: usize,
     /// TCP connections served at once from one client address (an IPv6 client: its /64);
     /// more from that address are closed on accept, so one address cannot hold every slot.
-    #[serde(default = "default_tcp_max_connections_per_ip")]
+    #[serde(
+        default = "default_tcp_max_connections_per_ip",
+        deserialize_with = "strict::int"
+    )]
     pub tcp_max_connections_per_ip: usize,
     /// Queries answered on one TCP connection before it is closed; 0 = no limit (closing a
     /// busy pipelined connection loses the queries in flight).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::int")]
     pub tcp_max_queries: usize,
     /// UDP queries that miss the fast path waiting for a full-path worker, per UDP socket;
     /// when it is full, new ones are dropped (`gtmd_dns_dropped_total{reason="overload"}`).
-    #[serde(default = "default_full_path_queue")]
+    #[serde(default = "default_full_path_queue", deserialize_with = "strict::int")]
     pub full_path_queue: usize,
+    /// After SIGTERM/SIGINT: how long DNS keeps answering while `/readyz` says 503, so
+    /// load balancers and Kubernetes take the instance out before it stops; 0 stops at once.
+    #[serde(default = "default_shutdown_grace", with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// Long enough for a readiness probe every 2 s with 2 failures to take the pod out of
+/// its Service endpoints, short enough for a rolling update to move on quickly.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+fn default_shutdown_grace() -> Duration {
+    DEFAULT_SHUTDOWN_GRACE
 }
 
 fn default_full_path_queue() -> usize {
@@ -95,6 +113,7 @@ impl Default for ServerConfig {
             tcp_max_connections_per_ip: default_tcp_max_connections_per_ip(),
             tcp_max_queries: 0,
             full_path_queue: default_full_path_queue(),
+            shutdown_grace: default_shutdown_grace(),
         }
     }
 }
@@ -117,16 +136,16 @@ fn default_max_udp_payload() -> u16 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RrlConfig {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::bool")]
     pub enabled: bool,
-    #[serde(default = "default_rrl_rate")]
+    #[serde(default = "default_rrl_rate", deserialize_with = "strict::int")]
     pub responses_per_second: u32,
     /// Every n-th limited response goes out truncated (TC=1) instead of dropped; 0 drops all.
-    #[serde(default = "default_slip")]
+    #[serde(default = "default_slip", deserialize_with = "strict::int")]
     pub slip: u32,
-    #[serde(default = "default_v4_prefix")]
+    #[serde(default = "default_v4_prefix", deserialize_with = "strict::int")]
     pub ipv4_prefix: u8,
-    #[serde(default = "default_v6_prefix")]
+    #[serde(default = "default_v6_prefix", deserialize_with = "strict::int")]
     pub ipv6_prefix: u8,
     /// Clients never limited. Loopback by default; list your own resolvers here.
     #[serde(default = "default_rrl_exempt")]
@@ -169,13 +188,16 @@ pub struct AdminConfig {
     /// Where to serve it. Loopback by default: binding elsewhere must be explicit.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
-    #[serde(default = "default_true")]
+    #[serde(default = "default_true", deserialize_with = "strict::bool")]
     pub enabled: bool,
     /// Admin connections open at once. At the cap a new connection replaces the one that
     /// has waited longest without a request in progress, or is closed at once if every
     /// connection is busy: idle clients can neither exhaust descriptors nor lock out
     /// `/healthz`.
-    #[serde(default = "default_admin_max_connections")]
+    #[serde(
+        default = "default_admin_max_connections",
+        deserialize_with = "strict::int"
+    )]
     pub max_connections: usize,
     /// Time a client has to send a complete request head, counted from the connection's
     /// start or from the end of the previous response: it closes slow-header clients and
@@ -228,7 +250,7 @@ pub struct ZoneConfig {
     /// The zone apex, e.g. `apps.example.com` (a trailing dot is optional).
     pub origin: String,
     /// TTL for records that do not set their own.
-    #[serde(default = "default_zone_ttl")]
+    #[serde(default = "default_zone_ttl", deserialize_with = "strict::int")]
     pub ttl: u32,
     /// Names of the zone's authoritative servers: the apex NS RRset.
     #[serde(default)]
@@ -251,19 +273,20 @@ pub struct SoaConfig {
     pub mname: String,
     /// Responsible mailbox in DNS form (`hostmaster.example.com`) or as an e-mail address.
     pub rname: String,
-    #[serde(default = "default_serial")]
+    #[serde(default = "default_serial", deserialize_with = "strict::int")]
     pub serial: u32,
-    #[serde(default = "default_refresh")]
+    #[serde(default = "default_refresh", deserialize_with = "strict::int")]
     pub refresh: u32,
-    #[serde(default = "default_retry")]
+    #[serde(default = "default_retry", deserialize_with = "strict::int")]
     pub retry: u32,
-    #[serde(default = "default_expire")]
+    #[serde(default = "default_expire", deserialize_with = "strict::int")]
     pub expire: u32,
     /// Negative-caching TTL (RFC 2308): NXDOMAIN/NODATA answers carry the SOA with
     /// TTL = min(SOA TTL, minimum).
-    #[serde(default = "default_minimum")]
+    #[serde(default = "default_minimum", deserialize_with = "strict::int")]
     pub minimum: u32,
     /// TTL of the SOA record itself; the zone TTL when absent.
+    #[serde(default, deserialize_with = "strict::opt_int")]
     pub ttl: Option<u32>,
 }
 
@@ -293,6 +316,7 @@ pub struct RecordConfig {
     /// Record type: A, AAAA, CNAME, TXT, MX, SRV, CAA or NS.
     #[serde(rename = "type")]
     pub rtype: String,
+    #[serde(default, deserialize_with = "strict::opt_int")]
     pub ttl: Option<u32>,
     /// The record data in zone-file presentation format (`10 mail`, `0 issue "ca.example"`).
     pub value: Option<String>,
@@ -307,7 +331,9 @@ pub struct ClusterConfig {
     pub name: String,
     #[serde(default)]
     pub region: Option<String>,
+    #[serde(default, deserialize_with = "strict::opt_float")]
     pub lat: Option<f64>,
+    #[serde(default, deserialize_with = "strict::opt_float")]
     pub lon: Option<f64>,
     /// Ingress (router / load balancer) addresses, IPv4 and/or IPv6.
     #[serde(default)]
@@ -315,7 +341,7 @@ pub struct ClusterConfig {
     /// Probe this address instead of the first ingress address (NAT / proxy setups).
     pub probe_address: Option<String>,
     /// Stop answering this cluster for every app (probes keep running).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::bool")]
     pub drain: bool,
     /// Override probe results for every app in this cluster: "up" or "down".
     pub force: Option<String>,
@@ -332,7 +358,7 @@ pub struct ClusterConfig {
 #[serde(deny_unknown_fields)]
 pub struct AppConfig {
     pub hostname: String,
-    #[serde(default = "default_app_ttl")]
+    #[serde(default = "default_app_ttl", deserialize_with = "strict::int")]
     pub ttl: u32,
     #[serde(default = "default_policy")]
     pub policy: String,
@@ -346,19 +372,22 @@ pub struct AppConfig {
     #[serde(default = "default_fallback")]
     pub fallback: String,
     /// Most addresses in one answer (all, failover, and fallbacks). Default 8.
+    #[serde(default, deserialize_with = "strict::opt_int")]
     pub max_answers: Option<u32>,
     /// Targets chosen per answer by the weighted policy. Default 1.
+    #[serde(default, deserialize_with = "strict::opt_int")]
     pub answers: Option<u32>,
     /// Weighted: choose by a consistent hash of the client subnet instead of at random.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::bool")]
     pub sticky: bool,
     /// Weighted: below this fraction of total weight up, answer every healthy target.
+    #[serde(default, deserialize_with = "strict::opt_float")]
     pub min_healthy_fraction: Option<f64>,
     /// Nearest: the policy used when the client's location is unknown ("all", "weighted",
     /// "failover"). Default "all".
     pub fallback_policy: Option<String>,
     /// Locate clients by the resolver's address even when the query carries ECS.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::bool")]
     pub ignore_ecs: bool,
     /// Geo: named groups of targets, each with its own policy.
     #[serde(default)]
@@ -391,7 +420,7 @@ pub struct RuleConfig {
     pub pools: Vec<String>,
     /// Never answer outside these pools (data locality); when they are all down the app's
     /// fallback applies within them.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::bool")]
     pub geofence: bool,
 }
 
@@ -420,7 +449,7 @@ pub struct GeoConfig {
     /// coordinates.
     pub mmdb: Option<String>,
     /// Ignore EDNS Client Subnet for every app: locate by the resolver's address.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::bool")]
     pub ignore_ecs: bool,
     /// Trust ECS only from resolvers in these networks (all when absent).
     pub ecs_trusted: Option<Vec<String>>,
@@ -455,13 +484,15 @@ fn default_policy() -> String {
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub cluster: String,
-    #[serde(default = "default_weight")]
-    pub weight: u32,
-    /// Lower is preferred (used by the failover policy).
-    #[serde(default = "default_priority")]
-    pub priority: u32,
+    /// Share of answers (weighted policy); default 1. Optional so that a weight written
+    /// under a policy that ignores it can be reported.
+    #[serde(default, deserialize_with = "strict::opt_int")]
+    pub weight: Option<u32>,
+    /// Lower is preferred (failover policy); default 1.
+    #[serde(default, deserialize_with = "strict::opt_int")]
+    pub priority: Option<u32>,
     /// Stop answering this target (probes keep running).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "strict::bool")]
     pub drain: bool,
     /// Override the probe result: "up" or "down".
     pub force: Option<String>,
@@ -469,19 +500,19 @@ pub struct TargetConfig {
     pub probe_address: Option<String>,
 }
 
-fn default_weight() -> u32 {
-    1
-}
-fn default_priority() -> u32 {
-    1
-}
+/// A target's weight and priority when the file sets none.
+pub const DEFAULT_WEIGHT: u32 = 1;
+pub const DEFAULT_PRIORITY: u32 = 1;
 
 /// `[health]`: the probe engine.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthConfig {
     /// Probes in flight at once, across all targets.
-    #[serde(default = "default_max_concurrent_probes")]
+    #[serde(
+        default = "default_max_concurrent_probes",
+        deserialize_with = "strict::int"
+    )]
     pub max_concurrent_probes: usize,
     /// Defaults for every app probe. Setting `kind` here probes every app.
     #[serde(default)]
@@ -517,6 +548,7 @@ fn default_max_concurrent_probes() -> usize {
 pub struct ProbeConfig {
     /// `http`, `https`, `tcp`, or `none` (not probed: always up).
     pub kind: Option<String>,
+    #[serde(default, deserialize_with = "strict::opt_int")]
     pub port: Option<u16>,
     pub path: Option<String>,
     /// `GET` or `HEAD`.
@@ -530,6 +562,7 @@ pub struct ProbeConfig {
     /// Extra request headers.
     pub headers: Option<std::collections::BTreeMap<String, String>>,
     /// Verify the server certificate (https). Default true.
+    #[serde(default, deserialize_with = "strict::opt_bool")]
     pub tls_verify: Option<bool>,
     /// PEM file of the CA(s) to trust instead of the system roots (https).
     pub ca_file: Option<String>,
@@ -540,11 +573,14 @@ pub struct ProbeConfig {
     /// Re-probe interval while a result disagrees with the state. Default interval / 5.
     #[serde(default, with = "duration::option")]
     pub fast_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "strict::opt_int")]
     pub rise: Option<u32>,
+    #[serde(default, deserialize_with = "strict::opt_int")]
     pub fall: Option<u32>,
     /// State before the first probe settles: "up" (default) or "down".
     pub initial: Option<String>,
     /// More verdict changes than this within `flap_window` is flapping (0: no damping).
+    #[serde(default, deserialize_with = "strict::opt_int")]
     pub flap_changes: Option<u32>,
     #[serde(default, with = "duration::option")]
     pub flap_window: Option<Duration>,

@@ -1,5 +1,10 @@
 //! Loading the configuration: the TOML file, then `GTMD__SECTION__KEY` environment overrides.
 //!
+//! **The environment wins** over the file for every key it sets (12-factor: the platform
+//! that runs gtmd decides addresses without editing a shared file). Never silently: each
+//! override is listed by `gtmd check` and logged at start, with a warning when it replaces
+//! a value the file sets ([`env_overrides`]).
+//!
 //! Layering goes through the `config` crate so that a container can change, say, the listen
 //! addresses (`GTMD__SERVER__LISTEN=0.0.0.0:53,[::]:53`) without editing the mounted file.
 //! Lists in the environment are comma-separated. Entries of arrays of tables (`[[apps]]`)
@@ -9,12 +14,35 @@ mod duration;
 mod error;
 pub mod file;
 mod read;
+mod strict;
 
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors, Errors};
 pub use file::Config;
 pub use read::{read, read_limited};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn overrides_name_their_key_and_whether_the_file_sets_it() {
+        let env = [
+            ("GTMD__SERVER__LISTEN".to_owned(), "0.0.0.0:53".to_owned()),
+            ("GTMD__ADMIN__LISTEN".to_owned(), "0.0.0.0:9153".to_owned()),
+            ("OTHER".to_owned(), "x".to_owned()),
+        ];
+        let o = super::env_overrides("[server]\nlisten = [\"127.0.0.1:53\"]\n", env);
+        assert_eq!(o.len(), 2);
+        assert_eq!(
+            (o[0].var.as_str(), o[0].key.as_str(), o[0].replaces_file),
+            ("GTMD__ADMIN__LISTEN", "admin.listen", false)
+        );
+        assert_eq!(
+            (o[1].var.as_str(), o[1].key.as_str(), o[1].replaces_file),
+            ("GTMD__SERVER__LISTEN", "server.listen", true)
+        );
+    }
+}
 
 /// The environment variable prefix: `GTMD__SERVER__MAX_UDP_PAYLOAD=1400`.
 pub const ENV_PREFIX: &str = "GTMD";
@@ -101,9 +129,73 @@ pub fn parse_with_env(
         .add_source(environment)
         .build()
         .map_err(|e| ConfigErrors::single(path, hint(from_config_error(e))))?;
-    built
-        .try_deserialize::<Config>()
-        .map_err(|e| ConfigErrors::single(path, hint(from_config_error(e))))
+    // `try_deserialize` consumes the value: keep a copy to name the app of an error.
+    let names = built.clone();
+    built.try_deserialize::<Config>().map_err(|e| {
+        let e = name_the_app(&names, from_config_error(e));
+        ConfigErrors::single(path, hint(e))
+    })
+}
+
+/// Adds the app's hostname to an error under `apps[N]`: an index alone is hard to find in
+/// a file of hundreds of apps.
+fn name_the_app(built: &config::Config, mut e: ConfigError) -> ConfigError {
+    let index = e
+        .path
+        .strip_prefix("apps[")
+        .and_then(|rest| rest.split_once(']'))
+        .and_then(|(n, _)| n.parse::<usize>().ok());
+    if let Some(i) = index
+        && let Ok(host) = built.get_string(&format!("apps[{i}].hostname"))
+    {
+        e.message = format!("{} (app {host})", e.message);
+    }
+    e
+}
+
+/// One `GTMD__…` environment variable in effect: the key it sets, and whether the file
+/// sets that key too (the environment wins: the file's value is not used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvOverride {
+    /// The variable, e.g. `GTMD__SERVER__LISTEN`.
+    pub var: String,
+    /// The key it sets, e.g. `server.listen`.
+    pub key: String,
+    /// The file sets this key too, and its value is replaced.
+    pub replaces_file: bool,
+}
+
+/// The environment overrides in `env` (sorted by name) for the file `text`: the
+/// environment always wins over the file, so a key set in both is reported, for a log
+/// line or `gtmd check`, never silently replaced.
+pub fn env_overrides(
+    text: &str,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Vec<EnvOverride> {
+    let prefix = format!("{ENV_PREFIX}__");
+    let file = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .ok();
+    let mut out: Vec<EnvOverride> = env
+        .into_iter()
+        .filter_map(|(var, _)| {
+            let key = var
+                .strip_prefix(&prefix)?
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            let replaces_file = file
+                .as_ref()
+                .is_some_and(|f| f.get::<config::Value>(&key).is_ok());
+            Some(EnvOverride {
+                var,
+                key,
+                replaces_file,
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.var.cmp(&b.var));
+    out
 }
 
 /// Turns the `config` crate's error into ours, keeping its key path when it has one.

@@ -233,7 +233,13 @@ impl Drop for Open {
     }
 }
 
-/// Accepts and serves connections on `listener` until `cancel`.
+/// At shutdown, after the listener is closed, how long the connections still open get to
+/// finish the queries they carry before they are closed: in-flight answers go out, while
+/// an idle connection cannot hold the stop for longer than this.
+pub const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Accepts and serves connections on `listener` until `cancel`; then closes the listener
+/// and gives the open connections [`CLOSE_GRACE`] to finish.
 pub async fn serve(
     listener: TcpListener,
     handler: DnsHandler,
@@ -247,10 +253,17 @@ pub async fn serve(
     let rejected_per_ip = metrics.tcp_rejected.with_label_values(&["per_ip"]);
     let accept_errors = metrics.accept_errors.with_label_values(&["dns_tcp"]);
     let mut backoff = crate::accept::Backoff::new();
+    // Closes the connections, once the listener is closed and they had their grace.
+    let close = CancellationToken::new();
     loop {
         let Some((stream, peer)) =
             crate::accept::next(&listener, &mut backoff, &accept_errors, "DNS TCP", &cancel).await
         else {
+            drop(listener);
+            // Every slot back: no connection is open any more.
+            let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+            let _ = tokio::time::timeout(CLOSE_GRACE, slots.acquire_many(all)).await;
+            close.cancel();
             return;
         };
         // The per-address limit first: a hostile address over it is turned away without
@@ -268,10 +281,10 @@ pub async fn serve(
             continue;
         };
         let open = Open::new(handler.clone(), slot, ip_slot);
-        let (handler, cancel) = (handler.clone(), cancel.clone());
+        let (handler, close) = (handler.clone(), close.clone());
         tokio::spawn(async move {
             tokio::select! {
-                _ = cancel.cancelled() => {}
+                _ = close.cancelled() => {}
                 _ = connection(stream, peer, handler, limits) => {}
             }
             drop(open);

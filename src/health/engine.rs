@@ -41,7 +41,7 @@ use super::{
 };
 use crate::{
     metrics::Metrics,
-    model::{Fallback, Model, ProbeKind, ProbeSpec},
+    model::{Model, ProbeKind, ProbeSpec},
     snapshot::{AppAnswers, Snapshot},
 };
 
@@ -452,12 +452,12 @@ fn log_fallback_changes(old: &Snapshot, new: &Snapshot, model: &Model) {
         .iter()
         .map(|a| (&a.hostname, a.fallback_active))
         .collect();
-    for (i, a) in new.apps().iter().enumerate() {
+    for a in new.apps() {
         let was = before.get(&a.hostname).copied().unwrap_or(false);
         if a.fallback_active && !was {
             warn!(
                 app = %a.hostname,
-                fallback = %fallback_name(model, model.apps[i].fallback),
+                fallback = %a.fallback_note(model),
                 "no target is up after the reload: answering the fallback"
             );
         } else if was && !a.fallback_active {
@@ -709,7 +709,7 @@ impl HealthShared {
             if answers.fallback_active && !was {
                 warn!(
                     app = %answers.hostname,
-                    fallback = %fallback_name(&model, model.apps[*a].fallback),
+                    fallback = %answers.fallback_note(&model),
                     "no target is up: answering the fallback"
                 );
             } else if was && !answers.fallback_active {
@@ -739,14 +739,6 @@ fn log_transition(id: &ProbeId, up: bool, reason: &str) {
             reason = %reason,
             "cluster health transition"
         ),
-    }
-}
-
-fn fallback_name(model: &Model, f: Fallback) -> String {
-    match f {
-        Fallback::All => "all (fail open)".to_owned(),
-        Fallback::None => "none (NODATA)".to_owned(),
-        Fallback::Cluster(c) => format!("cluster:{}", model.clusters[c].name),
     }
 }
 

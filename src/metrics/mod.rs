@@ -264,7 +264,7 @@ impl Metrics {
         .unwrap();
         let ready = IntGauge::with_opts(opts(
             "gtmd_ready",
-            "1 once the configuration is loaded, sockets bound and the first probe round done.",
+            "1 once the configuration is loaded, sockets bound and the first probe round done; 0 again from the first stop signal (shutdown grace).",
         ))
         .unwrap();
         let dropped_vec = IntCounterVec::new(

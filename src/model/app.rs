@@ -5,7 +5,7 @@ use std::{collections::HashMap, net::IpAddr};
 use super::{AppModel, ClusterModel, MAX_APP_TTL, TargetModel, ZoneModel, names, probe, zone_for};
 use crate::config::{
     Errors,
-    file::{AppConfig, ClusterConfig, ProbeConfig},
+    file::{AppConfig, ClusterConfig, DEFAULT_PRIORITY, DEFAULT_WEIGHT, ProbeConfig},
 };
 
 /// What an app answers when none of its targets is up.
@@ -38,6 +38,7 @@ pub fn validate(
         .collect();
     let mut hostnames: HashMap<hickory_proto::rr::Name, usize> = HashMap::new();
     let mut out = Vec::with_capacity(cfgs.len());
+    let from_defaults = defaults_problems(probe_defaults);
     for (i, a) in cfgs.iter().enumerate() {
         let path = format!("apps[{i}]");
         let hostname = match names::absolute(&a.hostname) {
@@ -85,13 +86,25 @@ pub fn validate(
             ];
             let merged = probe::merge(layers.into_iter().flatten());
             let ip = t.probe_ip.unwrap_or(clusters[cluster].probe_ip);
+            let probe_path = format!("{path}.probe");
+            let mut found = Errors::default();
             t.model.probe = probe::resolve(
                 &merged,
                 ip,
                 Some(hostname.to_string().trim_end_matches('.').to_owned()),
-                &format!("{path}.probe"),
-                errors,
+                &probe_path,
+                &mut found,
             );
+            for e in found.into_vec() {
+                // The same problem as [health.defaults] has on its own: reported there,
+                // once, rather than at every app that inherits it.
+                let rest = e.path.strip_prefix(&probe_path).unwrap_or(&e.path);
+                if from_defaults.contains(&(rest.to_owned(), e.message.clone())) {
+                    errors.push(format!("health.defaults{rest}"), e.message);
+                } else {
+                    errors.push(e.path, e.message);
+                }
+            }
         }
         let target_models: Vec<TargetModel> = targets.iter().map(|t| t.model.clone()).collect();
         let policy = super::policy::validate(a, &path, &target_models, clusters, &geo.geo, errors);
@@ -111,6 +124,24 @@ pub fn validate(
         }
     }
     out
+}
+
+/// The problems `[health.defaults]` has on its own (as if it probed, with its own kind or
+/// http), as (path below the probe, message): an app probe that inherits them unchanged
+/// shows the same ones, which are then the defaults' fault.
+fn defaults_problems(defaults: Option<&ProbeConfig>) -> Vec<(String, String)> {
+    let Some(d) = defaults else {
+        return Vec::new();
+    };
+    let mut alone = d.clone();
+    alone.kind.get_or_insert_with(|| "http".to_owned());
+    let mut found = Errors::default();
+    probe::resolve(&alone, IpAddr::from([0, 0, 0, 0]), None, "", &mut found);
+    found
+        .into_vec()
+        .into_iter()
+        .map(|e| (e.path, e.message))
+        .collect()
 }
 
 /// A target whose probe is not resolved yet.
@@ -168,13 +199,14 @@ fn validate_targets(
             );
             continue;
         }
-        if t.weight > MAX_WEIGHT {
+        let weight = t.weight.unwrap_or(DEFAULT_WEIGHT);
+        if weight > MAX_WEIGHT {
             errors.push(
                 format!("{tpath}.weight"),
-                format!("{} is out of range 0..={MAX_WEIGHT}", t.weight),
+                format!("{weight} is out of range 0..={MAX_WEIGHT}"),
             );
         }
-        total_weight += u64::from(t.weight);
+        total_weight += u64::from(weight);
         let force = t.force.as_deref().and_then(|f| {
             probe::parse_up_down(f)
                 .map_err(|e| errors.push(format!("{tpath}.force"), e))
@@ -194,8 +226,8 @@ fn validate_targets(
         targets.push(PendingTarget {
             model: TargetModel {
                 cluster,
-                weight: t.weight,
-                priority: t.priority,
+                weight,
+                priority: t.priority.unwrap_or(DEFAULT_PRIORITY),
                 drain: t.drain,
                 force,
                 probe: None,

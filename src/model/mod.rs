@@ -40,6 +40,9 @@ pub struct Model {
     pub zones: Vec<ZoneModel>,
     pub clusters: Vec<ClusterModel>,
     pub apps: Vec<AppModel>,
+    /// Settings that are valid but have no effect, with their paths (reported by `gtmd
+    /// check`, and logged at start and on reload).
+    pub warnings: Vec<ConfigError>,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +64,8 @@ pub struct ServerModel {
     pub full_path_queue: usize,
     /// Response rate limiting (None: off).
     pub rrl: Option<crate::dns::rrl::RrlSettings>,
+    /// DNS keeps answering this long after SIGTERM while `/readyz` says 503.
+    pub shutdown_grace: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -164,6 +169,7 @@ pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
             zones,
             clusters,
             apps,
+            warnings: errors.take_warnings(),
         })
     } else {
         Err(errors.into_vec())

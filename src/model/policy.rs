@@ -243,6 +243,7 @@ pub fn validate(
             );
         }
     }
+    warn_ignored_target_settings(a, path, kind, &pools, fallback_policy, errors);
     Some(AppPolicy {
         kind,
         pool_policy,
@@ -252,6 +253,61 @@ pub fn validate(
         rules,
         ignore_ecs: a.ignore_ecs,
     })
+}
+
+/// Warns about every target `weight` or `priority` the app's policy never reads: such a
+/// setting looks like it steers traffic (`policy = "all"` with 80/20 weights) while every
+/// answer ignores it. Weights are read only by the weighted policy (the app's, a geo pool's
+/// or the nearest policy's `fallback_policy`), priorities only by failover.
+fn warn_ignored_target_settings(
+    a: &AppConfig,
+    path: &str,
+    kind: PolicyKind,
+    pools: &[Pool],
+    fallback_policy: PoolPolicy,
+    errors: &mut Errors,
+) {
+    let is_weighted = |p: PoolPolicy| matches!(p, PoolPolicy::Weighted { .. });
+    let is_failover = |p: PoolPolicy| matches!(p, PoolPolicy::Failover);
+    // Whether target `j` is ever chosen by a pool policy matching `uses`.
+    let used = |j: usize, uses: &dyn Fn(PoolPolicy) -> bool, app_level: bool| match kind {
+        PolicyKind::Geo => pools
+            .iter()
+            .any(|p| uses(p.policy) && p.targets.contains(&j)),
+        PolicyKind::Nearest => uses(fallback_policy),
+        _ => app_level,
+    };
+    let why = |what: &str, reader: &str| match kind {
+        PolicyKind::Geo => format!(
+            "is ignored: this target is in no {reader} pool of the geo policy, and only the \
+             {reader} policy uses {what} (app {})",
+            a.hostname
+        ),
+        PolicyKind::Nearest => format!(
+            "is ignored: policy \"nearest\" uses {what} only with fallback_policy = \"{reader}\" \
+             (app {})",
+            a.hostname
+        ),
+        _ => format!(
+            "is ignored: policy \"{kind}\" does not use {what}, only the {reader} policy does \
+             (app {})",
+            a.hostname
+        ),
+    };
+    for (j, t) in a.targets.iter().enumerate() {
+        if t.weight.is_some() && !used(j, &is_weighted, kind == PolicyKind::Weighted) {
+            errors.warn(
+                format!("{path}.targets[{j}].weight"),
+                why("weights", "weighted"),
+            );
+        }
+        if t.priority.is_some() && !used(j, &is_failover, kind == PolicyKind::Failover) {
+            errors.warn(
+                format!("{path}.targets[{j}].priority"),
+                why("priorities", "failover"),
+            );
+        }
+    }
 }
 
 fn parse_matcher(text: &str, geo: &Geo) -> Result<Matcher, String> {

@@ -51,6 +51,15 @@ pub fn validate(cfg: &ServerConfig, admin_cfg: &AdminConfig, errors: &mut Errors
             format!("{t:?} is out of range 100ms..=1h"),
         );
     }
+    if cfg.shutdown_grace > MAX_SHUTDOWN_GRACE {
+        errors.push(
+            "server.shutdown_grace",
+            format!(
+                "{:?} is out of range 0s..=10m (0 stops at once)",
+                cfg.shutdown_grace
+            ),
+        );
+    }
     let admin = if admin_cfg.enabled {
         match admin_cfg.listen.trim().parse::<SocketAddr>() {
             Ok(a) => Some(a),
@@ -145,8 +154,13 @@ pub fn validate(cfg: &ServerConfig, admin_cfg: &AdminConfig, errors: &mut Errors
         rrl: None,
         tcp_idle_timeout: cfg.tcp_idle_timeout,
         max_udp_payload: cfg.max_udp_payload,
+        shutdown_grace: cfg.shutdown_grace.min(MAX_SHUTDOWN_GRACE),
     }
 }
+
+/// A stop is bounded: the supervisor (systemd's TimeoutStopSec, Kubernetes'
+/// terminationGracePeriodSeconds) must wait longer than this, so it stays short.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
 
 /// `[rrl]`: None when disabled.
 pub fn validate_rrl(

@@ -199,6 +199,9 @@ impl Reloader {
                     took_ms = started.elapsed().as_millis() as u64,
                     "config reloaded"
                 );
+                for w in &s.warnings {
+                    warn!(file = %path.display(), "config warning: {w}");
+                }
             }
             Ok(None) => {}
             Err(e) => {

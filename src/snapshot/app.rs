@@ -33,6 +33,10 @@ pub struct TargetAnswers {
     pub cluster: usize,
     pub state: TargetState,
     pub detail: String,
+    /// Out by the operator's word: drained, or forced down (target or cluster). Such a
+    /// target is never answered, not even by the fail-open fallback, which only brings
+    /// back targets that the probes put down.
+    pub by_operator: bool,
     pub a: Vec<Record>,
     pub aaaa: Vec<Record>,
 }
@@ -166,6 +170,7 @@ impl AppAnswers {
                     cluster: target.cluster,
                     state,
                     detail,
+                    by_operator: out_by_operator(model, app, t),
                     a,
                     aaaa,
                 }
@@ -389,7 +394,7 @@ impl AppAnswers {
         let mut out: Vec<Answered> = Vec::new();
         for (i, t) in self.targets.iter().enumerate() {
             let eligible = within.contains(&i)
-                && t.state != TargetState::Drained
+                && !t.by_operator
                 && match self.fallback {
                     Fallback::All => true,
                     Fallback::None => false,
@@ -469,22 +474,162 @@ fn fallback_records(
         if v6 { &t.aaaa } else { &t.a }
     }
     match fallback {
-        // Fail open: every target that is not drained.
+        // Fail open: every target the probes put down; none the operator took out.
         Fallback::All => union(
             targets
                 .iter()
-                .enumerate()
-                .filter(|(_, t)| t.state != TargetState::Drained)
-                .map(|(_, t)| pick(t, v6)),
+                .filter(|t| !t.by_operator)
+                .map(|t| pick(t, v6)),
         ),
         Fallback::None => Vec::new(),
         Fallback::Cluster(c) => {
             let cluster = &model.clusters[c];
-            if cluster.drain {
+            if cluster_out_by_operator(cluster) {
                 return Vec::new();
             }
             let (a, aaaa) = records_for(&m.hostname, m.ttl, &cluster.ingress);
             if v6 { aaaa } else { a }
         }
+    }
+}
+
+/// Whether the operator took target `target` of app `app` out: drained (target or cluster)
+/// or forced down, the target's `force` deciding over the cluster's (the precedence of
+/// [`target_state`]). Decided at build time so the query path only reads a flag.
+fn out_by_operator(model: &Model, app: usize, target: usize) -> bool {
+    let t = &model.apps[app].targets[target];
+    let cluster = &model.clusters[t.cluster];
+    t.drain || cluster.drain || t.force.or(cluster.force) == Some(false)
+}
+
+/// Whether the operator took a whole cluster out (drained or forced down).
+fn cluster_out_by_operator(cluster: &crate::model::ClusterModel) -> bool {
+    cluster.drain || cluster.force == Some(false)
+}
+
+impl AppAnswers {
+    /// What the fallback answers while no target is up, for the log: true to the plan
+    /// (fail open brings back only the targets the probes put down; an app whose every
+    /// target the operator took out answers nothing).
+    pub fn fallback_note(&self, model: &Model) -> String {
+        match self.fallback {
+            Fallback::All => {
+                let by_probes = self.targets.iter().filter(|t| !t.by_operator).count();
+                if by_probes == 0 {
+                    "none: no target: all drained/forced down by operator (NODATA)".to_owned()
+                } else {
+                    format!(
+                        "all (fail open): the {by_probes} target{} down by probes (none drained/forced down by operator)",
+                        if by_probes == 1 { "" } else { "s" }
+                    )
+                }
+            }
+            Fallback::None => "none (NODATA)".to_owned(),
+            Fallback::Cluster(c) => {
+                let cluster = &model.clusters[c];
+                if cluster_out_by_operator(cluster) {
+                    format!(
+                        "cluster:{}, drained/forced down by operator: nothing (NODATA)",
+                        cluster.name
+                    )
+                } else {
+                    format!("cluster:{}", cluster.name)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::rr::RecordType;
+
+    use super::*;
+
+    /// Apps whose targets are out by the operator (drain, force down, on the target or its
+    /// cluster) or down by their probe (`dead`: down from the start, nothing on port 1).
+    const OVERRIDES: &str = r#"
+[[zones]]
+origin = "t.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.t.test"
+[[clusters]]
+name = "a"
+ingress = ["192.0.2.10"]
+[[clusters]]
+name = "b"
+ingress = ["192.0.2.11"]
+[[clusters]]
+name = "dead"
+ingress = ["192.0.2.12"]
+probe_address = "127.0.0.1"
+probe = { kind = "tcp", port = 1, initial = "down" }
+[[clusters]]
+name = "off"
+ingress = ["192.0.2.13"]
+force = "down"
+[[apps]]
+hostname = "forced.t.test"
+targets = [{ cluster = "a", force = "down" }, { cluster = "b", force = "down" }]
+[[apps]]
+hostname = "drained.t.test"
+targets = [{ cluster = "a", drain = true }, { cluster = "b", drain = true }]
+[[apps]]
+hostname = "mixed.t.test"
+targets = [{ cluster = "a", force = "down" }, { cluster = "off" }, { cluster = "dead" }]
+[[apps]]
+hostname = "maintenance.t.test"
+fallback = "cluster:off"
+targets = [{ cluster = "dead" }]
+[[apps]]
+hostname = "up-wins.t.test"
+targets = [{ cluster = "off", force = "up" }]
+"#;
+
+    fn fallback_ips(snapshot: &crate::Snapshot, app: usize) -> Vec<String> {
+        let a = snapshot.app(app);
+        assert!(a.fallback_active || app == 4);
+        a.all_records(RecordType::A)
+            .iter()
+            .filter_map(|r| address(r))
+            .map(|ip| ip.to_string())
+            .collect()
+    }
+
+    /// Issue 13 point 7: forcing every target down answered them all (fail open) while
+    /// draining them answered nothing. Now both are the operator's word: never answered;
+    /// fail open brings back only what the probes put down, and the log says what the
+    /// fallback really answers.
+    #[test]
+    fn operator_overrides_are_never_answered_by_fail_open_and_the_note_says_so() {
+        let (snapshot, _) = crate::test_support::snapshot(OVERRIDES);
+        let model = crate::from_text(std::path::Path::new("t.toml"), OVERRIDES)
+            .unwrap()
+            .model;
+        assert_eq!(fallback_ips(&snapshot, 0), Vec::<String>::new());
+        assert_eq!(fallback_ips(&snapshot, 1), Vec::<String>::new());
+        for app in [0, 1] {
+            assert_eq!(
+                snapshot.app(app).fallback_note(&model),
+                "none: no target: all drained/forced down by operator (NODATA)"
+            );
+        }
+        // Forced down (target, cluster) stays out; the probe-down target fails open.
+        assert_eq!(fallback_ips(&snapshot, 2), ["192.0.2.12"]);
+        assert_eq!(
+            snapshot.app(2).fallback_note(&model),
+            "all (fail open): the 1 target down by probes (none drained/forced down by operator)"
+        );
+        // A fallback cluster the operator forced down answers nothing either.
+        assert_eq!(fallback_ips(&snapshot, 3), Vec::<String>::new());
+        assert_eq!(
+            snapshot.app(3).fallback_note(&model),
+            "cluster:off, drained/forced down by operator: nothing (NODATA)"
+        );
+        // The target's force decides over its cluster's.
+        assert!(!snapshot.app(4).fallback_active);
+        assert_eq!(fallback_ips(&snapshot, 4), ["192.0.2.13"]);
     }
 }

@@ -291,6 +291,14 @@ name = "us"
 ingress = ["{US}"]
 lat = 39.0
 lon = -77.5
+# The EU ingress again, down by its probe from the start (nothing listens on port 1): a
+# target the probes put down, which fail open may answer (one the operator forced down
+# never is).
+[[clusters]]
+name = "eu-dead"
+ingress = ["{EU}"]
+probe_address = "127.0.0.1"
+probe = {{ kind = "tcp", port = 1, initial = "down" }}
 
 [[apps]]
 hostname = "geo.p.test"
@@ -306,8 +314,8 @@ rules = [
 [[apps]]
 hostname = "fenced.p.test"
 policy = "geo"
-targets = [{{ cluster = "eu", force = "down" }}, {{ cluster = "us" }}]
-pools = [{{ name = "eu", clusters = ["eu"] }}, {{ name = "us", clusters = ["us"] }}]
+targets = [{{ cluster = "eu-dead" }}, {{ cluster = "us" }}]
+pools = [{{ name = "eu", clusters = ["eu-dead"] }}, {{ name = "us", clusters = ["us"] }}]
 rules = [
   {{ match = ["country:DE", "country:FR"], pools = ["eu"], geofence = true }},
   {{ match = "default", pools = ["us"] }},

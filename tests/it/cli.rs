@@ -32,11 +32,17 @@ pub fn free_port() -> u16 {
     crate::support::free_port_on(std::net::Ipv4Addr::LOCALHOST.into())
 }
 
-/// The example config, listening on `port` instead of 5353.
+/// The example config, listening on `port` instead of 5353 and stopping at once on
+/// SIGTERM (no shutdown grace: tests that stop it need not wait).
 pub fn example_on_port(port: u16) -> tempfile::NamedTempFile {
+    example_with_grace(port, "0s")
+}
+
+/// The example config, listening on `port`, with `server.shutdown_grace = grace`.
+pub fn example_with_grace(port: u16, grace: &str) -> tempfile::NamedTempFile {
     let toml = std::fs::read_to_string(EXAMPLE).unwrap().replace(
         r#"listen = ["127.0.0.1:5353", "[::1]:5353"]"#,
-        &format!(r#"listen = ["127.0.0.1:{port}"]"#),
+        &format!("listen = [\"127.0.0.1:{port}\"]\nshutdown_grace = \"{grace}\""),
     );
     assert!(toml.contains(&format!("127.0.0.1:{port}")));
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
@@ -165,16 +171,45 @@ fn check_accepts_the_example_with_a_summary_line() {
         stdout.contains("ok: 1 zone, 13 records, 3 apps, 3 clusters"),
         "{stdout}"
     );
+    // The example means what it says: no setting it makes is ignored.
+    assert_eq!(text(&out.stderr), "", "warnings on the example");
+}
+
+/// Issue 13 point 7: a weight under `policy = "all"` (the old example) is ignored by every
+/// answer; `gtmd check` says so, naming the field, and still accepts the file.
+#[test]
+fn check_warns_about_weights_the_policy_ignores() {
+    let toml = std::fs::read_to_string(EXAMPLE).unwrap().replace(
+        r#"targets = [{ cluster = "east" }, { cluster = "west" }]"#,
+        r#"targets = [{ cluster = "east", weight = 80 }, { cluster = "west", weight = 20 }]"#,
+    );
+    assert!(toml.contains("weight = 80"));
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(toml.as_bytes()).unwrap();
+    let path = f.path().to_str().unwrap();
+    let out = gtmd(&["check", "--config", path]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().collect();
+    assert_eq!(warnings.len(), 2, "{stderr}");
+    assert_eq!(
+        warnings[0],
+        format!(
+            "{path}: warning: apps[0].targets[0].weight: is ignored: policy \"all\" does not use \
+             weights, only the weighted policy does (app shop.apps.example.com)"
+        )
+    );
+    assert!(
+        warnings[1].contains("apps[0].targets[1].weight: is ignored"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn check_lists_every_error_with_its_path_and_fails() {
     let toml = std::fs::read_to_string(EXAMPLE)
         .unwrap()
-        .replace(
-            r#"{ cluster = "west", weight = 20 }"#,
-            r#"{ cluster = "west2", weight = 20 }"#,
-        )
+        .replace(r#"{ cluster = "west" }"#, r#"{ cluster = "west2" }"#)
         .replace("203.0.113.30", "203.0.113.300")
         .replace(
             "hostname = \"api.apps.example.com\"",
@@ -258,6 +293,171 @@ fn serve_answers_and_stops_cleanly_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A config answering shop.apps.example.com (unprobed, always up) on `port`, the admin
+/// endpoint on `admin`, with `server.shutdown_grace = grace`.
+fn graceful_config(port: u16, admin: u16, grace: &str) -> tempfile::NamedTempFile {
+    let toml = format!(
+        r#"
+[server]
+listen = ["127.0.0.1:{port}"]
+shutdown_grace = "{grace}"
+[admin]
+listen = "127.0.0.1:{admin}"
+[[zones]]
+origin = "apps.example.com"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.example.com"
+[[clusters]]
+name = "east"
+ingress = ["192.0.2.1"]
+[[apps]]
+hostname = "shop.apps.example.com"
+targets = [{{ cluster = "east" }}]
+"#
+    );
+    let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    f.write_all(toml.as_bytes()).unwrap();
+    f
+}
+
+fn kill(child: &Child, sig: &str) {
+    let status = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits (at most `limit`, a failure bound) for the child to exit; returns its status.
+fn wait_exit(served: &mut Served, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = served.0.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gtmd did not exit within {limit:?}:\n{}",
+            served.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_turns_readyz_503_while_dns_keeps_answering_for_the_grace_then_exits_0() {
+    let port = free_port();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // Long enough that the checks below fit in it on a loaded machine; the test waits
+    // on events (the 503, the log lines, the exit), never on the clock.
+    let config = graceful_config(port, admin.port(), "8s");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut served = serve(config.path(), addr);
+    crate::support::wait_for("readyz 200", Duration::from_secs(20), || {
+        crate::support::http_get(admin, "/readyz").0 == 200
+    });
+    kill(&served.0, "-TERM");
+    crate::support::wait_for("readyz 503", Duration::from_secs(20), || {
+        crate::support::http_get(admin, "/readyz").0 == 503
+    });
+    let (code, body) = crate::support::http_get(admin, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("shutting down"), "{body}");
+    let (_, metrics) = crate::support::http_get(admin, "/metrics");
+    assert!(metrics.contains("\ngtmd_ready 0\n"), "{metrics}");
+    for proto in BOTH {
+        let r = ask(addr, proto, &query("shop.apps.example.com.", RecordType::A));
+        assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(r.answers.len(), 1);
+    }
+    let status = wait_exit(&mut served, Duration::from_secs(40));
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    let log = served.stderr();
+    assert!(
+        log.contains("shutting down: /readyz now answers 503"),
+        "{log}"
+    );
+    assert!(log.contains("shutdown grace period over"), "{log}");
+}
+
+#[test]
+fn a_second_sigterm_ends_the_shutdown_grace_at_once() {
+    let port = free_port();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // A grace no test could wait out: only the second signal can end it.
+    let config = graceful_config(port, admin.port(), "10m");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut served = serve(config.path(), addr);
+    kill(&served.0, "-TERM");
+    crate::support::wait_for("readyz 503", Duration::from_secs(20), || {
+        crate::support::http_get(admin, "/readyz").0 == 503
+    });
+    kill(&served.0, "-TERM");
+    let status = wait_exit(&mut served, Duration::from_secs(30));
+    assert!(status.success(), "exit status after two SIGTERMs: {status}");
+    assert!(
+        served
+            .stderr()
+            .contains("second stop signal during the shutdown grace period"),
+        "{}",
+        served.stderr()
+    );
+}
+
+/// Issue 13 point 7: the environment wins over the file, and says so. The file listens on
+/// one port, `GTMD__SERVER__LISTEN` on another: gtmd serves the environment's, and both
+/// `gtmd check` and the start log name the override that replaced the file's value.
+#[test]
+fn the_environment_wins_over_the_file_and_says_so() {
+    let (file_port, env_port) = (free_port(), free_port());
+    let config = example_on_port(file_port);
+    let env_listen = format!("127.0.0.1:{env_port}");
+    let path = config.path().to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", path])
+        .env_remove("RUST_LOG")
+        .env("GTMD__SERVER__LISTEN", &env_listen)
+        .env("GTMD__SERVER__TCP_MAX_QUERIES", "100")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{path}: warning: server.listen: the file's value is not used: the environment \
+             variable GTMD__SERVER__LISTEN overrides it (the environment wins over the file)"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{path}: note: server.tcp_max_queries: set by the environment variable \
+             GTMD__SERVER__TCP_MAX_QUERIES"
+        )),
+        "{stderr}"
+    );
+    let addr: SocketAddr = env_listen.parse().unwrap();
+    let served = serve_with_env(
+        config.path(),
+        addr,
+        &[],
+        &[("GTMD__SERVER__LISTEN", env_listen.as_str())],
+    );
+    let r = ask(
+        addr,
+        crate::support::Proto::Udp,
+        &query("shop.apps.example.com.", RecordType::A),
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    let log = served.stderr();
+    assert!(
+        log.contains("WARN") && log.contains("server.listen: the file's value is not used"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -491,3 +491,256 @@ fn sizes_are_limited_with_clear_errors() {
         "65 entries: at most 64 are supported",
     );
 }
+
+/// Issue 13 point 7: a boolean or a number must be written as one. The `config` crate alone
+/// turned `drain = "yes"`, `drain = 1` and `weight = "50"` into values.
+#[test]
+fn booleans_and_numbers_of_the_wrong_type_are_refused_at_their_path() {
+    let target = "{ cluster = \"east\", weight = 80 }";
+    for (written, path, expected) in [
+        (
+            "{ cluster = \"east\", drain = \"yes\" }",
+            "drain",
+            "true or false",
+        ),
+        (
+            "{ cluster = \"east\", drain = 1 }",
+            "drain",
+            "true or false",
+        ),
+        (
+            "{ cluster = \"east\", weight = \"50\" }",
+            "weight",
+            "an integer",
+        ),
+        (
+            "{ cluster = \"east\", priority = \"1\" }",
+            "priority",
+            "an integer",
+        ),
+    ] {
+        let errs = errors(&BASE.replace(target, written));
+        assert_eq!(errs.len(), 1, "{written}: {errs:?}");
+        assert!(
+            errs[0].starts_with(&format!("apps[0].targets[0].{path}: invalid type"))
+                && errs[0].contains(expected)
+                && errs[0].contains("(app shop.apps.example.com)"),
+            "{written}: {errs:?}"
+        );
+    }
+    for (key, written, expected) in [
+        ("sticky", "\"true\"", "true or false"),
+        ("ttl", "\"20\"", "an integer"),
+        ("max_answers", "\"2\"", "an integer"),
+        ("min_healthy_fraction", "\"0.5\"", "a number"),
+    ] {
+        let errs = errors(&BASE.replace(
+            "hostname = \"shop.apps.example.com\"",
+            &format!("hostname = \"shop.apps.example.com\"\n{key} = {written}"),
+        ));
+        assert_eq!(errs.len(), 1, "{key}: {errs:?}");
+        assert!(
+            errs[0].starts_with(&format!("apps[0].{key}: invalid type"))
+                && errs[0].contains(expected),
+            "{key}: {errs:?}"
+        );
+    }
+    let errs = errors(&format!("[server]\nmax_udp_payload = \"1400\"\n{BASE}"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("server.max_udp_payload: invalid type"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("[health.defaults]\ntls_verify = \"no\"\n{BASE}"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("health.defaults.tls_verify: invalid type"),
+        "{errs:?}"
+    );
+    let errs = errors(&format!("[rrl]\nenabled = 1\n{BASE}"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].starts_with("rrl.enabled: invalid type"), "{errs:?}");
+    let errs = errors(&BASE.replace("name = \"west\"", "name = \"west\"\nlat = \"52.1\""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("clusters[1].lat: invalid type"),
+        "{errs:?}"
+    );
+    // Right types still load, numbers for a float too.
+    assert_eq!(
+        errors(&BASE.replace(
+            "name = \"west\"",
+            "name = \"west\"\nlat = 52\nlon = 4.9\ndrain = false"
+        )),
+        Vec::<String>::new()
+    );
+}
+
+/// Environment overrides arrive as text and are parsed (`true`/`false`, integers), so they
+/// keep working for booleans and numbers; a value of the wrong kind is refused as in the file.
+#[test]
+fn environment_overrides_of_booleans_and_numbers_keep_working() {
+    let env = [
+        ("GTMD__SERVER__MAX_UDP_PAYLOAD", "1400"),
+        ("GTMD__ADMIN__ENABLED", "false"),
+        ("GTMD__RRL__ENABLED", "TRUE"),
+        ("GTMD__RRL__SLIP", "0"),
+        ("GTMD__HEALTH__MAX_CONCURRENT_PROBES", "64"),
+    ];
+    let env_iter = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+    let config = gtmd::config::parse_with_env(Path::new("t.toml"), BASE, env_iter).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &config).unwrap();
+    assert_eq!(loaded.model.server.max_udp_payload, 1400);
+    assert_eq!(loaded.model.server.admin, None);
+    assert_eq!(loaded.model.server.rrl.as_ref().map(|r| r.slip), Some(0));
+    assert_eq!(loaded.model.health.max_concurrent_probes, 64);
+    for (key, value, expected) in [
+        (
+            "GTMD__ADMIN__ENABLED",
+            "yes",
+            "admin.enabled: invalid type: string \"yes\"",
+        ),
+        (
+            "GTMD__SERVER__MAX_UDP_PAYLOAD",
+            "big",
+            "server.max_udp_payload: invalid type",
+        ),
+    ] {
+        let errs = errors_with_env(BASE, &[(key, value)]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with(expected), "{errs:?}");
+        assert!(
+            errs[0].contains(&format!("environment overrides in effect: {key}")),
+            "{errs:?}"
+        );
+    }
+}
+
+/// The warnings (settings with no effect) of a config that loads.
+fn warnings(toml: &str) -> Vec<String> {
+    let config = gtmd::config::parse_with_env(Path::new("t.toml"), toml, []).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &config).unwrap();
+    loaded
+        .model
+        .warnings
+        .iter()
+        .map(|w| w.to_string())
+        .collect()
+}
+
+/// Issue 13 point 7: weights are read only by the weighted policy, priorities only by
+/// failover; any other policy warns about each one written, at its path.
+#[test]
+fn settings_the_policy_ignores_are_warned_about_at_their_path() {
+    // BASE: policy "all" (the default) with weights 80/20.
+    assert_eq!(
+        warnings(BASE),
+        [
+            "apps[0].targets[0].weight: is ignored: policy \"all\" does not use weights, only \
+             the weighted policy does (app shop.apps.example.com)",
+            "apps[0].targets[1].weight: is ignored: policy \"all\" does not use weights, only \
+             the weighted policy does (app shop.apps.example.com)",
+        ]
+    );
+    let weighted = BASE.replace("targets = [", "policy = \"weighted\"\ntargets = [");
+    assert_eq!(warnings(&weighted), Vec::<String>::new());
+    let with_priority = weighted.replace("weight = 20", "weight = 20, priority = 2");
+    assert_eq!(
+        warnings(&with_priority),
+        [
+            "apps[0].targets[1].priority: is ignored: policy \"weighted\" does not use \
+          priorities, only the failover policy does (app shop.apps.example.com)"
+        ]
+    );
+    let failover = BASE
+        .replace("targets = [", "policy = \"failover\"\ntargets = [")
+        .replace("weight = 80", "priority = 1")
+        .replace("weight = 20", "priority = 2");
+    assert_eq!(warnings(&failover), Vec::<String>::new());
+    // Geo: a weight counts only in a weighted pool.
+    let geo = BASE.replace(
+        "targets = [{ cluster = \"east\", weight = 80 }, { cluster = \"west\", weight = 20 }]",
+        "policy = \"geo\"\n\
+         targets = [{ cluster = \"east\", weight = 80 }, { cluster = \"west\", weight = 20 }]\n\
+         pools = [{ name = \"e\", clusters = [\"east\"], policy = \"weighted\" }, { name = \"w\", clusters = [\"west\"] }]\n\
+         rules = [{ match = \"default\", pools = [\"e\", \"w\"] }]",
+    );
+    let w = warnings(&geo);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(
+        w[0].starts_with(
+            "apps[0].targets[1].weight: is ignored: this target is in no weighted pool"
+        ),
+        "{w:?}"
+    );
+}
+
+/// Issue 13 point 7: a problem of `[health.defaults]` itself is reported once at
+/// `health.defaults.…`, not at every app that inherits it; an app whose own setting causes
+/// the problem is still named.
+#[test]
+fn a_health_defaults_problem_is_reported_once_at_its_own_path() {
+    let apps = (0..5)
+        .map(|i| {
+            format!(
+                "[[apps]]\nhostname = \"a{i}.apps.example.com\"\ntargets = [{{ cluster = \"east\" }}]\n"
+            )
+        })
+        .collect::<String>();
+    let base = BASE.replace(
+        "[[apps]]\nhostname = \"shop.apps.example.com\"\ntargets = [{ cluster = \"east\", weight = 80 }, { cluster = \"west\", weight = 20 }]\n",
+        &apps,
+    );
+    assert!(base.contains("a4.apps"));
+    let toml = format!(
+        "[health.defaults]\nkind = \"http\"\ninterval = \"1s\"\ntimeout = \"2s\"\n{base}\
+         [[apps]]\nhostname = \"own.apps.example.com\"\nprobe = {{ interval = \"500ms\" }}\n\
+         targets = [{{ cluster = \"east\" }}]\n\
+         [[apps]]\nhostname = \"fixed.apps.example.com\"\nprobe = {{ interval = \"5s\" }}\n\
+         targets = [{{ cluster = \"east\" }}]\n"
+    );
+    assert_eq!(
+        errors(&toml),
+        [
+            "health.defaults.timeout: 2s must be below the interval (1s)",
+            "apps[5].probe.timeout: 2s must be below the interval (500ms)",
+        ]
+    );
+}
+
+/// The environment wins over the file for a key both set (the documented precedence), and
+/// the override is reported with the file's value marked as replaced.
+#[test]
+fn the_environment_wins_over_a_value_the_file_sets() {
+    let toml = format!("[server]\nmax_udp_payload = 1300\n{BASE}");
+    let env = || {
+        [(
+            "GTMD__SERVER__MAX_UDP_PAYLOAD".to_owned(),
+            "1400".to_owned(),
+        )]
+    };
+    let config = gtmd::config::parse_with_env(Path::new("t.toml"), &toml, env()).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &config).unwrap();
+    assert_eq!(loaded.model.server.max_udp_payload, 1400);
+    let o = gtmd::config::env_overrides(&toml, env());
+    assert_eq!(o.len(), 1);
+    assert_eq!(o[0].key, "server.max_udp_payload");
+    assert!(o[0].replaces_file);
+    assert!(!gtmd::config::env_overrides(BASE, env())[0].replaces_file);
+}
+
+#[test]
+fn shutdown_grace_is_bounded_and_zero_is_allowed() {
+    let ok = format!("[server]\nshutdown_grace = \"0s\"\n{BASE}");
+    let config = gtmd::config::parse_with_env(Path::new("t.toml"), &ok, []).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &config).unwrap();
+    assert!(loaded.model.server.shutdown_grace.is_zero());
+    let default = gtmd::config::parse_with_env(Path::new("t.toml"), BASE, []).unwrap();
+    let loaded = gtmd::from_config(Path::new("t.toml"), &default).unwrap();
+    assert_eq!(loaded.model.server.shutdown_grace.as_secs(), 5);
+    assert_one_error(
+        &format!("[server]\nshutdown_grace = \"11m\"\n{BASE}"),
+        "server.shutdown_grace",
+        "out of range 0s..=10m",
+    );
+}

@@ -41,6 +41,7 @@ fn config(
         r#"
 [server]
 listen = ["127.0.0.1:{port}"]
+shutdown_grace = "0s"
 {extra}
 [admin]
 listen = "127.0.0.1:{admin}"

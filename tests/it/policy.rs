@@ -105,7 +105,8 @@ fn geo_sends_each_region_to_its_pool_with_the_deciding_scope() {
 #[test]
 fn geofenced_rules_never_answer_outside_their_pools() {
     let s = TestServer::start(&toml(""));
-    // The EU target is forced down: fenced DE/FR clients still never get the US cluster.
+    // The EU target is down by its probe: fenced DE/FR clients still never get the US
+    // cluster; fail open answers the EU one within the fence.
     let r = ask(
         s.addr,
         Proto::Udp,
@@ -279,4 +280,55 @@ fn dig_subnet_reaches_the_regional_cluster() {
     let us = dig("198.51.100.0/24");
     assert!(us.contains(&format!("IN\tA\t{US}")), "{us}");
     assert!(!us.contains(&format!("IN\tA\t{EU}")), "{us}");
+}
+
+/// Issue 13 point 7: the operator's overrides are the operator's word. Every target forced
+/// down answered them all (fail open) while every target drained answered nothing; now
+/// neither is answered (NODATA), and fail open brings back only targets the probes put
+/// down.
+#[test]
+fn drained_and_forced_down_targets_are_never_answered_by_fail_open() {
+    let s = TestServer::start(
+        r#"
+[[zones]]
+origin = "o.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.o.test"
+[[clusters]]
+name = "a"
+ingress = ["192.0.2.10"]
+[[clusters]]
+name = "b"
+ingress = ["192.0.2.11"]
+[[clusters]]
+name = "dead"
+ingress = ["192.0.2.12"]
+probe_address = "127.0.0.1"
+probe = { kind = "tcp", port = 1, initial = "down" }
+[[apps]]
+hostname = "forced.o.test"
+targets = [{ cluster = "a", force = "down" }, { cluster = "b", force = "down" }]
+[[apps]]
+hostname = "drained.o.test"
+targets = [{ cluster = "a", drain = true }, { cluster = "b", drain = true }]
+[[apps]]
+hostname = "mixed.o.test"
+targets = [{ cluster = "a", force = "down" }, { cluster = "b", drain = true }, { cluster = "dead" }]
+"#,
+    );
+    for proto in BOTH {
+        for name in ["forced.o.test.", "drained.o.test."] {
+            let r = ask(s.addr, proto, &query(name, RecordType::A));
+            assert_eq!(r.metadata.response_code, ResponseCode::NoError, "{name}");
+            assert!(r.answers.is_empty(), "{name}: {:?}", r.answers);
+        }
+        let r = ask(s.addr, proto, &query("mixed.o.test.", RecordType::A));
+        assert_eq!(
+            addrs(&r),
+            set(&["192.0.2.12"]),
+            "only the target down by its probe fails open"
+        );
+    }
 }

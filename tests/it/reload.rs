@@ -35,6 +35,7 @@ fn config(dns: u16, admin: u16, cluster: &str, backend: u16) -> String {
         r#"
 [server]
 listen = ["127.0.0.1:{dns}"]
+shutdown_grace = "0s"
 [admin]
 listen = "127.0.0.1:{admin}"
 [[zones]]
