@@ -56,6 +56,24 @@ impl Client {
         Ok(Self::with_ecs(src, Some(ecs), settings))
     }
 
+    /// Like [`Client::from_query`], from the Client Subnet option's data as it stands on
+    /// the wire (`None`: the query has none). The raw bytes are needed because a decoded
+    /// option no longer shows address bytes beyond what the source prefix needs, which
+    /// RFC 7871 §6 rejects with FORMERR like the other malformations.
+    pub fn from_wire(
+        src: IpAddr,
+        ecs: Option<&[u8]>,
+        settings: &ClientSettings,
+    ) -> Result<Self, ResponseCode> {
+        match ecs {
+            None => Ok(Self { src, ecs: None }),
+            Some(data) => {
+                let ecs = read_ecs(data).ok_or(ResponseCode::FormErr)?;
+                Ok(Self::with_ecs(src, Some(ecs), settings))
+            }
+        }
+    }
+
     /// A client from an already validated ECS (or none), applying the trust settings.
     pub fn with_ecs(src: IpAddr, ecs: Option<Ecs>, settings: &ClientSettings) -> Self {
         let trusted = !settings.ignore_ecs
@@ -143,6 +161,43 @@ impl ClientAddr {
     pub fn locate_with(&self, geo: &crate::geo::Geo) -> Location {
         geo.locate(self.locate)
     }
+}
+
+/// The Client Subnet option `d` (its data, after code and length), if it is exactly as
+/// RFC 7871 §6 wants it: a known family, SOURCE PREFIX-LENGTH within the family, SCOPE 0
+/// (a query), exactly as many address bytes as the source prefix needs, and no address
+/// bit set beyond it. `None` is FORMERR. The one reader of the option on the wire: the
+/// fast path passes what this refuses to the full path, which answers it FORMERR.
+pub fn read_ecs(d: &[u8]) -> Option<Ecs> {
+    let head = d.get(..4)?;
+    let family = u16::from_be_bytes([head[0], head[1]]);
+    let (source, scope) = (head[2], head[3]);
+    let addr = &d[4..];
+    let max = match family {
+        1 => 32,
+        2 => 128,
+        _ => return None,
+    };
+    let bytes = source.div_ceil(8) as usize;
+    if scope != 0 || source > max || addr.len() != bytes {
+        return None;
+    }
+    if source % 8 != 0 && addr[bytes - 1] & (0xff >> (source % 8)) != 0 {
+        return None;
+    }
+    let ip = if family == 1 {
+        let mut o = [0u8; 4];
+        o[..bytes].copy_from_slice(addr);
+        IpAddr::from(o)
+    } else {
+        let mut o = [0u8; 16];
+        o[..bytes].copy_from_slice(addr);
+        IpAddr::from(o)
+    };
+    Some(Ecs {
+        addr: ip,
+        source_prefix: source,
+    })
 }
 
 fn validate(subnet: &ClientSubnet) -> Result<Ecs, ResponseCode> {
