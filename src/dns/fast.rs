@@ -668,6 +668,31 @@ mod tests {
         ));
     }
 
+    /// DO (RFC 3225 §3) is copied on the fast path itself — a DO query is as common as any
+    /// from a validating resolver and must not cost a trip through the full path — and
+    /// only DO: the other EDNS flag bits (Z) are not echoed.
+    #[test]
+    fn the_do_bit_is_copied_into_the_opt_of_fast_answers() {
+        let (snapshot, metrics) = snapshot(ONE_APP);
+        let src: IpAddr = "198.51.100.1".parse().unwrap();
+        for name in [APP, STATIC] {
+            for (flags, echoed) in [(0x80u8, 0x80u8), (0, 0), (0xff, 0x80), (0x7f, 0)] {
+                let mut q = query(name, 1);
+                q[11] = 1;
+                q.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, flags, 0xff, 0, 0]);
+                let mut tally = Tally::new(&metrics);
+                let mut out = [0u8; 512];
+                let Fast::Answered(len) = answer_into(&snapshot, &mut tally, &q, src, &mut out)
+                else {
+                    panic!("{name:?} with EDNS flags {flags:#x} left the fast path");
+                };
+                // The OPT record ends the reply: ..., TTL (rcode, version, flags), RDLEN 0.
+                let ttl = &out[len - 6..len - 2];
+                assert_eq!(ttl, [0, 0, echoed, 0], "{name:?} with flags {flags:#x}");
+            }
+        }
+    }
+
     /// The prefetch only reads (hints), but it parses every packet and indexes the apps
     /// itself: with an index large enough for it to run, any batch — app names, unknown
     /// names, runts, responses, oversized batches — must go through it without a panic,
