@@ -16,7 +16,7 @@ use hickory_server::{
             DNSClass, RData, Record, RecordType,
             rdata::tsig::{TSIG, TsigError},
         },
-        serialize::binary::BinDecoder,
+        serialize::binary::{BinDecoder, BinEncodable},
     },
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::{MessageResponseBuilder, Queries},
@@ -101,7 +101,7 @@ impl RequestHandler for DnsHandler {
             None => Err(ResponseCode::FormErr),
         };
         let checked = check_request(request, walk.as_ref());
-        let badkey = match checked {
+        let mut badkey = match checked {
             Err(ResponseCode::NotAuth) => badkey_tsig(request),
             _ => None,
         };
@@ -129,7 +129,12 @@ impl RequestHandler for DnsHandler {
         metadata.authoritative = answer.authoritative;
 
         let queries = request.queries.queries();
-        let fitted = fit(&metadata, queries, &answer, edns.as_ref(), limit);
+        // The TSIG record goes after everything `fit` weighs: keep room for it.
+        let tsig_len = badkey
+            .as_ref()
+            .map_or(0, |t| t.to_bytes().map_or(usize::from(limit), |b| b.len()));
+        let room = limit.saturating_sub(u16::try_from(tsig_len).unwrap_or(u16::MAX));
+        let fitted = fit(&metadata, queries, &answer, edns.as_ref(), room);
         let empty: &[&Record] = &[];
         let (answers, authority, additional) = match fitted {
             Fit::Full => (
@@ -140,9 +145,12 @@ impl RequestHandler for DnsHandler {
             Fit::WithoutAdditional => (&answer.answers[..], &answer.authority[..], empty),
             Fit::Truncated => {
                 metadata.truncation = true;
+                // A NOTAUTH too long for UDP with its TSIG: TC=1, the client retries over TCP.
+                badkey = None;
                 (empty, empty, empty)
             }
             Fit::Unencodable => {
+                badkey = None;
                 warn!(src = %request.src(), "answer cannot be encoded: SERVFAIL");
                 metadata.response_code = ResponseCode::ServFail;
                 metadata.authoritative = false;

@@ -459,3 +459,36 @@ impl Drop for Knot {
         let _ = self.child.wait();
     }
 }
+
+/// A NOTAUTH reply too long for the UDP size the query allows once its TSIG record is
+/// added (long key, algorithm and question names) goes out with TC=1 and without the TSIG,
+/// never longer than allowed; over TCP the whole reply comes.
+#[test]
+fn a_badkey_reply_too_long_for_udp_is_truncated() {
+    let s = zone_server();
+    let long = |c: char| format!("{0}.{0}.{0}.{0}.", c.to_string().repeat(60));
+    let (key, algorithm) = (long('k'), long('a'));
+    let t = TsigFields {
+        key: &key,
+        algorithm: &algorithm,
+        ..KEY
+    };
+    let name = format!("{}app.example.test.", "x.".repeat(80));
+    let signed = tsig(&t);
+    let mut small = opt(true, &[]);
+    small[3..5].copy_from_slice(&512u16.to_be_bytes());
+    for (additional, max) in [
+        (vec![&signed[..]], 512),
+        (vec![&small[..], &signed[..]], 512),
+    ] {
+        let q = raw_query(RD, &name, &[], &additional);
+        let reply = exchange(s.addr, Proto::Udp, &q);
+        assert!(reply.len() <= max, "{} bytes: {reply:02x?}", reply.len());
+        assert_eq!(header(&reply), ("qr tc rd".to_owned(), 9), "{reply:02x?}");
+        let r = parse(&reply);
+        assert!(r.additionals.is_empty(), "no TSIG: {reply:02x?}");
+        let reply = exchange(s.addr, Proto::Tcp, &q);
+        assert_eq!(header(&reply), ("qr rd".to_owned(), 9));
+        assert!(reply.ends_with(&badkey_rdata(&t)), "{reply:02x?}");
+    }
+}
