@@ -256,6 +256,28 @@ mod tests {
         }
     }
 
+    /// RFC 7871 §6 on the wire: exactly the address bytes the source prefix needs.
+    #[test]
+    fn the_option_on_the_wire_must_be_exact() {
+        let ok = read_ecs(&[0, 1, 24, 0, 192, 0, 2]).unwrap();
+        assert_eq!(ok.addr, "192.0.2.0".parse::<IpAddr>().unwrap());
+        assert_eq!(read_ecs(&[0, 1, 0, 0]).unwrap().source_prefix, 0);
+        for bad in [
+            &[0, 1, 24, 0, 192, 0, 2, 0][..], // a byte too many
+            &[0, 1, 0, 0, 0],                 // a byte for a /0
+            &[0, 1, 24, 0, 192, 0],           // a byte too few
+            &[0, 1, 23, 0, 192, 0, 3],        // a bit beyond the prefix
+            &[0, 1, 24, 8, 192, 0, 2],        // a scope in a query
+            &[0, 1, 33, 0, 1, 2, 3, 4, 5],    // longer than IPv4
+            &[0, 3, 8, 0, 1],                 // unknown family
+            &[0, 1, 24],                      // cut short
+        ] {
+            assert_eq!(read_ecs(bad), None, "{bad:?}");
+            let wire = Client::from_wire("10.0.0.1".parse().unwrap(), Some(bad), &settings());
+            assert_eq!(wire, Err(ResponseCode::FormErr), "{bad:?}");
+        }
+    }
+
     #[test]
     fn untrusted_or_ignored_ecs_is_not_used() {
         let e = edns_with(ClientSubnet::new("192.0.2.0".parse().unwrap(), 24, 0));
