@@ -23,18 +23,30 @@ def name(n):
     return b"".join(bytes([len(l)]) + l.encode() for l in n.split(".")) + b"\0"
 
 
-def query(qname, qtype, edns=None, ecs=None, flags=0x0100):
-    body = struct.pack(">HHHHHH", 0x1234, flags, 1, 0, 0, 1 if edns else 0)
+def query(qname, qtype, edns=None, ecs=None, flags=0x0100, do=False, before=(), after=(),
+          exact=True):
+    """`before`/`after`: raw additional records around the OPT; `exact=False` sends the
+    ECS address bytes as given instead of cutting them to the prefix."""
+    extra = len(before) + len(after)
+    body = struct.pack(">HHHHHH", 0x1234, flags, 1, 0, 0, (1 if edns else 0) + extra)
     body += name(qname) + struct.pack(">HH", qtype, 1)
+    body += b"".join(before)
     if edns:
         opts = b""
         if ecs:
             family, prefix, addr = ecs
             nbytes = (prefix + 7) // 8
-            data = struct.pack(">HBB", family, prefix, 0) + addr[:nbytes]
+            data = struct.pack(">HBB", family, prefix, 0) + (addr[:nbytes] if exact else addr)
             opts = struct.pack(">HH", 8, len(data)) + data
-        body += b"\0" + struct.pack(">HHIH", 41, edns, 0, len(opts)) + opts
-    return body
+        ttl = 0x8000 if do else 0
+        body += b"\0" + struct.pack(">HHIH", 41, edns, ttl, len(opts)) + opts
+    return body + b"".join(after)
+
+
+def tsig(key="k.example.", alg="hmac-sha256."):
+    rdata = name(alg.rstrip(".")) + struct.pack(">HIH", 0, 1796144912, 300)
+    rdata += struct.pack(">H", 32) + b"\x5a" * 32 + struct.pack(">HHH", 0x1234, 0, 0)
+    return name(key.rstrip(".")) + struct.pack(">HHIH", 250, 255, 0, len(rdata)) + rdata
 
 
 def write(target, items):
@@ -58,6 +70,26 @@ def packets():
             out.append(head + query(n, 1, edns=4096, ecs=(1, 24, bytes([81, 2, 69]))))
             out.append(head + query(n, 28, edns=512, ecs=(2, 48, bytes([0x20, 1, 0xd, 0xb8, 0, 1]))))
             out.append(head + query(n, 1, edns=1232, ecs=(1, 0, b"")))
+    return out + compliance()
+
+
+def compliance():
+    """What DNS test tools check (issue 13 point 8): DO echoed, TSIG (unknown key, placed
+    last or not), ECS with extra address bytes, other opcodes with CD and AD set."""
+    out = []
+    t = tsig()
+    for config, n in ((0, "app.example.test"), (0, "ns1.example.test"), (1, "geo.p.test")):
+        head = bytes([config | 3 << 1, 1]) + struct.pack("<Q", 7)
+        out.append(head + query(n, 1, edns=1232, do=True))
+        out.append(head + query(n, 28, edns=1232, do=True, ecs=(1, 24, bytes([10, 1, 2]))))
+        out.append(head + query(n, 1, edns=1232, do=True, after=[t]))
+        out.append(head + query(n, 1, after=[t]))
+        out.append(head + query(n, 1, edns=1232, before=[t]))
+        out.append(head + query(n, 1, after=[t, t]))
+        out.append(head + query(n, 1, edns=1232, ecs=(1, 24, bytes([10, 1, 2, 0])), exact=False))
+        out.append(head + query(n, 1, edns=1232, ecs=(1, 0, bytes([0])), exact=False))
+        for opcode in (1, 2, 4, 5, 15):
+            out.append(head + query(n, 1, edns=1232, do=True, flags=opcode << 11 | 0x0130))
     return out
 
 

@@ -56,6 +56,24 @@ impl Client {
         Ok(Self::with_ecs(src, Some(ecs), settings))
     }
 
+    /// Like [`Client::from_query`], from the Client Subnet option's data as it stands on
+    /// the wire (`None`: the query has none). The raw bytes are needed because a decoded
+    /// option no longer shows address bytes beyond what the source prefix needs, which
+    /// RFC 7871 §6 rejects with FORMERR like the other malformations.
+    pub fn from_wire(
+        src: IpAddr,
+        ecs: Option<&[u8]>,
+        settings: &ClientSettings,
+    ) -> Result<Self, ResponseCode> {
+        match ecs {
+            None => Ok(Self { src, ecs: None }),
+            Some(data) => {
+                let ecs = read_ecs(data).ok_or(ResponseCode::FormErr)?;
+                Ok(Self::with_ecs(src, Some(ecs), settings))
+            }
+        }
+    }
+
     /// A client from an already validated ECS (or none), applying the trust settings.
     pub fn with_ecs(src: IpAddr, ecs: Option<Ecs>, settings: &ClientSettings) -> Self {
         let trusted = !settings.ignore_ecs
@@ -145,6 +163,45 @@ impl ClientAddr {
     }
 }
 
+/// The Client Subnet option `d` (its data, after code and length), if it is exactly as
+/// RFC 7871 §6 wants it: a known family, SOURCE PREFIX-LENGTH within the family, SCOPE 0
+/// (a query), exactly as many address bytes as the source prefix needs, and no address
+/// bit set beyond it. `None` is FORMERR. The one reader of the option on the wire: the
+/// fast path passes what this refuses to the full path, which answers it FORMERR.
+/// (`inline`: it was part of the fast path's parser, in the same codegen unit.)
+#[inline]
+pub fn read_ecs(d: &[u8]) -> Option<Ecs> {
+    let head = d.get(..4)?;
+    let family = u16::from_be_bytes([head[0], head[1]]);
+    let (source, scope) = (head[2], head[3]);
+    let addr = &d[4..];
+    let max = match family {
+        1 => 32,
+        2 => 128,
+        _ => return None,
+    };
+    let bytes = source.div_ceil(8) as usize;
+    if scope != 0 || source > max || addr.len() != bytes {
+        return None;
+    }
+    if source % 8 != 0 && addr[bytes - 1] & (0xff >> (source % 8)) != 0 {
+        return None;
+    }
+    let ip = if family == 1 {
+        let mut o = [0u8; 4];
+        o[..bytes].copy_from_slice(addr);
+        IpAddr::from(o)
+    } else {
+        let mut o = [0u8; 16];
+        o[..bytes].copy_from_slice(addr);
+        IpAddr::from(o)
+    };
+    Some(Ecs {
+        addr: ip,
+        source_prefix: source,
+    })
+}
+
 fn validate(subnet: &ClientSubnet) -> Result<Ecs, ResponseCode> {
     let addr = subnet.addr();
     let source = subnet.source_prefix();
@@ -196,6 +253,28 @@ mod tests {
                 Client::from_query("10.0.0.1".parse().unwrap(), Some(&e), &settings()),
                 Err(ResponseCode::FormErr)
             );
+        }
+    }
+
+    /// RFC 7871 §6 on the wire: exactly the address bytes the source prefix needs.
+    #[test]
+    fn the_option_on_the_wire_must_be_exact() {
+        let ok = read_ecs(&[0, 1, 24, 0, 192, 0, 2]).unwrap();
+        assert_eq!(ok.addr, "192.0.2.0".parse::<IpAddr>().unwrap());
+        assert_eq!(read_ecs(&[0, 1, 0, 0]).unwrap().source_prefix, 0);
+        for bad in [
+            &[0, 1, 24, 0, 192, 0, 2, 0][..], // a byte too many
+            &[0, 1, 0, 0, 0],                 // a byte for a /0
+            &[0, 1, 24, 0, 192, 0],           // a byte too few
+            &[0, 1, 23, 0, 192, 0, 3],        // a bit beyond the prefix
+            &[0, 1, 24, 8, 192, 0, 2],        // a scope in a query
+            &[0, 1, 33, 0, 1, 2, 3, 4, 5],    // longer than IPv4
+            &[0, 3, 8, 0, 1],                 // unknown family
+            &[0, 1, 24],                      // cut short
+        ] {
+            assert_eq!(read_ecs(bad), None, "{bad:?}");
+            let wire = Client::from_wire("10.0.0.1".parse().unwrap(), Some(bad), &settings());
+            assert_eq!(wire, Err(ResponseCode::FormErr), "{bad:?}");
         }
     }
 

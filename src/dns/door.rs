@@ -4,10 +4,11 @@
 //!
 //! The exact budget depends on the reply (its rcode, its authority section), which only
 //! the full path makes. Nearly always it follows from the question and the snapshot alone:
-//! a name outside every zone is REFUSED (the error budget), a name at or below a
-//! delegation point gets a referral (keyed by the cut), a name the zone holds gets an
-//! answer or NODATA (keyed by the name, ANY on its own budget), anything else in a zone is
-//! NXDOMAIN (keyed by the zone). The rare miss (a CNAME leading to a missing name, a bad
+//! a name outside every zone is REFUSED and a query with a TSIG record or an inexact ECS
+//! option NOTAUTH or FORMERR (the error budget), a name at or below a delegation point gets
+//! a referral (keyed by the cut), a name the zone holds gets an answer or NODATA (keyed by
+//! the name, ANY on its own budget), anything else in a zone is NXDOMAIN (keyed by the
+//! zone). The rare miss (a CNAME leading to a missing name, a bad
 //! EDNS version) only means the door lets the query through to the exact check after
 //! answering; it never drops what the exact check would have sent.
 
@@ -16,7 +17,11 @@ use hickory_proto::{
     serialize::binary::{BinDecodable, BinDecoder},
 };
 
-use super::rrl::{Class, plain_question};
+use super::{
+    client::read_ecs,
+    rrl::{Class, plain_question},
+    sections::{self, Tsig},
+};
 use crate::snapshot::Snapshot;
 
 /// The type asked by `query`'s single well-formed question, if it has one.
@@ -66,6 +71,12 @@ fn classify<'q>(
     // Class other than IN, zone transfers: REFUSED.
     if qclass != 1 || matches!(qtype, 251 | 252) {
         return None;
+    }
+    // A TSIG (NOTAUTH, or FORMERR when misplaced), records that do not parse or an ECS
+    // option that is not exact (FORMERR): errors.
+    match sections::walk(query) {
+        Some(w) if w.tsig == Tsig::Absent && w.ecs.is_none_or(|e| read_ecs(e).is_some()) => {}
+        _ => return None,
     }
     let lower = LowerName::from(Name::read(&mut BinDecoder::new(name)).ok()?);
     // Outside every zone: REFUSED.
@@ -198,6 +209,44 @@ targets = [{ cluster = "a" }]
             let r = reply(&handler, &q);
             let exact = budget(&q, &r, &mut b);
             assert_eq!(predicted, exact, "{name} type {qtype}");
+        }
+    }
+
+    /// TSIG-signed queries (NOTAUTH, or FORMERR), misplaced TSIG records and inexact ECS
+    /// options (FORMERR) are errors, whatever their question.
+    #[test]
+    fn signed_queries_and_bad_ecs_draw_on_the_error_budget() {
+        let handler = handler();
+        let snap = handler.snapshot();
+        let tsig: &[u8] = b"\x01k\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x1d\x0bhmac-sha256\x00\
+            \x00\x00\x00\x00\x03\xe8\x01\x2c\x00\x00\x12\x34\x00\x00\x00\x00";
+        let opt = |options: &[u8]| {
+            let mut r = vec![0, 0, 41, 4, 0xd0, 0, 0, 0, 0];
+            r.extend_from_slice(&(options.len() as u16).to_be_bytes());
+            r.extend_from_slice(options);
+            r
+        };
+        let bad_ecs = opt(&[0, 8, 0, 8, 0, 1, 24, 0, 192, 0, 2, 0]);
+        let good_ecs = opt(&[0, 8, 0, 7, 0, 1, 24, 0, 192, 0, 2]);
+        let cases: [(&[&[u8]], Class); 5] = [
+            (&[tsig], Class::Error),
+            (&[&opt(&[]), tsig], Class::Error),
+            (&[tsig, &opt(&[])], Class::Error),
+            (&[&bad_ecs], Class::Error),
+            (&[&good_ecs], Class::Answer),
+        ];
+        for (additional, class) in cases {
+            let mut q = query("app.t.test", 1);
+            q[11] = additional.len() as u8;
+            for r in additional {
+                q.extend_from_slice(r);
+            }
+            let mut a = [0u8; 256];
+            let mut b = [0u8; 256];
+            let predicted = predict(&snap, &q, &mut a);
+            assert_eq!(predicted.0, class, "{q:02x?}");
+            let r = reply(&handler, &q);
+            assert_eq!(predicted, budget(&q, &r, &mut b), "{q:02x?}");
         }
     }
 

@@ -1,12 +1,13 @@
 //! The UDP fast path: the common query shape answered straight from wire bytes.
 //!
 //! One question, class IN, opcode QUERY, optionally one OPT record (EDNS version 0, with or
-//! without Client Subnet): the question is parsed in place, the name looked up in a hash
-//! map of the snapshot, and the reply written from precomputed fragments (static names) or
-//! from the policy's choice (app names) — no hickory `Message`, no task per packet. Anything
-//! else (other opcodes or classes, malformed or unusual packets, names not in the map such
-//! as NXDOMAIN, replies that would need truncation) goes to the full path, which is the
-//! reference: a differential test holds the two to identical answers.
+//! without DO and an exact Client Subnet option): the question is parsed in place, the name
+//! looked up in a hash map of the snapshot, and the reply written from precomputed
+//! fragments (static names) or from the policy's choice (app names) — no hickory `Message`,
+//! no task per packet. Anything else (other opcodes or classes, any other additional record
+//! such as TSIG, malformed or unusual packets, names not in the map such as NXDOMAIN,
+//! replies that would need truncation) goes to the full path, which is the reference: a
+//! differential test holds the two to identical answers.
 
 use std::{
     hash::{BuildHasher, RandomState},
@@ -20,7 +21,7 @@ use hickory_proto::{
 };
 
 use super::{
-    client::{Client, Ecs},
+    client::{Client, Ecs, read_ecs},
     lookup::{choose_for, lookup},
     response::udp_limit,
     slots::{Slot, SlotTable},
@@ -220,6 +221,9 @@ struct Parsed<'a> {
     qtype: u16,
     /// `Some(payload)` when the query has an OPT record.
     edns: Option<u16>,
+    /// The first byte of the query's EDNS flags with only DO kept (0x80 or 0): the reply's
+    /// OPT carries it as it is (RFC 3225 §3), a copy rather than a branch.
+    do_bit: u8,
     ecs: Option<Ecs>,
 }
 
@@ -260,6 +264,7 @@ fn parse<'a>(q: &'a [u8], lower: &'a mut [u8; 255]) -> Result<Parsed<'a>, Fast> 
     let question = &q[12..i + 4];
     i += 4;
     let mut edns = None;
+    let mut do_bit = 0;
     let mut ecs = None;
     if arcount == 1 {
         // OPT: root name, type 41, class = payload, TTL = ext rcode/version/flags.
@@ -268,6 +273,7 @@ fn parse<'a>(q: &'a [u8], lower: &'a mut [u8; 255]) -> Result<Parsed<'a>, Fast> 
             return Err(Fast::Slow); // not OPT, or EDNS version above 0 (BADVERS)
         }
         edns = Some(u16::from_be_bytes([opt[3], opt[4]]));
+        do_bit = opt[7] & 0x80;
         let rdlen = u16::from_be_bytes([opt[9], opt[10]]) as usize;
         i += 11;
         let rdata = q.get(i..i + rdlen).ok_or(Fast::Slow)?;
@@ -283,7 +289,8 @@ fn parse<'a>(q: &'a [u8], lower: &'a mut [u8; 255]) -> Result<Parsed<'a>, Fast> 
                 if ecs.is_some() {
                     return Err(Fast::Slow);
                 }
-                ecs = Some(parse_ecs(data)?);
+                // Anything but an exact option goes to the full path (FORMERR there).
+                ecs = Some(read_ecs(data).ok_or(Fast::Slow)?);
             }
         }
     }
@@ -298,41 +305,8 @@ fn parse<'a>(q: &'a [u8], lower: &'a mut [u8; 255]) -> Result<Parsed<'a>, Fast> 
         lower: &lower[..lower_len],
         qtype,
         edns,
+        do_bit,
         ecs,
-    })
-}
-
-/// An ECS option exactly as RFC 7871 wants it; anything else goes to the full path (which
-/// answers FORMERR where the RFC says so).
-fn parse_ecs(d: &[u8]) -> Result<Ecs, Fast> {
-    let head = d.get(..4).ok_or(Fast::Slow)?;
-    let family = u16::from_be_bytes([head[0], head[1]]);
-    let (source, scope) = (head[2], head[3]);
-    let addr = &d[4..];
-    let max = match family {
-        1 => 32,
-        2 => 128,
-        _ => return Err(Fast::Slow),
-    };
-    let bytes = source.div_ceil(8) as usize;
-    if scope != 0 || source > max || addr.len() != bytes {
-        return Err(Fast::Slow);
-    }
-    if source % 8 != 0 && bytes > 0 && addr[bytes - 1] & (0xff >> (source % 8)) != 0 {
-        return Err(Fast::Slow);
-    }
-    let ip = if family == 1 {
-        let mut o = [0u8; 4];
-        o[..bytes].copy_from_slice(addr);
-        IpAddr::from(o)
-    } else {
-        let mut o = [0u8; 16];
-        o[..bytes].copy_from_slice(addr);
-        IpAddr::from(o)
-    };
-    Ok(Ecs {
-        addr: ip,
-        source_prefix: source,
     })
 }
 
@@ -515,9 +489,11 @@ fn header(
     w.put(p.question)
 }
 
-/// The OPT record of the reply: our payload, version 0, and the ECS echo if any.
+/// The OPT record of the reply: our payload, version 0, the query's DO bit, and the ECS
+/// echo if any.
 fn opt(
     w: &mut Out<'_>,
+    p: &Parsed<'_>,
     snapshot: &Snapshot,
     client: &Client,
     scope: Option<u8>,
@@ -525,7 +501,8 @@ fn opt(
     let payload = snapshot.max_udp_payload.max(512);
     w.put(&[0, 0, 41])?;
     w.put(&payload.to_be_bytes())?;
-    w.put(&[0, 0, 0, 0])?;
+    // Extended rcode 0, version 0, flags: DO as asked, Z zero.
+    w.put(&[0, 0, p.do_bit, 0])?;
     match (client.ecs, scope) {
         (Some(ecs), Some(scope)) => {
             let bytes = ecs.source_prefix.div_ceil(8) as usize;
@@ -563,7 +540,7 @@ fn write_static(
     w.put(&f.bytes)?;
     if p.edns.is_some() {
         // Static answers do not depend on the client: ECS scope 0.
-        opt(w, snapshot, client, client.ecs.map(|_| 0))?;
+        opt(w, p, snapshot, client, client.ecs.map(|_| 0))?;
     }
     Ok(f.rcode)
 }
@@ -599,7 +576,7 @@ fn write_app(
         write_address(w, r.ip, app.ttl)?;
     }
     if p.edns.is_some() {
-        opt(w, snapshot, client, scope)?;
+        opt(w, p, snapshot, client, scope)?;
     }
     let noerror = hickory_proto::op::ResponseCode::NoError;
     tally.answer(snapshot, qtype, noerror, Some((index, chosen)));
@@ -689,6 +666,31 @@ mod tests {
             answer(&snapshot, &metrics, APP),
             Fast::Answered(_)
         ));
+    }
+
+    /// DO (RFC 3225 §3) is copied on the fast path itself — a DO query is as common as any
+    /// from a validating resolver and must not cost a trip through the full path — and
+    /// only DO: the other EDNS flag bits (Z) are not echoed.
+    #[test]
+    fn the_do_bit_is_copied_into_the_opt_of_fast_answers() {
+        let (snapshot, metrics) = snapshot(ONE_APP);
+        let src: IpAddr = "198.51.100.1".parse().unwrap();
+        for name in [APP, STATIC] {
+            for (flags, echoed) in [(0x80u8, 0x80u8), (0, 0), (0xff, 0x80), (0x7f, 0)] {
+                let mut q = query(name, 1);
+                q[11] = 1;
+                q.extend_from_slice(&[0, 0, 41, 4, 0xd0, 0, 0, flags, 0xff, 0, 0]);
+                let mut tally = Tally::new(&metrics);
+                let mut out = [0u8; 512];
+                let Fast::Answered(len) = answer_into(&snapshot, &mut tally, &q, src, &mut out)
+                else {
+                    panic!("{name:?} with EDNS flags {flags:#x} left the fast path");
+                };
+                // The OPT record ends the reply: ..., TTL (rcode, version, flags), RDLEN 0.
+                let ttl = &out[len - 6..len - 2];
+                assert_eq!(ttl, [0, 0, echoed, 0], "{name:?} with flags {flags:#x}");
+            }
+        }
     }
 
     /// The prefetch only reads (hints), but it parses every packet and indexes the apps

@@ -12,8 +12,11 @@ use hickory_server::{
     net::{runtime::Time, xfer::Protocol},
     proto::{
         op::{Header, HeaderCounts, Metadata, OpCode, ResponseCode},
-        rr::{DNSClass, Record, RecordType},
-        serialize::binary::BinDecoder,
+        rr::{
+            DNSClass, RData, Record, RecordType,
+            rdata::tsig::{TSIG, TsigError},
+        },
+        serialize::binary::{BinDecoder, BinEncodable},
     },
     server::{Request, RequestHandler, ResponseHandler, ResponseInfo},
     zone_handler::{MessageResponseBuilder, Queries},
@@ -24,6 +27,7 @@ use super::{
     client::Client,
     lookup::{Answer, lookup},
     response::{Fit, fit, response_edns, udp_limit},
+    sections::{self, Tsig, Walk},
 };
 use crate::{
     metrics::{Metrics, Transport},
@@ -79,12 +83,33 @@ impl RequestHandler for DnsHandler {
         };
         // The OPT we send advertises our own maximum (RFC 6891 §6.2.3). hickory encodes UDP
         // against that number, but `fit` below has already made the content fit `limit`.
-        let edns = request.edns.as_ref().map(|_| response_edns(server_max));
+        // DO is copied from the query (RFC 3225 §3).
+        let edns = request
+            .edns
+            .as_ref()
+            .map(|e| response_edns(server_max, e.flags().dnssec_ok));
         let mut metadata = Metadata::response_from_request(&request.metadata);
+        if request.metadata.op_code != OpCode::Query {
+            // CD means something only to a query (RFC 4035 §3.2.2 copies it into answers);
+            // the NOTIMP to other opcodes does not echo it, as Knot does not.
+            metadata.checking_disabled = false;
+        }
 
-        let client =
-            Client::from_query(request.src().ip(), request.edns.as_ref(), &snapshot.clients);
-        let answer = match check_request(request).and(client.as_ref().map_err(|e| *e)) {
+        let walk = sections::walk(request.as_slice());
+        let client = match walk {
+            Some(walk) => Client::from_wire(request.src().ip(), walk.ecs, &snapshot.clients),
+            None => Err(ResponseCode::FormErr),
+        };
+        let checked = check_request(request, walk.as_ref());
+        let mut badkey = match checked {
+            Err(ResponseCode::NotAuth) => badkey_tsig(request),
+            _ => None,
+        };
+        let answer = match checked.and(client.as_ref().map_err(|e| *e)) {
+            Err(ResponseCode::NotAuth) if badkey.is_none() => Answer {
+                rcode: ResponseCode::FormErr,
+                ..Answer::default()
+            },
             Err(rcode) => Answer {
                 rcode,
                 ..Answer::default()
@@ -104,7 +129,12 @@ impl RequestHandler for DnsHandler {
         metadata.authoritative = answer.authoritative;
 
         let queries = request.queries.queries();
-        let fitted = fit(&metadata, queries, &answer, edns.as_ref(), limit);
+        // The TSIG record goes after everything `fit` weighs: keep room for it.
+        let tsig_len = badkey
+            .as_ref()
+            .map_or(0, |t| t.to_bytes().map_or(usize::from(limit), |b| b.len()));
+        let room = limit.saturating_sub(u16::try_from(tsig_len).unwrap_or(u16::MAX));
+        let fitted = fit(&metadata, queries, &answer, edns.as_ref(), room);
         let empty: &[&Record] = &[];
         let (answers, authority, additional) = match fitted {
             Fit::Full => (
@@ -115,9 +145,12 @@ impl RequestHandler for DnsHandler {
             Fit::WithoutAdditional => (&answer.answers[..], &answer.authority[..], empty),
             Fit::Truncated => {
                 metadata.truncation = true;
+                // A NOTAUTH too long for UDP with its TSIG: TC=1, the client retries over TCP.
+                badkey = None;
                 (empty, empty, empty)
             }
             Fit::Unencodable => {
+                badkey = None;
                 warn!(src = %request.src(), "answer cannot be encoded: SERVFAIL");
                 metadata.response_code = ResponseCode::ServFail;
                 metadata.authoritative = false;
@@ -139,13 +172,17 @@ impl RequestHandler for DnsHandler {
         if let Some(edns) = &edns {
             builder.edns(edns);
         }
-        let response = builder.build(
+        let mut response = builder.build(
             metadata,
             answers.iter().copied(),
             authority.iter().copied(),
             std::iter::empty(),
             additional.iter().copied(),
         );
+        if let Some(tsig) = badkey {
+            // Emitted after the OPT record: a TSIG record is always the last one.
+            response.set_signature(Box::new(tsig));
+        }
         let rcode = metadata.response_code;
         let sent = response_handle.send_response(response).await;
         if sent.is_ok() {
@@ -174,8 +211,10 @@ impl RequestHandler for DnsHandler {
     }
 }
 
-/// Request-level checks before any lookup, in the order servers conventionally apply them.
-fn check_request(request: &Request) -> Result<(), ResponseCode> {
+/// Request-level checks before any lookup, in the order servers conventionally apply them
+/// (Knot's: the opcode and the EDNS version come before the signature). `walk`: the
+/// query's records as sent (`None`: they do not parse).
+fn check_request(request: &Request, walk: Option<&Walk<'_>>) -> Result<(), ResponseCode> {
     if request.metadata.op_code != OpCode::Query {
         return Err(ResponseCode::NotImp);
     }
@@ -188,8 +227,38 @@ fn check_request(request: &Request) -> Result<(), ResponseCode> {
     if request.queries.len() != 1 {
         return Err(ResponseCode::FormErr);
     }
+    match walk.map(|w| w.tsig) {
+        // RFC 8945 §5.1: one TSIG record, the last one, or FORMERR.
+        None | Some(Tsig::Misplaced) => return Err(ResponseCode::FormErr),
+        // gtmd holds no TSIG keys, so every key is unknown: RFC 8945 §5.2.1.
+        Some(Tsig::Last) => return Err(ResponseCode::NotAuth),
+        Some(Tsig::Absent) => {}
+    }
     if request.queries.queries()[0].query_class() != DNSClass::IN {
         return Err(ResponseCode::Refused);
     }
     Ok(())
+}
+
+/// The TSIG record of the NOTAUTH reply to a query signed with a key gtmd does not know
+/// (it knows none): BADKEY, unsigned (MAC size 0), as RFC 8945 §5.2.1 and §5.3.2 want.
+/// Key name, algorithm, time signed and fudge are the query's, the original ID its
+/// message ID — what Knot sends. `None` if hickory did not read the record as TSIG.
+fn badkey_tsig(request: &Request) -> Option<Record<TSIG>> {
+    let (name, signed) = request.additionals.iter().find_map(|r| match &r.data {
+        RData::TSIG(t) => Some((&r.name, t)),
+        _ => None,
+    })?;
+    let reply = TSIG::new(
+        signed.algorithm.clone(),
+        signed.time,
+        signed.fudge,
+        Vec::new(),
+        request.metadata.id,
+        Some(TsigError::BadKey),
+        Vec::new(),
+    );
+    let mut record = Record::from_rdata(name.clone(), 0, reply);
+    record.dns_class = DNSClass::ANY;
+    Some(record)
 }

@@ -7,6 +7,7 @@ pub mod handler;
 pub mod lookup;
 pub mod response;
 pub mod rrl;
+pub mod sections;
 pub mod slots;
 pub mod tcp;
 pub mod udp;

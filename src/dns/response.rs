@@ -26,12 +26,13 @@ pub fn udp_limit(client_payload: Option<u16>, server_max: u16) -> u16 {
     }
 }
 
-/// The OPT record of a response: version 0, our payload size, no options, DO clear (gtmd
-/// serves no DNSSEC).
-pub fn response_edns(payload: u16) -> Edns {
+/// The OPT record of a response: version 0, our payload size, no options, and the DO bit
+/// of the query (`dnssec_ok`): RFC 3225 §3 wants it copied, though gtmd signs nothing.
+pub fn response_edns(payload: u16, dnssec_ok: bool) -> Edns {
     let mut edns = Edns::new();
     edns.set_max_payload(payload.max(CLASSIC_UDP_LIMIT));
     edns.set_version(0);
+    edns.set_dnssec_ok(dnssec_ok);
     edns
 }
 

@@ -307,7 +307,12 @@ pub fn slip_reply(query: &[u8], out: &mut [u8]) -> Option<usize> {
     dst[0] = query[0];
     dst[1] = query[1];
     dst[2] = 0x80 | 0x02 | (query[2] & 0x79); // QR, TC, opcode and RD as asked
-    dst[3] = query[3] & 0x10; // CD
+    // CD as asked by a query; never for other opcodes (as the full path answers them).
+    dst[3] = if query[2] & 0x78 == 0 {
+        query[3] & 0x10
+    } else {
+        0
+    };
     let qdcount = u8::from(!question.is_empty());
     dst[4..12].copy_from_slice(&[0, qdcount, 0, 0, 0, 0, 0, 0]);
     dst[12..].copy_from_slice(question);
@@ -406,6 +411,43 @@ mod tests {
             assert_eq!(&out[..n], &[0xab, 0xcd, 0x83, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         }
         assert_eq!(slip_reply(&q[..11], &mut out), None);
+    }
+
+    /// CD is copied into the slip to a query, as into its answer, and never into the slip
+    /// to another opcode (whose full reply, NOTIMP, does not carry it either).
+    #[test]
+    fn slips_copy_cd_for_queries_only() {
+        let mut out = [0u8; 512];
+        for (opcode, cd) in [(0u8, 0x10u8), (2, 0), (4, 0), (5, 0), (15, 0)] {
+            let q = [
+                0xab,
+                0xcd,
+                opcode << 3 | 1,
+                0x30,
+                0,
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                1,
+                b'a',
+                0,
+                0,
+                1,
+                0,
+                1,
+            ];
+            let n = slip_reply(&q, &mut out).unwrap();
+            assert_eq!(
+                out[..4],
+                [0xab, 0xcd, 0x83 | opcode << 3, cd],
+                "opcode {opcode}"
+            );
+            assert_eq!(n, q.len());
+        }
     }
 
     /// A reply built by hickory (compressed as on the wire) and the query it answers.

@@ -57,13 +57,15 @@ pub enum Dropped {
 
 const DROP_REASONS: [&str; 4] = ["overload", "rrl", "malformed", "send_error"];
 
-const RCODES: [(ResponseCode, &str); 6] = [
+const RCODES: [(ResponseCode, &str); 7] = [
     (ResponseCode::NoError, "NOERROR"),
     (ResponseCode::FormErr, "FORMERR"),
     (ResponseCode::ServFail, "SERVFAIL"),
     (ResponseCode::NXDomain, "NXDOMAIN"),
     (ResponseCode::NotImp, "NOTIMP"),
     (ResponseCode::Refused, "REFUSED"),
+    // TSIG-signed queries: gtmd knows no key (BADKEY, RFC 8945 §5.2.1).
+    (ResponseCode::NotAuth, "NOTAUTH"),
 ];
 
 /// The counter index of a query type (`other` for types without a label of their own).

@@ -4,8 +4,8 @@
 //! "Semantically identical" means: same rcode and header flags, the question echoed exactly
 //! as sent, the same records in every section (owner names and names inside record data
 //! compared case-insensitively, since either reply may compress them against the client's
-//! mixed-case question), the same TTLs, and the same EDNS (payload, version, ECS source and
-//! scope prefixes).
+//! mixed-case question), the same TTLs, and the same EDNS (payload, version, DO, ECS source
+//! and scope prefixes).
 
 use std::net::SocketAddr;
 
@@ -27,8 +27,8 @@ use hickory_proto::{
     },
 };
 
-/// EDNS of a reply: payload, version, ECS (source, scope).
-pub type EdnsSummary = Option<(u16, u8, Option<(u8, u8)>)>;
+/// EDNS of a reply: payload, version, DO, ECS (source, scope).
+pub type EdnsSummary = Option<(u16, u8, bool, Option<(u8, u8)>)>;
 
 /// What "semantically identical" compares: the header, the records, the EDNS.
 pub type Summary = (String, Vec<String>, EdnsSummary);
@@ -75,7 +75,7 @@ pub fn summary(bytes: &[u8]) -> Result<Summary, String> {
             Some(EdnsOption::Subnet(s)) => Some((s.source_prefix(), s.scope_prefix())),
             _ => None,
         };
-        (e.max_payload(), e.version(), ecs)
+        (e.max_payload(), e.version(), e.flags().dnssec_ok, ecs)
     });
     Ok((head, records, edns))
 }

@@ -140,6 +140,22 @@ fn check_reply(query: &[u8], reply: &[u8], max: usize, what: &str) {
         "{what} reply is not a response"
     );
     assert_eq!(reply[..2], query[..2], "{what} reply has another ID");
+    // RFC 3225 §3: the OPT of a reply carries the query's DO bit.
+    if let (Some(ours), Ok(asked)) = (m.edns.as_ref(), Message::from_vec(query))
+        && let Some(theirs) = asked.edns.as_ref()
+    {
+        assert_eq!(
+            ours.flags().dnssec_ok,
+            theirs.flags().dnssec_ok,
+            "{what} reply does not copy DO"
+        );
+    }
+    // CD is echoed to queries only (the NOTIMP to other opcodes does not carry it).
+    assert!(
+        query[2] & 0x78 == 0 || !m.metadata.checking_disabled,
+        "{what} reply to opcode {} echoes CD",
+        query[2] >> 3 & 0x0f
+    );
     assert!(
         reply.len() <= max,
         "{what} reply of {} bytes exceeds {max}",
@@ -180,8 +196,9 @@ fn full(
 
 /// Raw bytes into the request handler, as a UDP worker and a TCP connection would pass
 /// them: the fast path with rate limiting, the full hickory path, the RRL slip reply. No
-/// input may panic; every reply must parse, be a response (QR=1) with the query's ID, and
-/// over UDP fit the size the query allows (512 bytes without EDNS).
+/// input may panic; every reply must parse, be a response (QR=1) with the query's ID, over
+/// UDP fit the size the query allows (512 bytes without EDNS), carry the query's DO bit in
+/// its OPT, and have CD clear unless it answers a QUERY.
 pub fn packet(data: &[u8]) {
     let Some((served, src, seed, packet)) = split(data) else {
         return;

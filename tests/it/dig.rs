@@ -170,3 +170,63 @@ fn dig_retries_truncated_answers_over_tcp() {
     assert_eq!(count(&out, "ANSWER"), 100, "{out}");
     assert!(!flags(&out).contains("tc"));
 }
+
+/// What dig shows of the replies independent DNS test tools check: `+dnssec` gets `do`
+/// back in the OPT flags (RFC 3225 §3), a query signed with a key gtmd does not know gets
+/// NOTAUTH and a BADKEY TSIG (RFC 8945 §5.2.1), another opcode gets NOTIMP without CD.
+#[test]
+#[ignore = "needs dig (bind9-dnsutils)"]
+fn dig_sees_do_badkey_and_notimp_without_cd() {
+    let port = free_port();
+    // The example's admin port is fixed: the other dig tests may hold it right now.
+    let toml = std::fs::read_to_string(example_on_port(port).path())
+        .unwrap()
+        .replace(r#"listen = "127.0.0.1:9153""#, r#"listen = "127.0.0.1:0""#);
+    assert!(toml.contains(r#"listen = "127.0.0.1:0""#));
+    let mut config = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    config.write_all(toml.as_bytes()).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let _served = serve(config.path(), addr);
+
+    for transport in ["+notcp", "+tcp"] {
+        let out = dig(port, &[transport, "+dnssec", "shop.apps.example.com"]);
+        assert_eq!(status(&out), "NOERROR");
+        assert!(
+            out.contains("EDNS: version: 0, flags: do; udp: 1232"),
+            "{out}"
+        );
+        let out = dig(port, &[transport, "+dnssec", "nope.apps.example.com"]);
+        assert_eq!(status(&out), "NXDOMAIN");
+        assert!(
+            out.contains("EDNS: version: 0, flags: do; udp: 1232"),
+            "{out}"
+        );
+    }
+
+    let key = "hmac-sha256:unknown.key:c2VjcmV0c2VjcmV0c2VjcmV0";
+    let out = dig(port, &["-y", key, "shop.apps.example.com"]);
+    assert_eq!(status(&out), "NOTAUTH", "{out}");
+    assert_eq!(flags(&out), "qr rd", "{out}");
+    assert_eq!(count(&out, "ANSWER"), 0);
+    let tsig = out
+        .lines()
+        .find(|l| l.starts_with("unknown.key."))
+        .unwrap_or_else(|| panic!("no TSIG record in:\n{out}"));
+    // "unknown.key. 0 ANY TSIG hmac-sha256. <time> 300 0 <id> BADKEY 0": MAC size 0.
+    let fields: Vec<&str> = tsig.split_whitespace().collect();
+    assert_eq!(fields[1..5], ["0", "ANY", "TSIG", "hmac-sha256."], "{out}");
+    assert_eq!(fields[7], "0", "MAC size: {out}");
+    assert_eq!(fields[9], "BADKEY", "{out}");
+
+    let out = dig(
+        port,
+        &[
+            "+opcode=status",
+            "+cdflag",
+            "+adflag",
+            "shop.apps.example.com",
+        ],
+    );
+    assert_eq!(status(&out), "NOTIMP", "{out}");
+    assert_eq!(flags(&out), "qr rd", "{out}");
+}

@@ -69,6 +69,7 @@ struct Case {
     rd: bool,
     cd: bool,
     edns: Option<u16>,
+    dnssec_ok: bool,
     ecs: Option<(bool, u32, u8)>,
     src: u8,
     seed: u64,
@@ -89,6 +90,7 @@ fn case() -> impl Strategy<Value = Case> {
             Just(Some(4096)),
             Just(Some(100))
         ],
+        any::<bool>(),
         prop_oneof![
             2 => Just(None),
             1 => (any::<bool>(), any::<u32>(), 0u8..=32).prop_map(Some),
@@ -97,13 +99,14 @@ fn case() -> impl Strategy<Value = Case> {
         any::<u64>(),
     )
         .prop_map(
-            |(name, rtype, case_mask, rd, cd, edns, ecs, src, seed)| Case {
+            |(name, rtype, case_mask, rd, cd, edns, dnssec_ok, ecs, src, seed)| Case {
                 name,
                 rtype,
                 case_mask,
                 rd,
                 cd,
                 edns,
+                dnssec_ok,
                 ecs,
                 src,
                 seed,
@@ -122,6 +125,7 @@ fn query_bytes(c: &Case) -> Vec<u8> {
     if let Some(payload) = c.edns {
         let mut e = Edns::new();
         e.set_max_payload(payload);
+        e.set_dnssec_ok(c.dnssec_ok);
         if let Some((v6, bits, prefix)) = c.ecs {
             let addr: IpAddr = if v6 {
                 let mut o = [0u8; 16];

@@ -3,6 +3,7 @@
 mod admin;
 mod backend;
 pub mod cli;
+mod compliance;
 mod config;
 #[path = "../common/differential.rs"]
 mod differential;
