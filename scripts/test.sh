@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole gtmd test suite, as CI runs it (.ci/run calls exactly this).
 # On a fresh Debian machine with Rust it installs the external programs the end-to-end tests
-# drive (dig from bind9-dnsutils; prometheus and promtool; unbound; systemd-analyze), then
+# drive (dig from bind9-dnsutils; prometheus and promtool; unbound; knot; systemd-analyze), then
 # runs formatting, lints and every test, including the ones ignored by a plain
 # `cargo test` because they need those programs, checks the deployment artefacts
 # (hadolint and kubernetes-validate come from PyPI), and runs each fuzz target for
@@ -16,6 +16,8 @@ need_pkgs=()
 command -v dig >/dev/null 2>&1 || need_pkgs+=(bind9-dnsutils)
 command -v promtool >/dev/null 2>&1 || need_pkgs+=(prometheus)
 command -v unbound >/dev/null 2>&1 || need_pkgs+=(unbound)
+# knotd answers the same packets as gtmd in the DNS compliance comparison.
+command -v knotd >/dev/null 2>&1 || need_pkgs+=(knot)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
 # scripts/check-deploy.sh keeps its Python tools in a virtual environment.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
