@@ -193,7 +193,6 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// Set at the start of a graceful stop: `/readyz` answers 503 from then on.
     pub stopping: Arc<std::sync::atomic::AtomicBool>,
-    shutdown_grace: std::time::Duration,
     engine: Arc<tokio::sync::Mutex<HealthEngine>>,
     udp: Option<Workers>,
     background: CancellationToken,
@@ -432,7 +431,6 @@ pub async fn start(
         reloader,
         admin_addr,
         stopping,
-        shutdown_grace: model.server.shutdown_grace,
         engine,
         udp: Some(udp),
         background,
@@ -450,7 +448,9 @@ impl Running {
         self.stopping
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.metrics.ready.set(0);
-        let grace = self.shutdown_grace;
+        // From the config in effect: a reload that changed it applies (an operator raises it
+        // with terminationGracePeriodSeconds and expects the new value at the next stop).
+        let grace = self.health.model().server.shutdown_grace;
         if grace.is_zero() {
             info!("shutting down: server.shutdown_grace is 0, stopping at once");
             return;

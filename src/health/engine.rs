@@ -76,6 +76,11 @@ pub struct HealthShared {
 }
 
 impl HealthShared {
+    /// The model in effect (the last one applied by a reload).
+    pub fn model(&self) -> Arc<Model> {
+        self.model.load_full()
+    }
+
     /// A copy of the current health table.
     pub fn table(&self) -> HealthTable {
         lock(&self.table).clone()

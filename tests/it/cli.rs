@@ -408,6 +408,47 @@ fn a_second_sigterm_ends_the_shutdown_grace_at_once() {
     );
 }
 
+#[test]
+fn a_reloaded_shutdown_grace_applies_to_the_next_stop() {
+    let port = free_port();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let config = graceful_config(port, admin.port(), "0s");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut served = serve_with(config.path(), addr, &["--no-watch"]);
+    crate::support::wait_for("readyz 200", Duration::from_secs(20), || {
+        crate::support::http_get(admin, "/readyz").0 == 200
+    });
+    // Raised to a grace no test could wait out: the stop must now wait for a second signal.
+    let longer = graceful_config(port, admin.port(), "10m");
+    std::fs::copy(longer.path(), config.path()).unwrap();
+    kill(&served.0, "-HUP");
+    crate::support::wait_for("the reload", Duration::from_secs(20), || {
+        served.stderr().contains("config reloaded")
+    });
+    kill(&served.0, "-TERM");
+    crate::support::wait_for("readyz 503", Duration::from_secs(20), || {
+        crate::support::http_get(admin, "/readyz").0 == 503
+    });
+    crate::support::wait_for("the stop's log line", Duration::from_secs(20), || {
+        served.stderr().contains("shutting down:")
+    });
+    let log = served.stderr();
+    assert!(
+        log.contains("shutting down: /readyz now answers 503") && !log.contains("stopping at once"),
+        "the reloaded grace was not applied:\n{log}"
+    );
+    assert!(served.0.try_wait().unwrap().is_none(), "{log}");
+    let r = ask(
+        addr,
+        crate::support::Proto::Udp,
+        &query("shop.apps.example.com.", RecordType::A),
+    );
+    assert_eq!(r.metadata.response_code, ResponseCode::NoError);
+    kill(&served.0, "-TERM");
+    let status = wait_exit(&mut served, Duration::from_secs(30));
+    assert!(status.success(), "exit status after two SIGTERMs: {status}");
+}
+
 /// Issue 13 point 7: the environment wins over the file, and says so. The file listens on
 /// one port, `GTMD__SERVER__LISTEN` on another: gtmd serves the environment's, and both
 /// `gtmd check` and the start log name the override that replaced the file's value.
