@@ -484,13 +484,21 @@ fn fallback_records(
         Fallback::None => Vec::new(),
         Fallback::Cluster(c) => {
             let cluster = &model.clusters[c];
-            if cluster_out_by_operator(cluster) {
+            if fallback_cluster_out(model, targets, c) {
                 return Vec::new();
             }
             let (a, aaaa) = records_for(&m.hostname, m.ttl, &cluster.ingress);
             if v6 { aaaa } else { a }
         }
     }
+}
+
+/// Whether the fallback cluster `c` is out by the operator's word for this app: the whole
+/// cluster drained or forced down, or this app's own target there drained or forced down
+/// (as the geofenced fallback sees it: an operator's "not here" is never failed open).
+fn fallback_cluster_out(model: &Model, targets: &[TargetAnswers], c: usize) -> bool {
+    cluster_out_by_operator(&model.clusters[c])
+        || targets.iter().any(|t| t.cluster == c && t.by_operator)
 }
 
 /// Whether the operator took target `target` of app `app` out: drained (target or cluster)
@@ -527,7 +535,7 @@ impl AppAnswers {
             Fallback::None => "none (NODATA)".to_owned(),
             Fallback::Cluster(c) => {
                 let cluster = &model.clusters[c];
-                if cluster_out_by_operator(cluster) {
+                if fallback_cluster_out(model, &self.targets, c) {
                     format!(
                         "cluster:{}, drained/forced down by operator: nothing (NODATA)",
                         cluster.name
@@ -586,6 +594,10 @@ targets = [{ cluster = "dead" }]
 [[apps]]
 hostname = "up-wins.t.test"
 targets = [{ cluster = "off", force = "up" }]
+[[apps]]
+hostname = "drained-fallback.t.test"
+fallback = "cluster:a"
+targets = [{ cluster = "a", drain = true }, { cluster = "dead" }]
 "#;
 
     fn fallback_ips(snapshot: &crate::Snapshot, app: usize) -> Vec<String> {
@@ -627,6 +639,12 @@ targets = [{ cluster = "off", force = "up" }]
         assert_eq!(
             snapshot.app(3).fallback_note(&model),
             "cluster:off, drained/forced down by operator: nothing (NODATA)"
+        );
+        // The app's own target on the fallback cluster drained: not answered either.
+        assert_eq!(fallback_ips(&snapshot, 5), Vec::<String>::new());
+        assert_eq!(
+            snapshot.app(5).fallback_note(&model),
+            "cluster:a, drained/forced down by operator: nothing (NODATA)"
         );
         // The target's force decides over its cluster's.
         assert!(!snapshot.app(4).fallback_active);
