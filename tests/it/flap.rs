@@ -70,7 +70,8 @@ targets = [{{ cluster = "c1" }}, {{ cluster = "c2" }}]
 [[apps]]
 hostname = "alternating.f.test"
 fallback = "none"
-probe = {{ port = {alternating} }}
+# Its own timing: a stall of a loaded machine must not turn an ok into a timeout here.
+probe = {{ port = {alternating}, interval = "1s", timeout = "900ms", fast_interval = "50ms" }}
 targets = [{{ cluster = "c1" }}]
 "#,
         interval = INTERVAL.as_millis()

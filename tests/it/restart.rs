@@ -53,11 +53,14 @@ listen = "127.0.0.1:{admin_port}"
 state_file = "{state}"
 [health.defaults]
 kind = "http"
-interval = "250ms"
-timeout = "150ms"
+# A timeout no loaded machine makes the healthy backend miss, and no flap hold: a false
+# loss of the live cluster must not decide what the restart restores.
+interval = "1s"
+timeout = "900ms"
 fast_interval = "50ms"
 rise = 2
 fall = 2
+flap_changes = 0
 [[zones]]
 origin = "w.test"
 nameservers = ["ns.outside.net"]
