@@ -184,7 +184,9 @@ fn app_records<'a>(
         let chosen = choose_for(snapshot, app, rtype, client);
         answer.app = Some(AppUse {
             index,
-            fallback: chosen.answer.fallback,
+            // An empty fallback (NODATA: every target out by the operator, or `none`) is
+            // not an answer by the fallback: gtmd_fallback_answers_total counts answers.
+            fallback: chosen.answer.fallback && !chosen.answer.records.is_empty(),
             answered: chosen.answer.answered.clone(),
         });
         answer.ecs_scope = chosen.scope;

@@ -271,6 +271,17 @@ fn status_shows_every_app_and_cluster() {
         .collect();
     assert_eq!(names, ["drained.o.test.", "shop.o.test.", "solo.o.test."]);
     assert_eq!(v["next"], serde_json::Value::Null);
+    // Every target of drained.o.test is out by the operator: NODATA, which is no answer by
+    // the fallback (it was counted as one).
+    let r = ask(s.addr, Proto::Udp, &query("drained.o.test.", RecordType::A));
+    assert_eq!(
+        r.metadata.response_code,
+        hickory_proto::op::ResponseCode::NoError
+    );
+    assert!(r.answers.is_empty(), "{r:?}");
+    let m = parse_exposition(&http_get(s.admin, "/metrics").1);
+    let key = r#"gtmd_fallback_answers_total{app="drained.o.test."}"#;
+    assert_eq!(m.get(key).copied().unwrap_or(0.0), 0.0, "{key}");
     let shop = &apps[1];
     assert_eq!(shop["hostname"], "shop.o.test.");
     assert_eq!(shop["targets"][0]["cluster"], "one");
