@@ -332,10 +332,14 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
         .then(|| page.last().map(|&i| model.apps[i].hostname.to_string()))
         .flatten();
     // Cluster probes are few: looked up once per page, not once per target.
-    let cluster_flaps: Vec<Option<FlapView>> = model
+    let cluster_entries: Vec<Option<ProbeEntry>> = model
         .clusters
         .iter()
-        .map(|c| flap_view(&health.entry(&ProbeId::Cluster(Arc::from(c.name.as_str())))?))
+        .map(|c| health.entry(&ProbeId::Cluster(Arc::from(c.name.as_str()))))
+        .collect();
+    let cluster_flaps: Vec<Option<FlapView>> = cluster_entries
+        .iter()
+        .map(|e| flap_view(e.as_ref()?))
         .collect();
     let app = |i: usize| {
         let (m, answers) = (&model.apps[i], &snapshot.apps()[i]);
@@ -351,10 +355,8 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                     cluster: Arc::from(cluster.name.as_str()),
                 };
                 let entry = health.entry(&id);
-                let cluster_entry =
-                    health.entry(&ProbeId::Cluster(Arc::from(cluster.name.as_str())));
                 let (verdict, last_probe) =
-                    target_probe_json(entry.as_ref(), cluster_entry.as_ref());
+                    target_probe_json(entry.as_ref(), cluster_entries[t.cluster].as_ref());
                 let flap = entry
                     .as_ref()
                     .and_then(flap_view)

@@ -356,9 +356,11 @@ impl HealthEngine {
         }
         self.running.clear();
         while self.tasks.join_next().await.is_some() {}
-        // The verdicts as they are at shutdown, for the next start.
+        // The verdicts as they are at shutdown, for the next start. Bounded: the stop budget
+        // (TimeoutStopSec, terminationGracePeriodSeconds) is the grace plus a few seconds,
+        // and the file already holds every transition but the last 200 ms.
         if let Some(p) = self.shared.persist.clone() {
-            let _ = tokio::task::spawn_blocking(move || p.finish(Duration::from_secs(5))).await;
+            let _ = tokio::task::spawn_blocking(move || p.finish(Duration::from_secs(2))).await;
         }
     }
 }
