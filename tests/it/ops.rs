@@ -134,6 +134,13 @@ fn every_metric_family_is_present_and_moves() {
     });
     // solo has one target, now down: its fallback answers.
     ask(s.addr, Proto::Udp, &query("solo.o.test.", RecordType::A));
+    // A reply is counted just after it is sent: the client can have it first. Its duration
+    // is the last thing recorded, and the fallback answer the one this query adds.
+    wait_for("the last reply counted", Duration::from_secs(20), || {
+        let m = parse_exposition(&http_get(s.admin, "/metrics").1);
+        m.get("gtmd_dns_request_duration_seconds_count") == Some(&7.0)
+            && m.get(r#"gtmd_fallback_answers_total{app="solo.o.test."}"#) == Some(&1.0)
+    });
     let (status, text) = http_get(s.admin, "/metrics");
     assert_eq!(status, 200);
     let m = parse_exposition(&text);
@@ -508,9 +515,12 @@ ingress = ["{C2}"]
 [[apps]]
 hostname = "shop.o.test"
 targets = [{{ cluster = "one" }}, {{ cluster = "two", force = "down" }}]
+# Down by its probe (nothing listens on port 1), so its fallback fails open and answers
+# (a target forced down would answer nothing: NODATA is no fallback answer).
 [[apps]]
 hostname = "gone.o.test"
-targets = [{{ cluster = "two", force = "down" }}]
+probe = {{ kind = "tcp", port = 1, initial = "down" }}
+targets = [{{ cluster = "two" }}]
 [[zones.records]]
 name = "old"
 type = "CNAME"
@@ -589,6 +599,10 @@ fn only_answers_sent_count_never_snapshot_builds_reloads_or_explanations() {
         Proto::Udp,
         &query("_https._tcp.o.test.", RecordType::SRV),
     );
+    // A reply is counted just after it is sent: the client can have it first.
+    wait_for("the answers sent counted", Duration::from_secs(20), || {
+        answers(&metrics()) >= (2.0, 2.0)
+    });
     let m = metrics();
     assert_eq!(
         value(
