@@ -140,7 +140,7 @@ fn signal(child: &Child, sig: &str) {
 /// Waits for the exit after SIGTERM; the exit status must be success.
 fn terminate(mut g: Gtmd) {
     signal(&g.0, "-TERM");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = g.0.try_wait().unwrap() {
             assert!(status.success(), "exit status after SIGTERM: {status}");
@@ -177,7 +177,7 @@ fn a_closed_stderr_stops_neither_probes_nor_reloads_nor_shutdown() {
     rx.recv_timeout(Duration::from_secs(20))
         .expect("the first probe round line");
     let both = BTreeSet::from([ip4(&pair.0), ip4(&pair.1)]);
-    wait_for("both clusters in answers", Duration::from_secs(10), || {
+    wait_for("both clusters in answers", Duration::from_secs(20), || {
         addresses(dns) == Some(both.clone())
     });
 
@@ -186,12 +186,12 @@ fn a_closed_stderr_stops_neither_probes_nor_reloads_nor_shutdown() {
     let west = BTreeSet::from([ip4(&pair.1)]);
     wait_for(
         "the dead cluster to leave the answers",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || addresses(dns) == Some(west.clone()),
     );
     wait_for(
         "the dropped line to be counted",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || metric(admin, "gtmd_log_dropped_total") >= 1.0,
     );
 
@@ -199,12 +199,12 @@ fn a_closed_stderr_stops_neither_probes_nor_reloads_nor_shutdown() {
     let reloads = r#"gtmd_config_reloads_total{result="success"}"#;
     let before = metric(admin, reloads);
     signal(&g.0, "-HUP");
-    wait_for("a reload after SIGHUP", Duration::from_secs(10), || {
+    wait_for("a reload after SIGHUP", Duration::from_secs(20), || {
         metric(admin, reloads) > before
     });
     // Probes still run after the reload.
     pair.0.set(Mode::Ok);
-    wait_for("the cluster to come back", Duration::from_secs(10), || {
+    wait_for("the cluster to come back", Duration::from_secs(20), || {
         addresses(dns) == Some(both.clone())
     });
     terminate(g);
@@ -266,7 +266,7 @@ fn a_full_stderr_stops_neither_probes_nor_shutdown() {
     let west = BTreeSet::from([ip4(&pair.1)]);
     wait_for(
         "the dead cluster to leave the answers",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || addresses(dns) == Some(west.clone()),
     );
     wait_for(

@@ -140,11 +140,11 @@ fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(answer(s.dns, "shop.r.test."), [ONE]);
     hup(&served);
-    wait_for("the new answer", Duration::from_secs(5), || {
+    wait_for("the new answer", Duration::from_secs(20), || {
         answer(s.dns, "shop.r.test.") == [TWO]
     });
     // The line is written just after the new snapshot is published: it may trail the answer.
-    wait_for("the reload log line", Duration::from_secs(5), || {
+    wait_for("the reload log line", Duration::from_secs(20), || {
         served.stderr().contains("config reloaded trigger=SIGHUP")
     });
 
@@ -157,7 +157,7 @@ fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
         .replace("ttl = 5", "ttl = 999999");
     write_atomic(&s.path, &bad);
     hup(&served);
-    wait_for("the rejection", Duration::from_secs(5), || {
+    wait_for("the rejection", Duration::from_secs(20), || {
         served
             .stderr()
             .contains("previous configuration keeps serving")
@@ -184,7 +184,7 @@ fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
     let moved = config(other_port, s.admin.port(), "one", s.backend.addr.port());
     write_atomic(&s.path, &moved);
     hup(&served);
-    wait_for("the restart message", Duration::from_secs(5), || {
+    wait_for("the restart message", Duration::from_secs(20), || {
         served
             .stderr()
             .contains("server.listen changed: restart gtmd to apply it")
@@ -201,7 +201,7 @@ fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
     assert!(capped.contains("max_connections = 8"));
     write_atomic(&s.path, &capped);
     hup(&served);
-    wait_for("the admin restart message", Duration::from_secs(5), || {
+    wait_for("the admin restart message", Duration::from_secs(20), || {
         served
             .stderr()
             .contains("admin changed: restart gtmd to apply it")
@@ -218,7 +218,7 @@ fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
     hup(&served);
     wait_for(
         "the probe budget restart message",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || {
             served.stderr().contains(
             "health.max_concurrent_probes (raised above the file descriptor budget's) changed: restart gtmd",
@@ -233,7 +233,7 @@ fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
         &config(s.dns.port(), s.admin.port(), "one", s.backend.addr.port()),
     );
     hup(&served);
-    wait_for("recovery", Duration::from_secs(5), || {
+    wait_for("recovery", Duration::from_secs(20), || {
         answer(s.dns, "shop.r.test.") == [ONE]
     });
 }
@@ -248,7 +248,7 @@ fn fifty_reloads_under_load_lose_nothing_and_keep_health() {
     let down = r#"gtmd_health_transitions_total{app="probed.r.test.",cluster="one",to="down"}"#;
     wait_for(
         "the probed target to go down",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || metric(s.admin, down) == 1.0,
     );
 
@@ -307,7 +307,7 @@ fn fifty_reloads_under_load_lose_nothing_and_keep_health() {
             write_atomic(&s.path, broken);
             hup(&served);
             rejected += 1;
-            wait_for("the rejection", Duration::from_secs(5), || {
+            wait_for("the rejection", Duration::from_secs(20), || {
                 served
                     .stderr()
                     .matches("previous configuration keeps serving")
@@ -330,12 +330,12 @@ fn fifty_reloads_under_load_lose_nothing_and_keep_health() {
         // Each signal is waited for (two quick SIGHUPs could merge into one).
         wait_for(
             &format!("reload {i} to apply"),
-            Duration::from_secs(5),
+            Duration::from_secs(20),
             || served.stderr().matches("config reloaded").count() == applied,
         );
         wait_for(
             &format!("reload {i} to answer {ip}"),
-            Duration::from_secs(5),
+            Duration::from_secs(20),
             || answer(s.dns, "shop.r.test.") == [ip],
         );
     }
@@ -405,11 +405,11 @@ fn the_directory_watch_applies_edits_and_configmap_symlink_swaps() {
     std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
     wait_for(
         "the ConfigMap swap to apply",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         || answer(dns, "shop.r.test.") == [TWO],
     );
     // The line is written just after the new snapshot is published: it may trail the answer.
-    wait_for("the reload log line", Duration::from_secs(5), || {
+    wait_for("the reload log line", Duration::from_secs(20), || {
         served
             .stderr()
             .contains("config reloaded trigger=file change")
@@ -427,7 +427,7 @@ fn removed_apps_stop_probing_and_leave_the_metrics() {
     let s = setup();
     let served = serve_with(&s.path, s.dns, &["--no-watch", "--log-format", "json"]);
     let up = r#"gtmd_probe_up{app="probed.r.test.",cluster="one"}"#;
-    wait_for("the probe to report", Duration::from_secs(5), || {
+    wait_for("the probe to report", Duration::from_secs(20), || {
         metric(s.admin, up) == 1.0
     });
     let flapping = r#"gtmd_probe_flapping{app="probed.r.test.",cluster="one"}"#;
@@ -444,7 +444,7 @@ fn removed_apps_stop_probing_and_leave_the_metrics() {
         .unwrap();
     write_atomic(&s.path, &without_probed[..cut]);
     hup(&served);
-    wait_for("the reload", Duration::from_secs(5), || {
+    wait_for("the reload", Duration::from_secs(20), || {
         served.stderr().contains("\"probes_stopped\":2")
     });
     let hits = s.backend.hits();
@@ -474,7 +474,7 @@ fn a_rejected_file_is_tried_once_not_in_a_loop() {
     // (reading the file raises inotify events of its own).
     let moved = config(free_port(), s.admin.port(), "one", s.backend.addr.port());
     write_atomic(&s.path, &moved);
-    wait_for("the rejection", Duration::from_secs(5), || {
+    wait_for("the rejection", Duration::from_secs(20), || {
         metric(s.admin, r#"gtmd_config_reloads_total{result="failure"}"#) == 1.0
     });
     std::thread::sleep(Duration::from_millis(1500));
@@ -507,7 +507,7 @@ fn a_reload_during_start_up_still_reaches_readiness() {
         &text.replace("fast_interval = \"50ms\"", "fast_interval = \"60ms\""),
     );
     hup(&served);
-    wait_for("the reload", Duration::from_secs(10), || {
+    wait_for("the reload", Duration::from_secs(20), || {
         served.stderr().contains("config reloaded")
     });
     assert_eq!(http_get(s.admin, "/readyz").0, 503, "no verdict yet");
@@ -523,7 +523,7 @@ fn probe_series_go_when_a_probe_goes_and_fallbacks_started_by_a_reload_are_logge
     let s = setup();
     let served = serve_with(&s.path, s.dns, &["--no-watch"]);
     let up = r#"gtmd_probe_up{app="probed.r.test.",cluster="one"}"#;
-    wait_for("the probe to report", Duration::from_secs(5), || {
+    wait_for("the probe to report", Duration::from_secs(20), || {
         metric(s.admin, up) == 1.0
     });
     let text = config(s.dns.port(), s.admin.port(), "one", s.backend.addr.port())
@@ -535,7 +535,7 @@ fn probe_series_go_when_a_probe_goes_and_fallbacks_started_by_a_reload_are_logge
     assert!(text.contains("force = \"down\""));
     write_atomic(&s.path, &text);
     hup(&served);
-    wait_for("the reload", Duration::from_secs(5), || {
+    wait_for("the reload", Duration::from_secs(20), || {
         served.stderr().contains("config reloaded")
     });
     assert!(
@@ -621,7 +621,7 @@ fn a_large_reload_keeps_healthz_and_tcp_dns_answering() {
         &["--no-watch"],
         &[("TOKIO_WORKER_THREADS", "1")],
     );
-    wait_for("the admin endpoint", Duration::from_secs(10), || {
+    wait_for("the admin endpoint", Duration::from_secs(20), || {
         http_get(admin, "/healthz").0 == 200
     });
     write_atomic(&path, &large_config(dns_port, admin_port, "two", APPS));
@@ -717,7 +717,7 @@ fn a_fifo_or_dev_zero_at_the_config_path_is_refused_and_stops_nothing() {
     for n in 1..=2 {
         // Twice: a reload that cannot read the file must not keep later ones waiting.
         hup(&served);
-        wait_for("the FIFO to be refused", Duration::from_secs(10), || {
+        wait_for("the FIFO to be refused", Duration::from_secs(20), || {
             refused(&served) == n
         });
     }
@@ -737,7 +737,7 @@ fn a_fifo_or_dev_zero_at_the_config_path_is_refused_and_stops_nothing() {
     std::os::unix::fs::symlink("/dev/zero", &s.path).unwrap();
     let before = rss(served.0.id());
     hup(&served);
-    wait_for("/dev/zero to be refused", Duration::from_secs(10), || {
+    wait_for("/dev/zero to be refused", Duration::from_secs(20), || {
         refused(&served) == 3
     });
     assert!(
@@ -760,7 +760,7 @@ fn a_fifo_or_dev_zero_at_the_config_path_is_refused_and_stops_nothing() {
         &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
     );
     hup(&served);
-    wait_for("the valid file to apply", Duration::from_secs(10), || {
+    wait_for("the valid file to apply", Duration::from_secs(20), || {
         answer(s.dns, "shop.r.test.") == [TWO]
     });
     assert_eq!(
@@ -810,8 +810,9 @@ fn serve_with_an_unreadable_new_file() -> (Setup, Served) {
     );
     wait_for(
         "the unreadable file to be reported",
-        Duration::from_secs(10),
-        || metric(s.admin, FAILURES) == 1.0,
+        Duration::from_secs(20),
+        // The line is written by the logging thread: it can trail the counter.
+        || metric(s.admin, FAILURES) == 1.0 && served.stderr().contains("Permission denied"),
     );
     (s, served)
 }
@@ -870,7 +871,7 @@ impl Churn {
             writes,
             thread: Some(thread),
         };
-        wait_for("the churn to start", Duration::from_secs(5), || {
+        wait_for("the churn to start", Duration::from_secs(20), || {
             churn.writes() >= 2
         });
         churn
@@ -901,10 +902,10 @@ fn a_permission_fix_is_picked_up_without_sighup() {
     );
     assert_eq!(answer(s.dns, "shop.r.test."), [ONE]);
     chmod(&s.path, 0o644);
-    wait_for("the fixed file to apply", Duration::from_secs(10), || {
+    wait_for("the fixed file to apply", Duration::from_secs(20), || {
         answer(s.dns, "shop.r.test.") == [TWO]
     });
-    wait_for("the reload log line", Duration::from_secs(5), || {
+    wait_for("the reload log line", Duration::from_secs(20), || {
         served
             .stderr()
             .contains("config reloaded trigger=file change")
@@ -915,11 +916,11 @@ fn a_permission_fix_is_picked_up_without_sighup() {
     chmod(&s.path, 0o000);
     wait_for(
         "the unreadable file to be reported",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         || metric(s.admin, failures) == 2.0,
     );
     chmod(&s.path, 0o644);
-    wait_for("the all-clear", Duration::from_secs(10), || {
+    wait_for("the all-clear", Duration::from_secs(20), || {
         served.stderr().contains("config file readable again")
     });
     assert_eq!(served.stderr().matches("config reloaded").count(), 1);
@@ -937,17 +938,17 @@ fn churn_elsewhere_in_the_directory_delays_no_config_change() {
         &s.path,
         &config(s.dns.port(), s.admin.port(), "two", s.backend.addr.port()),
     );
-    let took = wait_for("the change to apply", Duration::from_secs(10), || {
+    let took = wait_for("the change to apply", Duration::from_secs(20), || {
         answer(s.dns, "shop.r.test.") == [TWO]
     });
     eprintln!("applied {took:?} after the write, amid writes every 25 ms next to it");
     // The churn was still going when the change applied (it never paused for it).
     let at_apply = churn.writes();
-    wait_for("the churn to go on", Duration::from_secs(10), || {
+    wait_for("the churn to go on", Duration::from_secs(20), || {
         churn.writes() >= at_apply + 2
     });
     drop(churn);
-    wait_for("the reload log line", Duration::from_secs(5), || {
+    wait_for("the reload log line", Duration::from_secs(20), || {
         served.stderr().contains("config reloaded")
     });
     assert_eq!(served.stderr().matches("config reloaded").count(), 1);
@@ -972,7 +973,7 @@ fn an_unreadable_config_amid_churn_is_reported_once() {
     );
     // Then the fix, which is a change: it applies, and everything before it was seen.
     chmod(&s.path, 0o644);
-    wait_for("the fixed file to apply", Duration::from_secs(10), || {
+    wait_for("the fixed file to apply", Duration::from_secs(20), || {
         answer(s.dns, "shop.r.test.") == [TWO]
     });
     assert_eq!(metric(s.admin, failures), 1.0);

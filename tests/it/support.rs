@@ -20,7 +20,7 @@ use hickory_proto::{
 use tokio::sync::oneshot;
 
 /// How long a client waits for a reply before concluding there is none.
-pub const REPLY_TIMEOUT: Duration = Duration::from_secs(3);
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A gtmd serving `toml` on 127.0.0.1:<ephemeral> (UDP and TCP) until dropped.
 pub struct TestServer {

@@ -54,7 +54,7 @@ fn connection_cap_idle_timeout_and_query_limit() {
     };
     wait_for(
         "the first connection to close",
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         open(0.0),
     );
 
@@ -62,7 +62,7 @@ fn connection_cap_idle_timeout_and_query_limit() {
     let idle: Vec<TcpStream> = (0..3)
         .map(|_| TcpStream::connect(s.addr).unwrap())
         .collect();
-    wait_for("3 open connections", Duration::from_secs(5), open(3.0));
+    wait_for("3 open connections", Duration::from_secs(20), open(3.0));
     assert!(tcp_raw(s.addr, &q).is_none(), "over the cap: closed");
     let (_, text) = http_get(s.admin, "/metrics");
     assert_eq!(
@@ -70,12 +70,12 @@ fn connection_cap_idle_timeout_and_query_limit() {
         Some(&1.0)
     );
     // The idle ones time out after 1 s and free their slots.
-    wait_for("3 read timeouts counted", Duration::from_secs(5), || {
+    wait_for("3 read timeouts counted", Duration::from_secs(20), || {
         let (_, text) = http_get(s.admin, "/metrics");
         crate::ops::parse_exposition(&text).get(r#"gtmd_tcp_timeouts_total{direction="read"}"#)
             == Some(&3.0)
     });
-    wait_for("the slots to be free", Duration::from_secs(5), open(0.0));
+    wait_for("the slots to be free", Duration::from_secs(20), open(0.0));
     assert!(
         tcp_raw(s.addr, &q).is_some(),
         "slots freed by the idle timeout"
