@@ -4,7 +4,7 @@
 //! error carries the path of the offending field (`apps[2].targets[0].cluster`) and a message
 //! that says what is wrong and, where useful, what would be right.
 
-use std::{collections::HashSet, fmt, path::PathBuf};
+use std::{fmt, path::PathBuf};
 
 /// At most this many errors are listed: a file with an error in each of 100,000 apps is
 /// reported in bounded time and log lines, with a count of the rest.
@@ -14,7 +14,7 @@ pub const MAX_LISTED_ERRORS: usize = 100;
 pub const MAX_LISTED_WARNINGS: usize = 20;
 
 /// One problem in the configuration, at one field.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     /// Dotted path of the field, e.g. `zones[0].records[3].value`; empty for file-level errors.
     pub path: String,
@@ -77,30 +77,24 @@ impl fmt::Display for ConfigErrors {
 /// does not use weights), which `gtmd check`, the start and a reload report without
 /// refusing the file. Both lists are bounded ([`MAX_LISTED_ERRORS`],
 /// [`MAX_LISTED_WARNINGS`]): the rest are counted and reported as one line, so a large
-/// config with the same mistake everywhere costs neither quadratic time nor a log flood.
+/// config with the same mistake everywhere costs neither quadratic time (a lookup scans at
+/// most the short list) nor a log flood.
 #[derive(Debug, Default)]
 pub struct Errors {
     errors: Vec<ConfigError>,
-    seen_errors: HashSet<ConfigError>,
     more_errors: usize,
     warnings: Vec<ConfigError>,
-    seen_warnings: HashSet<ConfigError>,
     more_warnings: usize,
 }
 
-/// Adds `e` to `list` unless already seen; past `max` distinct entries only counts it.
-fn record(
-    list: &mut Vec<ConfigError>,
-    seen: &mut HashSet<ConfigError>,
-    more: &mut usize,
-    max: usize,
-    e: ConfigError,
-) {
+/// Adds `e` to `list` unless listed already; past `max` entries only counts it.
+fn record(list: &mut Vec<ConfigError>, more: &mut usize, max: usize, e: ConfigError) {
+    if list.contains(&e) {
+        return;
+    }
     if list.len() < max {
-        if seen.insert(e.clone()) {
-            list.push(e);
-        }
-    } else if !seen.contains(&e) {
+        list.push(e);
+    } else {
         *more += 1;
     }
 }
@@ -121,7 +115,6 @@ impl Errors {
     pub fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         record(
             &mut self.errors,
-            &mut self.seen_errors,
             &mut self.more_errors,
             MAX_LISTED_ERRORS,
             ConfigError::new(path, message),
@@ -132,7 +125,6 @@ impl Errors {
     pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
         record(
             &mut self.warnings,
-            &mut self.seen_warnings,
             &mut self.more_warnings,
             MAX_LISTED_WARNINGS,
             ConfigError::new(path, message),
@@ -153,7 +145,6 @@ impl Errors {
     /// Takes the warnings recorded so far, with one closing line for those not listed.
     pub fn take_warnings(&mut self) -> Vec<ConfigError> {
         let more = std::mem::take(&mut self.more_warnings);
-        self.seen_warnings.clear();
         let mut out = std::mem::take(&mut self.warnings);
         out.extend(omitted(more, "warnings", MAX_LISTED_WARNINGS));
         out

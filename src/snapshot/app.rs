@@ -16,7 +16,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use prometheus::IntCounter;
 
 use crate::{
-    health::state::{HealthTable, TargetState, target_state},
+    health::state::{HealthTable, Override, TargetState, operator_override, target_state},
     metrics::Metrics,
     model::{Fallback, Model},
     policy::{
@@ -501,13 +501,14 @@ fn fallback_cluster_out(model: &Model, targets: &[TargetAnswers], c: usize) -> b
         || targets.iter().any(|t| t.cluster == c && t.by_operator)
 }
 
-/// Whether the operator took target `target` of app `app` out: drained (target or cluster)
-/// or forced down, the target's `force` deciding over the cluster's (the precedence of
-/// [`target_state`]). Decided at build time so the query path only reads a flag.
+/// Whether the operator took target `target` of app `app` out (drained or forced down),
+/// by the one precedence rule ([`operator_override`]). Decided at build time so the query
+/// path only reads a flag.
 fn out_by_operator(model: &Model, app: usize, target: usize) -> bool {
-    let t = &model.apps[app].targets[target];
-    let cluster = &model.clusters[t.cluster];
-    t.drain || cluster.drain || t.force.or(cluster.force) == Some(false)
+    matches!(
+        operator_override(model, app, target),
+        Some(Override::Drain | Override::ForceDown)
+    )
 }
 
 /// Whether the operator took a whole cluster out (drained or forced down).
