@@ -9,10 +9,11 @@
 //! what is published sits flap damping ([`super::flap`], state kept in the table entry):
 //! a target whose state keeps changing is published down until it has been stable.
 //!
-//! On a transition the task updates the health table and publishes a new snapshot right
-//! away (under a mutex that only the probe and reload side take; queries never do), so the
-//! very next query sees it. A reload keeps the tasks of unchanged probes running (their
-//! hysteresis and state carry over), stops removed ones and starts new ones.
+//! On a transition the task updates the health table (under a mutex that only the probe,
+//! publisher and reload side take; queries never do) and marks the probe dirty; the
+//! publisher thread ([`super::publish`]) rebuilds the apps it touches and publishes one
+//! snapshot per short batch window. A reload keeps the tasks of unchanged probes running
+//! (their hysteresis and state carry over), stops removed ones and starts new ones.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -35,7 +36,8 @@ use super::{
     hysteresis::Hysteresis,
     outcome::Outcome,
     persist::{Kept, Restored, StateWriter},
-    state::{HealthTable, LastResult, ProbeId, ProbeState, probes},
+    publish::{Batch, Dirty, IndexCache, WINDOW},
+    state::{HealthTable, LastResult, ProbeId, ProbeState, VerdictView, app_probe_ids, probes},
     tcp,
     tls::TlsConfigs,
 };
@@ -73,6 +75,14 @@ pub struct HealthShared {
     next_epoch: AtomicU64,
     /// The state file's writer (`health.state_file`).
     persist: Option<Arc<StateWriter>>,
+    /// Probes whose published verdict changed, for the publisher.
+    dirty: Dirty,
+    /// The publication lock: held while a batch is built and stored and while a reload
+    /// swaps table and snapshot, so a batch built from the old model never replaces the
+    /// reload's snapshot. Never taken with the table's lock held.
+    publishing: Mutex<IndexCache>,
+    /// The first round's completion was announced.
+    ready_announced: std::sync::atomic::AtomicBool,
 }
 
 impl HealthShared {
@@ -108,6 +118,14 @@ pub struct HealthEngine {
     semaphore: Arc<Semaphore>,
     max_concurrent: usize,
     tls: TlsConfigs,
+    publisher: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for HealthEngine {
+    fn drop(&mut self) {
+        // Ends the publisher thread (which holds the shared state) if `stop` was not called.
+        self.shared.dirty.stop();
+    }
 }
 
 /// Metric handles of one probe, resolved once when it starts.
@@ -162,7 +180,21 @@ impl HealthEngine {
             first_round,
             next_epoch: AtomicU64::new(1),
             persist,
+            dirty: Dirty::default(),
+            publishing: Mutex::new(IndexCache::default()),
+            ready_announced: Default::default(),
         });
+        let publisher = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("gtmd-publish".into())
+                .spawn(move || {
+                    while let Some(batch) = shared.dirty.next_batch(WINDOW) {
+                        shared.publish(batch);
+                    }
+                })
+                .map_err(|e| format!("starting the health publisher thread: {e}"))?
+        };
         let max_concurrent = model.health.max_concurrent_probes;
         let mut engine = Self {
             shared,
@@ -171,6 +203,7 @@ impl HealthEngine {
             semaphore: Arc::new(Semaphore::new(max_concurrent)),
             max_concurrent,
             tls: TlsConfigs::default(),
+            publisher: Some(publisher),
         };
         let prepared = engine.prepare(&list)?;
         for ((id, spec), prober) in list.into_iter().zip(prepared) {
@@ -255,7 +288,9 @@ impl HealthEngine {
         // Every target still there keeps its state, a probe restarted with new settings
         // included: its new task starts from the kept verdict (see `probe_loop`).
         let mut carried = lock(&self.shared.table).carried_from(&list);
-        let mut snapshot = Snapshot::build(&new, &carried, &self.shared.metrics);
+        let snapshot = Arc::new(Snapshot::build(&new, &carried, &self.shared.metrics));
+        // Table and snapshot change together, with no batch of the old model in flight.
+        let publishing = lock_publishing(&self.shared.publishing);
         let mut table = lock(&self.shared.table);
         let changed = carry_recorded(&mut carried, &table);
         // Only now do the restarted probes' entries change hands: what their old tasks
@@ -266,36 +301,32 @@ impl HealthEngine {
                 entry.owner = *epoch;
             }
         }
-        if !changed.is_empty() {
-            let updates: Vec<(usize, AppAnswers)> = affected_apps(&new, &changed)
-                .into_iter()
-                .map(|a| {
-                    (
-                        a,
-                        AppAnswers::build(&new, a, &carried, &self.shared.metrics),
-                    )
-                })
-                .collect();
-            snapshot = snapshot.with_apps(updates);
-        }
         let replaced = std::mem::replace(&mut *table, carried);
+        drop(table);
+        // What changed during the build reaches the answers with the next batch, like any
+        // transition (the snapshot above has the state as of its copy).
+        self.shared.dirty.mark(changed);
         self.shared.model.store(new.clone());
         if let Some(p) = &self.shared.persist {
             p.model(new.clone());
         }
-        let snapshot = Arc::new(snapshot);
         let previous = self.shared.snapshot.swap(snapshot.clone());
+        drop(publishing);
         // Readiness waits for the probes that are live now, not for removed ones.
-        {
+        let ready = {
             let mut pending = lock_pending(&self.shared.pending);
-            if !*self.shared.first_round.borrow() {
+            if *self.shared.first_round.borrow() {
+                false
+            } else {
                 pending.retain(|id| live.contains(id) && !starting.contains(id));
                 pending.extend(starting.iter().cloned());
-                self.shared.check_ready(&mut pending);
+                pending.is_empty()
             }
+        };
+        if ready {
+            self.shared.announce_ready();
         }
-        drop(table);
-        // Logged and freed after the lock is released: both walk every app.
+        // Logged and freed after the locks are released: both walk every app.
         log_fallback_changes(&previous, &snapshot, &new);
         drop((replaced, previous));
         let mut stopped = 0;
@@ -349,13 +380,17 @@ impl HealthEngine {
         self.max_concurrent = max;
     }
 
-    /// Stops every probe and waits for the tasks to end.
+    /// Stops every probe and the publisher and waits for them to end.
     pub async fn stop(&mut self) {
         for r in self.running.values() {
             r.cancel.cancel();
         }
         self.running.clear();
         while self.tasks.join_next().await.is_some() {}
+        self.shared.dirty.stop();
+        if let Some(publisher) = self.publisher.take() {
+            let _ = tokio::task::spawn_blocking(move || publisher.join()).await;
+        }
         // The verdicts as they are at shutdown, for the next start. Bounded: the stop budget
         // (TimeoutStopSec, terminationGracePeriodSeconds) is the grace plus a few seconds,
         // and the file already holds every transition but the last 200 ms.
@@ -392,6 +427,10 @@ fn lock(m: &Mutex<HealthTable>) -> std::sync::MutexGuard<'_, HealthTable> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+fn lock_publishing(m: &Mutex<IndexCache>) -> std::sync::MutexGuard<'_, IndexCache> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn lock_pending(m: &Mutex<HashSet<ProbeId>>) -> std::sync::MutexGuard<'_, HashSet<ProbeId>> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -422,34 +461,6 @@ fn carry_recorded(carried: &mut HealthTable, table: &HealthTable) -> HashSet<Pro
         }
     }
     changed
-}
-
-/// Indices of the apps of `model` with a target whose probe (app or cluster) is in `ids`.
-fn affected_apps(model: &Model, ids: &HashSet<ProbeId>) -> Vec<usize> {
-    let mut clusters: HashSet<&str> = HashSet::new();
-    let mut app_probes: HashSet<(&hickory_proto::rr::Name, &str)> = HashSet::new();
-    for id in ids {
-        match id {
-            ProbeId::Cluster(c) => {
-                clusters.insert(c);
-            }
-            ProbeId::App { app, cluster } => {
-                app_probes.insert((app, cluster));
-            }
-        }
-    }
-    model
-        .apps
-        .iter()
-        .enumerate()
-        .filter(|(_, a)| {
-            a.targets.iter().any(|t| {
-                let cluster = model.clusters[t.cluster].name.as_str();
-                clusters.contains(cluster) || app_probes.contains(&(&a.hostname, cluster))
-            })
-        })
-        .map(|(i, _)| i)
-        .collect()
 }
 
 /// Logs fallback episodes that a reload starts or ends (drain, force, removed targets).
@@ -593,14 +604,22 @@ impl HealthShared {
                 p.verdict(id, kept);
             }
         }
-        let mut pending = lock_pending(&self.pending);
-        if pending.remove(id) {
-            self.check_ready(&mut pending);
+        let ready = {
+            let mut pending = lock_pending(&self.pending);
+            pending.remove(id) && pending.is_empty()
+        };
+        if ready {
+            self.announce_ready();
         }
     }
 
-    fn check_ready(&self, pending: &mut HashSet<ProbeId>) {
-        if pending.is_empty() && !*self.first_round.borrow() {
+    /// Every probe has a verdict: publishes what is still waiting for the batch window
+    /// (so the first ready answer holds every verdict), then says so, once.
+    fn announce_ready(&self) {
+        if let Some(batch) = self.dirty.take() {
+            self.publish(batch);
+        }
+        if !self.ready_announced.swap(true, Ordering::AcqRel) {
             info!("first probe round complete: every target has a verdict");
             self.first_round.send_replace(true);
         }
@@ -681,35 +700,31 @@ impl HealthShared {
         if let Some(up) = transition {
             log_transition(id, up, &reason);
         }
-        self.publish(&table, id);
+        self.dirty.mark([id.clone()]);
         published
     }
 
-    /// Publishes the snapshot with the apps that have a target probed by `id` rebuilt.
-    fn publish(&self, table: &HealthTable, id: &ProbeId) {
-        let model = self.model.load();
-        let affected: Vec<usize> = model
-            .apps
+    /// Publishes one snapshot with the apps that read a verdict in `batch` rebuilt. The
+    /// table's lock is held only to copy those verdicts, never while answers are built.
+    fn publish(&self, batch: Batch) {
+        let mut index = lock_publishing(&self.publishing);
+        let current = self.snapshot.load_full();
+        let model = current.model.clone();
+        let apps = index.get(&model).apps(&batch.ids);
+        if apps.is_empty() {
+            return;
+        }
+        let view = {
+            let ids: Vec<ProbeId> = apps
+                .iter()
+                .flat_map(|&a| app_probe_ids(&model, a))
+                .collect();
+            let table = lock(&self.table);
+            VerdictView::copy(&table, &ids)
+        };
+        let updates: Vec<(usize, AppAnswers)> = apps
             .iter()
-            .enumerate()
-            .filter(|(_, a)| match id {
-                ProbeId::App { app, cluster } => {
-                    a.hostname == *app
-                        && a.targets
-                            .iter()
-                            .any(|t| *model.clusters[t.cluster].name == **cluster)
-                }
-                ProbeId::Cluster(cluster) => a
-                    .targets
-                    .iter()
-                    .any(|t| *model.clusters[t.cluster].name == **cluster),
-            })
-            .map(|(i, _)| i)
-            .collect();
-        let current = self.snapshot.load();
-        let updates: Vec<(usize, AppAnswers)> = affected
-            .into_iter()
-            .map(|a| (a, AppAnswers::build(&model, a, table, &self.metrics)))
+            .map(|&a| (a, AppAnswers::build(&model, a, &view, &self.metrics)))
             .collect();
         for (a, answers) in &updates {
             let was = current.app(*a).fallback_active;
@@ -723,7 +738,18 @@ impl HealthShared {
                 info!(app = %answers.hostname, "a target is up again: fallback over");
             }
         }
+        let rebuilt = updates.len() as u64;
         self.snapshot.store(Arc::new(current.with_apps(updates)));
+        drop(index);
+        let m = &self.metrics.publish;
+        m.publications.inc();
+        m.apps.inc_by(rebuilt);
+        m.delay.observe(batch.first.elapsed().as_secs_f64());
+        debug!(
+            apps = rebuilt,
+            probes = batch.ids.len(),
+            "health publication"
+        );
     }
 }
 
@@ -752,6 +778,7 @@ fn log_transition(id: &ProbeId, up: bool, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::publish::ProbeIndex;
 
     const PROBED: &str = r#"
 [[zones]]
@@ -806,7 +833,7 @@ targets = [{ cluster = "a" }]
         assert_eq!(changed, HashSet::from([x.clone(), b.clone()]));
         assert!(!carried.get(&x).unwrap().state.up);
         assert!(!carried.get(&b).unwrap().state.up);
-        assert_eq!(affected_apps(&model, &HashSet::from([x])), [0]);
+        assert_eq!(ProbeIndex::build(&model).apps([&x]), [0]);
         // An entry another task took over in between is not overwritten.
         let mut again = table.carried(&model);
         again.get_mut(&b).unwrap().owner = 7;
@@ -814,6 +841,6 @@ targets = [{ cluster = "a" }]
         b_up(&mut again);
         assert!(carry_recorded(&mut again, &table).is_empty());
         assert!(again.get(&b).unwrap().state.up);
-        assert_eq!(affected_apps(&model, &HashSet::from([b])), [1]);
+        assert_eq!(ProbeIndex::build(&model).apps([&b]), [1]);
     }
 }

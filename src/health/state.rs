@@ -185,6 +185,58 @@ impl HealthTable {
     }
 }
 
+/// Where [`target_state`] reads probe verdicts: the whole table, or a [`VerdictView`] of
+/// the few states a publication copied out of it, so that answers are rebuilt without
+/// holding the table's lock (probe tasks take it for every result).
+pub trait Verdicts {
+    fn verdict(&self, id: &ProbeId) -> Option<&ProbeState>;
+}
+
+impl Verdicts for HealthTable {
+    fn verdict(&self, id: &ProbeId) -> Option<&ProbeState> {
+        self.entries.get(id).map(|e| &e.state)
+    }
+}
+
+/// Copied verdicts of some probes: what the apps of one publication read.
+#[derive(Debug, Default)]
+pub struct VerdictView(HashMap<ProbeId, ProbeState>);
+
+impl VerdictView {
+    /// The verdicts of `ids` in `table` (those it holds), copied: one `Arc` count each.
+    pub fn copy<'a>(table: &HealthTable, ids: impl IntoIterator<Item = &'a ProbeId>) -> Self {
+        let mut view = HashMap::new();
+        for id in ids {
+            if let Some(e) = table.entries.get(id) {
+                view.entry(id.clone()).or_insert_with(|| e.state.clone());
+            }
+        }
+        Self(view)
+    }
+}
+
+impl Verdicts for VerdictView {
+    fn verdict(&self, id: &ProbeId) -> Option<&ProbeState> {
+        self.0.get(id)
+    }
+}
+
+/// Every probe whose verdict [`target_state`] may read for the targets of app `app`: each
+/// target's cluster probe and app probe (whether or not configured).
+pub fn app_probe_ids(model: &Model, app: usize) -> impl Iterator<Item = ProbeId> + '_ {
+    let a = &model.apps[app];
+    a.targets.iter().flat_map(move |t| {
+        let cluster: Arc<str> = Arc::from(model.clusters[t.cluster].name.as_str());
+        [
+            ProbeId::Cluster(cluster.clone()),
+            ProbeId::App {
+                app: a.hostname.clone(),
+                cluster,
+            },
+        ]
+    })
+}
+
 /// Whether a target is answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -210,7 +262,7 @@ impl fmt::Display for TargetState {
 /// app probe > up (not probed).
 pub fn target_state(
     model: &Model,
-    table: &HealthTable,
+    table: &impl Verdicts,
     app: usize,
     target: usize,
 ) -> (TargetState, String) {
@@ -243,21 +295,21 @@ pub fn target_state(
         );
     }
     let name: Arc<str> = Arc::from(cluster.name.as_str());
-    if let Some(c) = table.get(&ProbeId::Cluster(name.clone()))
-        && !c.state.up
+    if let Some(c) = table.verdict(&ProbeId::Cluster(name.clone()))
+        && !c.up
     {
         return (
             TargetState::Down,
-            format!("cluster {} probe down: {}", cluster.name, c.state.reason),
+            format!("cluster {} probe down: {}", cluster.name, c.reason),
         );
     }
     let id = ProbeId::App {
         app: a.hostname.clone(),
         cluster: name,
     };
-    match table.get(&id) {
-        Some(p) if p.state.up => (TargetState::Up, p.state.reason.to_string()),
-        Some(p) => (TargetState::Down, p.state.reason.to_string()),
+    match table.verdict(&id) {
+        Some(p) if p.up => (TargetState::Up, p.reason.to_string()),
+        Some(p) => (TargetState::Down, p.reason.to_string()),
         None => (TargetState::Up, "not probed".into()),
     }
 }

@@ -16,7 +16,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use prometheus::IntCounter;
 
 use crate::{
-    health::state::{HealthTable, Override, TargetState, operator_override, target_state},
+    health::state::{Override, TargetState, Verdicts, operator_override, target_state},
     metrics::Metrics,
     model::{Fallback, Model},
     policy::{
@@ -154,7 +154,7 @@ fn union<'a>(targets: impl Iterator<Item = &'a [Record]>) -> Vec<Record> {
 }
 
 impl AppAnswers {
-    pub fn build(model: &Model, app: usize, table: &HealthTable, metrics: &Metrics) -> Self {
+    pub fn build(model: &Model, app: usize, table: &impl Verdicts, metrics: &Metrics) -> Self {
         let m = &model.apps[app];
         let policy = m.policy.clone();
         let app_label = m.hostname.to_string();

@@ -128,10 +128,16 @@ fn every_metric_family_is_present_and_moves() {
         ask(s.addr, proto, &query("example.org.", RecordType::A));
     }
     backend.set(Mode::Status(503));
-    wait_for("the transition to down", Duration::from_secs(20), || {
-        let m = parse_exposition(&http_get(s.admin, "/metrics").1);
-        m.get(r#"gtmd_probe_up{app="solo.o.test.",cluster="one"}"#) == Some(&0.0)
-    });
+    // The verdict first, then the snapshot holding it (published after a batch window).
+    wait_for(
+        "the transition to down, published",
+        Duration::from_secs(20),
+        || {
+            let m = parse_exposition(&http_get(s.admin, "/metrics").1);
+            m.get(r#"gtmd_probe_up{app="solo.o.test.",cluster="one"}"#) == Some(&0.0)
+                && m.get("gtmd_health_publications_total") >= Some(&1.0)
+        },
+    );
     // solo has one target, now down: its fallback answers.
     ask(s.addr, Proto::Udp, &query("solo.o.test.", RecordType::A));
     // A reply is counted just after it is sent: the client can have it first. Its duration
@@ -183,7 +189,11 @@ fn every_metric_family_is_present_and_moves() {
         value(&m, r#"gtmd_fallback_answers_total{app="solo.o.test."}"#),
         1.0
     );
-    // Set with the snapshot the transition published (before gtmd_probe_up moved).
+    // One publication for the one transition, rebuilding the one app that reads it.
+    assert_eq!(value(&m, "gtmd_health_publications_total"), 1.0);
+    assert_eq!(value(&m, "gtmd_health_published_apps_total"), 1.0);
+    assert_eq!(value(&m, "gtmd_health_publish_delay_seconds_count"), 1.0);
+    // Set with the snapshot the transition published.
     assert_eq!(
         value(&m, r#"gtmd_app_fallback_active{app="solo.o.test."}"#),
         1.0

@@ -1,0 +1,54 @@
+//! How health changes reach the answers: batches published, apps rebuilt, and how stale the
+//! answers were while a batch waited and was built (the bound `health::publish` promises).
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, Opts, Registry};
+
+pub struct PublishMetrics {
+    /// `gtmd_health_publications_total`: snapshots published for health changes.
+    pub publications: IntCounter,
+    /// `gtmd_health_published_apps_total`: app answer plans rebuilt by those publications.
+    pub apps: IntCounter,
+    /// `gtmd_health_publish_delay_seconds`: from the first change of a batch until the
+    /// snapshot holding it is published (the answers' staleness).
+    pub delay: Histogram,
+}
+
+impl PublishMetrics {
+    pub(super) fn new(registry: &Registry) -> Self {
+        let publications = IntCounter::with_opts(Opts::new(
+            "gtmd_health_publications_total",
+            "Snapshots published for health changes (a burst of changes is one publication \
+             per batch window).",
+        ))
+        .unwrap();
+        let apps = IntCounter::with_opts(Opts::new(
+            "gtmd_health_published_apps_total",
+            "App answer plans rebuilt by health publications (only the apps a change \
+             touches).",
+        ))
+        .unwrap();
+        let delay = Histogram::with_opts(
+            HistogramOpts::new(
+                "gtmd_health_publish_delay_seconds",
+                "From the first health change of a batch until the snapshot holding it is \
+                 published: how long answers lag behind a verdict.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )
+        .unwrap();
+        for c in [
+            Box::new(publications.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(apps.clone()),
+            Box::new(delay.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        Self {
+            publications,
+            apps,
+            delay,
+        }
+    }
+}
