@@ -724,7 +724,10 @@ impl HealthShared {
         };
         let updates: Vec<(usize, AppAnswers)> = apps
             .iter()
-            .map(|&a| (a, AppAnswers::build(&model, a, &view, &self.metrics)))
+            .map(|&a| {
+                let answers = current.app(a).rebuilt(&model, a, &view, &self.metrics);
+                (a, answers)
+            })
             .collect();
         for (a, answers) in &updates {
             let was = current.app(*a).fallback_active;

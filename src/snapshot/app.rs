@@ -9,7 +9,7 @@
 //! lines, fetched together), and the hickory `Record`s, large and behind two more
 //! pointers, are read only by the full path.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
@@ -37,8 +37,9 @@ pub struct TargetAnswers {
     /// target is never answered, not even by the fail-open fallback, which only brings
     /// back targets that the probes put down.
     pub by_operator: bool,
-    pub a: Vec<Record>,
-    pub aaaa: Vec<Record>,
+    /// Shared by the plans of successive health publications.
+    pub a: Arc<[Record]>,
+    pub aaaa: Arc<[Record]>,
 }
 
 /// Inline capacity for per-app lists: apps with up to this many clusters keep them in
@@ -153,19 +154,93 @@ fn union<'a>(targets: impl Iterator<Item = &'a [Record]>) -> Vec<Record> {
     out
 }
 
+/// What an app's plan holds that no verdict changes: its records and counters. Built once
+/// per model, then carried from plan to plan by [`AppAnswers::rebuilt`].
+struct Fixed {
+    /// Per target: its A and AAAA records.
+    records: Vec<(Arc<[Record]>, Arc<[Record]>)>,
+    wire_name: smallvec::SmallVec<[u8; 48]>,
+    answered: smallvec::SmallVec<[IntCounter; INLINE]>,
+    fallback_answers: IntCounter,
+}
+
 impl AppAnswers {
     pub fn build(model: &Model, app: usize, table: &impl Verdicts, metrics: &Metrics) -> Self {
         let m = &model.apps[app];
-        let policy = m.policy.clone();
         let app_label = m.hostname.to_string();
+        let fixed = Fixed {
+            records: m
+                .targets
+                .iter()
+                .map(|target| {
+                    let (a, aaaa) =
+                        records_for(&m.hostname, m.ttl, &model.clusters[target.cluster].ingress);
+                    (Arc::from(a), Arc::from(aaaa))
+                })
+                .collect(),
+            wire_name: crate::dns::fast::wire_name(&m.hostname).into(),
+            answered: m
+                .targets
+                .iter()
+                .map(|t| {
+                    let cluster = &model.clusters[t.cluster].name;
+                    metrics.answers.with_label_values(&[&app_label, cluster])
+                })
+                .collect(),
+            fallback_answers: metrics.fallback_answers.with_label_values(&[&app_label]),
+        };
+        Self::assemble(model, app, table, metrics, fixed, None)
+    }
+
+    /// This plan (of app `app` in the same model) for new verdicts: records, counters and
+    /// labels are carried over instead of made again, so a health publication costs the
+    /// verdicts and the policy plan, not allocation and metric label lookups.
+    pub fn rebuilt(
+        &self,
+        model: &Model,
+        app: usize,
+        table: &impl Verdicts,
+        metrics: &Metrics,
+    ) -> Self {
+        let fixed = Fixed {
+            records: self
+                .targets
+                .iter()
+                .map(|t| (t.a.clone(), t.aaaa.clone()))
+                .collect(),
+            wire_name: self.wire_name.clone(),
+            answered: self.answered.clone(),
+            fallback_answers: self.fallback_answers.clone(),
+        };
+        Self::assemble(
+            model,
+            app,
+            table,
+            metrics,
+            fixed,
+            Some(self.fallback_active),
+        )
+    }
+
+    /// The plan from `fixed` and the verdicts; `was_fallback`: the previous plan's
+    /// fallback state (its gauge is set only when that changes).
+    fn assemble(
+        model: &Model,
+        app: usize,
+        table: &impl Verdicts,
+        metrics: &Metrics,
+        fixed: Fixed,
+        was_fallback: Option<bool>,
+    ) -> Self {
+        let m = &model.apps[app];
+        let policy = m.policy.clone();
         let targets: Vec<TargetAnswers> = m
             .targets
             .iter()
+            .zip(fixed.records)
             .enumerate()
-            .map(|(t, target)| {
+            .map(|(t, (target, (a, aaaa)))| {
                 let (state, detail) = target_state(model, table, app, t);
-                let (a, aaaa) =
-                    records_for(&m.hostname, m.ttl, &model.clusters[target.cluster].ingress);
                 TargetAnswers {
                     cluster: target.cluster,
                     state,
@@ -178,11 +253,13 @@ impl AppAnswers {
             .collect();
         let fallback_active = !targets.iter().any(|t| t.state == TargetState::Up);
         // Set where the plan is built (start, reload, health transition), not per query.
-        metrics
-            .state
-            .fallback_active
-            .with_label_values(&[&app_label])
-            .set(i64::from(fallback_active));
+        if was_fallback != Some(fallback_active) {
+            metrics
+                .state
+                .fallback_active
+                .with_label_values(&[&m.hostname.to_string()])
+                .set(i64::from(fallback_active));
+        }
         let family = |v6: bool| {
             let has = |t: &TargetAnswers| {
                 if v6 {
@@ -247,7 +324,7 @@ impl AppAnswers {
         let (v4, v6) = (family(false), family(true));
         Self {
             hostname: m.hostname.clone(),
-            wire_name: crate::dns::fast::wire_name(&m.hostname).into(),
+            wire_name: fixed.wire_name,
             ttl: m.ttl,
             policy,
             fallback: m.fallback,
@@ -255,15 +332,8 @@ impl AppAnswers {
             fallback_active,
             v4,
             v6,
-            answered: m
-                .targets
-                .iter()
-                .map(|t| {
-                    let cluster = &model.clusters[t.cluster].name;
-                    metrics.answers.with_label_values(&[&app_label, cluster])
-                })
-                .collect(),
-            fallback_answers: metrics.fallback_answers.with_label_values(&[&app_label]),
+            answered: fixed.answered,
+            fallback_answers: fixed.fallback_answers,
         }
     }
 
@@ -434,7 +504,7 @@ impl AppAnswers {
             } else {
                 &self.targets[c.target].a
             };
-            for r in set {
+            for r in set.iter() {
                 if !out.iter().any(|x| x.data == r.data) {
                     out.push(r);
                 }
