@@ -154,11 +154,14 @@ fn union<'a>(targets: impl Iterator<Item = &'a [Record]>) -> Vec<Record> {
     out
 }
 
+/// A value per address family: (A, AAAA).
+type Family<T> = (T, T);
+
 /// What an app's plan holds that no verdict changes: its records and counters. Built once
 /// per model, then carried from plan to plan by [`AppAnswers::rebuilt`].
 struct Fixed {
     /// Per target: its A and AAAA records.
-    records: Vec<(Arc<[Record]>, Arc<[Record]>)>,
+    records: Vec<Family<Arc<[Record]>>>,
     wire_name: smallvec::SmallVec<[u8; 48]>,
     answered: smallvec::SmallVec<[IntCounter; INLINE]>,
     fallback_answers: IntCounter,
