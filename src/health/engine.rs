@@ -484,6 +484,22 @@ fn log_fallback_changes(old: &Snapshot, new: &Snapshot, model: &Model) {
     }
 }
 
+/// One unit of a gauge for as long as it lives (a cancelled probe task gives it back too).
+struct Held<'a>(&'a IntGauge);
+
+impl<'a> Held<'a> {
+    fn new(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn probe_loop(
     id: ProbeId,
@@ -522,9 +538,12 @@ async fn probe_loop(
         }
         let started = Instant::now();
         let outcome = {
+            let waiting = Held::new(&shared.metrics.engine.waiting);
             let Ok(_permit) = semaphore.acquire().await else {
                 return;
             };
+            drop(waiting);
+            let _in_flight = Held::new(&shared.metrics.engine.in_flight);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 // Boxed: an idle task then holds a pointer, not the whole in-flight
@@ -744,7 +763,7 @@ impl HealthShared {
         let rebuilt = updates.len() as u64;
         self.snapshot.store(Arc::new(current.with_apps(updates)));
         drop(index);
-        let m = &self.metrics.publish;
+        let m = &self.metrics.engine;
         m.publications.inc();
         m.apps.inc_by(rebuilt);
         m.delay.observe(batch.first.elapsed().as_secs_f64());

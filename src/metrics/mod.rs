@@ -7,14 +7,14 @@
 //! query types outside a fixed list count as `other`, apps and clusters come from the
 //! config, never from clients.
 
+mod engine;
 mod gauges;
-mod publish;
 mod tally;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+pub use engine::EngineMetrics;
 pub use gauges::StateGauges;
-pub use publish::PublishMetrics;
 pub use tally::{Sent, Tally};
 
 use hickory_proto::{op::ResponseCode, rr::RecordType};
@@ -137,8 +137,8 @@ pub struct Metrics {
     pub connection_limit: IntGaugeVec,
     /// Fallback, override and reload-result gauges (see [`StateGauges`]).
     pub state: StateGauges,
-    /// Health publications: batches, apps rebuilt, staleness (`health::publish`).
-    pub publish: PublishMetrics,
+    /// The probe engine: slots in use and awaited, health publications.
+    pub engine: EngineMetrics,
     /// Health state file writes (`health.state_file`), and those that failed.
     pub health_state_writes: IntCounter,
     pub health_state_write_errors: IntCounter,
@@ -414,7 +414,7 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ));
         let state = StateGauges::new(&registry);
-        let publish = PublishMetrics::new(&registry);
+        let engine = EngineMetrics::new(&registry);
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
@@ -477,7 +477,7 @@ impl Metrics {
             accept_errors,
             tcp_timeouts,
             state,
-            publish,
+            engine,
             health_state_writes,
             health_state_write_errors,
             registry,

@@ -534,3 +534,64 @@ fn a_response_head_over_16_kib_fails_the_probe_with_reason_protocol() {
         answers(a, "shop.h.test.") == both
     });
 }
+
+#[test]
+fn a_cluster_outage_is_one_publication_that_rebuilds_only_the_apps_in_that_cluster() {
+    let router = Backend::http(C1);
+    let c1_extra = format!(
+        "probe = {{ kind = \"http\", port = {}, {} }}",
+        router.addr.port(),
+        FAST.replace('\n', ", ")
+    );
+    // 60 apps in c1 (and c2), 40 apps elsewhere: only the 60 read c1's verdict.
+    let mut apps = String::new();
+    for i in 0..60 {
+        apps.push_str(&format!(
+            "[[apps]]\nhostname = \"in{i}.h.test\"\ntargets = [{{ cluster = \"c1\" }}, {{ cluster = \"c2\" }}]\n"
+        ));
+    }
+    for i in 0..40 {
+        apps.push_str(&format!(
+            "[[apps]]\nhostname = \"out{i}.h.test\"\ntargets = [{{ cluster = \"c2\" }}, {{ cluster = \"c3\" }}]\n"
+        ));
+    }
+    // No app probes: the cluster probe is the only one.
+    let f = fixture("", &c1_extra, &apps);
+    wait_ready(&f.server);
+    let s = &f.server;
+    let publications = || metric(s, "gtmd_health_publications_total");
+    let rebuilt = || metric(s, "gtmd_health_published_apps_total");
+    assert_eq!(
+        (publications(), rebuilt()),
+        (0.0, 0.0),
+        "nothing changed yet"
+    );
+    router.set(Mode::Status(503));
+    wait_for("the outage's publication", Duration::from_secs(20), || {
+        publications() >= 1.0
+    });
+    for i in 0..60 {
+        assert_eq!(answers(s.addr, &format!("in{i}.h.test.")), set(&[C2]));
+    }
+    for i in 0..40 {
+        assert_eq!(answers(s.addr, &format!("out{i}.h.test.")), set(&[C2, C3]));
+    }
+    // One verdict change: one snapshot, with the 60 apps that read it rebuilt, not 100.
+    assert_eq!((publications(), rebuilt()), (1.0, 60.0));
+    assert_eq!(metric(s, "gtmd_health_publish_delay_seconds_count"), 1.0);
+    router.set(Mode::Ok);
+    wait_for("the return's publication", Duration::from_secs(20), || {
+        publications() >= 2.0
+    });
+    assert_eq!(answers(s.addr, "in0.h.test."), set(&[C1, C2]));
+    assert_eq!((publications(), rebuilt()), (2.0, 120.0));
+}
+
+/// One metric of the server's exposition (0 when absent).
+fn metric(s: &TestServer, series: &str) -> f64 {
+    let (_, text) = crate::support::http_get(s.admin, "/metrics");
+    crate::ops::parse_exposition(&text)
+        .get(series)
+        .copied()
+        .unwrap_or(0.0)
+}

@@ -211,9 +211,9 @@ fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
     // Nor more probes in flight than the file descriptor budget made room for at start.
     let more_probes = config(s.dns.port(), s.admin.port(), "one", s.backend.addr.port()).replace(
         "[admin]\n",
-        "[health]\nmax_concurrent_probes = 5000\n[admin]\n",
+        "[health]\nmax_concurrent_probes = 20000\n[admin]\n",
     );
-    assert!(more_probes.contains("max_concurrent_probes = 5000"));
+    assert!(more_probes.contains("max_concurrent_probes = 20000"));
     write_atomic(&s.path, &more_probes);
     hup(&served);
     wait_for(

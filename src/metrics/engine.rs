@@ -1,9 +1,15 @@
-//! How health changes reach the answers: batches published, apps rebuilt, and how stale the
-//! answers were while a batch waited and was built (the bound `health::publish` promises).
+//! The probe engine's own load: probe slots in use and awaited (the bound
+//! `health.max_concurrent_probes`), and how health changes reach the answers (batches
+//! published, apps rebuilt, and how stale the answers were while a batch waited and was
+//! built: the bound `health::publish` promises).
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
 
-pub struct PublishMetrics {
+pub struct EngineMetrics {
+    /// `gtmd_probes_in_flight`: probes holding one of the `max_concurrent_probes` slots.
+    pub in_flight: IntGauge,
+    /// `gtmd_probes_waiting`: probes due but waiting for a slot (the cap is binding).
+    pub waiting: IntGauge,
     /// `gtmd_health_publications_total`: snapshots published for health changes.
     pub publications: IntCounter,
     /// `gtmd_health_published_apps_total`: app answer plans rebuilt by those publications.
@@ -13,8 +19,19 @@ pub struct PublishMetrics {
     pub delay: Histogram,
 }
 
-impl PublishMetrics {
+impl EngineMetrics {
     pub(super) fn new(registry: &Registry) -> Self {
+        let in_flight = IntGauge::with_opts(Opts::new(
+            "gtmd_probes_in_flight",
+            "Probes in flight, each holding one of health.max_concurrent_probes slots.",
+        ))
+        .unwrap();
+        let waiting = IntGauge::with_opts(Opts::new(
+            "gtmd_probes_waiting",
+            "Probes due but waiting for a free slot: above 0 for long, \
+             health.max_concurrent_probes delays probing (and detection).",
+        ))
+        .unwrap();
         let publications = IntCounter::with_opts(Opts::new(
             "gtmd_health_publications_total",
             "Snapshots published for health changes (a burst of changes is one publication \
@@ -39,13 +56,17 @@ impl PublishMetrics {
         )
         .unwrap();
         for c in [
-            Box::new(publications.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(in_flight.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(waiting.clone()),
+            Box::new(publications.clone()),
             Box::new(apps.clone()),
             Box::new(delay.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
         Self {
+            in_flight,
+            waiting,
             publications,
             apps,
             delay,
