@@ -24,7 +24,7 @@ a = ap.parse_args()
 out = [
     f'[server]\nlisten = ["127.0.0.1:{a.dns_port}"]\n',
     f'[admin]\nlisten = "127.0.0.1:{a.admin_port}"\n',
-    f'[health]\nmax_concurrent_probes = 1024\n[health.defaults]\nkind = "{a.probe}"\n'
+    f'[health.defaults]\nkind = "{a.probe}"\n'
     f'port = {a.probe_port}\npath = "/healthz"\ninterval = "{a.interval}"\n',
     '[[zones]]\norigin = "scale.test"\nnameservers = ["ns.outside.net"]\n'
     '[zones.soa]\nmname = "ns.outside.net"\nrname = "h.scale.test"\n'
