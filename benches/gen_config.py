@@ -36,10 +36,16 @@ for c in range(a.clusters):
 policies = ["all", "weighted", "failover"] if a.policy == "mixed" else [a.policy]
 for i in range(a.apps):
     p = policies[i % len(policies)]
-    targets = ", ".join(
-        f'{{ cluster = "c{c}", weight = {10 + (i + c) % 90}, priority = {1 + c % 2} }}'
-        for c in range(a.clusters)
-    )
+    # "mixed" keeps every setting on every app, as it always did (its figures stay
+    # comparable); a single-policy config sets only what its policy reads, as an operator's would.
+    def settings(c):
+        s = ""
+        if a.policy == "mixed" or p == "weighted":
+            s += f", weight = {10 + (i + c) % 90}"
+        if a.policy == "mixed" or p == "failover":
+            s += f", priority = {1 + c % 2}"
+        return s
+    targets = ", ".join(f'{{ cluster = "c{c}"{settings(c)} }}' for c in range(a.clusters))
     extra = "sticky = true\n" if p == "weighted" else ""
     out.append(f'[[apps]]\nhostname = "app{i}.scale.test"\npolicy = "{p}"\n{extra}targets = [{targets}]\n')
 print("\n".join(out))
