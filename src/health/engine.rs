@@ -91,11 +91,6 @@ impl HealthShared {
         self.model.load_full()
     }
 
-    /// A copy of the current health table.
-    pub fn table(&self) -> HealthTable {
-        lock(&self.table).clone()
-    }
-
     /// A copy of one probe's entry: what the status API reads, one target at a time, so
     /// that a page neither copies the whole table (hundreds of MB at 100k apps) nor holds
     /// its lock while it is written.

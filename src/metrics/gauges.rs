@@ -24,6 +24,9 @@ pub struct StateGauges {
     /// `gtmd_config_last_reload_successful`: 1 when the last reload attempt applied (or
     /// found the file unchanged), 0 when it was rejected; 1 at start.
     pub last_reload_successful: IntGauge,
+    /// `gtmd_config_last_reload_duration_seconds`: how long the last applied reload took,
+    /// from its trigger until its snapshot answered (read, parse, build, swap).
+    pub last_reload_duration: prometheus::Gauge,
 }
 
 /// Every (app, cluster, override) in effect in `model`.
@@ -71,10 +74,17 @@ impl StateGauges {
         ))
         .unwrap();
         last_reload_successful.set(1);
+        let last_reload_duration = prometheus::Gauge::with_opts(Opts::new(
+            "gtmd_config_last_reload_duration_seconds",
+            "How long the last applied configuration reload took, from its trigger until its \
+             snapshot answered (0 before the first).",
+        ))
+        .unwrap();
         for c in [
             Box::new(fallback_active.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(target_override.clone()),
             Box::new(last_reload_successful.clone()),
+            Box::new(last_reload_duration.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -82,6 +92,7 @@ impl StateGauges {
             fallback_active,
             target_override,
             last_reload_successful,
+            last_reload_duration,
         }
     }
 

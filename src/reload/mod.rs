@@ -79,6 +79,8 @@ pub enum ReloadError {
 pub struct Applied {
     pub generation: u64,
     pub probes: ReloadSummary,
+    /// Reading, parsing and validating the file (the rest is the build and the swap).
+    pub parsed_in: std::time::Duration,
 }
 
 pub struct Reloader {
@@ -184,6 +186,11 @@ impl Reloader {
                 let info = self.info();
                 self.metrics.config_applied(&info.hash, info.generation);
                 let s = self.current().model.clone();
+                let took = started.elapsed();
+                self.metrics
+                    .state
+                    .last_reload_duration
+                    .set(took.as_secs_f64());
                 info!(
                     %trigger,
                     file = %path.display(),
@@ -196,7 +203,8 @@ impl Reloader {
                     probes_changed_state_kept = applied.probes.changed,
                     probes_started = applied.probes.started,
                     probes_stopped = applied.probes.stopped,
-                    took_ms = started.elapsed().as_millis() as u64,
+                    took_ms = took.as_millis() as u64,
+                    parse_ms = applied.parsed_in.as_millis() as u64,
                     "config reloaded"
                 );
                 for w in &s.warnings {
@@ -231,6 +239,7 @@ impl Reloader {
         path: &Path,
         skip_unchanged: bool,
     ) -> Result<Option<Applied>, ReloadError> {
+        let started = std::time::Instant::now();
         let text = self.reader.read(path).await.map_err(invalid)?;
         let owned = path.to_path_buf();
         let in_effect = self.info().hash;
@@ -246,13 +255,19 @@ impl Reloader {
         let Some((model, hash)) = built else {
             return Ok(None);
         };
+        let parsed_in = started.elapsed();
         let mut engine = self.engine.clone().lock_owned().await;
         let this = self.clone();
         let owned = path.to_path_buf();
         tokio::task::spawn_blocking(move || this.apply(&owned, model, hash, &mut engine))
             .await
             .map_err(|e| ReloadError::Apply(format!("applying the configuration: {e}")))?
-            .map(Some)
+            .map(|applied| {
+                Some(Applied {
+                    parsed_in,
+                    ..applied
+                })
+            })
     }
 
     fn apply(
@@ -325,6 +340,7 @@ impl Reloader {
         Ok(Applied {
             generation: current.info.generation,
             probes,
+            parsed_in: std::time::Duration::ZERO,
         })
     }
 }

@@ -178,6 +178,10 @@ fn sighup_applies_good_files_and_rejects_bad_ones_clearly() {
         metric(s.admin, r#"gtmd_config_reloads_total{result="success"}"#),
         1.0
     );
+    // How long the applied reload took; a rejected one leaves it as it was.
+    let took = metric(s.admin, "gtmd_config_last_reload_duration_seconds");
+    assert!(took > 0.0 && took < 60.0, "{took}");
+    assert!(log.contains("parse_ms="), "{log}");
 
     // Listen addresses cannot change without a restart: refused as a whole.
     let other_port = free_port();
