@@ -163,6 +163,51 @@ impl HealthTable {
         }
     }
 
+    /// The verdicts a reload builds its snapshot from: every probe of the new model's list
+    /// with its state here, or its initial state when it is new. Copied (an `Arc` count
+    /// each) so the build runs without the table's lock.
+    pub fn reload_view(&self, new: &[(ProbeId, ProbeSpec)]) -> VerdictView {
+        VerdictView(
+            new.iter()
+                .map(|(id, spec)| {
+                    let state = match self.entries.get(id) {
+                        Some(e) => e.state.clone(),
+                        None => initial(spec).state,
+                    };
+                    (id.clone(), state)
+                })
+                .collect(),
+        )
+    }
+
+    /// The table for a reload's probe list `new`: each probe still configured takes its
+    /// entry out of this table as it is now (verdict, last result, flap history, owner:
+    /// whatever its task recorded up to this moment), a new probe starts initial; this table
+    /// keeps only the entries of removed probes. Moved, not copied: this runs under the
+    /// table's lock. Also returns the probes whose verdict differs from `seen`, the view
+    /// the reload's snapshot was built from (they changed during the build).
+    pub fn take_for(
+        &mut self,
+        new: &[(ProbeId, ProbeSpec)],
+        seen: &VerdictView,
+    ) -> (HealthTable, Vec<ProbeId>) {
+        let mut changed = Vec::new();
+        let entries = new
+            .iter()
+            .map(|(id, spec)| {
+                let entry = self.entries.remove(id).unwrap_or_else(|| initial(spec));
+                if seen
+                    .verdict(id)
+                    .is_some_and(|s| s.up != entry.state.up || s.reason != entry.state.reason)
+                {
+                    changed.push(id.clone());
+                }
+                (id.clone(), entry)
+            })
+            .collect();
+        (HealthTable { entries }, changed)
+    }
+
     /// Every entry, to update in place.
     pub fn entries_mut(&mut self) -> impl Iterator<Item = (&ProbeId, &mut ProbeEntry)> {
         self.entries.iter_mut()

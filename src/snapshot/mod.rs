@@ -13,7 +13,11 @@ use std::{collections::HashMap, sync::Arc};
 
 use hickory_proto::rr::LowerName;
 
-use crate::{health::state::HealthTable, metrics::Metrics, model::Model};
+use crate::{
+    health::state::{HealthTable, Verdicts},
+    metrics::Metrics,
+    model::Model,
+};
 
 pub use app::{AppAnswer, AppAnswers, FamilyPlan, TargetAnswers};
 
@@ -54,7 +58,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// Builds the snapshot for `health`. The model is valid, so this cannot fail.
-    pub fn build(model: &Arc<Model>, health: &HealthTable, metrics: &Metrics) -> Self {
+    pub fn build(model: &Arc<Model>, health: &impl Verdicts, metrics: &Metrics) -> Self {
         let apps: Vec<Arc<AppAnswers>> = (0..model.apps.len())
             .map(|a| Arc::new(AppAnswers::build(model, a, health, metrics)))
             .collect();
