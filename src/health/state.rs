@@ -76,6 +76,12 @@ pub struct ProbeEntry {
 /// Every probe of a model with its settings: app probes per (app, target cluster), then
 /// cluster probes.
 pub fn probes(model: &Model) -> Vec<(ProbeId, ProbeSpec)> {
+    // One name per cluster, shared by its probes' ids (50,000 of them at 10,000 apps).
+    let names: Vec<Arc<str>> = model
+        .clusters
+        .iter()
+        .map(|c| Arc::from(c.name.as_str()))
+        .collect();
     let mut out = Vec::new();
     for app in &model.apps {
         for target in &app.targets {
@@ -83,19 +89,16 @@ pub fn probes(model: &Model) -> Vec<(ProbeId, ProbeSpec)> {
                 out.push((
                     ProbeId::App {
                         app: app.hostname.clone(),
-                        cluster: Arc::from(model.clusters[target.cluster].name.as_str()),
+                        cluster: names[target.cluster].clone(),
                     },
                     spec.clone(),
                 ));
             }
         }
     }
-    for cluster in &model.clusters {
+    for (cluster, name) in model.clusters.iter().zip(names) {
         if let Some(spec) = &cluster.probe {
-            out.push((
-                ProbeId::Cluster(Arc::from(cluster.name.as_str())),
-                spec.clone(),
-            ));
+            out.push((ProbeId::Cluster(name), spec.clone()));
         }
     }
     out
