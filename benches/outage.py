@@ -39,6 +39,7 @@ Ports (loopback): DNS 5811 (gtmd) and 5812 (gdnsd), admin 9811, backends 18181.
 """
 
 import argparse
+import datetime
 import os
 import re
 import select
@@ -83,6 +84,25 @@ def gdnsd_bounds(mode):
     t = GDNSD_TIMING
     detect = t["down_thresh"] * t["interval"] + (t["timeout"] if mode == "blackhole" else 0)
     return detect, t["up_thresh"] * t["interval"]
+
+
+LATENCY_BUCKETS_PER_S = 10000  # reply times are kept in 0.1 ms buckets, up to 1 s
+LATENCY_TOP = LATENCY_BUCKETS_PER_S
+
+
+def latency_stats(hist):
+    """(median, p99, max) in ms of a reply-time histogram."""
+    total = sum(hist)
+    if not total:
+        return float("nan"), float("nan"), float("nan")
+    out, seen, want = [], 0, [total * 0.5, total * 0.99]
+    for b, c in enumerate(hist):
+        seen += c
+        while want and seen >= want[0]:
+            out.append(b / 10)
+            want.pop(0)
+    top = max(b for b, c in enumerate(hist) if c)
+    return out[0], out[1], top / 10
 
 
 # ---------------------------------------------------------------------------- processes
@@ -327,6 +347,9 @@ class Server:
         self.in_round = 0  # this round's queries sent and replies read
         self.out_round = 0
         self.last_reply = 0.0
+        self.sent_at = [0.0] * self.n
+        self.latencies = {}  # phase: histogram of reply times (0.1 ms buckets, the last one: more)
+        self.latency = self.phase_latency("warm-up")
 
     def begin_round(self, slot):
         self.got = bytearray(self.n)
@@ -350,6 +373,7 @@ class Server:
         self.out_round += 1
         while True:
             try:
+                self.sent_at[i] = time.monotonic()
                 self.sock.send(self.packets[self.slot][i])
                 self.counts["sent"] += 1
                 return
@@ -383,6 +407,7 @@ class Server:
             self.got[i] = 1
             mine += 1
             self.in_round += 1
+            self.latency[min(int((now - self.sent_at[i]) * LATENCY_BUCKETS_PER_S), LATENCY_TOP)] += 1
             self.counts["replies"] += 1
             count = (data[6] << 8) | data[7]
             if data[3] & 0x0F or count == 0:
@@ -396,6 +421,10 @@ class Server:
             self.since[i] = now
         if has_victim and self.watch is not None and self.watch[i]:
             self.violations += 1
+
+    def phase_latency(self, phase):
+        self.latency = self.latencies.setdefault(phase, [0] * (LATENCY_TOP + 1))
+        return self.latency
 
     def missing(self):
         return self.n - self.in_round
@@ -669,6 +698,26 @@ def hold_outage(poller, server, t_kill, args):
         poller.round()
 
 
+def logged_transitions(log, wall_kill, wall_restore):
+    """The victim cluster's transitions in gtmd's log: {"down": [s from the kill], "up": [s
+    from the restore]} (when the probes decided, before the answers changed; the log queue
+    may drop lines under load, so the counts are printed too)."""
+    out = {"down": [], "up": []}
+    pattern = re.compile(r"^(\S+)Z .*health transition .*cluster=c%d .*to=(down|up)" % VICTIM)
+    with open(log, errors="replace") as f:
+        for line in f:
+            m = pattern.match(line)
+            if not m:
+                continue
+            stamp = datetime.datetime.fromisoformat(m.group(1)).replace(tzinfo=datetime.timezone.utc)
+            t = stamp.timestamp()
+            if m.group(2) == "down" and t >= wall_kill:
+                out["down"].append(t - wall_kill)
+            elif m.group(2) == "up" and t >= wall_restore:
+                out["up"].append(t - wall_restore)
+    return out
+
+
 def flapping_targets():
     """Targets gtmd holds out of the answers for flapping (gtmd_probe_flapping = 1)."""
     _, text = admin_get("/metrics", timeout=30)
@@ -709,15 +758,19 @@ def one_run(mode, run, args, nginx, work):
         poller.after_round.append(sample)
         warm_up(poller)
         t_polled, own0 = time.monotonic(), own_cpu()
+        counts_polled = {s.label: dict(s.counts) for s in servers}
+        for s in servers:
+            s.phase_latency("steady")
         sample()
         poller.rounds_until(t_polled + args.steady_seconds)
         counts_steady = {s.label: dict(s.counts) for s in servers}
 
         for s in servers:
             s.start_phase()
+            s.phase_latency("outage")
         victim = backends[VICTIM]
         (victim.kill if mode == "refused" else victim.freeze)()
-        t_kill = time.monotonic()
+        t_kill, wall_kill = time.monotonic(), time.time()
         print(f"  {mode}: victim {ips[VICTIM]} {'killed' if mode == 'refused' else 'frozen'}", file=sys.stderr)
         reload = reload_during_outage(gtmd, poller, t_kill, log, args)
         hold_outage(poller, servers[0], t_kill, args)
@@ -728,8 +781,9 @@ def one_run(mode, run, args, nginx, work):
 
         for s in servers:
             s.start_phase()
+            s.phase_latency("recovery")
         (victim.start if mode == "refused" else victim.thaw)()
-        t_restore = time.monotonic()
+        t_restore, wall_restore = time.monotonic(), time.time()
         print(f"  {mode}: victim restored", file=sys.stderr)
         limit = t_restore + args.recovery_seconds
         while time.monotonic() < limit:
@@ -743,6 +797,7 @@ def one_run(mode, run, args, nginx, work):
         os.sched_setaffinity(0, ALL_CPUS)
 
         result = {"mode": mode, "ready_s": ready_s, "left": left, "back": back,
+                  "logged": logged_transitions(log, wall_kill, wall_restore),
                   "held_s": t_restore - t_kill, "flapping": flapping,
                   "reload": reload, "cpu": {}, "rss": {}, "dns": {}, "poll": {}}
         for d in daemons:
@@ -761,7 +816,7 @@ def one_run(mode, run, args, nginx, work):
         for s in servers:
             phases = [counts_steady[s.label], counts_outage[s.label], counts_end[s.label]]
             result["dns"][s.label] = {
-                k: [phases[0][k] if j == 0 else phases[j][k] - phases[j - 1][k] for j in range(3)]
+                k: [phases[j][k] - (phases[j - 1] if j else counts_polled[s.label])[k] for j in range(3)]
                 for k in ("sent", "timeouts", "errors", "late")
             }
         result["poll"] = {"rounds": poller.rounds, "servers": [s.label for s in servers],
@@ -772,6 +827,8 @@ def one_run(mode, run, args, nginx, work):
             durations = [d[s.label] for _, d in poller.round_times]
             result["poll"][s.label] = {"median": statistics.median(durations),
                                        "p99": percentile(durations, 99), "max": max(durations)}
+            result["dns"][s.label]["latency"] = [latency_stats(s.latencies.get(ph, []))
+                                                 for ph in ("steady", "outage", "recovery")]
         result["progress"] = {
             "left": progress(poller, t_kill, t_restore, 0, args.progress_step),
             "back": progress(poller, t_restore, t_end, 1, args.progress_step),
@@ -803,8 +860,8 @@ def print_run(r, args, label):
     print(f"poller: all {args.apps} names of each of {', '.join(labels)} every round; a round every "
           f"{args.period:g} s (the resolution), at most {args.window} queries in flight per server, "
           f"DNS timeout {args.query_timeout:g} s; {p['rounds']} rounds; poller CPU {p['cpu']:.0f} % of its core")
-    print("  round time (first send to the server's last reply): " + "; ".join(
-        f"{l} median {f2(p[l]['median'])} s, p99 {f2(p[l]['p99'])} s, max {f2(p[l]['max'])} s" for l in labels))
+    print(f"  round time (first send to the last reply): median {f2(p[labels[0]]['median'])} s, "
+          f"p99 {f2(p[labels[0]]['p99'])} s, max {f2(p[labels[0]]['max'])} s")
     if p["slow"]:
         print(f"rounds longer than the period: {len(p['slow'])} (s from the kill, duration): "
               + " ".join(f"{t}:{d}" for t, d in p["slow"][:20]) + (" ..." if len(p["slow"]) > 20 else ""))
@@ -816,6 +873,12 @@ def print_run(r, args, label):
             print(f"  {stat:<34}" + "".join(f"{f2(r[key][l][stat]):>12}" for l in labels))
         print(f"  {'names never ' + ('left' if b == 0 else 'back'):<34}" + "".join(f"{r[key][l]['never']:>12}" for l in labels))
         print(f"  {'bound':<34}" + "".join(f"{bounds[l][b]:>12.1f}" for l in labels))
+        logged = r["logged"]["down" if b == 0 else "up"]
+        if logged:
+            d = distribution(logged, 0)
+            print(f"  gtmd log: {len(logged)} transitions to {'down' if b == 0 else 'up'} of the victim's targets, "
+                  f"first {f2(d['first'])} s, median {f2(d['median'])} s, last {f2(d['last'])} s (the probes' "
+                  "verdicts; the answers follow when published)")
         if b == 1:
             print(f"  {'gtmd targets held for flapping':<34}{r['flapping']:>12}   (gtmd_probe_flapping = 1 at the end)")
         steps = r["progress"][key]
@@ -839,6 +902,9 @@ def print_run(r, args, label):
     print(f"{'DNS (steady / outage / recovery)':<36}" + "".join(f"{l:>24}" for l in labels))
     for k in ("sent", "timeouts", "errors", "late"):
         print(f"  {k:<34}" + "".join(f"{' / '.join(str(v) for v in r['dns'][l][k]):>24}" for l in labels))
+    for i, k in enumerate(("median", "p99", "max")):
+        print(f"  {'reply time ' + k + ', ms':<34}" + "".join(
+            f"{' / '.join(f2(ph[i]) for ph in r['dns'][l]['latency']):>24}" for l in labels))
     rl = r["reload"]
     took = f"{rl['took_ms']} ms" if rl["took_ms"] is not None else "n/a"
     print(f"reload (SIGHUP, same file) {args.reload_at:g} s into the outage, {rl['left_before']} names had left: "
