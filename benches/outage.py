@@ -18,10 +18,13 @@ after the restore the first reply with it after which it never left again. It pr
 distribution (first, median, p99, last), the names that never left / never came back,
 and the README's bound for comparison; the round time (the resolution); gtmd's CPU
 (user+sys per wall second, /proc) in steady probing and during the outage; its RSS at
-ready, at the peak of the outage and after. Halfway through the outage (--reload-at) it
-sends gtmd SIGHUP (a forced reload of the same file) and prints how long the reload took,
-whether an answer went back to the dead cluster (health must be carried over) and the
-DNS timeouts meanwhile.
+ready, at the peak of the outage and after; DNS timeouts, errors and reply times; the
+victim's transitions in gtmd's log (when the probes decided). 30 s into the outage
+(--reload-at) it sends gtmd SIGHUP (a forced reload of the same file) and prints how long
+the reload took, whether an answer went back to the dead cluster (health must be carried
+over) and the DNS timeouts meanwhile. The restore comes once --outage-seconds have passed
+and every name has been without the victim for longer than flap_window (flap damping
+counts from the down transition; a shorter outage would measure flap_hold).
 
 gdnsd runs side by side on the same outage (same nginx, same kill, polled in the same
 rounds) with the largest config it can express: N DYNA names over one multifo resource of
@@ -845,6 +848,8 @@ def one_run(mode, run, args, nginx, work):
 # ------------------------------------------------------------------------------ report
 
 def f2(x):
+    if isinstance(x, int):
+        return str(x)
     return "n/a" if x != x else f"{x:.2f}"
 
 
@@ -899,12 +904,12 @@ def print_run(r, args, label):
     for k, what in (("ready", "ready"), ("before_reload", "peak, kill -> reload"),
                     ("outage_peak", "peak, whole outage"), ("after", "after recovery")):
         print(f"  {what:<34}" + "".join(f"{r['rss'][l][k]:>12.1f}" for l in labels))
-    print(f"{'DNS (steady / outage / recovery)':<36}" + "".join(f"{l:>24}" for l in labels))
+    print(f"{'DNS (steady / outage / recovery)':<36}" + "".join(f"{l:>27}" for l in labels))
     for k in ("sent", "timeouts", "errors", "late"):
-        print(f"  {k:<34}" + "".join(f"{' / '.join(str(v) for v in r['dns'][l][k]):>24}" for l in labels))
+        print(f"  {k:<34}" + "".join(f"{' / '.join(str(v) for v in r['dns'][l][k]):>27}" for l in labels))
     for i, k in enumerate(("median", "p99", "max")):
         print(f"  {'reply time ' + k + ', ms':<34}" + "".join(
-            f"{' / '.join(f2(ph[i]) for ph in r['dns'][l]['latency']):>24}" for l in labels))
+            f"{' / '.join(f2(ph[i]) for ph in r['dns'][l]['latency']):>27}" for l in labels))
     rl = r["reload"]
     took = f"{rl['took_ms']} ms" if rl["took_ms"] is not None else "n/a"
     print(f"reload (SIGHUP, same file) {args.reload_at:g} s into the outage, {rl['left_before']} names had left: "
@@ -924,19 +929,24 @@ def summary(results, args):
     mode = results[0]["mode"]
     labels = results[0]["poll"]["servers"]
     print(f"\n== {mode}: medians over {len(results)} runs [min-max] ==")
+    print(f"  {'':<22}" + "".join(f"{l:>28}" for l in labels))
     rows = [("left", s) for s in ("first", "median", "p99", "last", "never")] + \
            [("back", s) for s in ("first", "median", "p99", "last", "never")] + \
            [("cpu", s) for s in ("steady_quiet", "steady_polled", "applying", "outage")] + \
            [("rss", s) for s in ("ready", "before_reload", "outage_peak", "after")]
     for group, key in rows:
-        cells = []
-        for l in labels:
-            xs = [r[group][l][key] for r in results]
-            cells.append(f"{f2(statistics.median(xs))} [{f2(min(xs))}-{f2(max(xs))}]")
+        cells = [median_range([r[group][l][key] for r in results]) for l in labels]
         print(f"  {group + ' ' + key:<22}" + "".join(f"{c:>28}" for c in cells))
     for key in ("applied_s", "violations", "timeouts"):
-        xs = [r["reload"][key] for r in results]
-        print(f"  {'reload ' + key:<22}{f2(statistics.median(xs)) + ' [' + f2(min(xs)) + '-' + f2(max(xs)) + ']':>28}")
+        print(f"  {'reload ' + key:<22}{median_range([r['reload'][key] for r in results]):>28}")
+
+
+def median_range(xs):
+    """'median [min-max]' of the values that are numbers (a phase without any is n/a)."""
+    xs = [x for x in xs if x == x]
+    if not xs:
+        return "n/a"
+    return f"{f2(statistics.median(xs))} [{f2(min(xs))}-{f2(max(xs))}]"
 
 
 def parse_args():
