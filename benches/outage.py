@@ -19,10 +19,10 @@ distribution (first, median, p99, last), the names that never left / never came 
 and the README's bound for comparison; the round time (the resolution); gtmd's CPU
 (user+sys per wall second, /proc) in steady probing and during the outage; its RSS at
 ready, at the peak of the outage and after; DNS timeouts, errors and reply times; the
-victim's transitions in gtmd's log (when the probes decided). 30 s into the outage
-(--reload-at) it sends gtmd SIGHUP (a forced reload of the same file) and prints how long
-the reload took, whether an answer went back to the dead cluster (health must be carried
-over) and the DNS timeouts meanwhile. The restore comes once --outage-seconds have passed
+victim's transitions in gtmd's log (when the health engine applied them). 30 s into the
+outage (--reload-at) it sends gtmd SIGHUP (a forced reload of the same file) and prints
+how long the reload took, whether an answer went back to the dead cluster (health must be
+carried over) and the DNS timeouts meanwhile. The restore comes once --outage-seconds have passed
 and every name has been without the victim for longer than flap_window (flap damping
 counts from the down transition; a shorter outage would measure flap_hold).
 
@@ -703,8 +703,8 @@ def hold_outage(poller, server, t_kill, args):
 
 def logged_transitions(log, wall_kill, wall_restore):
     """The victim cluster's transitions in gtmd's log: {"down": [s from the kill], "up": [s
-    from the restore]} (when the probes decided, before the answers changed; the log queue
-    may drop lines under load, so the counts are printed too)."""
+    from the restore]}, timed when the health engine logged them (the answers change when
+    they are published, later; the log queue may drop lines, so the counts are printed)."""
     out = {"down": [], "up": []}
     pattern = re.compile(r"^(\S+)Z .*health transition .*cluster=c%d .*to=(down|up)" % VICTIM)
     with open(log, errors="replace") as f:
@@ -882,8 +882,8 @@ def print_run(r, args, label):
         if logged:
             d = distribution(logged, 0)
             print(f"  gtmd log: {len(logged)} transitions to {'down' if b == 0 else 'up'} of the victim's targets, "
-                  f"first {f2(d['first'])} s, median {f2(d['median'])} s, last {f2(d['last'])} s (the probes' "
-                  "verdicts; the answers follow when published)")
+                  f"first {f2(d['first'])} s, median {f2(d['median'])} s, last {f2(d['last'])} s (when the health "
+                  "engine logged them; the answers change when published)")
         if b == 1:
             print(f"  {'gtmd targets held for flapping':<34}{r['flapping']:>12}   (gtmd_probe_flapping = 1 at the end)")
         steps = r["progress"][key]
