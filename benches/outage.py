@@ -343,8 +343,8 @@ class Server:
         self.counts = {"sent": 0, "replies": 0, "timeouts": 0, "errors": 0, "late": 0}
         self.streak = [None] * self.n  # last seen: True = victim answered, False = not
         self.since = [0.0] * self.n  # when the current streak began (reply time)
-        self.watch = None  # bytearray: names whose answer must not show the victim again
-        self.violations = 0
+        self.count_returns = False  # during the outage: count answers with the victim again
+        self.returns = 0  # ... after an answer of the same name without it
         self.got = bytearray(self.n)
         self.slot = 0
         self.in_round = 0  # this round's queries sent and replies read
@@ -420,10 +420,10 @@ class Server:
 
     def observe(self, i, has_victim, now):
         if self.streak[i] is not has_victim:
+            if has_victim and self.count_returns and self.streak[i] is False:
+                self.returns += 1
             self.streak[i] = has_victim
             self.since[i] = now
-        if has_victim and self.watch is not None and self.watch[i]:
-            self.violations += 1
 
     def phase_latency(self, phase):
         self.latency = self.latencies.setdefault(phase, [0] * (LATENCY_TOP + 1))
@@ -664,7 +664,7 @@ def reload_during_outage(gtmd, poller, t_kill, log, args):
     poller.rounds_until(t_kill + args.reload_at)
     before = reloads_applied()
     timeouts0 = server.counts["timeouts"]
-    server.watch = bytearray(1 if s is False else 0 for s in server.streak)
+    left_before, returns_before = server.tally()[0], server.returns
     watch = LogWatch(log, r"config reloaded")
     t_hup = time.monotonic()
     gtmd.proc.send_signal(signal.SIGHUP)
@@ -680,7 +680,8 @@ def reload_during_outage(gtmd, poller, t_kill, log, args):
         "applied_s": (seen - t_hup) if seen else float("nan"),
         "took_ms": int(took.group(1)) if took else None,
         "metric": reloads_applied() - before,
-        "left_before": sum(server.watch),
+        "left_before": left_before,
+        "returns_before": returns_before,
         "timeouts": server.counts["timeouts"] - timeouts0,
         "round_max": poller.slowest(t_hup - args.period),
         "t_hup": t_hup,
@@ -771,6 +772,7 @@ def one_run(mode, run, args, nginx, work):
         for s in servers:
             s.start_phase()
             s.phase_latency("outage")
+            s.count_returns = True
         victim = backends[VICTIM]
         (victim.kill if mode == "refused" else victim.freeze)()
         t_kill, wall_kill = time.monotonic(), time.time()
@@ -778,9 +780,12 @@ def one_run(mode, run, args, nginx, work):
         reload = reload_during_outage(gtmd, poller, t_kill, log, args)
         hold_outage(poller, servers[0], t_kill, args)
         left = {s.label: distribution(*s.times(False, t_kill)) for s in servers}
+        for s in servers:
+            left[s.label]["returns"] = s.returns
         counts_outage = {s.label: dict(s.counts) for s in servers}
-        reload["violations"] = servers[0].violations
-        servers[0].watch = None
+        reload["violations"] = servers[0].returns - reload["returns_before"]
+        for s in servers:
+            s.count_returns = False
 
         for s in servers:
             s.start_phase()
@@ -877,6 +882,8 @@ def print_run(r, args, label):
         for stat in ("first", "median", "p99", "last"):
             print(f"  {stat:<34}" + "".join(f"{f2(r[key][l][stat]):>12}" for l in labels))
         print(f"  {'names never ' + ('left' if b == 0 else 'back'):<34}" + "".join(f"{r[key][l]['never']:>12}" for l in labels))
+        if b == 0:
+            print(f"  {'answers with it again (flips)':<34}" + "".join(f"{r[key][l]['returns']:>12}" for l in labels))
         print(f"  {'bound':<34}" + "".join(f"{bounds[l][b]:>12.1f}" for l in labels))
         logged = r["logged"]["down" if b == 0 else "up"]
         if logged:
@@ -914,8 +921,8 @@ def print_run(r, args, label):
     took = f"{rl['took_ms']} ms" if rl["took_ms"] is not None else "n/a"
     print(f"reload (SIGHUP, same file) {args.reload_at:g} s into the outage, {rl['left_before']} names had left: "
           f"applied after {f2(rl['applied_s'])} s (signal -> 'config reloaded' line; gtmd's took_ms {took}; "
-          f"reloads_total success +{rl['metric']}); answers with the dead cluster afterwards among those names: "
-          f"{rl['violations']}; DNS timeouts from the signal to 2 s after: {rl['timeouts']}; "
+          f"reloads_total success +{rl['metric']}); answers with the dead cluster again after one without it "
+          f"(health not carried over): {rl['violations']} after the signal ({rl['returns_before']} before); DNS timeouts from the signal to 2 s after: {rl['timeouts']}; "
           f"slowest round meanwhile {f2(rl['round_max'])} s")
     if "gdnsd" in labels:
         print("note: gdnsd monitors per address (5 http_status monitors), gtmd probes every app x cluster "
