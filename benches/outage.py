@@ -583,6 +583,12 @@ def final_metrics():
     return (int(m.group(1)) if m else 0), flapping
 
 
+def tail(path, lines=5):
+    """The last lines of a log, for an error message (the temp dir goes away)."""
+    with open(path, errors="replace") as f:
+        return "".join(f.readlines()[-lines:])
+
+
 def start_gtmd(gtmd, config, log_path):
     log = open(log_path, "w")
     proc = spawn([gtmd, "serve", "--config", config], stderr=log, stdout=log,
@@ -590,7 +596,7 @@ def start_gtmd(gtmd, config, log_path):
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"gtmd exited at start; see {log_path}")
+            raise SystemExit(f"gtmd exited at start:\n{tail(log_path)}")
         try:
             if admin_get("/readyz", timeout=1)[0] == 200:
                 return proc
@@ -598,7 +604,7 @@ def start_gtmd(gtmd, config, log_path):
             pass
         time.sleep(0.2)
     stop(proc)
-    raise SystemExit(f"gtmd not ready after 180 s; see {log_path}")
+    raise SystemExit(f"gtmd not ready after 180 s:\n{tail(log_path)}")
 
 
 def start_gdnsd(gdir, log_path):
@@ -608,7 +614,7 @@ def start_gdnsd(gdir, log_path):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"gdnsd exited at start; see {log_path}")
+            raise SystemExit(f"gdnsd exited at start:\n{tail(log_path)}")
         probe.begin_round(0)
         probe.send(0, 1, 0)
         time.sleep(0.1)
@@ -617,7 +623,7 @@ def start_gdnsd(gdir, log_path):
             probe.sock.close()
             return proc
     stop(proc)
-    raise SystemExit(f"gdnsd did not answer within 60 s; see {log_path}")
+    raise SystemExit(f"gdnsd did not answer within 60 s:\n{tail(log_path)}")
 
 
 # --------------------------------------------------------------------------------- run
