@@ -18,7 +18,7 @@ use super::{BODY_LIMIT, HEADER_LIMIT};
 /// At most this many header lines per response head (hyper's default, kept).
 pub const MAX_HEADERS: usize = 100;
 /// The first read's size: a health answer's head is a few hundred bytes.
-const FIRST_READ: usize = 1024;
+pub const FIRST_READ: usize = 1024;
 /// The longest chunk-size line accepted (size, extensions): no server sends kilobytes.
 const MAX_CHUNK_LINE: usize = 1024;
 
@@ -220,11 +220,13 @@ pub struct Response<'a, R> {
 
 impl<'a, R: AsyncRead + Unpin> Response<'a, R> {
     pub fn new(io: &'a mut R) -> Self {
-        Self {
-            io,
-            buf: Vec::new(),
-            pos: 0,
-        }
+        Self::with_buffer(io, Vec::new())
+    }
+
+    /// Reads into `buf` (emptied first): the request's buffer, reused.
+    pub fn with_buffer(io: &'a mut R, mut buf: Vec<u8>) -> Self {
+        buf.clear();
+        Self { io, buf, pos: 0 }
     }
 
     /// Reads more bytes after the unused ones, keeping at most `limit` in the buffer;
