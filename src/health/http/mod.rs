@@ -322,6 +322,40 @@ targets = [{{ cluster = "a" }}]
         model.apps[0].targets[0].probe.clone().unwrap()
     }
 
+    /// The server's side of a probe's connection once the probe is done: a reset (no
+    /// TIME_WAIT left behind by the probe) rather than an orderly close.
+    #[tokio::test]
+    async fn a_probe_closes_its_connection_with_a_reset_once_answered() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut spec = spec("");
+        spec.addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0; 4096];
+            let mut got = Vec::new();
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = conn.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                got.extend_from_slice(&buf[..n]);
+            }
+            // No body: nothing is left unread, which would make any close a reset.
+            conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            conn.read(&mut buf).await
+        });
+        let probe = HttpProbe::new(&spec, None).unwrap();
+        let outcome = probe.run(&spec).await;
+        assert_eq!(outcome.reason, Reason::Status(204));
+        let after = server.await.unwrap();
+        assert_eq!(
+            after.as_ref().map_err(|e| e.kind()),
+            Err(io::ErrorKind::ConnectionReset),
+            "{after:?}"
+        );
+    }
+
     #[test]
     fn the_request_is_rendered_once_with_host_and_configured_headers() {
         let request = |extra: &str| {
