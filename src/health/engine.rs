@@ -27,7 +27,6 @@ use std::{
 use arc_swap::ArcSwap;
 use prometheus::{Histogram, IntGauge};
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::{
@@ -42,21 +41,22 @@ use super::{
     tls::TlsConfigs,
 };
 use crate::{
-    metrics::Metrics,
+    metrics::{Metrics, ProbeSlot},
     model::{Model, ProbeKind, ProbeSpec},
     snapshot::{AppAnswers, Snapshot},
 };
 
 /// A prepared probe of either kind.
 enum Prober {
-    Http(Box<HttpProbe>),
+    Http(HttpProbe),
     Tcp(std::net::SocketAddr, Duration),
 }
 
 impl Prober {
-    async fn run(&self) -> Outcome {
+    /// Runs the probe prepared from `spec`.
+    async fn run(&self, spec: &ProbeSpec) -> Outcome {
         match self {
-            Prober::Http(p) => p.run().await,
+            Prober::Http(p) => p.run(spec).await,
             Prober::Tcp(addr, timeout) => tcp::probe(*addr, *timeout).await,
         }
     }
@@ -101,8 +101,13 @@ impl HealthShared {
 
 /// A running probe task.
 struct Running {
-    spec: ProbeSpec,
-    cancel: CancellationToken,
+    /// Shared with the task: one copy of the settings per probe, not two.
+    spec: Arc<ProbeSpec>,
+    /// Stops the task at its next await (a sleep, the semaphore, the probe in flight): a
+    /// handle into the task itself, where a cancellation token cost an allocation and a
+    /// waiting future per probe. A result the task records meanwhile is refused by the
+    /// table entry's owner check.
+    task: tokio::task::AbortHandle,
 }
 
 /// The running probe engine.
@@ -123,23 +128,24 @@ impl Drop for HealthEngine {
     }
 }
 
-/// Metric handles of one probe, resolved once when it starts.
+/// Metric handles of one probe, resolved once when it starts. The label strings are not
+/// kept: they are only needed again for a failure or a transition, and 50,000 probes would
+/// hold ~5 MB of them.
 struct ProbeMetrics {
-    up: IntGauge,
-    flapping: IntGauge,
+    /// `gtmd_probe_up` and `gtmd_probe_flapping`.
+    gauges: Arc<ProbeSlot>,
+    /// The cluster's duration histogram, shared by every probe there.
     duration: Histogram,
-    labels: (String, String),
 }
 
 impl ProbeMetrics {
     fn new(metrics: &Metrics, id: &ProbeId) -> Self {
-        let labels = id.labels();
-        let l = [labels.0.as_str(), labels.1.as_str()];
+        let (app, cluster) = id.labels();
         Self {
-            up: metrics.probe_up.with_label_values(&l),
-            flapping: metrics.probe_flapping.with_label_values(&l),
-            duration: metrics.probe_duration.with_label_values(&l),
-            labels,
+            gauges: metrics.probe_gauges.slot(&app, &cluster),
+            duration: metrics
+                .probe_duration
+                .with_label_values(&[cluster.as_str()]),
         }
     }
 }
@@ -218,10 +224,10 @@ impl HealthEngine {
             .map(|(id, spec)| {
                 Ok(match spec.kind {
                     ProbeKind::Tcp => Prober::Tcp(spec.addr, spec.timeout),
-                    ProbeKind::Http => Prober::Http(Box::new(HttpProbe::new(spec, None)?)),
+                    ProbeKind::Http => Prober::Http(HttpProbe::new(spec, None)?),
                     ProbeKind::Https => {
                         let config = self.tls.get(spec.tls_verify, spec.ca_file.as_deref())?;
-                        Prober::Http(Box::new(HttpProbe::new(spec, Some(config))?))
+                        Prober::Http(HttpProbe::new(spec, Some(config))?)
                     }
                 })
                 .map_err(|e: String| format!("{id}: {e}"))
@@ -230,19 +236,18 @@ impl HealthEngine {
     }
 
     fn spawn(&mut self, id: ProbeId, spec: ProbeSpec, prober: Prober, epoch: u64) {
-        let cancel = CancellationToken::new();
         let metrics = ProbeMetrics::new(&self.shared.metrics, &id);
-        self.tasks.spawn(probe_loop(
+        let spec = Arc::new(spec);
+        let task = self.tasks.spawn(probe_loop(
             id.clone(),
             spec.clone(),
             prober,
             self.shared.clone(),
             self.semaphore.clone(),
-            cancel.clone(),
             metrics,
             epoch,
         ));
-        self.running.insert(id, Running { spec, cancel });
+        self.running.insert(id, Running { spec, task });
     }
 
     /// Becomes true once every probe of the first configuration has a settled verdict.
@@ -261,7 +266,7 @@ impl HealthEngine {
         let list = probes(&new);
         let to_start: Vec<(ProbeId, ProbeSpec)> = list
             .iter()
-            .filter(|(id, spec)| self.running.get(id).is_none_or(|r| r.spec != *spec))
+            .filter(|(id, spec)| self.running.get(id).is_none_or(|r| *r.spec != *spec))
             .cloned()
             .collect();
         let changed_settings = to_start
@@ -290,7 +295,7 @@ impl HealthEngine {
         let (mut carried, changed) = table.take_for(&list, &view);
         // Only now do the restarted probes' entries change hands: what their old tasks
         // recorded until this moment was carried, what they record from here on (until
-        // cancelled below) no longer lands.
+        // aborted below) no longer lands.
         for ((id, _), epoch) in to_start.iter().zip(&epochs) {
             if let Some(entry) = carried.get_mut(id) {
                 entry.owner = *epoch;
@@ -344,7 +349,7 @@ impl HealthEngine {
         let mut stopped = 0;
         for id in removed.iter().chain(starting.iter()) {
             if let Some(r) = self.running.remove(id) {
-                r.cancel.cancel();
+                r.task.abort();
                 stopped += 1;
             }
         }
@@ -388,9 +393,7 @@ impl HealthEngine {
 
     /// Stops every probe and the publisher and waits for them to end.
     pub async fn stop(&mut self) {
-        for r in self.running.values() {
-            r.cancel.cancel();
-        }
+        self.tasks.abort_all();
         self.running.clear();
         while self.tasks.join_next().await.is_some() {}
         self.shared.dirty.stop();
@@ -489,11 +492,10 @@ impl Drop for Held<'_> {
 #[allow(clippy::too_many_arguments)]
 async fn probe_loop(
     id: ProbeId,
-    spec: ProbeSpec,
+    spec: Arc<ProbeSpec>,
     prober: Prober,
     shared: Arc<HealthShared>,
     semaphore: Arc<Semaphore>,
-    cancel: CancellationToken,
     metrics: ProbeMetrics,
     epoch: u64,
 ) {
@@ -506,22 +508,13 @@ async fn probe_loop(
     // keeps needing `rise` successes.
     if let Some(entry) = lock(&shared.table).get(&id) {
         hysteresis = Hysteresis::new(entry.state.up, spec.rise, spec.fall);
-        metrics.flapping.set(i64::from(entry.flap.is_flapping()));
+        metrics.gauges.set_flapping(entry.flap.is_flapping());
     }
-    metrics.up.set(i64::from(hysteresis.is_up()));
+    metrics.gauges.set_up(hysteresis.is_up());
     let mut first_pending = true;
-    let failures = |reason: &str| {
-        shared.metrics.probe_failures.with_label_values(&[
-            &metrics.labels.0,
-            &metrics.labels.1,
-            reason,
-        ])
-    };
     loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
+        // A reload or stop aborts the task at one of these awaits (see `Running::task`).
+        tokio::time::sleep_until(next).await;
         let started = Instant::now();
         let outcome = {
             let waiting = Held::new(&shared.metrics.engine.waiting);
@@ -530,43 +523,50 @@ async fn probe_loop(
             };
             drop(waiting);
             let _in_flight = Held::new(&shared.metrics.engine.in_flight);
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                // Boxed: an idle task then holds a pointer, not the whole in-flight
-                // request state (KiBs each at 20,000+ probes).
-                o = Box::pin(prober.run()) => o,
-            }
+            // Boxed: an idle task then holds a pointer, not the whole in-flight request
+            // state (KiBs each at 20,000+ probes).
+            Box::pin(prober.run(&spec)).await
         };
         metrics.duration.observe(outcome.duration.as_secs_f64());
         if !outcome.up {
-            failures(outcome.reason.label()).inc();
+            let (app, cluster) = id.labels();
+            shared
+                .metrics
+                .probe_failures
+                .with_label_values(&[app.as_str(), cluster.as_str(), outcome.reason.label()])
+                .inc();
         }
         debug!(probe = %id, ok = outcome.up, reason = %outcome.reason, took = ?outcome.duration, "probe");
-        if cancel.is_cancelled() {
-            return; // replaced or removed by a reload while probing
-        }
         let changed = hysteresis.observe(outcome.up).is_some();
         let published = shared.record(&id, epoch, &outcome, hysteresis.is_up(), changed, &spec);
         if let Some(flapping) = published.flapping {
-            metrics.flapping.set(i64::from(flapping));
+            metrics.gauges.set_flapping(flapping);
         }
         if let Some(up) = published.transition {
-            metrics.up.set(i64::from(up));
+            metrics.gauges.set_up(up);
             // Resolved only when it happens: transitions are rare, and a pre-resolved pair
             // per probe costs memory at 20,000+ probes.
+            let (app, cluster) = id.labels();
             shared
                 .metrics
                 .health_transitions
                 .with_label_values(&[
-                    metrics.labels.0.as_str(),
-                    metrics.labels.1.as_str(),
+                    app.as_str(),
+                    cluster.as_str(),
                     if up { "up" } else { "down" },
                 ])
                 .inc();
         }
         if first_pending && hysteresis.settled() {
             first_pending = false;
-            shared.first_verdict(&id);
+            // Not for a task a reload replaced or removed while it probed (aborted, but
+            // not before its next await): its successor's verdict is the one awaited.
+            let owner = lock(&shared.table)
+                .get(&id)
+                .is_some_and(|e| e.owner == epoch);
+            if owner {
+                shared.first_verdict(&id);
+            }
         }
         let delay = if hysteresis.settled() {
             spec.interval
@@ -627,6 +627,8 @@ impl HealthShared {
         if !self.ready_announced.swap(true, Ordering::AcqRel) {
             info!("first probe round complete: every target has a verdict");
             self.first_round.send_replace(true);
+            // The set held every probe's id (~5 MB at 50,000 probes): give it back.
+            lock_pending(&self.pending).shrink_to_fit();
         }
     }
 

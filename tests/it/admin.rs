@@ -555,7 +555,7 @@ targets = [{{ cluster = "one" }}, {{ cluster = "two" }}]
             .iter()
             .map(|c| {
                 m.get(&format!(
-                    r#"gtmd_probe_duration_seconds_count{{app="shop.o.test.",cluster="{c}"}}"#
+                    r#"gtmd_probe_duration_seconds_count{{cluster="{c}"}}"#
                 ))
                 .copied()
                 .unwrap_or(0.0)
