@@ -559,6 +559,27 @@ fn write_app(
     w: &mut Out<'_>,
 ) -> Result<(), Fast> {
     let app = snapshot.app(index);
+    let v6 = qtype == RecordType::AAAA;
+    let rendered = &(if v6 { &app.v6 } else { &app.v4 }).rendered;
+    if rendered.period > 0 {
+        // Policy `all`, pre-rendered: one random draw, as the policy makes (the full path
+        // makes the same choice from the same draw), and one copy. The answer does not
+        // depend on the client: ECS scope 0, if the app uses ECS at all.
+        let section = rendered.rotation(crate::policy::rng::next_u64());
+        header(w, p, true, 0, [rendered.count, 0, 0], p.edns.is_some())?;
+        w.put(section)?;
+        if p.edns.is_some() {
+            opt(
+                w,
+                p,
+                snapshot,
+                client,
+                (!app.policy.ignore_ecs).then_some(0),
+            )?;
+        }
+        tally.answer_every_up(snapshot, qtype, index, v6);
+        return Ok(());
+    }
     let choice = choose_for(snapshot, app, qtype, client);
     let (chosen, scope) = (&choice.answer, choice.scope);
     if chosen.records.is_empty() {
