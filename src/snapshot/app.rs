@@ -354,24 +354,24 @@ impl AppAnswers {
             sticky_scope: 0,
             locate: &nowhere,
         };
-        let mut up: Vec<usize> = plan.up.iter().map(|c| c.target).collect();
-        up.sort_unstable();
         let mut bytes = Vec::new();
         let mut count = None;
         for k in 0..period {
             let answer = self.answer(rtype, &client, &mut || k as u64);
-            let mut answered = answer.answered.to_vec();
-            answered.sort_unstable();
             let n = answer.records.len();
-            if answer.fallback || answered != up || count.is_some_and(|c| c != n) {
+            // The policy picks distinct up targets: all of them iff as many as are up.
+            if answer.fallback || answer.answered.len() != period || count.is_some_and(|c| c != n) {
                 return Rendered::default();
             }
             count = Some(n);
             for r in &answer.records {
                 address_record(r.ip, self.ttl, &mut bytes);
             }
-            if bytes.len() > RENDERED_MAX {
-                return Rendered::default();
+            if bytes.len() * period > RENDERED_MAX {
+                return Rendered::default(); // every rotation is as long as the first
+            }
+            if k == 0 {
+                bytes.reserve_exact(bytes.len() * (period - 1));
             }
         }
         let count = count.unwrap_or(0);
