@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
 """gtmd against Knot and gdnsd on this machine, side by side, one table.
 
-Each server serves the same small zone (bench.test) on loopback: a static name, and a
+Each server serves the same small zone (bench.test) on loopback: a static name, a
 health-checked weighted GSLB name (gdnsd: DYNA weighted with http_status; gtmd: weighted
-policy with HTTP probes); gtmd also serves a geo name queried with EDNS Client Subnet.
+policy with HTTP probes; one address per answer) and a health-checked name answering three
+addresses (gdnsd: DYNA multifo over 127.0.0.11-13 with http_status; gtmd: policy `all` over
+three clusters at those addresses with HTTP probes; a local HTTP backend listens on each, as
+gdnsd probes the answered address itself); gtmd also serves a geo name queried with EDNS
+Client Subnet.
 The server is pinned to CPU 0 (every thread, after start: Knot re-pins its workers), dnsperf
 to CPU 1. Throughput runs are `dnsperf -c 4 -q 100 -l SECONDS`; the table reports qps, the
 server's CPU use (user+sys from /proc over the run), qps per server CPU (the fair figure:
 one dnsperf thread saturates near 350k qps here) and ratios; a fixed 10k qps run gives
-p50/p99 latency. Medians of --runs runs. It installs nothing: it checks for knotd, gdnsd
+p50/p99 latency (Knot on the static name, gtmd and gdnsd on the
+three-address name, gtmd also on the weighted one). Medians of --runs runs. It installs nothing: it checks for knotd, gdnsd
 and dnsperf (Debian packages knot, gdnsd, dnsperf) and stops everything it started.
 
 TCP is measured twice: dnsperf over kept, pipelined connections, and one query per
@@ -47,6 +52,9 @@ static IN A 192.0.2.1
 """
 
 PORTS = {"gtmd": 5601, "knot": 5602, "gdnsd": 5603}
+# The probed names' addresses: gdnsd probes the answered addresses themselves, so a
+# backend listens on each.
+BACKEND_IPS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 BACKEND = r"""
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
@@ -88,6 +96,14 @@ ingress = ["127.0.0.11"]
 [[clusters]]
 name = "b"
 ingress = ["127.0.0.12"]
+[[clusters]]
+name = "c"
+ingress = ["127.0.0.13"]
+[[apps]]
+hostname = "all.bench.test"
+policy = "all"
+probe = {{ kind = "http", port = 18090, interval = "5s" }}
+targets = [{{ cluster = "a" }}, {{ cluster = "b" }}, {{ cluster = "c" }}]
 [[apps]]
 hostname = "w.bench.test"
 policy = "weighted"
@@ -137,6 +153,10 @@ plugins => {{
   weighted => {{
     service_types => web
     w => {{ a => [ 127.0.0.11, 80 ], b => [ 127.0.0.12, 20 ] }}
+  }}
+  multifo => {{
+    service_types => web
+    all3 => {{ a => 127.0.0.11, b => 127.0.0.12, c => 127.0.0.13 }}
   }}
 }}
 """
@@ -257,6 +277,7 @@ def measure(server, qfile, runs, seconds, extra=(), pin="0", load=None):
 
 
 ONESHOT = None
+ALL3 = "3 addresses (all / multifo) UDP"
 
 
 def build_oneshot():
@@ -315,13 +336,14 @@ def main():
         "static": ["static.bench.test A"],
         "gslb": ["w.bench.test A"],
         "geo": ["geo.bench.test A"],
+        "all3": ["all.bench.test A"],
     }.items():
         path = os.path.join(work, f"{name}.txt")
         with open(path, "w") as f:
             f.write("\n".join(lines * 100) + "\n")
         qfiles[name] = path
     ecs = ["-E", "8:00011800c00002"]  # ECS 192.0.2.0/24
-    backends = [subprocess.Popen([sys.executable, "-c", BACKEND, ip]) for ip in ("127.0.0.11", "127.0.0.12")]
+    backends = [subprocess.Popen([sys.executable, "-c", BACKEND, ip]) for ip in BACKEND_IPS]
     for d in ("knot/db", "gdnsd/zones", "gdnsd/run", "gdnsd/state"):
         os.makedirs(os.path.join(work, d), exist_ok=True)
     with open(os.path.join(work, "knot/bench.test.zone"), "w") as f:
@@ -331,7 +353,7 @@ def main():
     with open(os.path.join(work, "knot/knot2.conf"), "w") as f:
         f.write(knot_config(os.path.join(work, "knot"), PORTS["knot"] + 10, workers=2))
     with open(os.path.join(work, "gdnsd/zones/bench.test"), "w") as f:
-        f.write(ZONE + "w 30 DYNA weighted!w\n")
+        f.write(ZONE + "w 30 DYNA weighted!w\nall 30 DYNA multifo!all3\n")
     with open(os.path.join(work, "gdnsd/config"), "w") as f:
         f.write(gdnsd_config(os.path.join(work, "gdnsd"), PORTS["gdnsd"]))
     with open(os.path.join(work, "gtmd.toml"), "w") as f:
@@ -354,6 +376,10 @@ def main():
             if key in ("gdnsd", "gtmd"):
                 time.sleep(6)  # probes report the backends up
                 rows[(key, "GSLB weighted UDP")] = measure(s, qfiles["gslb"], a.runs, a.seconds)
+                if len(answers(s.port, "all.bench.test")) != 3:
+                    raise SystemExit(f"{key}: all.bench.test does not answer 3 addresses")
+                rows[(key, ALL3)] = measure(s, qfiles["all3"], a.runs, a.seconds)
+                rows[(key, ALL3)]["p50"], rows[(key, ALL3)]["p99"] = latency(s.port, qfiles["all3"], 5)
             if key == "gtmd":
                 rows[(key, "geo + ECS UDP")] = measure(s, qfiles["geo"], a.runs, a.seconds, ecs)
                 p50, p99 = latency(s.port, qfiles["gslb"], 5)
@@ -431,9 +457,12 @@ def main():
     print("\nratios of qps per server CPU:")
     print(f"  gtmd static / knot static          {ratio(('gtmd', 'static UDP'), ('knot', 'static UDP')):.2f}")
     print(f"  gtmd GSLB / gdnsd GSLB             {ratio(('gtmd', 'GSLB weighted UDP'), ('gdnsd', 'GSLB weighted UDP')):.2f}")
+    print(f"  gtmd all(3) / gdnsd multifo        {ratio(('gtmd', ALL3), ('gdnsd', ALL3)):.2f}")
     print(f"  gtmd geo+ECS / gdnsd GSLB          {ratio(('gtmd', 'geo + ECS UDP'), ('gdnsd', 'GSLB weighted UDP')):.2f}")
     print(f"  gtmd TCP / knot TCP (pipelined)    {ratio(('gtmd', 'static TCP'), ('knot', 'static TCP')):.2f}")
     print(f"  gtmd TCP / knot TCP (1 q per conn) {ratio(('gtmd', 'static TCP, 1 query per connection'), ('knot', 'static TCP, 1 query per connection')):.2f}")
+    print(f"  p99 at 10k qps: gtmd all(3) {rows[('gtmd', ALL3)]['p99']:.3f} ms, gdnsd multifo "
+          f"{rows[('gdnsd', ALL3)]['p99']:.3f} ms, knot static {rows[('knot', 'static UDP')]['p99']:.3f} ms")
     two = "static UDP, 2 server CPUs shared with dnsperf"
     print(f"  gtmd 2 workers / 1 worker          {ratio(('gtmd 2 workers', two), ('gtmd', 'static UDP')):.2f}   (1.00 = linear)")
     print(f"  knot 2 workers / 1 worker          {ratio(('knot 2 workers', two), ('knot', 'static UDP')):.2f}")

@@ -1,5 +1,6 @@
 //! The DNS handler, wire bytes in → wire bytes out: the UDP fast path against the full
-//! hickory path, for a static name, a weighted GSLB name and a geo name with ECS.
+//! hickory path, for a static name, a weighted GSLB name, a geo name with ECS and a name
+//! answering three addresses (policy `all` over three clusters).
 //!
 //! `cargo bench --bench handler`
 
@@ -43,6 +44,13 @@ ingress = ["127.0.0.11"]
 [[clusters]]
 name = "b"
 ingress = ["127.0.0.12"]
+[[clusters]]
+name = "c"
+ingress = ["127.0.0.13"]
+[[apps]]
+hostname = "all.bench.test"
+policy = "all"
+targets = [{ cluster = "a" }, { cluster = "b" }, { cluster = "c" }]
 [[apps]]
 hostname = "w.bench.test"
 policy = "weighted"
@@ -90,6 +98,7 @@ fn bench(c: &mut Criterion) {
         ("static", "static.bench.test.", false),
         ("weighted", "w.bench.test.", false),
         ("geo+ecs", "geo.bench.test.", true),
+        ("all3", "all.bench.test.", false),
     ] {
         let q = query(name, ecs);
         c.bench_function(&format!("handler/fast/{label}"), |b| {

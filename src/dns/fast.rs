@@ -390,7 +390,18 @@ fn answer_over(
     let written = match slot {
         Slot::App(i) if snapshot.app(i as usize).wire_name[..] != *key => Err(Fast::Slow),
         Slot::App(i) if matches!(qtype, RecordType::A | RecordType::AAAA) => {
-            write_app(snapshot, tally, i as usize, qtype, &p, &client, &mut w)
+            let i = i as usize;
+            let app = snapshot.app(i);
+            let plan = if qtype == RecordType::AAAA {
+                &app.v6
+            } else {
+                &app.v4
+            };
+            if plan.rendered.period > 0 {
+                write_rendered(snapshot, tally, i, qtype, &p, &client, &mut w)
+            } else {
+                write_app(snapshot, tally, i, qtype, &p, &client, &mut w)
+            }
         }
         Slot::App(_) => Err(Fast::Slow),
         Slot::Static(i) => {
@@ -549,6 +560,7 @@ fn write_static(
 ///
 /// The choice is used where it was made, not returned: it is a few hundred bytes, and every
 /// move of it was a copy on the query path.
+#[inline(always)]
 fn write_app(
     snapshot: &Snapshot,
     tally: &mut Tally,
@@ -580,6 +592,38 @@ fn write_app(
     }
     let noerror = hickory_proto::op::ResponseCode::NoError;
     tally.answer(snapshot, qtype, noerror, Some((index, chosen)));
+    Ok(())
+}
+
+/// Writes app `index`'s pre-rendered `all` answer for `qtype` (its plan has one) and
+/// counts it in `tally` (if the reply is sent).
+///
+/// One random draw, as the policy makes (the full path makes the same choice from the
+/// same draw), and one copy. The answer does not depend on the client: ECS scope 0, if
+/// the app uses ECS at all. Out of line, and [`write_app`] inlined: inlined together they
+/// grew enough for the compiler to stop inlining `choose_for`, and the other policies'
+/// path took ~5 % more instructions per query.
+#[inline(never)]
+fn write_rendered(
+    snapshot: &Snapshot,
+    tally: &mut Tally,
+    index: usize,
+    qtype: RecordType,
+    p: &Parsed<'_>,
+    client: &Client,
+    w: &mut Out<'_>,
+) -> Result<(), Fast> {
+    let app = snapshot.app(index);
+    let v6 = qtype == RecordType::AAAA;
+    let rendered = &(if v6 { &app.v6 } else { &app.v4 }).rendered;
+    let section = rendered.rotation(crate::policy::rng::next_u64());
+    header(w, p, true, 0, [rendered.count, 0, 0], p.edns.is_some())?;
+    w.put(section)?;
+    if p.edns.is_some() {
+        let scope = (!app.policy.ignore_ecs).then_some(0);
+        opt(w, p, snapshot, client, scope)?;
+    }
+    tally.answer_every_up(snapshot, qtype, index, v6);
     Ok(())
 }
 

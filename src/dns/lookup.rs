@@ -208,6 +208,8 @@ pub struct Chosen<'a> {
 
 /// Runs `app`'s policy for `client` — the one place both the full and the fast path do
 /// it. Counts nothing: each path counts the answer once it knows the reply went out.
+/// Inlined: out of line, its answer (a few hundred bytes) is one more copy per query.
+#[inline(always)]
 pub fn choose_for<'a>(
     snapshot: &'a Snapshot,
     app: &'a AppAnswers,

@@ -41,8 +41,16 @@ pub enum Sent {
 struct Pending {
     qtype: usize,
     rcode: usize,
+    app: Option<AppPending>,
+}
+
+/// Which of an app's targets an answer counts under `gtmd_answers_total`.
+enum AppPending {
     /// App index, the targets that answered, whether the fallback did.
-    app: Option<(u32, Picks, bool)>,
+    Targets(u32, Picks, bool),
+    /// App index and family (AAAA: true): every up target of that family's plan (a
+    /// pre-rendered `all` answer, which answers all of them).
+    EveryUp(u32, bool),
 }
 
 pub struct Tally {
@@ -54,6 +62,9 @@ pub struct Tally {
     answered: Vec<(u32, u32, u64)>,
     /// (app index, fallback answers).
     fallbacks: Vec<(u32, u64)>,
+    /// (app index, AAAA, answers) of answers by every up target of the family: one entry
+    /// per answer set, spread over its targets' counters at flush.
+    every_up: Vec<(u32, bool, u64)>,
     pending: Option<Pending>,
     rrl_slipped: u64,
     /// Requests that got no response, by [`Dropped`] reason.
@@ -75,6 +86,7 @@ impl Tally {
             duration: metrics.request_duration.local(),
             answered: Vec::with_capacity(ANSWERED),
             fallbacks: Vec::with_capacity(ANSWERED),
+            every_up: Vec::with_capacity(ANSWERED),
             pending: None,
             rrl_slipped: 0,
             dropped: [0; 4],
@@ -95,7 +107,24 @@ impl Tally {
         self.pending = Some(Pending {
             qtype: qtype_index(qtype),
             rcode: rcode_index(rcode),
-            app: app.map(|(i, a)| (i as u32, a.answered.clone(), a.fallback)),
+            app: app.map(|(i, a)| AppPending::Targets(i as u32, a.answered.clone(), a.fallback)),
+        });
+    }
+
+    /// Like [`Tally::answer`] (NOERROR), for an answer of app `app` by every up target of
+    /// its A (`v6` false) or AAAA plan: no target list to copy or walk per query.
+    pub fn answer_every_up(
+        &mut self,
+        snapshot: &Snapshot,
+        qtype: RecordType,
+        app: usize,
+        v6: bool,
+    ) {
+        self.commit(snapshot, Sent::Full);
+        self.pending = Some(Pending {
+            qtype: qtype_index(qtype),
+            rcode: rcode_index(ResponseCode::NoError),
+            app: Some(AppPending::EveryUp(app as u32, v6)),
         });
     }
 
@@ -115,11 +144,13 @@ impl Tally {
         match sent {
             Sent::Truncated => self.rrl_slipped += 1,
             Sent::Nothing => self.dropped[Dropped::Rrl as usize] += 1,
-            Sent::Full => {
-                if let Some((app, answered, fallback)) = p.app {
+            Sent::Full => match p.app {
+                Some(AppPending::Targets(app, answered, fallback)) => {
                     self.app_answer(snapshot, app, &answered, fallback);
                 }
-            }
+                Some(AppPending::EveryUp(app, v6)) => self.every_up_answer(snapshot, app, v6),
+                None => {}
+            },
         }
     }
 
@@ -174,6 +205,21 @@ impl Tally {
         }
     }
 
+    /// One answer by every up target of app `app`'s family: merged with a recent entry of
+    /// the same answer set, or straight onto the shared counters when the tally has no
+    /// room (it never grows).
+    fn every_up_answer(&mut self, snapshot: &Snapshot, app: u32, v6: bool) {
+        let len = self.every_up.len();
+        match self.every_up[len.saturating_sub(RECENT)..]
+            .iter_mut()
+            .find(|(a, x, _)| *a == app && *x == v6)
+        {
+            Some(entry) => entry.2 += 1,
+            None if len < ANSWERED => self.every_up.push((app, v6, 1)),
+            None => count_every_up(snapshot, app, v6, 1),
+        }
+    }
+
     /// Adds everything to the shared metrics and starts again from zero. `snapshot` must
     /// be the one the app answers were counted in.
     pub fn flush(&mut self, metrics: &Metrics, snapshot: &Snapshot) {
@@ -199,6 +245,9 @@ impl Tally {
                 counter.inc_by(n);
             }
         }
+        for (app, v6, n) in self.every_up.drain(..) {
+            count_every_up(snapshot, app, v6, n);
+        }
         for (app, n) in self.fallbacks.drain(..) {
             if let Some(a) = snapshot.apps().get(app as usize) {
                 a.fallback_answers.inc_by(n);
@@ -212,6 +261,18 @@ impl Tally {
         for (i, n) in self.dropped.iter_mut().enumerate() {
             if *n > 0 {
                 metrics.dropped[i].inc_by(std::mem::take(n));
+            }
+        }
+    }
+}
+
+/// Adds `n` answers to the counter of every up target of app `app`'s family.
+fn count_every_up(snapshot: &Snapshot, app: u32, v6: bool, n: u64) {
+    if let Some(a) = snapshot.apps().get(app as usize) {
+        let plan = if v6 { &a.v6 } else { &a.v4 };
+        for c in &plan.up {
+            if let Some(counter) = a.answered.get(c.target) {
+                counter.inc_by(n);
             }
         }
     }
@@ -282,6 +343,47 @@ mod tests {
         assert_eq!(value(&text, answered), 5.0);
         assert_eq!(value(&text, r#"gtmd_dns_dropped_total{reason="rrl"}"#), 1.0);
         assert_eq!(value(&text, "gtmd_rrl_slipped_total"), 1.0);
+    }
+
+    /// A pre-rendered `all` answer is counted per answer set (one tally entry however many
+    /// targets), and the metric keeps its meaning: each up target's counter once per
+    /// answer; the ones not up, never.
+    #[test]
+    fn every_up_answers_count_each_up_target_once_per_answer() {
+        let toml = CONFIG
+            .replace(
+                "[[apps]]",
+                "[[clusters]]\nname = \"b\"\ningress = [\"192.0.2.11\"]\n\
+                 [[clusters]]\nname = \"c\"\ningress = [\"192.0.2.12\"]\n\
+                 [[clusters]]\nname = \"off\"\ningress = [\"192.0.2.13\"]\nforce = \"down\"\n\
+                 [[apps]]",
+            )
+            .replace(
+                "targets = [{ cluster = \"a\" }]",
+                "targets = [{ cluster = \"a\" }, { cluster = \"b\" }, { cluster = \"off\" }, { cluster = \"c\" }]",
+            );
+        let (snapshot, metrics) = snapshot(&toml);
+        assert_eq!(snapshot.app(0).v4.rendered.period, 3, "pre-rendered");
+        let mut tally = Tally::new(&metrics);
+        let src: IpAddr = "198.51.100.1".parse().unwrap();
+        let mut out = [0u8; 512];
+        let app = query(APP, 1);
+        for _ in 0..7 {
+            let r = fast::answer(&snapshot, &mut tally, &app, src, &mut out);
+            assert!(matches!(r, fast::Fast::Answered(_)), "{r:?}");
+        }
+        assert!(tally.every_up.len() <= 1, "one entry per answer set");
+        // Rate limiting dropped this one: not counted as answered.
+        fast::answer(&snapshot, &mut tally, &app, src, &mut out);
+        tally.commit(&snapshot, Sent::Nothing);
+        tally.flush(&metrics, &snapshot);
+        let text = metrics.render();
+        for cluster in ["a", "b", "c"] {
+            let series = format!(r#"gtmd_answers_total{{app="app.t.test.",cluster="{cluster}"}}"#);
+            assert_eq!(value(&text, &series), 7.0, "{cluster}");
+        }
+        let off = r#"gtmd_answers_total{app="app.t.test.",cluster="off"}"#;
+        assert_eq!(value(&text, off), 0.0);
     }
 
     #[test]

@@ -20,8 +20,8 @@ use crate::{
     metrics::Metrics,
     model::{Fallback, Model},
     policy::{
-        Candidate, Picks,
-        choose::{AppPolicy, Choice, ClientView, FamilyView, Picked, choose},
+        Candidate, Picks, PoolPolicy,
+        choose::{AppPolicy, Choice, ClientView, FamilyView, Picked, PolicyKind, choose},
         stable_hash,
     },
 };
@@ -46,11 +46,73 @@ pub struct TargetAnswers {
 /// [`AppAnswers`] itself.
 const INLINE: usize = 6;
 
+/// The largest pre-rendered answer set of one family of one app, in bytes (every
+/// rotation's answer section together): 8 targets of one IPv4 address each (8 rotations ×
+/// 8 records × 16 bytes), or 6 of one IPv6 address. Bigger plans are answered record by
+/// record, so the snapshot's memory stays bounded by the config, not its square.
+pub const RENDERED_MAX: usize = 1024;
+
+/// Policy `all`'s answers written out at build time, one answer section per rotation.
+///
+/// `all` answers every up target, rotated per query: the answer depends on nothing but the
+/// plan and which of its `period` rotations the query draws, so each rotation's records
+/// (owner a compression pointer to the question at offset 12, class IN, the app's TTL, the
+/// address) are rendered here once, and a query copies one slice. Only where every rotation
+/// answers the same targets (all of `up`) with the same number of records, so that one
+/// stride and one answered set hold for all (`gtmd_answers_total` counts `up`).
+#[derive(Debug, Clone, Default)]
+#[repr(C)]
+pub struct Rendered {
+    /// Rotations rendered; 0: none (not policy `all`, fallback, or over [`RENDERED_MAX`]).
+    /// A query answers rotation `random % period`, as [`crate::policy::all::pick`] does.
+    pub period: u32,
+    /// Bytes of one answer section.
+    pub stride: u32,
+    /// Records in one answer section (the reply's ANCOUNT).
+    pub count: u16,
+    /// `period` answer sections of `stride` bytes, rotation 0 first.
+    pub bytes: Box<[u8]>,
+}
+
+impl Rendered {
+    /// The answer section of rotation `random % period` (`period` > 0).
+    pub fn rotation(&self, random: u64) -> &[u8] {
+        let k = (random as usize) % self.period as usize;
+        let stride = self.stride as usize;
+        &self.bytes[k * stride..(k + 1) * stride]
+    }
+}
+
+/// An A or AAAA record whose owner is the question name (a pointer to offset 12): the
+/// wire form the fast path writes for an answered address.
+pub fn address_record(ip: IpAddr, ttl: u32, out: &mut Vec<u8>) {
+    out.extend_from_slice(&[0xc0, 0x0c]);
+    let (v4, v6);
+    let (rtype, rdata): (u16, &[u8]) = match ip {
+        IpAddr::V4(a) => {
+            v4 = a.octets();
+            (1, &v4)
+        }
+        IpAddr::V6(a) => {
+            v6 = a.octets();
+            (28, &v6)
+        }
+    };
+    out.extend_from_slice(&rtype.to_be_bytes());
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&ttl.to_be_bytes());
+    out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+    out.extend_from_slice(rdata);
+}
+
 /// What one address family offers right now. `repr(C)`: fields in the order a query
 /// reads them, so they share cache lines.
 #[derive(Debug, Clone, Default)]
 #[repr(C)]
 pub struct FamilyPlan {
+    /// Policy `all`'s answers, pre-rendered (read first: when present, a query needs
+    /// nothing else of the plan).
+    pub rendered: Rendered,
     /// Weight of every target of this family that is not drained.
     pub total_weight: u64,
     pub up: smallvec::SmallVec<[Candidate; INLINE]>,
@@ -317,6 +379,7 @@ impl AppAnswers {
                 })
                 .collect();
             FamilyPlan {
+                rendered: Rendered::default(),
                 up,
                 addrs,
                 total_weight,
@@ -325,7 +388,7 @@ impl AppAnswers {
             }
         };
         let (v4, v6) = (family(false), family(true));
-        Self {
+        let mut answers = Self {
             hostname: m.hostname.clone(),
             wire_name: fixed.wire_name,
             ttl: m.ttl,
@@ -337,6 +400,59 @@ impl AppAnswers {
             v6,
             answered: fixed.answered,
             fallback_answers: fixed.fallback_answers,
+        };
+        answers.v4.rendered = answers.render(RecordType::A);
+        answers.v6.rendered = answers.render(RecordType::AAAA);
+        answers
+    }
+
+    /// Pre-renders policy `all`'s answers of `rtype` from [`AppAnswers::answer`] itself,
+    /// one per rotation, so they are the general path's answers by construction; none
+    /// where [`Rendered`]'s conditions do not hold.
+    fn render(&self, rtype: RecordType) -> Rendered {
+        let Some((plan, _)) = self.plan(rtype) else {
+            return Rendered::default();
+        };
+        let period = plan.up.len();
+        let applies = self.policy.kind == PolicyKind::All
+            && self.policy.pool_policy == PoolPolicy::All
+            && !self.fallback_active
+            && period > 0;
+        if !applies {
+            return Rendered::default();
+        }
+        let nowhere = crate::geo::Location::default;
+        let client = ClientView {
+            sticky_key: 0,
+            sticky_scope: 0,
+            locate: &nowhere,
+        };
+        let mut bytes = Vec::new();
+        let mut count = None;
+        for k in 0..period {
+            let answer = self.answer(rtype, &client, &mut || k as u64);
+            let n = answer.records.len();
+            // The policy picks distinct up targets: all of them iff as many as are up.
+            if answer.fallback || answer.answered.len() != period || count.is_some_and(|c| c != n) {
+                return Rendered::default();
+            }
+            count = Some(n);
+            for r in &answer.records {
+                address_record(r.ip, self.ttl, &mut bytes);
+            }
+            if bytes.len() * period > RENDERED_MAX {
+                return Rendered::default(); // every rotation is as long as the first
+            }
+            if k == 0 {
+                bytes.reserve_exact(bytes.len() * (period - 1));
+            }
+        }
+        let count = count.unwrap_or(0);
+        Rendered {
+            period: period as u32,
+            stride: (bytes.len() / period) as u32,
+            count: count as u16,
+            bytes: bytes.into_boxed_slice(),
         }
     }
 
