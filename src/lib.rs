@@ -11,6 +11,7 @@ pub mod dns;
 pub mod fdbudget;
 pub mod geo;
 pub mod health;
+pub mod heap;
 pub mod logging;
 pub mod metrics;
 pub mod model;

@@ -287,22 +287,6 @@ fn client_budget(model: &crate::model::Model, listeners: &Listeners) -> ClientBu
 }
 
 /// Starts serving `loaded` on `listeners` and probing its targets (inside a tokio runtime).
-/// Returns the heap freed since the process started to the system (glibc only).
-///
-/// Loading 10,000 apps allocates and frees tens of MB (the parsed file, intermediate
-/// config values, the probe list) in pieces glibc keeps for reuse rather than unmapping:
-/// ~47 MB of RSS that nothing would ever use again at 10,000 apps × 5 clusters. Twice: once
-/// the first snapshot and the probe tasks exist, and after the first probe round; each
-/// costs a few milliseconds.
-fn release_freed_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only releases free memory of the allocator; it has no
-    // preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 pub async fn start(
     loaded: Loaded,
     listeners: Listeners,
@@ -331,7 +315,7 @@ pub async fn start(
     let engine = HealthEngine::start(model.clone(), snapshot.clone(), metrics.clone(), restored)
         .map_err(StartError::Health)?;
     let first_round = engine.first_round();
-    release_freed_heap();
+    crate::heap::release_freed();
     let health = engine.shared();
     let engine = Arc::new(tokio::sync::Mutex::new(engine));
     let handler = DnsHandler::new(snapshot.clone(), metrics.clone());
@@ -434,7 +418,7 @@ pub async fn start(
                     }
                     // What the first round allocated and freed (the set of probes
                     // still pending, first verdicts) goes back too.
-                    release_freed_heap();
+                    crate::heap::release_freed();
                 }
             }
         });

@@ -35,7 +35,7 @@ use super::{
     hysteresis::Hysteresis,
     outcome::Outcome,
     persist::{Kept, Restored, StateWriter},
-    publish::{Batch, Dirty, IndexCache, WINDOW},
+    publish::{Batch, Dirty, IndexCache, Next, TRIM_AFTER_APPS, TRIM_WHEN_QUIET, WINDOW},
     state::{HealthTable, LastResult, ProbeId, ProbeState, VerdictView, app_probe_ids, probes},
     tcp,
     tls::TlsConfigs,
@@ -190,8 +190,17 @@ impl HealthEngine {
             std::thread::Builder::new()
                 .name("gtmd-publish".into())
                 .spawn(move || {
-                    while let Some(batch) = shared.dirty.next_batch(WINDOW) {
-                        shared.publish(batch);
+                    let mut rebuilt = 0;
+                    loop {
+                        let idle = (rebuilt >= TRIM_AFTER_APPS).then_some(TRIM_WHEN_QUIET);
+                        match shared.dirty.next(WINDOW, idle) {
+                            Next::Batch(batch) => rebuilt += shared.publish(batch),
+                            Next::Idle => {
+                                crate::heap::release_freed();
+                                rebuilt = 0;
+                            }
+                            Next::Stop => break,
+                        }
                     }
                 })
                 .map_err(|e| format!("starting the health publisher thread: {e}"))?
@@ -345,7 +354,10 @@ impl HealthEngine {
         log_fallback_changes(&previous, &snapshot, &new);
         let _ = std::thread::Builder::new()
             .name("gtmd-free".into())
-            .spawn(move || drop((replaced, previous)));
+            .spawn(move || {
+                drop((replaced, previous));
+                crate::heap::release_freed();
+            });
         let mut stopped = 0;
         for id in removed.iter().chain(starting.iter()) {
             if let Some(r) = self.running.remove(id) {
@@ -622,7 +634,7 @@ impl HealthShared {
     /// (so the first ready answer holds every verdict), then says so, once.
     fn announce_ready(&self) {
         if let Some(batch) = self.dirty.take() {
-            self.publish(batch);
+            let _ = self.publish(batch);
         }
         if !self.ready_announced.swap(true, Ordering::AcqRel) {
             info!("first probe round complete: every target has a verdict");
@@ -713,13 +725,13 @@ impl HealthShared {
 
     /// Publishes one snapshot with the apps that read a verdict in `batch` rebuilt. The
     /// table's lock is held only to copy those verdicts, never while answers are built.
-    fn publish(&self, batch: Batch) {
+    fn publish(&self, batch: Batch) -> u64 {
         let mut index = lock_publishing(&self.publishing);
         let current = self.snapshot.load_full();
         let model = current.model.clone();
         let apps = index.get(&model).apps(&batch.ids);
         if apps.is_empty() {
-            return;
+            return 0;
         }
         let view = {
             let ids: Vec<ProbeId> = apps
@@ -760,6 +772,7 @@ impl HealthShared {
             probes = batch.ids.len(),
             "health publication"
         );
+        rebuilt
     }
 }
 

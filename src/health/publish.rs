@@ -32,6 +32,11 @@ use crate::model::Model;
 /// burst of transitions becomes a few snapshots instead of thousands.
 pub const WINDOW: Duration = Duration::from_millis(10);
 
+/// After publications that rebuilt at least [`TRIM_AFTER_APPS`] plans, once nothing was
+/// published for this long, freed heap is returned to the system ([`crate::heap`]).
+pub const TRIM_WHEN_QUIET: Duration = Duration::from_secs(1);
+pub const TRIM_AFTER_APPS: u64 = 1000;
+
 /// Probes whose published verdict changed since the last publication.
 #[derive(Default)]
 pub struct Dirty {
@@ -45,6 +50,15 @@ struct Pending {
     /// When the oldest unpublished change was marked.
     first: Option<Instant>,
     stop: bool,
+}
+
+/// What the publisher does next.
+#[derive(Debug)]
+pub enum Next {
+    Batch(Batch),
+    /// Nothing was marked for the idle time asked for.
+    Idle,
+    Stop,
 }
 
 /// Changes to publish together.
@@ -78,18 +92,44 @@ impl Dirty {
     /// Blocks until something is marked, lets `window` pass from the first mark so that a
     /// burst joins one batch, and takes it. None once [`Dirty::stop`] was called.
     pub fn next_batch(&self, window: Duration) -> Option<Batch> {
+        loop {
+            match self.next(window, None) {
+                Next::Batch(b) => return Some(b),
+                Next::Idle => {}
+                Next::Stop => return None,
+            }
+        }
+    }
+
+    /// Like [`Dirty::next_batch`], but also returns [`Next::Idle`] when nothing was marked
+    /// for `idle` (when given).
+    pub fn next(&self, window: Duration, idle: Option<Duration>) -> Next {
         let mut p = self.lock();
+        let quiet_until = idle.map(|d| Instant::now() + d);
         loop {
             if p.stop {
-                return None;
+                return Next::Stop;
             }
             match p.first {
-                None => p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
+                None => match quiet_until {
+                    None => p = self.wake.wait(p).unwrap_or_else(|e| e.into_inner()),
+                    Some(until) => {
+                        let now = Instant::now();
+                        if now >= until {
+                            return Next::Idle;
+                        }
+                        p = self
+                            .wake
+                            .wait_timeout(p, until - now)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                    }
+                },
                 Some(first) => {
                     let due = first + window;
                     let now = Instant::now();
                     if now >= due {
-                        return take(&mut p);
+                        return take(&mut p).map_or(Next::Idle, Next::Batch);
                     }
                     p = self
                         .wake
