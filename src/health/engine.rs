@@ -299,7 +299,10 @@ impl HealthEngine {
         let view = lock(&self.shared.table).reload_view(&list);
         let snapshot = Arc::new(Snapshot::build(&new, &view, &self.shared.metrics));
         // Table and snapshot change together, with no batch of the old model in flight.
-        let publishing = lock_publishing(&self.shared.publishing);
+        let mut publishing = lock_publishing(&self.shared.publishing);
+        // The index of the old model goes (and with it the last hold on that model); the
+        // next publication builds the new one.
+        *publishing = IndexCache::default();
         let mut table = lock(&self.shared.table);
         let (mut carried, changed) = table.take_for(&list, &view);
         // Only now do the restarted probes' entries change hands: what their old tasks

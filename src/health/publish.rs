@@ -90,19 +90,8 @@ impl Dirty {
     }
 
     /// Blocks until something is marked, lets `window` pass from the first mark so that a
-    /// burst joins one batch, and takes it. None once [`Dirty::stop`] was called.
-    pub fn next_batch(&self, window: Duration) -> Option<Batch> {
-        loop {
-            match self.next(window, None) {
-                Next::Batch(b) => return Some(b),
-                Next::Idle => {}
-                Next::Stop => return None,
-            }
-        }
-    }
-
-    /// Like [`Dirty::next_batch`], but also returns [`Next::Idle`] when nothing was marked
-    /// for `idle` (when given).
+    /// burst joins one batch, and takes it; [`Next::Idle`] when nothing was marked for
+    /// `idle` (when given); [`Next::Stop`] once [`Dirty::stop`] was called.
     pub fn next(&self, window: Duration, idle: Option<Duration>) -> Next {
         let mut p = self.lock();
         let quiet_until = idle.map(|d| Instant::now() + d);
@@ -141,7 +130,7 @@ impl Dirty {
         }
     }
 
-    /// Ends [`Dirty::next_batch`] for good.
+    /// Ends [`Dirty::next`] for good.
     pub fn stop(&self) {
         self.lock().stop = true;
         self.wake.notify_all();
@@ -299,7 +288,9 @@ targets = [{ cluster = "a" }]
         });
         t.join().unwrap();
         let started = Instant::now();
-        let batch = dirty.next_batch(Duration::from_millis(50)).unwrap();
+        let Next::Batch(batch) = dirty.next(Duration::from_millis(50), None) else {
+            panic!("a batch was marked");
+        };
         assert_eq!(batch.ids.len(), 1000);
         // Taken no earlier than the window after the first mark.
         assert!(Instant::now() >= batch.first + Duration::from_millis(50));
@@ -309,6 +300,12 @@ targets = [{ cluster = "a" }]
         dirty.mark([ProbeId::Cluster(Arc::from("again"))]);
         assert_eq!(dirty.take().unwrap().ids.len(), 1);
         dirty.stop();
-        assert!(dirty.next_batch(Duration::ZERO).is_none());
+        assert!(matches!(dirty.next(Duration::ZERO, None), Next::Stop));
+        // Nothing marked for the idle time asked for.
+        let quiet = Dirty::default();
+        assert!(matches!(
+            quiet.next(WINDOW, Some(Duration::from_millis(20))),
+            Next::Idle
+        ));
     }
 }

@@ -137,35 +137,6 @@ impl HealthTable {
         }
     }
 
-    /// The table for `new` after a reload: every probe that exists in both keeps its state
-    /// (verdict, reason, since, last result), whether or not its settings changed; only a
-    /// probe new to the table starts in its initial state.
-    ///
-    /// Health belongs to the target (app × cluster, or the cluster for a cluster probe),
-    /// not to how it is probed: an edited interval, path or timeout must not put a dead
-    /// cluster back into the answers until the probe re-learns that it is dead.
-    pub fn carried(&self, new: &Model) -> Self {
-        self.carried_from(&probes(new))
-    }
-
-    /// [`HealthTable::carried`] from the probe list of the new model, listed beforehand so
-    /// that only lookups happen while the table's lock is held.
-    pub fn carried_from(&self, new: &[(ProbeId, ProbeSpec)]) -> Self {
-        Self {
-            entries: new
-                .iter()
-                .map(|(id, spec)| {
-                    let entry = self
-                        .entries
-                        .get(id)
-                        .cloned()
-                        .unwrap_or_else(|| initial(spec));
-                    (id.clone(), entry)
-                })
-                .collect(),
-        }
-    }
-
     /// The verdicts a reload builds its snapshot from: every probe of the new model's list
     /// with its state here, or its initial state when it is new. Copied (an `Arc` count
     /// each) so the build runs without the table's lock.
@@ -183,6 +154,10 @@ impl HealthTable {
         )
     }
 
+    /// Health belongs to the target (app × cluster, or the cluster for a cluster probe),
+    /// not to how it is probed: an edited interval, path or timeout must not put a dead
+    /// cluster back into the answers until the probe re-learns that it is dead.
+    ///
     /// The table for a reload's probe list `new`: each probe still configured takes its
     /// entry out of this table as it is now (verdict, last result, flap history, owner:
     /// whatever its task recorded up to this moment), a new probe starts initial; this table
@@ -445,6 +420,14 @@ targets = [{{ cluster = "a" }}]
         }
     }
 
+    /// What a reload leaves in the table for `new` (the path `HealthEngine::reload` takes).
+    fn carried(table: &HealthTable, new: &Model) -> HealthTable {
+        table
+            .clone()
+            .take_for(&probes(new), &VerdictView::default())
+            .0
+    }
+
     #[test]
     fn a_settings_change_keeps_the_targets_verdict_and_only_new_targets_start_initial() {
         let old = model(&config("5s", "/", false));
@@ -480,7 +463,7 @@ targets = [{{ cluster = "a" }}]
             let (_, old_spec) = probes(&old).into_iter().next().unwrap();
             let (_, new_spec) = probes(&new).into_iter().next().unwrap();
             assert_ne!(old_spec, new_spec, "the edit changes the probe's settings");
-            let carried = table.carried(&new);
+            let carried = carried(&table, &new);
             assert_eq!(carried.get(&app("x.t.test.")), Some(&before_app));
             assert_eq!(
                 carried.get(&ProbeId::Cluster(Arc::from("a"))),
@@ -488,11 +471,11 @@ targets = [{{ cluster = "a" }}]
             );
         }
         let new = model(&config("4s", "/ready", true));
-        let carried = table.carried(&new);
+        let carried = carried(&table, &new);
         let y = carried.get(&app("y.t.test.")).unwrap();
         assert!(y.state.up && &*y.state.reason == "initial state" && y.last.is_none());
         // A target taken out of the configuration leaves the table.
-        let carried_back = carried.carried(&old);
+        let carried_back = self::carried(&carried, &old);
         assert!(carried_back.get(&app("y.t.test.")).is_none());
         assert_eq!(carried_back.len(), 2);
     }
