@@ -822,6 +822,13 @@ def one_run(mode, run, args, nginx, work):
                                       "before_reload": d.rss_peak(t_kill, reload["t_hup"]),
                                       "outage_peak": d.rss_peak(t_kill, t_restore),
                                       "after": d.samples[-1][2]}
+        if args.samples:
+            with open(f"{args.samples}.{mode}.{run}", "w") as f:
+                f.write("# daemon seconds_from_kill cpu_seconds rss_mib; restore at "
+                        f"{t_restore - t_kill:.2f}, reload at {reload['t_hup'] - t_kill:.2f}\n")
+                for d in daemons:
+                    for t, c, r in d.samples:
+                        f.write(f"{d.label} {t - t_kill:.2f} {c:.2f} {r:.1f}\n")
         for s in servers:
             phases = [counts_steady[s.label], counts_outage[s.label], counts_end[s.label]]
             result["dns"][s.label] = {
@@ -984,6 +991,7 @@ def parse_args():
     ap.add_argument("--max-concurrent-probes", type=int, default=0, help="0: gtmd's default")
     ap.add_argument("--gtmd", default="target/release/gtmd")
     ap.add_argument("--skip-gdnsd", action="store_true")
+    ap.add_argument("--samples", help="write every CPU/RSS sample (seconds from the kill) to this file")
     args = ap.parse_args()
     if args.reload_at >= args.outage_seconds:
         ap.error("--reload-at must fall inside the outage")

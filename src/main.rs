@@ -112,6 +112,8 @@ enum LogFormat {
 }
 
 fn serve(path: &std::path::Path, log_format: LogFormat, watch: bool) -> ExitCode {
+    // Before any thread exists (see `heap::one_arena`).
+    gtmd::heap::one_arena();
     // First, so the descriptor budget at start sees the raised limit; logged once logging
     // is up.
     let raised = gtmd::fdbudget::raise_soft_limit();

@@ -132,7 +132,8 @@ impl Drop for HealthEngine {
 /// kept: they are only needed again for a failure or a transition, and 50,000 probes would
 /// hold ~5 MB of them.
 struct ProbeMetrics {
-    /// `gtmd_probe_up` and `gtmd_probe_flapping`.
+    /// `gtmd_probe_up`, `gtmd_probe_flapping`, `gtmd_probe_failures_total` and
+    /// `gtmd_health_transitions_total` of this probe.
     gauges: Arc<ProbeSlot>,
     /// The cluster's duration histogram, shared by every probe there.
     duration: Histogram,
@@ -182,7 +183,7 @@ impl HealthEngine {
             next_epoch: AtomicU64::new(1),
             persist,
             dirty: Dirty::default(),
-            publishing: Mutex::new(IndexCache::default()),
+            publishing: Mutex::new(IndexCache::for_model(&model)),
             ready_announced: Default::default(),
         });
         let publisher = {
@@ -298,11 +299,11 @@ impl HealthEngine {
         // included: its new task starts from the kept verdict (see `probe_loop`).
         let view = lock(&self.shared.table).reload_view(&list);
         let snapshot = Arc::new(Snapshot::build(&new, &view, &self.shared.metrics));
+        let index = IndexCache::for_model(&new);
         // Table and snapshot change together, with no batch of the old model in flight.
         let mut publishing = lock_publishing(&self.shared.publishing);
-        // The index of the old model goes (and with it the last hold on that model); the
-        // next publication builds the new one.
-        *publishing = IndexCache::default();
+        // The index of the old model goes (and with it the last hold on that model).
+        *publishing = index;
         let mut table = lock(&self.shared.table);
         let (mut carried, changed) = table.take_for(&list, &view);
         // Only now do the restarted probes' entries change hands: what their old tasks
@@ -544,12 +545,7 @@ async fn probe_loop(
         };
         metrics.duration.observe(outcome.duration.as_secs_f64());
         if !outcome.up {
-            let (app, cluster) = id.labels();
-            shared
-                .metrics
-                .probe_failures
-                .with_label_values(&[app.as_str(), cluster.as_str(), outcome.reason.label()])
-                .inc();
+            metrics.gauges.count_failure(outcome.reason.label());
         }
         debug!(probe = %id, ok = outcome.up, reason = %outcome.reason, took = ?outcome.duration, "probe");
         let changed = hysteresis.observe(outcome.up).is_some();
@@ -559,18 +555,7 @@ async fn probe_loop(
         }
         if let Some(up) = published.transition {
             metrics.gauges.set_up(up);
-            // Resolved only when it happens: transitions are rare, and a pre-resolved pair
-            // per probe costs memory at 20,000+ probes.
-            let (app, cluster) = id.labels();
-            shared
-                .metrics
-                .health_transitions
-                .with_label_values(&[
-                    app.as_str(),
-                    cluster.as_str(),
-                    if up { "up" } else { "down" },
-                ])
-                .inc();
+            metrics.gauges.count_transition(up);
         }
         if first_pending && hysteresis.settled() {
             first_pending = false;

@@ -150,8 +150,9 @@ fn take(p: &mut Pending) -> Option<Batch> {
 pub struct ProbeIndex {
     /// Apps with a target in the cluster, ascending.
     by_cluster: HashMap<Arc<str>, Vec<u32>>,
-    /// (app hostname, cluster) of every target, to its app.
-    by_target: HashMap<(Name, Arc<str>), u32>,
+    /// Every app by hostname: an app probe, whatever its cluster, touches only its app.
+    /// (Keyed by app, not by target: 10,000 entries instead of 50,000, ~1 MB less.)
+    by_app: HashMap<Name, u32>,
 }
 
 impl ProbeIndex {
@@ -161,18 +162,21 @@ impl ProbeIndex {
             .iter()
             .map(|c| Arc::from(c.name.as_str()))
             .collect();
-        let mut index = Self::default();
+        let mut index = Self {
+            by_cluster: HashMap::with_capacity(names.len()),
+            by_app: HashMap::with_capacity(model.apps.len()),
+        };
         for (a, app) in model.apps.iter().enumerate() {
             for t in &app.targets {
-                let cluster = &names[t.cluster];
-                let apps = index.by_cluster.entry(cluster.clone()).or_default();
+                let apps = index
+                    .by_cluster
+                    .entry(names[t.cluster].clone())
+                    .or_default();
                 if apps.last() != Some(&(a as u32)) {
                     apps.push(a as u32);
                 }
-                index
-                    .by_target
-                    .insert((app.hostname.clone(), cluster.clone()), a as u32);
             }
+            index.by_app.insert(app.hostname.clone(), a as u32);
         }
         index
     }
@@ -187,8 +191,8 @@ impl ProbeIndex {
                         out.extend(apps.iter().map(|&a| a as usize));
                     }
                 }
-                ProbeId::App { app, cluster } => {
-                    if let Some(&a) = self.by_target.get(&(app.clone(), cluster.clone())) {
+                ProbeId::App { app, .. } => {
+                    if let Some(&a) = self.by_app.get(app) {
                         out.push(a as usize);
                     }
                 }
@@ -205,6 +209,12 @@ impl ProbeIndex {
 pub struct IndexCache(Option<(Arc<Model>, Arc<ProbeIndex>)>);
 
 impl IndexCache {
+    /// The index of `model`, built now: at start and by a reload, so that its memory is
+    /// part of what a model costs from the start, not growth during the first outage.
+    pub fn for_model(model: &Arc<Model>) -> Self {
+        Self(Some((model.clone(), Arc::new(ProbeIndex::build(model)))))
+    }
+
     pub fn get(&mut self, model: &Arc<Model>) -> Arc<ProbeIndex> {
         match &self.0 {
             Some((m, index)) if Arc::ptr_eq(m, model) => index.clone(),
@@ -262,8 +272,10 @@ targets = [{ cluster = "a" }]
         assert_eq!(index.apps([&cluster("a")]), [0, 2]);
         assert_eq!(index.apps([&cluster("b")]), [0, 1]);
         assert_eq!(index.apps([&app("y.t.test.", "b")]), [1]);
-        // An app probe of a cluster the app has no target in, or of an unknown app.
-        assert!(index.apps([&app("y.t.test.", "a")]).is_empty());
+        // An app probe touches its app whatever the cluster (a stale id of a target a
+        // reload removed costs one rebuild of its app, which reads the current verdicts);
+        // one of an unknown app touches nothing.
+        assert_eq!(index.apps([&app("y.t.test.", "a")]), [1]);
         assert!(index.apps([&app("w.t.test.", "a")]).is_empty());
         assert!(index.apps([&cluster("c")]).is_empty());
         // Each app once, however many of its probes changed.

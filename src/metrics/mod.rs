@@ -108,8 +108,6 @@ pub struct Metrics {
     /// answers for flapping, health::flap), per probe.
     pub probe_gauges: std::sync::Arc<ProbeGauges>,
     pub probe_duration: HistogramVec,
-    pub probe_failures: IntCounterVec,
-    pub health_transitions: IntCounterVec,
     pub reloads: IntCounterVec,
     pub last_reload_success: Gauge,
     pub config_info: IntGaugeVec,
@@ -218,19 +216,6 @@ impl Metrics {
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ]),
             &["cluster"],
-        )
-        .unwrap();
-        let probe_failures = IntCounterVec::new(
-            opts("gtmd_probe_failures_total", "Failed probes, by reason."),
-            &["app", "cluster", "reason"],
-        )
-        .unwrap();
-        let health_transitions = IntCounterVec::new(
-            opts(
-                "gtmd_health_transitions_total",
-                "Health state changes, by new state.",
-            ),
-            &["app", "cluster", "to"],
         )
         .unwrap();
         let reloads = IntCounterVec::new(
@@ -387,8 +372,6 @@ impl Metrics {
             Box::new(fallback_answers.clone()),
             Box::new(SharedCollector(probe_gauges.clone())),
             Box::new(probe_duration.clone()),
-            Box::new(probe_failures.clone()),
-            Box::new(health_transitions.clone()),
             Box::new(reloads.clone()),
             Box::new(last_reload_success.clone()),
             Box::new(config_info.clone()),
@@ -447,8 +430,6 @@ impl Metrics {
             fallback_answers,
             probe_gauges,
             probe_duration,
-            probe_failures,
-            health_transitions,
             reloads,
             last_reload_success,
             config_info,
@@ -502,16 +483,6 @@ impl Metrics {
     /// so no alert keeps firing on a probe taken out of the configuration.
     pub fn forget_probe_series(&self, app: &str, cluster: &str) {
         self.probe_gauges.remove(app, cluster);
-        for to in ["up", "down"] {
-            let _ = self
-                .health_transitions
-                .remove_label_values(&[app, cluster, to]);
-        }
-        for reason in crate::health::outcome::REASON_LABELS {
-            let _ = self
-                .probe_failures
-                .remove_label_values(&[app, cluster, reason]);
-        }
     }
 
     /// Records a configuration load that was applied.
@@ -598,5 +569,48 @@ mod tests {
         m.forget_probe_series("shop.t.", "one");
         m.forget_probe_series("", "one");
         assert!(!m.render().contains("gtmd_probe_up"));
+    }
+
+    #[test]
+    fn probe_counters_appear_at_their_first_count_and_go_with_the_probe() {
+        let m = Metrics::new();
+        let shop = m.probe_gauges.slot("shop.t.", "one");
+        let quiet = m.probe_gauges.slot("quiet.t.", "one");
+        assert!(!m.render().contains("gtmd_probe_failures_total"));
+        shop.count_failure("refused");
+        shop.count_failure("refused");
+        shop.count_failure("timeout");
+        shop.count_failure("ok"); // not a failure's reason: not counted
+        shop.count_transition(false);
+        quiet.set_up(true);
+        let text = m.render();
+        for line in [
+            r#"gtmd_probe_failures_total{app="shop.t.",cluster="one",reason="refused"} 2"#,
+            r#"gtmd_probe_failures_total{app="shop.t.",cluster="one",reason="timeout"} 1"#,
+            r#"gtmd_health_transitions_total{app="shop.t.",cluster="one",to="down"} 1"#,
+            "# TYPE gtmd_probe_failures_total counter",
+            "# TYPE gtmd_health_transitions_total counter",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        // Only what counted something is a series.
+        for absent in [
+            r#"reason="ok""#,
+            r#"reason="status""#,
+            r#"to="up""#,
+            "quiet.t.",
+        ] {
+            let counters = text
+                .lines()
+                .filter(|l| l.starts_with("gtmd_probe_failures") || l.starts_with("gtmd_health_t"));
+            assert!(
+                counters.clone().all(|l| !l.contains(absent)),
+                "{absent} in {text}"
+            );
+        }
+        m.forget_probe_series("shop.t.", "one");
+        let text = m.render();
+        assert!(!text.contains("gtmd_probe_failures_total{"), "{text}");
+        assert!(!text.contains("gtmd_health_transitions_total{"), "{text}");
     }
 }

@@ -1,29 +1,48 @@
-//! `gtmd_probe_up{app,cluster}` and `gtmd_probe_flapping{app,cluster}`: two gauges per
-//! probe, kept as two flags and rendered at scrape time.
+//! The per-probe series, kept compactly and rendered at scrape time:
+//! `gtmd_probe_up{app,cluster}` and `gtmd_probe_flapping{app,cluster}` (two flags), and
+//! `gtmd_probe_failures_total{app,cluster,reason}` and
+//! `gtmd_health_transitions_total{app,cluster,to}` (counters, allocated at a probe's first
+//! failure or transition).
 //!
-//! A gauge child of the prometheus crate carries its own copy of the metric's description
-//! (name, help text) and of its label pairs: ~500 bytes each, two per probe, 50 MB at
-//! 50,000 probes for two bits of information each. Here a probe costs its app name, an
-//! interned cluster name and one small shared slot (~150 bytes).
+//! A child of the prometheus crate's vectors carries its own copy of the metric's
+//! description (name, help text) and of its label pairs: ~500 bytes each, two gauges per
+//! probe were 50 MB at 50,000 probes for two bits of information each, and the counters
+//! a cluster outage created (a failure and a transition series per target of the cluster)
+//! grew memory by ~12 MB at 10,000 apps, during the outage. Here a probe costs its app
+//! name, an interned cluster name and one small shared slot (~150 bytes), plus ~100 bytes
+//! of counters once it has failed.
 
 use std::{
     collections::HashMap,
     sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
 use prometheus::{
     core::{Collector, Desc},
-    proto::{Gauge, LabelPair, Metric, MetricFamily, MetricType},
+    proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType},
 };
 
-/// The two gauges of one probe.
+use crate::health::outcome::REASON_LABELS;
+
+/// The series of one probe.
 #[derive(Debug, Default)]
 pub struct ProbeSlot {
     up: AtomicBool,
     flapping: AtomicBool,
+    /// Allocated at the first failure or transition: most probes of a healthy fleet have
+    /// neither, and a series is shown only once it counted something (as the crate's
+    /// vectors create a series at its first use).
+    counters: OnceLock<Box<Counters>>,
+}
+
+/// A probe's counters: failures by reason ([`REASON_LABELS`]), transitions to up and down.
+#[derive(Debug, Default)]
+struct Counters {
+    failures: [AtomicU64; REASON_LABELS.len()],
+    transitions: [AtomicU64; 2],
 }
 
 impl ProbeSlot {
@@ -34,7 +53,27 @@ impl ProbeSlot {
     pub fn set_flapping(&self, flapping: bool) {
         self.flapping.store(flapping, Ordering::Relaxed);
     }
+
+    /// Counts a failed probe; `reason` is one of [`REASON_LABELS`] (anything else is not
+    /// a failure's reason and is not counted).
+    pub fn count_failure(&self, reason: &str) {
+        if let Some(i) = REASON_LABELS.iter().position(|r| *r == reason) {
+            self.counters().failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a health transition to `up` (true) or down.
+    pub fn count_transition(&self, up: bool) {
+        self.counters().transitions[usize::from(!up)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counters(&self) -> &Counters {
+        self.counters.get_or_init(Box::default)
+    }
 }
+
+/// The `to` label of [`Counters::transitions`], by index.
+const TRANSITION_LABELS: [&str; 2] = ["up", "down"];
 
 /// Every probe's slot, by cluster then app; the app is empty for a cluster probe.
 pub struct ProbeGauges {
@@ -42,6 +81,8 @@ pub struct ProbeGauges {
     series: Mutex<Series>,
     up: Desc,
     flapping: Desc,
+    failures: Desc,
+    transitions: Desc,
 }
 
 /// Per cluster, the slots of its probes by app.
@@ -54,19 +95,26 @@ const FLAPPING_HELP: &str = "1 while the target is held out of the answers for f
 
 impl ProbeGauges {
     pub fn new() -> Self {
-        let desc = |name: &str, help: &str| {
-            Desc::new(
-                name.into(),
-                help.into(),
-                vec!["app".into(), "cluster".into()],
-                HashMap::new(),
-            )
-            .expect("valid metric description")
+        let desc = |name: &str, help: &str, third: Option<&str>| {
+            let mut labels = vec!["app".into(), "cluster".into()];
+            labels.extend(third.map(String::from));
+            Desc::new(name.into(), help.into(), labels, HashMap::new())
+                .expect("valid metric description")
         };
         Self {
             series: Mutex::default(),
-            up: desc("gtmd_probe_up", UP_HELP),
-            flapping: desc("gtmd_probe_flapping", FLAPPING_HELP),
+            up: desc("gtmd_probe_up", UP_HELP, None),
+            flapping: desc("gtmd_probe_flapping", FLAPPING_HELP, None),
+            failures: desc(
+                "gtmd_probe_failures_total",
+                "Failed probes, by reason.",
+                Some("reason"),
+            ),
+            transitions: desc(
+                "gtmd_health_transitions_total",
+                "Health state changes, by new state.",
+                Some("to"),
+            ),
         }
     }
 
@@ -128,6 +176,52 @@ impl ProbeGauges {
     }
 }
 
+impl ProbeGauges {
+    /// The counter family of `desc`: per probe, one series per `names[i]` whose count
+    /// (`count(counters)[i]`) is not zero.
+    fn counter_family<const N: usize>(
+        &self,
+        desc: &Desc,
+        third: &str,
+        names: [&str; N],
+        count: impl Fn(&Counters) -> &[AtomicU64; N],
+    ) -> MetricFamily {
+        let mut metrics = Vec::new();
+        {
+            let series = lock(&self.series);
+            for (cluster, apps) in series.iter() {
+                for (app, slot) in apps {
+                    let Some(counters) = slot.counters.get() else {
+                        continue;
+                    };
+                    for (name, n) in names.iter().zip(count(counters)) {
+                        let n = n.load(Ordering::Relaxed);
+                        if n == 0 {
+                            continue;
+                        }
+                        let mut m = Metric::default();
+                        m.set_label(vec![
+                            label("app", app),
+                            label("cluster", cluster),
+                            label(third, name),
+                        ]);
+                        let mut c = Counter::default();
+                        c.set_value(n as f64);
+                        m.set_counter(c);
+                        metrics.push(m);
+                    }
+                }
+            }
+        }
+        let mut family = MetricFamily::default();
+        family.set_name(desc.fq_name.clone());
+        family.set_help(desc.help.clone());
+        family.set_field_type(MetricType::COUNTER);
+        family.set_metric(metrics);
+        family
+    }
+}
+
 impl Default for ProbeGauges {
     fn default() -> Self {
         Self::new()
@@ -147,14 +241,19 @@ fn lock(m: &Mutex<Series>) -> std::sync::MutexGuard<'_, Series> {
 
 impl Collector for ProbeGauges {
     fn desc(&self) -> Vec<&Desc> {
-        vec![&self.up, &self.flapping]
+        vec![&self.up, &self.flapping, &self.failures, &self.transitions]
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
         let up = self.family(&self.up, |s| s.up.load(Ordering::Relaxed));
         let flapping = self.family(&self.flapping, |s| s.flapping.load(Ordering::Relaxed));
+        let failures =
+            self.counter_family(&self.failures, "reason", REASON_LABELS, |c| &c.failures);
+        let transitions = self.counter_family(&self.transitions, "to", TRANSITION_LABELS, |c| {
+            &c.transitions
+        });
         // A family without series is left out, as the crate's own vectors do.
-        [up, flapping]
+        [up, flapping, failures, transitions]
             .into_iter()
             .filter(|f| !f.get_metric().is_empty())
             .collect()
