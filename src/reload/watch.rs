@@ -98,8 +98,13 @@ pub(super) fn spawn(
     notify::Watcher::watch(&mut watcher, &dir, notify::RecursiveMode::NonRecursive)
         .map_err(|e| format!("cannot watch {}: {e}", dir.display()))?;
     info!(dir = %dir.display(), "watching the config directory for changes");
-    // The file as it was loaded at start.
-    let mut seen = FileState::of(&path);
+    // The file was loaded before this watch existed: a change in between (an edit right
+    // after start) raised no event here. So the first look comes now, without an event,
+    // and compares the file's text with the configuration in effect (`reload_if_changed`:
+    // nothing happens when they are the same); a state taken now would already be the
+    // edited file's and hide the edit until the next one.
+    let mut seen: Option<FileState> = None;
+    wake.notify_one();
     tasks.spawn(async move {
         let _watcher = watcher; // dropped (unwatched) when this task ends
         loop {
@@ -119,11 +124,11 @@ pub(super) fn spawn(
                 now = super::read::on_own_thread("gtmd-config-stat", move || FileState::of(&p)) => now,
             };
             let Ok(now) = now else { continue };
-            if now == seen {
+            if seen.as_ref() == Some(&now) {
                 debug!("config directory changed, config file unchanged");
                 continue;
             }
-            seen = now;
+            seen = Some(now);
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = reloader.reload_if_changed("file change") => {}
