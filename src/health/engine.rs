@@ -219,7 +219,7 @@ impl HealthEngine {
         let prepared = engine.prepare(&list)?;
         for ((id, spec), prober) in list.into_iter().zip(prepared) {
             let epoch = engine.shared.claim(&id);
-            engine.spawn(id, spec, prober, epoch);
+            engine.spawn(id, spec.clone(), prober, epoch);
         }
         if engine.running.is_empty() {
             info!("no probes configured: every target counts as up");
@@ -229,7 +229,7 @@ impl HealthEngine {
         Ok(engine)
     }
 
-    fn prepare(&mut self, list: &[(ProbeId, ProbeSpec)]) -> Result<Vec<Prober>, String> {
+    fn prepare(&mut self, list: &[(ProbeId, &ProbeSpec)]) -> Result<Vec<Prober>, String> {
         list.iter()
             .map(|(id, spec)| {
                 Ok(match spec.kind {
@@ -274,9 +274,9 @@ impl HealthEngine {
     /// published. On error nothing changes.
     pub fn reload(&mut self, new: Arc<Model>) -> Result<ReloadSummary, String> {
         let list = probes(&new);
-        let to_start: Vec<(ProbeId, ProbeSpec)> = list
+        let to_start: Vec<(ProbeId, &ProbeSpec)> = list
             .iter()
-            .filter(|(id, spec)| self.running.get(id).is_none_or(|r| *r.spec != *spec))
+            .filter(|(id, spec)| self.running.get(id).is_none_or(|r| *r.spec != **spec))
             .cloned()
             .collect();
         let changed_settings = to_start
@@ -373,7 +373,7 @@ impl HealthEngine {
         let kept = self.running.len();
         let started = to_start.len();
         for (((id, spec), prober), epoch) in to_start.into_iter().zip(prepared).zip(epochs) {
-            self.spawn(id, spec, prober, epoch);
+            self.spawn(id, spec.clone(), prober, epoch);
         }
         self.resize(new.health.max_concurrent_probes);
         // Reap finished tasks so the set does not grow over many reloads.
