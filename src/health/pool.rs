@@ -8,15 +8,18 @@
 //!
 //! **What stays detected.** A router that stops accepting new connections often keeps
 //! serving the ones it has, so a pool alone would keep such a router "up" forever. Each
-//! address therefore remembers when a *fresh* connect to it last succeeded: a pooled
-//! connection is only used while that was within the probe's `fast_interval`; past it the
-//! probe connects fresh itself (and its connection joins the pool afterwards). A fresh
-//! connect that fails (refused, timed out, any error, or cut short by the probe's timeout)
-//! closes the address's pool and forgets that success, so every probe of the address
-//! connects fresh, and fails as without reuse, until a fresh connect succeeds again. A
-//! router that stops accepting at T is therefore seen by every probe that starts after
-//! T + `fast_interval`: detection takes at most `fast_interval` longer than without reuse,
-//! `interval + fall × fast_interval` in all (8 s with the defaults, against 7 s).
+//! address therefore remembers when a *fresh* connection to it was last answered (a byte
+//! of a response arrived on it: a completed TCP handshake alone proves nothing, the kernel
+//! completes them into the listen backlog of a router that no longer calls accept). A
+//! pooled connection is only used while that was within the probe's `fast_interval`; past
+//! it the probe connects fresh itself (and its connection joins the pool afterwards). A
+//! fresh connection that fails before any answer (refused, timed out, any error, or cut
+//! short by the probe's timeout) closes the address's pool and forgets that answer, so
+//! every probe of the address connects fresh, and fails as without reuse, until a fresh
+//! connection is answered again. A router that stops accepting at T is therefore seen by
+//! every probe that starts after T + `fast_interval`: detection takes at most
+//! `fast_interval` longer than without reuse, `interval + fall × fast_interval` in all
+//! (8 s with the defaults, against 7 s).
 //!
 //! **Bounds.** At most [`MAX_IDLE_PER_ADDRESS`] idle connections per address; one idle
 //! longer than [`MAX_IDLE`] is closed rather than used (servers close idle keep-alive
@@ -92,7 +95,7 @@ pub struct Pool {
 struct Address {
     /// Oldest first.
     idle: Vec<Idle>,
-    /// When a fresh connect last succeeded; None since one failed (not accepting).
+    /// When a fresh connection was last answered; None since one failed (not accepting).
     fresh_ok: Option<Instant>,
 }
 
@@ -133,8 +136,8 @@ impl Pool {
         self.addrs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An idle connection to `addr` a probe may use: None unless a fresh connect to it
-    /// succeeded within `window` (the probe's `fast_interval`), or when none is idle.
+    /// An idle connection to `addr` a probe may use: None unless a fresh connection to it
+    /// was answered within `window` (the probe's `fast_interval`), or when none is idle.
     pub fn take(&self, addr: SocketAddr, window: Duration) -> Option<TcpStream> {
         let now = Instant::now();
         let mut closed = Vec::new();
@@ -191,14 +194,13 @@ impl Pool {
         });
     }
 
-    /// A fresh connect to `addr` succeeded.
-    pub fn connected(&self, addr: SocketAddr) {
-        self.metrics.opened.inc();
+    /// A fresh connection to `addr` was answered.
+    pub fn accepted(&self, addr: SocketAddr) {
         self.lock().entry(addr).or_default().fresh_ok = Some(Instant::now());
     }
 
-    /// A fresh connect to `addr` failed: its pool closes, and its probes connect fresh
-    /// until one succeeds.
+    /// A fresh connection to `addr` failed before any answer: its pool closes, and its
+    /// probes connect fresh until one is answered.
     pub fn refused(&self, addr: SocketAddr) {
         let closed = {
             let mut addrs = self.lock();
@@ -260,9 +262,9 @@ fn usable(tcp: &TcpStream) -> bool {
     matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
-/// Reports the end of a fresh connect to the pool: [`Pool::connected`] when told so, and
-/// [`Pool::refused`] otherwise, including when the connect is dropped unfinished (the
-/// probe's timeout cut it short).
+/// Reports how a fresh connection fared to the pool: [`Pool::accepted`] when told it was
+/// answered, and [`Pool::refused`] otherwise, including when the probe is dropped before
+/// (its timeout cut the connect or the exchange short).
 pub struct Connecting<'a> {
     pool: &'a Pool,
     addr: SocketAddr,
@@ -278,9 +280,17 @@ impl<'a> Connecting<'a> {
         }
     }
 
-    pub fn succeeded(mut self) {
-        self.done = true;
-        self.pool.connected(self.addr);
+    /// The connect succeeded (counted; not yet proof of accepting).
+    pub fn connected(&self) {
+        self.pool.metrics.opened.inc();
+    }
+
+    /// Whether a byte of a response arrived on the connection.
+    pub fn finish(mut self, answered: bool) {
+        if answered {
+            self.done = true;
+            self.pool.accepted(self.addr);
+        }
     }
 }
 

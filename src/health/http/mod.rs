@@ -163,16 +163,18 @@ async fn reusing(pool: &Pool, spec: &ProbeSpec, deadline: Instant) -> Reason {
     let deadline = tokio::time::Instant::from_std(deadline);
     let mut pooled = pool.take(spec.addr, spec.fast_interval);
     loop {
-        let reused = pooled.is_some();
+        // For a fresh connection: tells the pool whether the address still accepts.
+        let mut connecting = None;
         let mut tcp = match pooled.take() {
             Some(tcp) => tcp,
             None => {
-                let connecting = Connecting::new(pool, spec.addr);
+                let fresh = Connecting::new(pool, spec.addr);
                 match tokio::time::timeout_at(deadline, TcpStream::connect(spec.addr)).await {
                     Err(_) => return timed_out(),
                     Ok(Err(e)) => return connect_failure(&e, spec.timeout),
                     Ok(Ok(tcp)) => {
-                        connecting.succeeded();
+                        fresh.connected();
+                        connecting = Some(fresh);
                         reset_on_close(&tcp);
                         tcp
                     }
@@ -182,11 +184,18 @@ async fn reusing(pool: &Pool, spec: &ProbeSpec, deadline: Instant) -> Reason {
         let mut verdict = None;
         let ended =
             tokio::time::timeout_at(deadline, keep_alive(&mut tcp, spec, &mut verdict)).await;
+        let reused = connecting.is_none();
+        let answered = matches!(ended, Ok(Ended::Reusable | Ended::Closed)) || verdict.is_some();
+        if let Some(fresh) = connecting {
+            fresh.finish(answered);
+        }
         match ended {
             Ok(Ended::Reusable) => {
                 pool.put(spec.addr, tcp);
                 return verdict.unwrap_or_else(timed_out);
             }
+            // The server closed the kept connection: the next turn connects fresh (so
+            // this happens once at most).
             Ok(Ended::NoResponse(_)) if reused => pool.stale(),
             Ok(Ended::NoResponse(reason)) => return reason,
             Ok(Ended::Closed) => return verdict.unwrap_or_else(timed_out),
