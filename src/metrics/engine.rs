@@ -62,7 +62,7 @@ impl EngineMetrics {
         .unwrap();
         let idle = IntGauge::with_opts(Opts::new(
             "gtmd_probe_idle_connections",
-            "Open connections kept for http probes with reuse_connections (at most 16 per \
+            "Open connections kept for http probes with reuse_connections (at most 32 per \
              ingress address, each holding one of health.max_concurrent_probes slots).",
         ))
         .unwrap();

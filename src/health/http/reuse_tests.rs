@@ -360,3 +360,57 @@ async fn the_pool_stays_bounded_under_many_concurrent_probes() {
         assert_eq!(server.answered(), 200);
     }
 }
+
+/// The window is a hard limit: past it a probe stops using kept connections even while
+/// the probe that renews the window (past half of it) still waits for its answer.
+#[tokio::test]
+async fn kept_connections_expire_with_the_window_while_its_renewal_hangs() {
+    let mut server = Server::start(OK, false).await;
+    let (pool, metrics) = pool(100);
+    let mut spec = reuse_spec(server.addr, r#", fast_interval = "500ms""#);
+    spec.timeout = Duration::from_secs(10);
+    let spec = Arc::new(spec);
+    let probe = Arc::new(HttpProbe::new(&spec, None).unwrap().with_pool(&spec, &pool));
+    let bound = Instant::now() + Duration::from_secs(20);
+    // Enough kept connections that neither loop below connects fresh for want of one.
+    while metrics.reused.get() == 0 || pool.idle(server.addr) < 3 {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..3 {
+            let (probe, spec) = (probe.clone(), spec.clone());
+            set.spawn(async move { probe.run(&spec).await.reason });
+        }
+        while let Some(reason) = set.join_next().await {
+            assert_eq!(reason.unwrap(), Reason::Status(200));
+        }
+        assert!(Instant::now() < bound, "no connection was reused");
+    }
+    // New connections complete in the kernel and are never answered.
+    server.stop_accepting(true).await;
+    // Two probe loops, each until its first failure: (started, ended) of that probe.
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let (probe, spec) = (probe.clone(), spec.clone());
+        loops.spawn(async move {
+            loop {
+                let started = Instant::now();
+                let outcome = probe.run(&spec).await;
+                if !outcome.up {
+                    assert_eq!(outcome.reason, Reason::Timeout(spec.timeout));
+                    return (started, Instant::now());
+                }
+                assert!(Instant::now() < bound + Duration::from_secs(20), "still up");
+            }
+        });
+    }
+    let mut failed = Vec::new();
+    while let Some(first) = loops.join_next().await {
+        failed.push(first.unwrap());
+    }
+    failed.sort();
+    let (renewal, other) = (failed[0], failed[1]);
+    assert!(
+        other.0 < renewal.1,
+        "the second loop kept using kept connections until the renewal failed ({:?} after it)",
+        other.0 - renewal.1
+    );
+}
