@@ -591,6 +591,10 @@ pub struct ProbeConfig {
     /// Stability a flapping target needs before it is answered again.
     #[serde(default, with = "duration::option")]
     pub flap_hold: Option<Duration>,
+    /// Keep-alive: `http` probes of one ingress address share a bounded pool of open
+    /// connections (default false: a fresh connection per probe). See `health::pool`.
+    #[serde(default, deserialize_with = "strict::opt_bool")]
+    pub reuse_connections: Option<bool>,
 }
 
 /// One entry of `expect_status`: a code (`200`) or a range (`"200-399"`).

@@ -35,6 +35,7 @@ use super::{
     hysteresis::Hysteresis,
     outcome::Outcome,
     persist::{Kept, Restored, StateWriter},
+    pool::Pool,
     publish::{Batch, Dirty, IndexCache, Next, TRIM_AFTER_APPS, TRIM_WHEN_QUIET, WINDOW},
     state::{HealthTable, LastResult, ProbeId, ProbeState, VerdictView, app_probe_ids, probes},
     tcp,
@@ -117,6 +118,9 @@ pub struct HealthEngine {
     tasks: JoinSet<()>,
     semaphore: Arc<Semaphore>,
     max_concurrent: usize,
+    /// Kept-alive connections of `reuse_connections` probes (their slots come from
+    /// `semaphore`).
+    pool: Arc<Pool>,
     tls: TlsConfigs,
     publisher: Option<std::thread::JoinHandle<()>>,
 }
@@ -207,12 +211,20 @@ impl HealthEngine {
                 .map_err(|e| format!("starting the health publisher thread: {e}"))?
         };
         let max_concurrent = model.health.max_concurrent_probes;
+        let semaphore = Arc::new(Semaphore::new(max_concurrent));
+        let pool = Arc::new(Pool::new(
+            semaphore.clone(),
+            shared.metrics.engine.pool.clone(),
+        ));
+        let mut tasks = JoinSet::new();
+        tasks.spawn(pool.clone().sweep_forever());
         let mut engine = Self {
             shared,
             running: HashMap::new(),
-            tasks: JoinSet::new(),
-            semaphore: Arc::new(Semaphore::new(max_concurrent)),
+            tasks,
+            semaphore,
             max_concurrent,
+            pool,
             tls: TlsConfigs::default(),
             publisher: Some(publisher),
         };
@@ -234,7 +246,9 @@ impl HealthEngine {
             .map(|(id, spec)| {
                 Ok(match spec.kind {
                     ProbeKind::Tcp => Prober::Tcp(spec.addr, spec.timeout),
-                    ProbeKind::Http => Prober::Http(HttpProbe::new(spec, None)?),
+                    ProbeKind::Http => {
+                        Prober::Http(HttpProbe::new(spec, None)?.with_pool(spec, &self.pool))
+                    }
                     ProbeKind::Https => {
                         let config = self.tls.get(spec.tls_verify, spec.ca_file.as_deref())?;
                         Prober::Http(HttpProbe::new(spec, Some(config))?)

@@ -12,6 +12,7 @@ pub mod http;
 pub mod hysteresis;
 pub mod outcome;
 pub mod persist;
+pub mod pool;
 pub mod publish;
 pub mod state;
 pub mod tcp;

@@ -3,7 +3,9 @@
 //! published, apps rebuilt, and how stale the answers were while a batch waited and was
 //! built: the bound `health::publish` promises).
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntGauge, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+use crate::health::pool::PoolMetrics;
 
 pub struct EngineMetrics {
     /// `gtmd_probes_in_flight`: probes holding one of the `max_concurrent_probes` slots.
@@ -17,6 +19,9 @@ pub struct EngineMetrics {
     /// `gtmd_health_publish_delay_seconds`: from the first change of a batch until the
     /// snapshot holding it is published (the answers' staleness).
     pub delay: Histogram,
+    /// `gtmd_probe_idle_connections` and `gtmd_probe_connections_total{how}`: the
+    /// keep-alive pool of `reuse_connections` probes.
+    pub pool: PoolMetrics,
 }
 
 impl EngineMetrics {
@@ -55,8 +60,32 @@ impl EngineMetrics {
             ]),
         )
         .unwrap();
+        let idle = IntGauge::with_opts(Opts::new(
+            "gtmd_probe_idle_connections",
+            "Open connections kept for http probes with reuse_connections (at most 32 per \
+             ingress address, each holding one of health.max_concurrent_probes slots).",
+        ))
+        .unwrap();
+        let connections = IntCounterVec::new(
+            Opts::new(
+                "gtmd_probe_connections_total",
+                "Connections of http probes with reuse_connections: opened (fresh connects), \
+                 reused (probes sent on a kept connection), stale (kept connections the \
+                 server had closed; the probe went on with a fresh one).",
+            ),
+            &["how"],
+        )
+        .unwrap();
+        let pool = PoolMetrics {
+            idle: idle.clone(),
+            opened: connections.with_label_values(&["opened"]),
+            reused: connections.with_label_values(&["reused"]),
+            stale: connections.with_label_values(&["stale"]),
+        };
         for c in [
             Box::new(in_flight.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(idle),
+            Box::new(connections),
             Box::new(waiting.clone()),
             Box::new(publications.clone()),
             Box::new(apps.clone()),
@@ -70,6 +99,7 @@ impl EngineMetrics {
             publications,
             apps,
             delay,
+            pool,
         }
     }
 }

@@ -58,6 +58,9 @@ pub struct ProbeSpec {
     pub initial_up: bool,
     /// Flap damping: when a target whose verdict keeps changing is held out.
     pub flap: FlapSpec,
+    /// An `http` probe takes an open connection from the pool of its address when it may
+    /// (`health::pool`); always false for https and tcp probes.
+    pub reuse_connections: bool,
 }
 
 /// Flap damping settings of a probe (what they do: `health::flap`).
@@ -221,6 +224,25 @@ pub fn check_layer(p: &ProbeConfig, path: &str, errors: &mut Errors) {
     {
         errors.push(format!("{path}.initial"), e);
     }
+    // Within one layer, asking for reuse on a kind that never reuses is a mistake worth
+    // saying; across layers (reuse in `[health.defaults]`, https in an app) it is not, and
+    // `resolve` leaves such a probe on fresh connections.
+    if p.reuse_connections == Some(true)
+        && let Some(Ok(Some(kind @ (ProbeKind::Https | ProbeKind::Tcp)))) =
+            p.kind.as_deref().map(parse_kind)
+    {
+        let (name, why) = if kind == ProbeKind::Https {
+            ("https", "the SNI is per connection and routers route by it")
+        } else {
+            ("tcp", "a connect is what they test")
+        };
+        errors.push(
+            format!("{path}.reuse_connections"),
+            format!(
+                "applies to http probes only: {name} probes open a fresh connection each time ({why})"
+            ),
+        );
+    }
 }
 
 /// Field-by-field merge: later layers win.
@@ -249,7 +271,8 @@ pub fn merge<'a>(layers: impl IntoIterator<Item = &'a ProbeConfig>) -> ProbeConf
             initial,
             flap_changes,
             flap_window,
-            flap_hold
+            flap_hold,
+            reuse_connections
         );
     }
     m
@@ -343,6 +366,7 @@ pub fn resolve(
             window: p.flap_window.unwrap_or(DEFAULT_FLAP_WINDOW),
             hold: p.flap_hold.unwrap_or(DEFAULT_FLAP_HOLD),
         },
+        reuse_connections: kind == ProbeKind::Http && p.reuse_connections.unwrap_or(false),
     })
 }
 
@@ -536,6 +560,50 @@ mod tests {
             ..ProbeConfig::default()
         };
         check_layer(&p, "apps[0].probe", &mut e);
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn reuse_connections_is_off_by_default_and_only_for_http() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let layer = |kind: &str, reuse: Option<bool>| ProbeConfig {
+            kind: Some(kind.into()),
+            port: Some(80),
+            reuse_connections: reuse,
+            ..ProbeConfig::default()
+        };
+        let resolved = |p: &ProbeConfig| {
+            let mut e = Errors::default();
+            let s = resolve(p, ip, None, "x", &mut e).unwrap();
+            assert!(e.is_empty());
+            s.reuse_connections
+        };
+        assert!(!resolved(&layer("http", None)));
+        assert!(resolved(&layer("http", Some(true))));
+        // Set in [health.defaults] and merged into an https or tcp probe: fresh connections.
+        for kind in ["https", "tcp"] {
+            let defaults = layer("http", Some(true));
+            let app = ProbeConfig {
+                kind: Some(kind.into()),
+                ..ProbeConfig::default()
+            };
+            assert!(!resolved(&merge([&defaults, &app])), "{kind}");
+        }
+        // Asked for in the very layer that makes the probe https or tcp: an error.
+        for kind in ["https", "tcp"] {
+            let mut e = Errors::default();
+            check_layer(&layer(kind, Some(true)), "apps[0].probe", &mut e);
+            let errors: Vec<String> = e.into_vec().iter().map(|e| e.to_string()).collect();
+            assert_eq!(errors.len(), 1, "{errors:?}");
+            assert!(
+                errors[0].starts_with(&format!(
+                    "apps[0].probe.reuse_connections: applies to http probes only: {kind} probes"
+                )),
+                "{errors:?}"
+            );
+        }
+        let mut e = Errors::default();
+        check_layer(&layer("https", Some(false)), "apps[0].probe", &mut e);
         assert!(e.is_empty());
     }
 

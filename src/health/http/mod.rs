@@ -5,9 +5,12 @@
 //! the probe connects to that address itself, sends the hostname as SNI (checked against the
 //! certificate) and as the Host header.
 //!
-//! Every probe opens a fresh connection (no keep-alive pool), like HAProxy and gdnsd checks:
-//! a reused connection would hide a router that no longer accepts. Redirects are not
-//! followed; at most 64 KiB of body is read, only when a body match is configured.
+//! By default every probe opens a fresh connection, like HAProxy and gdnsd checks: a reused
+//! connection alone would hide a router that no longer accepts. With `reuse_connections`
+//! an `http` probe may use a kept-alive connection of its address instead, under the rules
+//! of [`super::pool`] that keep such a router detected. Redirects are not followed; at
+//! most 64 KiB of body is read, only when a body match is configured (or, to reuse the
+//! connection, to find where a small body ends).
 //!
 //! The exchange is written by hand ([`response`]): the request is rendered once when the
 //! probe is prepared, and the response is read through one small buffer. A general client
@@ -18,6 +21,8 @@
 //! probes hold hundreds of MB.
 
 pub mod response;
+#[cfg(test)]
+mod reuse_tests;
 
 use std::{
     io,
@@ -33,8 +38,11 @@ use tokio::{
     net::TcpStream,
 };
 
-use self::response::{Failure, Response};
-use super::outcome::{Outcome, Reason};
+use self::response::{Body, Failure, Response, Rest};
+use super::{
+    outcome::{Outcome, Reason},
+    pool::{Connecting, Pool},
+};
 use crate::model::{HttpMethod, ProbeKind, ProbeSpec};
 
 /// How much of a response body is searched for `expect_body`.
@@ -62,6 +70,8 @@ struct Tls {
 /// the settings were ~15 MB.
 pub struct HttpProbe {
     tls: Option<Tls>,
+    /// The shared keep-alive pool, for an http probe with `reuse_connections`.
+    pool: Option<Arc<Pool>>,
 }
 
 impl HttpProbe {
@@ -84,16 +94,27 @@ impl HttpProbe {
             (ProbeKind::Https, None) => return Err("https probe without TLS settings".into()),
             _ => None,
         };
-        Ok(Self { tls })
+        Ok(Self { tls, pool: None })
+    }
+
+    /// Lets an http probe with `reuse_connections` use `pool` (others ignore it).
+    pub fn with_pool(mut self, spec: &ProbeSpec, pool: &Arc<Pool>) -> Self {
+        if spec.reuse_connections && spec.kind == ProbeKind::Http {
+            self.pool = Some(pool.clone());
+        }
+        self
     }
 
     /// Runs the probe of `spec` (the settings it was prepared with) once; never takes
     /// longer than the timeout.
     pub async fn run(&self, spec: &ProbeSpec) -> Outcome {
         let start = Instant::now();
-        let reason = match tokio::time::timeout(spec.timeout, self.exchange(spec)).await {
-            Ok(r) => r,
-            Err(_) => Reason::Timeout(spec.timeout),
+        let reason = match &self.pool {
+            Some(pool) => reusing(pool, spec, start + spec.timeout).await,
+            None => match tokio::time::timeout(spec.timeout, self.exchange(spec)).await {
+                Ok(r) => r,
+                Err(_) => Reason::Timeout(spec.timeout),
+            },
         };
         let up = match &reason {
             Reason::Status(code) => status_ok(spec, *code),
@@ -129,6 +150,114 @@ impl HttpProbe {
                 }
             },
         }
+    }
+}
+
+/// A probe with `reuse_connections`: on a pooled connection when [`Pool::take`] gives one,
+/// else on a fresh one; a pooled connection that fails before any byte of a response (the
+/// server closed it while idle) is replaced by a fresh one, once. Every step ends by
+/// `deadline` (the probe's timeout), and the connection goes back to the pool only after a
+/// response read to its known end.
+async fn reusing(pool: &Pool, spec: &ProbeSpec, deadline: Instant) -> Reason {
+    let timed_out = || Reason::Timeout(spec.timeout);
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let mut pooled = pool.take(spec.addr, spec.fast_interval);
+    loop {
+        // For a fresh connection: tells the pool whether the address still accepts.
+        let mut connecting = None;
+        let mut tcp = match pooled.take() {
+            Some(tcp) => tcp,
+            None => {
+                let fresh = Connecting::new(pool, spec.addr);
+                match tokio::time::timeout_at(deadline, TcpStream::connect(spec.addr)).await {
+                    Err(_) => return timed_out(),
+                    Ok(Err(e)) => return connect_failure(&e, spec.timeout),
+                    Ok(Ok(tcp)) => {
+                        fresh.connected();
+                        connecting = Some(fresh);
+                        reset_on_close(&tcp);
+                        tcp
+                    }
+                }
+            }
+        };
+        let mut verdict = None;
+        let ended =
+            tokio::time::timeout_at(deadline, keep_alive(&mut tcp, spec, &mut verdict)).await;
+        let reused = connecting.is_none();
+        let answered = matches!(ended, Ok(Ended::Reusable | Ended::Closed)) || verdict.is_some();
+        if let Some(fresh) = connecting {
+            fresh.finish(answered);
+        }
+        match ended {
+            Ok(Ended::Reusable) => {
+                pool.put(spec.addr, tcp);
+                return verdict.unwrap_or_else(timed_out);
+            }
+            // The server closed the kept connection: the next turn connects fresh (so
+            // this happens once at most).
+            Ok(Ended::NoResponse(_)) if reused => pool.stale(),
+            Ok(Ended::NoResponse(reason)) => return reason,
+            Ok(Ended::Closed) => return verdict.unwrap_or_else(timed_out),
+            // Out of time while finding where the response ends: the verdict stands, the
+            // connection is not kept.
+            Err(_) => return verdict.unwrap_or_else(timed_out),
+        }
+    }
+}
+
+/// How an exchange on a kept-alive connection ended.
+enum Ended {
+    /// The verdict is in; the response was read to its end and the connection may carry
+    /// another request.
+    Reusable,
+    /// The verdict is in; the connection must be closed.
+    Closed,
+    /// The connection failed before any byte of a response arrived: why.
+    NoResponse(Reason),
+}
+
+/// [`request`] on a connection that may be kept: sets `verdict` as soon as it is known,
+/// then reads the rest of the response to its end if that end is known and near.
+async fn keep_alive(tcp: &mut TcpStream, spec: &ProbeSpec, verdict: &mut Option<Reason>) -> Ended {
+    let mut buf = Vec::with_capacity(response::FIRST_READ);
+    render_request(spec, &mut buf);
+    if let Err(e) = tcp.write_all(&buf).await {
+        return Ended::NoResponse(failure(Failure::Io(e), spec.timeout));
+    }
+    let mut response = Response::with_buffer(tcp, buf);
+    let head = match response.head(spec.method == HttpMethod::Head).await {
+        Ok(h) => h,
+        Err(f) => {
+            let reason = failure(f, spec.timeout);
+            if response.received() {
+                *verdict = Some(reason);
+                return Ended::Closed;
+            }
+            return Ended::NoResponse(reason);
+        }
+    };
+    let mut rest = Rest::from(head.body);
+    *verdict = Some(match &spec.expect_body {
+        Some(needle) if status_ok(spec, head.status) => {
+            match response.find(&mut rest, needle.as_bytes()).await {
+                Ok(true) => Reason::Status(head.status),
+                Ok(false) => Reason::BodyMismatch,
+                Err(f) => {
+                    *verdict = Some(failure(f, spec.timeout));
+                    return Ended::Closed;
+                }
+            }
+        }
+        _ => Reason::Status(head.status),
+    });
+    if !head.keep_alive || head.body == Body::UntilClose {
+        return Ended::Closed;
+    }
+    // The end of a small body is read (and discarded); a larger one is not worth it.
+    match response.drain(&mut rest, BODY_LIMIT as u64).await {
+        Ok(true) if !response.leftover() => Ended::Reusable,
+        _ => Ended::Closed,
     }
 }
 

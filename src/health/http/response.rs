@@ -56,6 +56,9 @@ pub struct Head {
     pub body: Body,
     /// Bytes of the buffer the head took, its blank line included.
     pub len: usize,
+    /// HTTP/1.1 (or later minor) without `Connection: close`: the connection may carry
+    /// another request once this response has been read to its end.
+    pub keep_alive: bool,
 }
 
 /// Parses the response head at the start of `buf`: `Ok(None)` if it is not complete yet.
@@ -65,7 +68,8 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, Failur
     let Some(status_line) = lines.next() else {
         return incomplete(buf);
     };
-    let status = parse_status_line(status_line)?;
+    let (minor, status) = parse_status_line(status_line)?;
+    let mut close = false;
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut encoded = false;
@@ -95,6 +99,10 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, Failur
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|c| trim(c).eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            close |= value
+                .split(|&b| b == b',')
+                .any(|t| trim(t).eq_ignore_ascii_case(b"close"));
         }
     }
     if lines.pos > HEADER_LIMIT {
@@ -120,6 +128,7 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, Failur
         status,
         body,
         len: lines.pos,
+        keep_alive: minor != b'0' && !close && status != 101,
     }))
 }
 
@@ -151,8 +160,8 @@ impl<'a> Iterator for Lines<'a> {
     }
 }
 
-/// `HTTP/1.x NNN[ reason]`: the status code.
-fn parse_status_line(line: &[u8]) -> Result<u16, Failure> {
+/// `HTTP/1.x NNN[ reason]`: the minor version digit and the status code.
+fn parse_status_line(line: &[u8]) -> Result<(u8, u16), Failure> {
     let bad = Failure::Protocol("invalid status line");
     let rest = line.strip_prefix(b"HTTP/1.").ok_or(bad)?;
     let [minor, b' ', c1, c2, c3, tail @ ..] = rest else {
@@ -169,7 +178,7 @@ fn parse_status_line(line: &[u8]) -> Result<u16, Failure> {
             .then(|| u16::from(c - b'0'))
             .ok_or(Failure::Protocol("invalid status line"))
     };
-    Ok(digit(c1)? * 100 + digit(c2)? * 10 + digit(c3)?)
+    Ok((*minor, digit(c1)? * 100 + digit(c2)? * 10 + digit(c3)?))
 }
 
 /// `name: value`, the value without surrounding blanks.
@@ -216,6 +225,37 @@ pub struct Response<'a, R> {
     buf: Vec<u8>,
     /// Bytes of `buf` already used.
     pos: usize,
+    /// Some byte arrived.
+    received: bool,
+}
+
+/// Where the reading of a body stands: what comes next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rest {
+    /// The body has ended.
+    Done,
+    /// This many bytes of a `Content-Length` body.
+    Length(u64),
+    UntilClose,
+    /// A chunk-size line.
+    ChunkSize,
+    /// This many bytes of the current chunk.
+    ChunkData(u64),
+    /// The CR LF after a chunk's data.
+    ChunkEnd,
+    /// Trailer lines after the last chunk, this many read so far, until a blank line.
+    Trailers(usize),
+}
+
+impl From<Body> for Rest {
+    fn from(body: Body) -> Self {
+        match body {
+            Body::None => Rest::Done,
+            Body::Length(n) => Rest::Length(n),
+            Body::Chunked => Rest::ChunkSize,
+            Body::UntilClose => Rest::UntilClose,
+        }
+    }
 }
 
 impl<'a, R: AsyncRead + Unpin> Response<'a, R> {
@@ -226,7 +266,23 @@ impl<'a, R: AsyncRead + Unpin> Response<'a, R> {
     /// Reads into `buf` (emptied first): the request's buffer, reused.
     pub fn with_buffer(io: &'a mut R, mut buf: Vec<u8>) -> Self {
         buf.clear();
-        Self { io, buf, pos: 0 }
+        Self {
+            io,
+            buf,
+            pos: 0,
+            received: false,
+        }
+    }
+
+    /// Whether any byte of a response arrived.
+    pub fn received(&self) -> bool {
+        self.received
+    }
+
+    /// Whether bytes past what was read are already there (a server that sent more than
+    /// one response).
+    pub fn leftover(&self) -> bool {
+        self.pos < self.buf.len()
     }
 
     /// Reads more bytes after the unused ones, keeping at most `limit` in the buffer;
@@ -245,6 +301,7 @@ impl<'a, R: AsyncRead + Unpin> Response<'a, R> {
         let read = self.io.read(&mut self.buf[len..]).await;
         let n = *read.as_ref().unwrap_or(&0);
         self.buf.truncate(len + n);
+        self.received |= n > 0;
         Ok(read? > 0)
     }
 
@@ -274,59 +331,111 @@ impl<'a, R: AsyncRead + Unpin> Response<'a, R> {
     /// Whether the body (delimited as `body` says) holds `needle` within its first
     /// [`BODY_LIMIT`] bytes. Stops reading as soon as the answer is known.
     pub async fn body_contains(&mut self, body: Body, needle: &[u8]) -> Result<bool, Failure> {
-        let mut seen = Seen::new(needle);
-        match body {
-            Body::None => Ok(false),
-            Body::Length(n) => self.copy(n, &mut seen, true).await,
-            Body::UntilClose => self.copy(u64::MAX, &mut seen, false).await,
-            Body::Chunked => loop {
-                let size = self.chunk_size().await?;
-                if size == 0 {
-                    return Ok(false); // the last chunk: trailers do not matter
-                }
-                if self.copy(size, &mut seen, true).await? {
-                    return Ok(true);
-                }
-                if seen.full() {
-                    return Ok(false);
-                }
-                if !self.line(MAX_CHUNK_LINE).await?.is_empty() {
-                    return Err(Failure::Protocol("invalid chunked body"));
-                }
-            },
-        }
+        self.find(&mut Rest::from(body), needle).await
     }
 
-    /// Passes up to `n` body bytes to `seen`: true once it found the needle. `exact`: the
-    /// stream must not end before `n` bytes.
-    async fn copy(
+    /// [`Self::body_contains`] from where `rest` stands, which it leaves where reading
+    /// stopped (the last chunk counts as the end: trailers are not read).
+    pub async fn find(&mut self, rest: &mut Rest, needle: &[u8]) -> Result<bool, Failure> {
+        let mut seen = Seen::new(needle);
+        let mut found = false;
+        self.body_bytes(rest, false, &mut |bytes| {
+            found = seen.feed(bytes);
+            found || seen.full()
+        })
+        .await?;
+        Ok(found)
+    }
+
+    /// Reads the rest of the body (from where `rest` stands) to its end, trailers
+    /// included, if that is at most `limit` more bytes: whether it ended there. What is
+    /// read is discarded.
+    pub async fn drain(&mut self, rest: &mut Rest, limit: u64) -> Result<bool, Failure> {
+        if matches!(*rest, Rest::Length(n) if n > limit) {
+            return Ok(false);
+        }
+        let mut left = limit;
+        let mut over = false;
+        let ended = self
+            .body_bytes(rest, true, &mut |bytes| {
+                over = bytes.len() as u64 > left;
+                left = left.saturating_sub(bytes.len() as u64);
+                over
+            })
+            .await?;
+        Ok(ended && !over && *rest == Rest::Done)
+    }
+
+    /// Passes body bytes to `sink` from where `rest` stands until `sink` returns true
+    /// (`Ok(false)`) or the body ends (`Ok(true)`; without `trailers`, the last chunk
+    /// counts as the end).
+    async fn body_bytes(
         &mut self,
-        mut n: u64,
-        seen: &mut Seen<'_>,
-        exact: bool,
+        rest: &mut Rest,
+        trailers: bool,
+        sink: &mut (impl FnMut(&[u8]) -> bool + Send),
     ) -> Result<bool, Failure> {
         loop {
-            let available = &self.buf[self.pos..];
-            let take = available
-                .len()
-                .min(usize::try_from(n).unwrap_or(usize::MAX));
-            let found = seen.feed(&available[..take]);
-            self.pos += take;
-            n -= take as u64;
-            if found {
-                return Ok(true);
-            }
-            if n == 0 || seen.full() {
-                return Ok(false);
-            }
-            if !self.fill(FIRST_READ * 4).await? {
-                return if exact {
-                    Err(Failure::Protocol(
-                        "connection closed before the body was complete",
-                    ))
-                } else {
-                    Ok(false)
-                };
+            match *rest {
+                Rest::Done => return Ok(true),
+                Rest::Length(0) => *rest = Rest::Done,
+                Rest::ChunkData(0) => *rest = Rest::ChunkEnd,
+                Rest::Length(n) | Rest::ChunkData(n) => {
+                    if self.pos == self.buf.len() && !self.fill(FIRST_READ * 4).await? {
+                        return Err(Failure::Protocol(
+                            "connection closed before the body was complete",
+                        ));
+                    }
+                    let available = &self.buf[self.pos..];
+                    let take = available
+                        .len()
+                        .min(usize::try_from(n).unwrap_or(usize::MAX));
+                    let stop = sink(&available[..take]);
+                    self.pos += take;
+                    let n = n - take as u64;
+                    *rest = match *rest {
+                        Rest::Length(_) => Rest::Length(n),
+                        _ => Rest::ChunkData(n),
+                    };
+                    if stop {
+                        return Ok(false);
+                    }
+                }
+                Rest::UntilClose => {
+                    if self.pos == self.buf.len() && !self.fill(FIRST_READ * 4).await? {
+                        *rest = Rest::Done;
+                        continue;
+                    }
+                    let stop = sink(&self.buf[self.pos..]);
+                    self.pos = self.buf.len();
+                    if stop {
+                        return Ok(false);
+                    }
+                }
+                Rest::ChunkSize => {
+                    let size = self.chunk_size().await?;
+                    *rest = if size == 0 {
+                        Rest::Trailers(0)
+                    } else {
+                        Rest::ChunkData(size)
+                    };
+                }
+                Rest::ChunkEnd => {
+                    if !self.line(MAX_CHUNK_LINE).await?.is_empty() {
+                        return Err(Failure::Protocol("invalid chunked body"));
+                    }
+                    *rest = Rest::ChunkSize;
+                }
+                Rest::Trailers(_) if !trailers => return Ok(true),
+                Rest::Trailers(count) => {
+                    if self.line(MAX_CHUNK_LINE).await?.is_empty() {
+                        *rest = Rest::Done;
+                    } else if count >= MAX_HEADERS {
+                        return Err(Failure::TooLarge);
+                    } else {
+                        *rest = Rest::Trailers(count + 1);
+                    }
+                }
             }
         }
     }
