@@ -166,13 +166,7 @@ impl ProbeGauges {
                 })
                 .collect()
         };
-        // The registry sorts the series.
-        let mut family = MetricFamily::default();
-        family.set_name(desc.fq_name.clone());
-        family.set_help(desc.help.clone());
-        family.set_field_type(MetricType::GAUGE);
-        family.set_metric(metrics);
-        family
+        family_of(desc, MetricType::GAUGE, metrics)
     }
 }
 
@@ -213,13 +207,18 @@ impl ProbeGauges {
                 }
             }
         }
-        let mut family = MetricFamily::default();
-        family.set_name(desc.fq_name.clone());
-        family.set_help(desc.help.clone());
-        family.set_field_type(MetricType::COUNTER);
-        family.set_metric(metrics);
-        family
+        family_of(desc, MetricType::COUNTER, metrics)
     }
+}
+
+/// The family of `desc` with its series (the registry sorts them).
+fn family_of(desc: &Desc, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+    let mut family = MetricFamily::default();
+    family.set_name(desc.fq_name.clone());
+    family.set_help(desc.help.clone());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
 }
 
 impl Default for ProbeGauges {

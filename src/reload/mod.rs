@@ -28,6 +28,7 @@ use std::{
     time::SystemTime,
 };
 
+use hickory_proto::rr::Name;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -366,19 +367,22 @@ fn invalid(errors: crate::ConfigErrors) -> ReloadError {
 /// Removes the series of apps and clusters that left the configuration, so dashboards do
 /// not show ghosts.
 fn forget_removed_series(metrics: &Metrics, old: &Model, new: &Model) {
-    fn targets(m: &Model) -> Vec<(Host<'_>, &str)> {
+    // Borrowed (no 50,000 strings per reload); `None` is the empty app label of a
+    // cluster's own series. Hostnames are lower case in the model, so names that are equal
+    // (`Name` compares without regard to case) have the same label.
+    fn targets(m: &Model) -> Vec<(Option<&Name>, &str)> {
         m.apps
             .iter()
             .flat_map(|a| {
                 a.targets
                     .iter()
-                    .map(|t| (Host::of(&a.hostname), m.clusters[t.cluster].name.as_str()))
+                    .map(|t| (Some(&a.hostname), m.clusters[t.cluster].name.as_str()))
             })
-            .chain(m.clusters.iter().map(|c| (Host::NONE, c.name.as_str())))
+            .chain(m.clusters.iter().map(|c| (None, c.name.as_str())))
             .collect()
     }
-    fn apps(m: &Model) -> Vec<Host<'_>> {
-        m.apps.iter().map(|a| Host::of(&a.hostname)).collect()
+    fn apps(m: &Model) -> Vec<&Name> {
+        m.apps.iter().map(|a| &a.hostname).collect()
     }
     let (old_targets, new_targets) = (targets(old), targets(new));
     let (old_apps, new_apps) = (apps(old), apps(new));
@@ -387,62 +391,22 @@ fn forget_removed_series(metrics: &Metrics, old: &Model, new: &Model) {
     if old_targets == new_targets && old_apps == new_apps {
         return;
     }
-    let keep: std::collections::HashSet<&(Host<'_>, &str)> = new_targets.iter().collect();
+    let keep: std::collections::HashSet<&(Option<&Name>, &str)> = new_targets.iter().collect();
     for pair @ (app, cluster) in &old_targets {
         if !keep.contains(pair) {
-            let app = app.label();
+            let app = app.map(Name::to_string).unwrap_or_default();
             let _ = metrics
                 .answers
                 .remove_label_values(&[app.as_str(), cluster]);
             metrics.forget_probe_series(&app, cluster);
         }
     }
-    let keep: std::collections::HashSet<&Host<'_>> = new_apps.iter().collect();
+    let keep: std::collections::HashSet<&&Name> = new_apps.iter().collect();
     for app in &old_apps {
         if !keep.contains(app) {
-            let name = app.label();
+            let name = app.to_string();
             let _ = metrics.fallback_answers.remove_label_values(&[&name]);
             metrics.state.forget_app(&name);
-        }
-    }
-}
-
-/// An app's hostname as its metric label reads, borrowed (no 50,000 strings per reload):
-/// compared byte for byte as the label is written, not without regard to case as `Name`
-/// compares; `NONE` is the empty app label of a cluster's own series.
-#[derive(Clone, Copy)]
-struct Host<'a>(Option<&'a hickory_proto::rr::Name>);
-
-impl<'a> Host<'a> {
-    const NONE: Self = Host(None);
-
-    fn of(name: &'a hickory_proto::rr::Name) -> Self {
-        Host(Some(name))
-    }
-
-    fn label(&self) -> String {
-        self.0.map(|n| n.to_string()).unwrap_or_default()
-    }
-}
-
-impl PartialEq for Host<'_> {
-    fn eq(&self, other: &Self) -> bool {
-        match (self.0, other.0) {
-            (Some(a), Some(b)) => a.is_fqdn() == b.is_fqdn() && a.iter().eq(b.iter()),
-            (None, None) => true,
-            _ => false,
-        }
-    }
-}
-
-impl Eq for Host<'_> {}
-
-impl std::hash::Hash for Host<'_> {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        if let Some(name) = self.0 {
-            for label in name.iter() {
-                label.hash(state);
-            }
         }
     }
 }
