@@ -5,6 +5,16 @@ use std::{path::Path, sync::Arc};
 
 use crate::{metrics::Metrics, snapshot::Snapshot};
 
+/// The zone `t.test` alone: the start of a test config that adds its clusters and apps.
+pub const ZONE: &str = r#"
+[[zones]]
+origin = "t.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.t.test"
+"#;
+
 /// One zone with a static name and one app on one cluster.
 pub const ONE_APP: &str = r#"
 [[zones]]

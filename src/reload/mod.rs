@@ -452,10 +452,9 @@ mod tests {
     use super::*;
 
     fn model(apps: &[&str]) -> Model {
-        let mut text = String::from(
-            "[[zones]]\norigin = \"t.test\"\nnameservers = [\"ns.outside.net\"]\n\
-             [zones.soa]\nmname = \"ns.outside.net\"\nrname = \"h.t.test\"\n\
-             [[clusters]]\nname = \"a\"\ningress = [\"192.0.2.10\"]\n",
+        let mut text = format!(
+            "{}[[clusters]]\nname = \"a\"\ningress = [\"192.0.2.10\"]\n",
+            crate::test_support::ZONE
         );
         for app in apps {
             text.push_str(&format!(

@@ -435,21 +435,15 @@ mod tests {
 
     fn spec(extra: &str) -> ProbeSpec {
         let text = format!(
-            r#"
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[clusters]]
+            r#"{zone}[[clusters]]
 name = "a"
 ingress = ["192.0.2.10"]
 [[apps]]
 hostname = "x.t.test"
 probe = {{ kind = "http", port = 8080, path = "/healthz?full=1" {extra} }}
 targets = [{{ cluster = "a" }}]
-"#
+"#,
+            zone = crate::test_support::ZONE,
         );
         let model = crate::from_text(std::path::Path::new("t.toml"), &text)
             .unwrap()

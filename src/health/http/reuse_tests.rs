@@ -121,14 +121,7 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 /// An http probe of `addr` with `reuse_connections` and `extra` settings.
 fn reuse_spec(addr: SocketAddr, extra: &str) -> ProbeSpec {
     let text = format!(
-        r#"
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[clusters]]
+        r#"{zone}[[clusters]]
 name = "a"
 ingress = ["{ip}"]
 [[apps]]
@@ -136,6 +129,7 @@ hostname = "x.t.test"
 probe = {{ kind = "http", port = {port}, reuse_connections = true, timeout = "10s", interval = "60s" {extra} }}
 targets = [{{ cluster = "a" }}]
 "#,
+        zone = crate::test_support::ZONE,
         ip = addr.ip(),
         port = addr.port(),
     );
