@@ -76,6 +76,7 @@ pub struct PoolMetrics {
 
 impl PoolMetrics {
     /// Handles registered nowhere (tests).
+    #[cfg(test)]
     pub fn unregistered() -> Self {
         let counter = |n: &str| IntCounter::new(n, n).unwrap();
         Self {
@@ -208,11 +209,14 @@ impl Pool {
         });
     }
 
-    /// A fresh connection to `addr` was answered.
-    pub fn accepted(&self, addr: SocketAddr) {
+    /// A fresh connection to `addr`, opened at `opened`, was answered. The window counts
+    /// from when it was opened, not from when its exchange ended: that can be a whole
+    /// timeout later (a body drained until the deadline), and the router may have stopped
+    /// accepting meanwhile.
+    pub fn accepted(&self, addr: SocketAddr, opened: Instant) {
         let mut addrs = self.lock();
         let a = addrs.entry(addr).or_default();
-        a.fresh_ok = Some(Instant::now());
+        a.fresh_ok = Some(a.fresh_ok.map_or(opened, |t| t.max(opened)));
         a.renewing = false;
     }
 
@@ -252,6 +256,7 @@ impl Pool {
     }
 
     /// Idle connections to `addr` (tests).
+    #[cfg(test)]
     pub fn idle(&self, addr: SocketAddr) -> usize {
         self.lock().get(&addr).map_or(0, |a| a.idle.len())
     }
@@ -286,6 +291,8 @@ fn usable(tcp: &TcpStream) -> bool {
 pub struct Connecting<'a> {
     pool: &'a Pool,
     addr: SocketAddr,
+    /// When the connect began: what an answer proves about the address dates from here.
+    opened: Instant,
     done: bool,
 }
 
@@ -294,6 +301,7 @@ impl<'a> Connecting<'a> {
         Self {
             pool,
             addr,
+            opened: Instant::now(),
             done: false,
         }
     }
@@ -307,7 +315,7 @@ impl<'a> Connecting<'a> {
     pub fn finish(mut self, answered: bool) {
         if answered {
             self.done = true;
-            self.pool.accepted(self.addr);
+            self.pool.accepted(self.addr, self.opened);
         }
     }
 }
@@ -317,5 +325,40 @@ impl Drop for Connecting<'_> {
         if !self.done {
             self.pool.refused(self.addr);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh connection whose exchange ended late (its body drained until the deadline)
+    /// proves the address accepted when it was opened, not when it ended: the window must
+    /// not reach past `opened + window`, or kept connections would go on being used for a
+    /// timeout longer after a router stopped accepting.
+    #[tokio::test]
+    async fn the_window_counts_from_when_the_fresh_connection_was_opened() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::new(Arc::new(Semaphore::new(4)), PoolMetrics::unregistered());
+        let window = Duration::from_secs(1);
+        let now = Instant::now();
+        // Opened longer ago than the window, answered (ended) only now.
+        let opened = now.checked_sub(window * 2).unwrap();
+        pool.accepted(addr, opened);
+        let (tcp, _) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        pool.put(addr, tcp.unwrap());
+        assert_eq!(pool.idle(addr), 1);
+        assert!(
+            pool.take(addr, window).is_none(),
+            "the window outlived its fresh connect"
+        );
+        // A fresh connection opened within the window opens the gate again; an older
+        // answer arriving later does not move it back.
+        pool.accepted(addr, Instant::now());
+        pool.accepted(addr, opened);
+        let (tcp, _) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        pool.put(addr, tcp.unwrap());
+        assert!(pool.take(addr, window).is_some());
     }
 }
