@@ -36,7 +36,7 @@ ok_thresh 1; its UDP receive buffer is raised to its maximum, 1 MiB (gtmd asks f
 
 Usage: benches/outage.py [--mode refused|blackhole|both] [--apps 10000] [--clusters 5]
                          [--outage-seconds 65] [--runs 1] [--gtmd target/release/gtmd]
-                         [--skip-gdnsd] [--period 0.5] [--reuse] [--samples FILE]
+                         [--skip-gdnsd] [--period 0.5] [--fresh] [--samples FILE]
 Needs: nginx (Debian nginx-light), gdnsd (unless --skip-gdnsd).
 Ports (loopback): DNS 5811 (gtmd) and 5812 (gdnsd), admin 9811, backends 18181.
 """
@@ -73,17 +73,18 @@ MARGIN = 0.5  # the issue's target: every app within the bound + 0.5 s
 GDNSD_TIMING = {"interval": 5, "timeout": 2, "down_thresh": 3, "up_thresh": 2, "ok_thresh": 1}
 
 
-REUSE = False  # --reuse: reuse_connections = true (detection takes up to fast_interval longer)
+FRESH = False  # --fresh: reuse_connections = false (a fresh connection per probe)
 
 
 def gtmd_bounds(mode):
-    """(detection, recovery) bounds in seconds from the README, for gtmd's defaults (with
-    reuse_connections: one fast_interval more for detection, README "reuse_connections")."""
-    extra = FAST_INTERVAL if REUSE else 0
+    """(detection, recovery) bounds in seconds from the README, for gtmd's defaults. The
+    same with or without reuse_connections: a killed or blackholed router fails kept
+    connections as it fails fresh ones (reuse adds at most fast_interval / 8 only for a
+    router that stops accepting but serves its open connections, README "reuse_connections")."""
     if mode == "refused":
-        detect = INTERVAL + (FALL - 1) * FAST_INTERVAL + extra
+        detect = INTERVAL + (FALL - 1) * FAST_INTERVAL
     else:
-        detect = INTERVAL + FALL * TIMEOUT + (FALL - 1) * FAST_INTERVAL + extra
+        detect = INTERVAL + FALL * TIMEOUT + (FALL - 1) * FAST_INTERVAL
     return detect, INTERVAL + (RISE - 1) * FAST_INTERVAL
 
 
@@ -235,7 +236,7 @@ def app_names(n):
 def write_gtmd_config(path, apps, clusters, max_probes):
     """policy all, HTTP probes on every app x cluster, interval 5 s, defaults otherwise."""
     health = f"max_concurrent_probes = {max_probes}\n" if max_probes else ""
-    reuse = "reuse_connections = true\n" if REUSE else ""
+    reuse = "reuse_connections = false\n" if FRESH else ""
     out = [
         f'[server]\nlisten = ["127.0.0.1:{GTMD_PORT}"]\n',
         f'[admin]\nlisten = "127.0.0.1:{ADMIN_PORT}"\n',
@@ -997,8 +998,9 @@ def parse_args():
     ap.add_argument("--max-concurrent-probes", type=int, default=0, help="0: gtmd's default")
     ap.add_argument("--gtmd", default="target/release/gtmd")
     ap.add_argument("--skip-gdnsd", action="store_true")
-    ap.add_argument("--reuse", action="store_true",
-                    help="probes with reuse_connections = true (keep-alive per ingress address)")
+    ap.add_argument("--fresh", action="store_true",
+                    help="probes with reuse_connections = false (a fresh connection per probe; "
+                         "the default keeps connections alive per ingress address)")
     ap.add_argument("--samples", help="write every CPU/RSS sample (seconds from the kill) to this file")
     args = ap.parse_args()
     if args.reload_at >= args.outage_seconds:
@@ -1017,8 +1019,8 @@ def main():
     if not args.skip_gdnsd and not shutil.which("gdnsd"):
         raise SystemExit("gdnsd not found: apt-get install gdnsd, or --skip-gdnsd")
     args.gtmd = os.path.abspath(args.gtmd)
-    global REUSE
-    REUSE = args.reuse
+    global FRESH
+    FRESH = args.fresh
     work = tempfile.mkdtemp(prefix="gtmd-outage-")
     args.config = os.path.join(work, "gtmd.toml")
     args.gdnsd_dir = os.path.join(work, "gdnsd")
@@ -1030,7 +1032,7 @@ def main():
           f"app x cluster ({args.apps * args.clusters} targets), interval {INTERVAL:g} s, gtmd defaults "
           f"otherwise (timeout {TIMEOUT:g} s, fall {FALL}, rise {RISE}, fast_interval {FAST_INTERVAL:g} s"
           f"{', max_concurrent_probes ' + str(args.max_concurrent_probes) if args.max_concurrent_probes else ''}); "
-          f"{'reuse_connections = true; ' if REUSE else ''}gtmd {args.gtmd}; poller pinned to CPU {args.poller_cpu} of {len(ALL_CPUS)}")
+          f"{'reuse_connections = false; ' if FRESH else ''}gtmd {args.gtmd}; poller pinned to CPU {args.poller_cpu} of {len(ALL_CPUS)}")
     try:
         for mode in modes:
             results = []

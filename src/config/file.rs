@@ -592,7 +592,7 @@ pub struct ProbeConfig {
     #[serde(default, with = "duration::option")]
     pub flap_hold: Option<Duration>,
     /// Keep-alive: `http` probes of one ingress address share a bounded pool of open
-    /// connections (default false: a fresh connection per probe). See `health::pool`.
+    /// connections (default true; false: a fresh connection per probe). See `health::pool`.
     #[serde(default, deserialize_with = "strict::opt_bool")]
     pub reuse_connections: Option<bool>,
 }

@@ -35,7 +35,7 @@ use super::{
     hysteresis::Hysteresis,
     outcome::Outcome,
     persist::{Kept, Restored, StateWriter},
-    pool::Pool,
+    pool::{KeptExchange, Pool},
     publish::{Batch, Dirty, IndexCache, Next, TRIM_AFTER_APPS, TRIM_WHEN_QUIET, WINDOW},
     state::{HealthTable, LastResult, ProbeId, ProbeState, VerdictView, app_probe_ids, probes},
     tcp,
@@ -54,11 +54,12 @@ enum Prober {
 }
 
 impl Prober {
-    /// Runs the probe prepared from `spec`.
-    async fn run(&self, spec: &ProbeSpec) -> Outcome {
+    /// Runs the probe prepared from `spec`; with the kept connection the verdict came from,
+    /// if it came from one (`reuse_connections`).
+    async fn run(&self, spec: &ProbeSpec) -> (Outcome, Option<KeptExchange>) {
         match self {
-            Prober::Http(p) => p.run(spec).await,
-            Prober::Tcp(addr, timeout) => tcp::probe(*addr, *timeout).await,
+            Prober::Http(p) => p.run_kept(spec).await,
+            Prober::Tcp(addr, timeout) => (tcp::probe(*addr, *timeout).await, None),
         }
     }
 }
@@ -542,9 +543,13 @@ async fn probe_loop(
     }
     metrics.gauges.set_up(hysteresis.is_up());
     let mut first_pending = true;
+    // The last success, when it came from a kept connection (`reuse_connections`).
+    let mut kept: Option<KeptExchange> = None;
     loop {
         // A reload or stop aborts the task at one of these awaits (see `Running::task`).
-        tokio::time::sleep_until(next).await;
+        if until_next(next, kept.take()).await == Woken::InDoubt {
+            shared.metrics.engine.pool.rechecked.inc();
+        }
         let started = Instant::now();
         let outcome = {
             let waiting = Held::new(&shared.metrics.engine.waiting);
@@ -555,7 +560,9 @@ async fn probe_loop(
             let _in_flight = Held::new(&shared.metrics.engine.in_flight);
             // Boxed: an idle task then holds a pointer, not the whole in-flight request
             // state (KiBs each at 20,000+ probes).
-            Box::pin(prober.run(&spec)).await
+            let (outcome, on) = Box::pin(prober.run(&spec)).await;
+            kept = on.filter(|_| outcome.up);
+            outcome
         };
         metrics.duration.observe(outcome.duration.as_secs_f64());
         if !outcome.up {
@@ -589,6 +596,32 @@ async fn probe_loop(
         };
         // Keep the cadence from the start of the probe; never schedule in the past.
         next = (started + delay).max(Instant::now());
+    }
+}
+
+/// Why a probe runs again.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Woken {
+    /// Its time came.
+    Due,
+    /// Its last success, on a kept connection, was put in doubt.
+    InDoubt,
+}
+
+/// Waits until `next`, or while the last success came from a kept connection (`kept`),
+/// until that success is put in doubt (a fresh connection to the address failed since,
+/// see `pool`: the router may have stopped accepting), so that it is checked again at
+/// once, on a fresh connection.
+pub(super) async fn until_next(next: Instant, kept: Option<KeptExchange>) -> Woken {
+    match kept {
+        None => {
+            tokio::time::sleep_until(next).await;
+            Woken::Due
+        }
+        Some(kept) => tokio::select! {
+            () = tokio::time::sleep_until(next) => Woken::Due,
+            () = kept.in_doubt() => Woken::InDoubt,
+        },
     }
 }
 

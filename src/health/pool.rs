@@ -16,21 +16,34 @@
 //! fresh connection that fails before any answer (refused, timed out, any error, or cut
 //! short by the probe's timeout) closes the address's pool and forgets that answer, so
 //! every probe of the address connects fresh, and fails as without reuse, until a fresh
-//! connection is answered again. (Past half the window one probe renews it with a fresh
-//! connection while the others go on with kept ones, so that they need not all connect
-//! fresh when it expires; that changes nothing of the bound.) A router that stops
-//! accepting at T is therefore seen by
-//! every probe that starts after T + `fast_interval`: detection takes at most
-//! `fast_interval` longer than without reuse, `interval + fall × fast_interval` in all
-//! (8 s with the defaults, against 7 s).
+//! connection is answered again. Past [`RENEW_AFTER`] of the window one probe renews it
+//! with a fresh connection while the others go on with kept ones, so that they need not
+//! all connect fresh when it expires and so that a failure is known early.
+//!
+//! **Successes in doubt are repeated at once.** A probe that succeeded on a kept connection
+//! after the router stopped accepting would otherwise keep its target up for a whole
+//! `interval`. So when a fresh connection fails, the successes on kept connections taken
+//! since the last answered fresh connection was opened are put in doubt ([`KeptExchange::in_doubt`]),
+//! and their probes run again at once instead of after `interval`; the gate is closed by
+//! then, so they connect fresh and fail like every other probe of the address. With many
+//! probes per address (where reuse matters) a fresh connection is tried at least every
+//! `RENEW_AFTER × fast_interval`, so a router that stops accepting at T is seen by every
+//! target by T + `RENEW_AFTER × fast_interval` + one failed connect, never later than the
+//! same target's next probe without reuse (`timeout < interval`, checked by the config).
+//! With few probes per address (a kept success is not followed by another probe of the
+//! address before its own next one) the kept success was taken at most
+//! `RENEW_AFTER × fast_interval` after T, so detection takes at most that much longer than
+//! without reuse: 125 ms with the defaults, `interval + (fall − 1) × fast_interval + 0.125 s`.
 //!
 //! **Bounds.** At most [`MAX_IDLE_PER_ADDRESS`] idle connections per address; one idle
 //! longer than [`MAX_IDLE`] is closed rather than used (servers close idle keep-alive
 //! connections after a few seconds: Apache and Node.js after 5 s). Each idle connection
 //! holds one of the `health.max_concurrent_probes` slots, so probes in flight plus idle
-//! connections stay within the descriptor budget planned for probes (`fdbudget`); when no
-//! slot is free a connection is closed instead of kept. Gauge
-//! `gtmd_probe_idle_connections`, counter `gtmd_probe_connections_total{how}`.
+//! connections stay within the descriptor budget planned for probes (`fdbudget`); a
+//! connection is closed instead of kept when idle ones would hold more than half of the
+//! free slots (so that probes never wait for a slot held by an idle connection). Gauge
+//! `gtmd_probe_idle_connections`, counters `gtmd_probe_connections_total{how}` and
+//! `gtmd_probe_rechecks_total`.
 
 use std::{
     collections::HashMap,
@@ -43,7 +56,7 @@ use std::{
 use prometheus::{IntCounter, IntGauge};
 use tokio::{
     net::TcpStream,
-    sync::{OwnedSemaphorePermit, Semaphore},
+    sync::{Notify, OwnedSemaphorePermit, Semaphore},
 };
 
 /// Idle connections kept per ingress address. A probe exchange on a LAN takes well under a
@@ -60,6 +73,13 @@ pub const MAX_IDLE: Duration = Duration::from_secs(2);
 /// How often idle connections past [`MAX_IDLE`] are closed when no probe comes by.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
+/// The part of the window (`fast_interval`) after which one probe renews it with a fresh
+/// connection. It bounds how long after a router stops accepting a kept success can still
+/// be taken unnoticed by a sparse address (1/8: 125 ms with the defaults), at the cost of
+/// one fresh connection per address per `fast_interval / 8` (8 a second with the defaults,
+/// against ~2,000 a second per address at 10,000 apps without reuse).
+pub const RENEW_AFTER: u32 = 8;
+
 /// The pool's metrics.
 #[derive(Clone)]
 pub struct PoolMetrics {
@@ -72,6 +92,9 @@ pub struct PoolMetrics {
     /// `{how="stale"}`: pooled connections the server had closed (the probe went on with a
     /// fresh one).
     pub stale: IntCounter,
+    /// `gtmd_probe_rechecks_total`: probes run again at once because their success on a
+    /// kept connection was put in doubt.
+    pub rechecked: IntCounter,
 }
 
 impl PoolMetrics {
@@ -84,6 +107,7 @@ impl PoolMetrics {
             opened: counter("opened"),
             reused: counter("reused"),
             stale: counter("stale"),
+            rechecked: counter("rechecked"),
         }
     }
 }
@@ -99,6 +123,9 @@ pub struct Pool {
 /// One address: its idle connections and its last successful fresh connect.
 #[derive(Default)]
 struct Address {
+    /// Where the probes with a kept success learn that it was put in doubt. An address
+    /// is remembered while a probe holds this.
+    doubts: Arc<Doubts>,
     /// Oldest first.
     idle: Vec<Idle>,
     /// When a fresh connection was last answered; None since one failed (not accepting).
@@ -145,9 +172,10 @@ impl Pool {
         self.addrs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An idle connection to `addr` a probe may use: None unless a fresh connection to it
-    /// was answered within `window` (the probe's `fast_interval`), or when none is idle.
-    pub fn take(&self, addr: SocketAddr, window: Duration) -> Option<TcpStream> {
+    /// An idle connection to `addr` a probe may use, and what tells the probe if its success
+    /// on it is put in doubt: None unless a fresh connection to it was answered within
+    /// `window` (the probe's `fast_interval`), or when none is idle.
+    pub fn take(&self, addr: SocketAddr, window: Duration) -> Option<(TcpStream, KeptExchange)> {
         let now = Instant::now();
         let mut closed = Vec::new();
         let found = {
@@ -158,9 +186,9 @@ impl Pool {
             if age.is_none_or(|age| age > window) {
                 return None;
             }
-            // Past half the window one probe renews it with a fresh connection while the
-            // others go on with kept ones.
-            if age.is_some_and(|age| age > window / 2) && !a.renewing {
+            // Past RENEW_AFTER of the window one probe renews it with a fresh connection
+            // while the others go on with kept ones.
+            if age.is_some_and(|age| age > window / RENEW_AFTER) && !a.renewing {
                 a.renewing = true;
                 return None;
             }
@@ -173,7 +201,7 @@ impl Pool {
                     break;
                 }
                 if usable(&idle.tcp) {
-                    found = Some(idle.tcp);
+                    found = Some((idle.tcp, KeptExchange::new(&a.doubts, now)));
                     break;
                 }
                 closed.push(idle);
@@ -188,9 +216,16 @@ impl Pool {
     }
 
     /// Keeps `tcp` (a connection to `addr` whose last response was read to its end) for
-    /// another probe, unless the address is not accepting, its pool is full, or no probe
-    /// slot is free; otherwise it is closed.
+    /// another probe, unless the address is not accepting, its pool is full, or idle
+    /// connections hold half of the free probe slots; otherwise it is closed.
     pub fn put(&self, addr: SocketAddr, tcp: TcpStream) {
+        // Idle connections never hold more than half of the free slots, so that probes
+        // waiting for one are not kept waiting by connections kept for them (at most
+        // `MAX_IDLE` + `SWEEP_EVERY` each).
+        let idle = usize::try_from(self.metrics.idle.get()).unwrap_or(0);
+        if self.slots.available_permits() <= idle {
+            return;
+        }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             return;
         };
@@ -220,14 +255,18 @@ impl Pool {
         a.renewing = false;
     }
 
-    /// A fresh connection to `addr` failed before any answer: its pool closes, and its
-    /// probes connect fresh until one is answered.
+    /// A fresh connection to `addr` failed before any answer: its pool closes, its probes
+    /// connect fresh until one is answered, and the successes on kept connections taken
+    /// since the last answered one was opened are put in doubt.
     pub fn refused(&self, addr: SocketAddr) {
         let closed = {
             let mut addrs = self.lock();
             let Some(a) = addrs.get_mut(&addr) else {
                 return;
             };
+            if let Some(answered) = a.fresh_ok {
+                a.doubts.put_in_doubt(answered);
+            }
             a.fresh_ok = None;
             a.renewing = false;
             std::mem::take(&mut a.idle)
@@ -251,6 +290,8 @@ impl Pool {
             !a.idle.is_empty()
                 || a.fresh_ok
                     .is_some_and(|t| now.duration_since(t) <= MAX_IDLE)
+                // A probe waits to learn whether its kept success is in doubt.
+                || Arc::strong_count(&a.doubts) > 1
         });
         drop(closed);
     }
@@ -266,6 +307,17 @@ impl Pool {
         self.metrics.stale.inc();
     }
 
+    /// Counts a probe run again at once because its kept success was put in doubt.
+    pub fn rechecked(&self) {
+        self.metrics.rechecked.inc();
+    }
+
+    /// How many times successes on kept connections to `addr` were put in doubt (tests).
+    #[cfg(test)]
+    pub fn doubted(&self, addr: SocketAddr) -> u64 {
+        self.lock().get(&addr).map_or(0, |a| a.doubts.state().count)
+    }
+
     /// Runs [`Self::sweep`] every [`SWEEP_EVERY`] (until the task is aborted).
     pub async fn sweep_forever(self: Arc<Self>) {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -273,6 +325,83 @@ impl Pool {
         loop {
             tick.tick().await;
             self.sweep();
+        }
+    }
+}
+
+/// Successes on kept connections to one address put in doubt: each time a fresh connection
+/// fails, those taken after the last answered fresh connection was opened.
+#[derive(Default)]
+pub struct Doubts {
+    state: Mutex<DoubtState>,
+    notify: Notify,
+}
+
+#[derive(Default, Clone, Copy)]
+struct DoubtState {
+    /// How many times successes were put in doubt.
+    count: u64,
+    /// The last time: successes taken after this (the opening of the last answered fresh
+    /// connection) are in doubt.
+    after: Option<Instant>,
+}
+
+impl Doubts {
+    fn state(&self) -> DoubtState {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn put_in_doubt(&self, answered: Instant) {
+        {
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.count += 1;
+            s.after = Some(answered);
+        }
+        self.notify.notify_waiters();
+    }
+}
+
+/// A probe's exchange on a kept connection: when it was taken, and where to learn that a
+/// success on it was put in doubt.
+pub struct KeptExchange {
+    doubts: Arc<Doubts>,
+    taken: Instant,
+    /// [`DoubtState::count`] when taken.
+    count: u64,
+}
+
+impl KeptExchange {
+    fn new(doubts: &Arc<Doubts>, taken: Instant) -> Self {
+        Self {
+            doubts: doubts.clone(),
+            taken,
+            count: doubts.state().count,
+        }
+    }
+
+    /// Whether a fresh connection failed since this was taken, the address not having
+    /// answered a fresh connection opened in between. Two failures since then count as a
+    /// doubt whatever answered between them (an exchange rarely outlives one).
+    fn doubted(&self) -> bool {
+        let s = self.doubts.state();
+        match s.count - self.count {
+            0 => false,
+            1 => s.after.is_none_or(|after| self.taken > after),
+            _ => true,
+        }
+    }
+
+    /// Completes once the success on this exchange is put in doubt (never, if it is not).
+    pub async fn in_doubt(&self) {
+        loop {
+            let notified = self.doubts.notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before looking, so a doubt raised in between is not missed.
+            notified.as_mut().enable();
+            if self.doubted() {
+                return;
+            }
+            notified.await;
         }
     }
 }

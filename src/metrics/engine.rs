@@ -76,16 +76,24 @@ impl EngineMetrics {
             &["how"],
         )
         .unwrap();
+        let rechecks = IntCounter::new(
+            "gtmd_probe_rechecks_total",
+            "Probes run again at once on a fresh connection because their success on a kept \
+             connection was put in doubt (a fresh connection to the address failed since).",
+        )
+        .unwrap();
         let pool = PoolMetrics {
             idle: idle.clone(),
             opened: connections.with_label_values(&["opened"]),
             reused: connections.with_label_values(&["reused"]),
             stale: connections.with_label_values(&["stale"]),
+            rechecked: rechecks.clone(),
         };
         for c in [
             Box::new(in_flight.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(idle),
             Box::new(connections),
+            Box::new(rechecks),
             Box::new(waiting.clone()),
             Box::new(publications.clone()),
             Box::new(apps.clone()),

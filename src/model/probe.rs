@@ -366,7 +366,7 @@ pub fn resolve(
             window: p.flap_window.unwrap_or(DEFAULT_FLAP_WINDOW),
             hold: p.flap_hold.unwrap_or(DEFAULT_FLAP_HOLD),
         },
-        reuse_connections: kind == ProbeKind::Http && p.reuse_connections.unwrap_or(false),
+        reuse_connections: kind == ProbeKind::Http && p.reuse_connections.unwrap_or(true),
     })
 }
 
@@ -564,7 +564,7 @@ mod tests {
     }
 
     #[test]
-    fn reuse_connections_is_off_by_default_and_only_for_http() {
+    fn reuse_connections_is_on_by_default_and_only_for_http() {
         let ip = "127.0.0.1".parse().unwrap();
         let layer = |kind: &str, reuse: Option<bool>| ProbeConfig {
             kind: Some(kind.into()),
@@ -578,8 +578,12 @@ mod tests {
             assert!(e.is_empty());
             s.reuse_connections
         };
-        assert!(!resolved(&layer("http", None)));
+        assert!(resolved(&layer("http", None)));
         assert!(resolved(&layer("http", Some(true))));
+        assert!(!resolved(&layer("http", Some(false))));
+        // https and tcp probes always connect fresh, by default too.
+        assert!(!resolved(&layer("https", None)));
+        assert!(!resolved(&layer("tcp", None)));
         // Set in [health.defaults] and merged into an https or tcp probe: fresh connections.
         for kind in ["https", "tcp"] {
             let defaults = layer("http", Some(true));

@@ -11,7 +11,7 @@ use tokio::{
 };
 
 use super::*;
-use crate::health::pool::{MAX_IDLE_PER_ADDRESS, PoolMetrics};
+use crate::health::pool::{KeptExchange, MAX_IDLE_PER_ADDRESS, PoolMetrics};
 
 /// A test server: every request (a head without a body) on a connection is answered
 /// with `response`, except that with `drop_second` a connection's second request is
@@ -335,7 +335,8 @@ async fn a_router_that_stops_calling_accept_is_detected_within_fast_interval() {
 
 #[tokio::test]
 async fn the_pool_stays_bounded_under_many_concurrent_probes() {
-    for (slots, bound) in [(1000, MAX_IDLE_PER_ADDRESS), (5, 5)] {
+    // With 5 slots, idle connections keep at most half of the free ones: 3 of 5.
+    for (slots, bound) in [(1000, MAX_IDLE_PER_ADDRESS), (5, 3)] {
         let server = Server::start(OK, false).await;
         let (pool, metrics) = pool(slots);
         let spec = Arc::new(reuse_spec(server.addr, r#", fast_interval = "60s""#));
@@ -356,7 +357,7 @@ async fn the_pool_stays_bounded_under_many_concurrent_probes() {
 }
 
 /// The window is a hard limit: past it a probe stops using kept connections even while
-/// the probe that renews the window (past half of it) still waits for its answer.
+/// the probe that renews the window (past `RENEW_AFTER` of it) still waits for its answer.
 #[tokio::test]
 async fn kept_connections_expire_with_the_window_while_its_renewal_hangs() {
     let mut server = Server::start(OK, false).await;
@@ -407,4 +408,107 @@ async fn kept_connections_expire_with_the_window_while_its_renewal_hangs() {
         "the second loop kept using kept connections until the renewal failed ({:?} after it)",
         other.0 - renewal.1
     );
+}
+
+/// Runs two probes at once: with one idle connection, one of them takes it and the other
+/// connects fresh (the test runtime has one thread, and the first waits for its answer
+/// before the second starts). Both outcomes, with the kept exchange where there was one.
+async fn probe_pair(
+    probe: &Arc<HttpProbe>,
+    spec: &Arc<ProbeSpec>,
+) -> Vec<(Outcome, Option<KeptExchange>)> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..2 {
+        let (probe, spec) = (probe.clone(), spec.clone());
+        set.spawn(async move { probe.run_kept(&spec).await });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
+/// Whether `kept`'s success has been put in doubt by now (without waiting).
+async fn doubted_now(kept: &KeptExchange) -> bool {
+    tokio::time::timeout(Duration::ZERO, kept.in_doubt())
+        .await
+        .is_ok()
+}
+
+/// A router that stops accepting but serves its open connections: a probe that succeeds on
+/// a kept connection meanwhile is put in doubt as soon as another probe's fresh connection
+/// to the address fails, and its task wakes at once instead of after `interval`.
+#[tokio::test]
+async fn a_kept_success_is_put_in_doubt_when_a_fresh_connection_fails() {
+    let mut server = Server::start(OK, false).await;
+    let (pool, metrics) = pool(100);
+    // The window is long: no renewal comes between the steps below.
+    let spec = Arc::new(reuse_spec(server.addr, r#", fast_interval = "60s""#));
+    let probe = Arc::new(HttpProbe::new(&spec, None).unwrap().with_pool(&spec, &pool));
+    let (first, kept) = probe.run_kept(&spec).await;
+    assert!(first.up && kept.is_none(), "the first probe connects fresh");
+    server.stop_accepting(false).await;
+    // Served on the kept connection: up, but the router no longer accepts.
+    let (outcome, kept) = probe.run_kept(&spec).await;
+    assert!(outcome.up);
+    let kept = kept.expect("the second probe used the kept connection");
+    assert!(!doubted_now(&kept).await, "nothing failed yet");
+    let next = tokio::time::Instant::now() + Duration::from_secs(3600);
+    let mut waiting = std::pin::pin!(crate::health::engine::until_next(next, Some(kept)));
+    assert!(
+        tokio::time::timeout(Duration::ZERO, waiting.as_mut())
+            .await
+            .is_err()
+    );
+    let pair = probe_pair(&probe, &spec).await;
+    let reasons: Vec<_> = pair.iter().map(|(o, _)| o.reason.clone()).collect();
+    assert!(
+        reasons.contains(&Reason::ConnectionRefused) && reasons.contains(&Reason::Status(200)),
+        "{reasons:?}"
+    );
+    assert_eq!(pool.doubted(server.addr), 1);
+    // The kept success of the pair is in doubt too: it was taken after the last answer.
+    let (_, kept) = pair.into_iter().find(|(o, _)| o.up).unwrap();
+    assert!(doubted_now(&kept.unwrap()).await);
+    // The waiting task wakes now, an hour before its time.
+    assert_eq!(waiting.await, crate::health::engine::Woken::InDoubt);
+    // From now on every probe connects fresh, and fails.
+    let reused = metrics.reused.get();
+    assert_eq!(probe.run(&spec).await.reason, Reason::ConnectionRefused);
+    assert_eq!(metrics.reused.get(), reused);
+}
+
+/// A success on a kept connection taken before a fresh connection to the address was
+/// opened and answered stays trusted when a later fresh connection fails: only those taken
+/// after the last answered one are in doubt (no herd of re-probes on every failure).
+#[tokio::test]
+async fn a_kept_success_before_the_last_answered_fresh_connection_stays_trusted() {
+    let mut server = Server::start(OK, false).await;
+    let (pool, _metrics) = pool(100);
+    let spec = Arc::new(reuse_spec(server.addr, r#", fast_interval = "60s""#));
+    let probe = Arc::new(HttpProbe::new(&spec, None).unwrap().with_pool(&spec, &pool));
+    assert!(probe.run(&spec).await.up);
+    let (outcome, early) = probe.run_kept(&spec).await;
+    assert!(outcome.up);
+    let early = early.expect("kept");
+    // One of the pair connects fresh and is answered: the address accepted after `early`.
+    let pair = probe_pair(&probe, &spec).await;
+    assert!(pair.iter().all(|(o, _)| o.up));
+    assert!(pair.iter().any(|(_, k)| k.is_none()), "one connected fresh");
+    assert_eq!(server.accepted(), 2);
+    server.stop_accepting(false).await;
+    // Two kept connections are idle now: three probes at once, so one connects fresh.
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..3 {
+        let (probe, spec) = (probe.clone(), spec.clone());
+        set.spawn(async move { probe.run(&spec).await.reason });
+    }
+    let mut reasons = Vec::new();
+    while let Some(r) = set.join_next().await {
+        reasons.push(r.unwrap());
+    }
+    assert!(reasons.contains(&Reason::ConnectionRefused), "{reasons:?}");
+    assert_eq!(pool.doubted(server.addr), 1);
+    assert!(!doubted_now(&early).await);
 }
