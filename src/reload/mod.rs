@@ -341,10 +341,14 @@ impl Reloader {
         let generation = current.info.generation;
         drop(current);
         // The old model (tens of milliseconds to free at 10,000 apps) is freed off the
-        // reload's path, like the engine's old table and snapshot.
+        // reload's path, like the engine's old table and snapshot, and returned to the
+        // system: the engine's trim may have run before it was freed.
         let _ = std::thread::Builder::new()
             .name("gtmd-free".into())
-            .spawn(move || drop((old, replaced)));
+            .spawn(move || {
+                drop((old, replaced));
+                crate::heap::release_freed();
+            });
         Ok(Applied {
             generation,
             probes,
