@@ -410,15 +410,16 @@ async fn kept_connections_expire_with_the_window_while_its_renewal_hangs() {
     );
 }
 
-/// Runs two probes at once: with one idle connection, one of them takes it and the other
-/// connects fresh (the test runtime has one thread, and the first waits for its answer
-/// before the second starts). Both outcomes, with the kept exchange where there was one.
-async fn probe_pair(
+/// Runs `n` probes at once: with fewer idle connections than `n`, the first ones take them
+/// and the others connect fresh (the test runtime has one thread, and each waits for its
+/// answer before the next starts). Each outcome, with the kept exchange where there was one.
+async fn probe_at_once(
     probe: &Arc<HttpProbe>,
     spec: &Arc<ProbeSpec>,
+    n: usize,
 ) -> Vec<(Outcome, Option<KeptExchange>)> {
     let mut set = tokio::task::JoinSet::new();
-    for _ in 0..2 {
+    for _ in 0..n {
         let (probe, spec) = (probe.clone(), spec.clone());
         set.spawn(async move { probe.run_kept(&spec).await });
     }
@@ -461,7 +462,7 @@ async fn a_kept_success_is_put_in_doubt_when_a_fresh_connection_fails() {
             .await
             .is_err()
     );
-    let pair = probe_pair(&probe, &spec).await;
+    let pair = probe_at_once(&probe, &spec, 2).await;
     let reasons: Vec<_> = pair.iter().map(|(o, _)| o.reason.clone()).collect();
     assert!(
         reasons.contains(&Reason::ConnectionRefused) && reasons.contains(&Reason::Status(200)),
@@ -493,21 +494,14 @@ async fn a_kept_success_before_the_last_answered_fresh_connection_stays_trusted(
     assert!(outcome.up);
     let early = early.expect("kept");
     // One of the pair connects fresh and is answered: the address accepted after `early`.
-    let pair = probe_pair(&probe, &spec).await;
+    let pair = probe_at_once(&probe, &spec, 2).await;
     assert!(pair.iter().all(|(o, _)| o.up));
     assert!(pair.iter().any(|(_, k)| k.is_none()), "one connected fresh");
     assert_eq!(server.accepted(), 2);
     server.stop_accepting(false).await;
     // Two kept connections are idle now: three probes at once, so one connects fresh.
-    let mut set = tokio::task::JoinSet::new();
-    for _ in 0..3 {
-        let (probe, spec) = (probe.clone(), spec.clone());
-        set.spawn(async move { probe.run(&spec).await.reason });
-    }
-    let mut reasons = Vec::new();
-    while let Some(r) = set.join_next().await {
-        reasons.push(r.unwrap());
-    }
+    let three = probe_at_once(&probe, &spec, 3).await;
+    let reasons: Vec<_> = three.iter().map(|(o, _)| o.reason.clone()).collect();
     assert!(reasons.contains(&Reason::ConnectionRefused), "{reasons:?}");
     assert_eq!(pool.doubted(server.addr), 1);
     assert!(!doubted_now(&early).await);
