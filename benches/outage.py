@@ -79,7 +79,7 @@ FRESH = False  # --fresh: reuse_connections = false (a fresh connection per prob
 def gtmd_bounds(mode):
     """(detection, recovery) bounds in seconds from the README, for gtmd's defaults. The
     same with or without reuse_connections: a killed or blackholed router fails kept
-    connections as it fails fresh ones (reuse adds at most fast_interval / 8 only for a
+    connections as it fails fresh ones (reuse adds up to one fast_interval only for a
     router that stops accepting but serves its open connections, README "reuse_connections")."""
     if mode == "refused":
         detect = INTERVAL + (FALL - 1) * FAST_INTERVAL

@@ -547,9 +547,11 @@ async fn probe_loop(
     let mut kept: Option<KeptExchange> = None;
     loop {
         // A reload or stop aborts the task at one of these awaits (see `Running::task`).
-        if until_next(next, kept.take()).await == Woken::InDoubt {
+        let rechecked = until_next(next, kept.take()).await == Woken::InDoubt;
+        if rechecked {
             shared.metrics.engine.pool.rechecked.inc();
         }
+        let due = next;
         let started = Instant::now();
         let outcome = {
             let waiting = Held::new(&shared.metrics.engine.waiting);
@@ -594,8 +596,14 @@ async fn probe_loop(
         } else {
             spec.fast_interval
         };
-        // Keep the cadence from the start of the probe; never schedule in the past.
-        next = (started + delay).max(Instant::now());
+        // Keep the cadence from the start of the probe; never schedule in the past. A
+        // recheck that found the target as it was keeps the probe's own schedule: the
+        // probes woken together by one doubt would otherwise probe together from then on.
+        next = if rechecked && hysteresis.settled() && due > Instant::now() {
+            due
+        } else {
+            (started + delay).max(Instant::now())
+        };
     }
 }
 
@@ -618,9 +626,11 @@ pub(super) async fn until_next(next: Instant, kept: Option<KeptExchange>) -> Wok
             tokio::time::sleep_until(next).await;
             Woken::Due
         }
+        // Boxed: the wait for a doubt is part of every probe task's future otherwise
+        // (50,000 of them), https and tcp probes' included.
         Some(kept) => tokio::select! {
             () = tokio::time::sleep_until(next) => Woken::Due,
-            () = kept.in_doubt() => Woken::InDoubt,
+            () = Box::pin(async move { kept.in_doubt().await }) => Woken::InDoubt,
         },
     }
 }

@@ -20,28 +20,34 @@
 //! with a fresh connection while the others go on with kept ones, so that they need not
 //! all connect fresh when it expires and so that a failure is known early.
 //!
-//! **Successes in doubt are repeated at once.** A probe that succeeded on a kept connection
-//! after the router stopped accepting would otherwise keep its target up for a whole
-//! `interval`. So when a fresh connection fails, the successes on kept connections taken
-//! since the last answered fresh connection was opened are put in doubt ([`KeptExchange::in_doubt`]),
-//! and their probes run again at once instead of after `interval`; the gate is closed by
-//! then, so they connect fresh and fail like every other probe of the address. With many
-//! probes per address (where reuse matters) a fresh connection is tried at least every
-//! `RENEW_AFTER × fast_interval`, so a router that stops accepting at T is seen by every
-//! target by T + `RENEW_AFTER × fast_interval` + one failed connect, never later than the
-//! same target's next probe without reuse (`timeout < interval`, checked by the config).
-//! With few probes per address (a kept success is not followed by another probe of the
-//! address before its own next one) the kept success was taken at most
-//! `RENEW_AFTER × fast_interval` after T, so detection takes at most that much longer than
-//! without reuse: 125 ms with the defaults, `interval + (fall − 1) × fast_interval + 0.125 s`.
+//! **The bound.** A kept connection is used at most `fast_interval` after the last answered
+//! fresh connection was opened, so a router that stops accepting at T fails every probe
+//! that starts after T + `fast_interval`: detection takes at most one `fast_interval`
+//! longer than without reuse (`interval + fall × fast_interval` for refused connections, 8 s
+//! with the defaults). A killed or blackholed router fails kept connections as it fails
+//! fresh ones: no difference at all.
+//!
+//! **Successes in doubt are repeated at once.** Within that bound, a probe that succeeded on
+//! a kept connection after the router stopped accepting would keep its target up for a
+//! whole `interval`. So when a fresh connection fails, the successes on kept connections
+//! taken since the last answered fresh connection was opened are put in doubt
+//! ([`KeptExchange::in_doubt`]), and their probes run again at once instead of after
+//! `interval`; the gate is closed by then, so they connect fresh and fail like every other
+//! probe of the address. Successes taken before that answer stay trusted, so a failure
+//! wakes only the probes of the last moments, not every app of the address. On a busy
+//! address (a probe at least every `fast_interval / RENEW_AFTER`, more than ~40 apps with
+//! the defaults) a fresh connection is tried within `fast_interval / RENEW_AFTER` of T
+//! (unless a renewal is still waiting for its answer: then when that one fails or is
+//! answered), so with a router that answers promptly the doubted targets fail no later
+//! than the bound without reuse.
 //!
 //! **Bounds.** At most [`MAX_IDLE_PER_ADDRESS`] idle connections per address; one idle
 //! longer than [`MAX_IDLE`] is closed rather than used (servers close idle keep-alive
 //! connections after a few seconds: Apache and Node.js after 5 s). Each idle connection
 //! holds one of the `health.max_concurrent_probes` slots, so probes in flight plus idle
 //! connections stay within the descriptor budget planned for probes (`fdbudget`); a
-//! connection is closed instead of kept when idle ones would hold more than half of the
-//! free slots (so that probes never wait for a slot held by an idle connection). Gauge
+//! connection is closed instead of kept when idle ones would outnumber the free slots (so
+//! that probes seldom wait for a slot held by an idle connection). Gauge
 //! `gtmd_probe_idle_connections`, counters `gtmd_probe_connections_total{how}` and
 //! `gtmd_probe_rechecks_total`.
 
@@ -74,10 +80,10 @@ pub const MAX_IDLE: Duration = Duration::from_secs(2);
 pub const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// The part of the window (`fast_interval`) after which one probe renews it with a fresh
-/// connection. It bounds how long after a router stops accepting a kept success can still
-/// be taken unnoticed by a sparse address (1/8: 125 ms with the defaults), at the cost of
-/// one fresh connection per address per `fast_interval / 8` (8 a second with the defaults,
-/// against ~2,000 a second per address at 10,000 apps without reuse).
+/// connection: on a busy address a router that stops accepting is found by a fresh
+/// connection within `fast_interval / RENEW_AFTER` (125 ms with the defaults), and the
+/// successes taken meanwhile are put in doubt, at the cost of one fresh connection per
+/// address per 125 ms (against ~2,000 a second per address at 10,000 apps without reuse).
 pub const RENEW_AFTER: u32 = 8;
 
 /// The pool's metrics.
@@ -130,6 +136,9 @@ struct Address {
     idle: Vec<Idle>,
     /// When a fresh connection was last answered; None since one failed (not accepting).
     fresh_ok: Option<Instant>,
+    /// When the last fresh connection that failed was opened: an answer on one opened
+    /// before it proves nothing about now, and does not reopen the gate.
+    failed_opened: Option<Instant>,
     /// A probe is connecting fresh to renew `fresh_ok` before it is too old (so that the
     /// others need not all connect fresh at once when it expires).
     renewing: bool,
@@ -176,10 +185,12 @@ impl Pool {
     /// on it is put in doubt: None unless a fresh connection to it was answered within
     /// `window` (the probe's `fast_interval`), or when none is idle.
     pub fn take(&self, addr: SocketAddr, window: Duration) -> Option<(TcpStream, KeptExchange)> {
-        let now = Instant::now();
         let mut closed = Vec::new();
         let found = {
             let mut addrs = self.lock();
+            // Read under the lock: a fresh connection answered while this waited for the
+            // lock must not seem to have been opened after this exchange was taken.
+            let now = Instant::now();
             let a = addrs.get_mut(&addr)?;
             // The gate that keeps a router that stops accepting detected.
             let age = a.fresh_ok.map(|t| now.duration_since(t));
@@ -217,13 +228,14 @@ impl Pool {
 
     /// Keeps `tcp` (a connection to `addr` whose last response was read to its end) for
     /// another probe, unless the address is not accepting, its pool is full, or idle
-    /// connections hold half of the free probe slots; otherwise it is closed.
+    /// connections would outnumber the free probe slots; otherwise it is closed.
     pub fn put(&self, addr: SocketAddr, tcp: TcpStream) {
-        // Idle connections never hold more than half of the free slots, so that probes
-        // waiting for one are not kept waiting by connections kept for them (at most
-        // `MAX_IDLE` + `SWEEP_EVERY` each).
+        // Idle connections do not outnumber the free slots once this one is kept, so that
+        // probes seldom wait for a slot an idle connection holds (at most `MAX_IDLE` +
+        // `SWEEP_EVERY`). The gauge counts this pool's idle connections (one pool per
+        // engine); probes racing here may overshoot by a few.
         let idle = usize::try_from(self.metrics.idle.get()).unwrap_or(0);
-        if self.slots.available_permits() <= idle {
+        if self.slots.available_permits() < idle + 2 {
             return;
         }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
@@ -251,26 +263,36 @@ impl Pool {
     pub fn accepted(&self, addr: SocketAddr, opened: Instant) {
         let mut addrs = self.lock();
         let a = addrs.entry(addr).or_default();
+        if a.failed_opened.is_some_and(|failed| opened < failed) {
+            return;
+        }
         a.fresh_ok = Some(a.fresh_ok.map_or(opened, |t| t.max(opened)));
         a.renewing = false;
     }
 
-    /// A fresh connection to `addr` failed before any answer: its pool closes, its probes
-    /// connect fresh until one is answered, and the successes on kept connections taken
-    /// since the last answered one was opened are put in doubt.
-    pub fn refused(&self, addr: SocketAddr) {
-        let closed = {
+    /// A fresh connection to `addr`, opened at `opened`, failed before any answer: its pool
+    /// closes, its probes connect fresh until one opened later is answered, and the
+    /// successes on kept connections taken since the last answered one was opened are put
+    /// in doubt.
+    pub fn refused(&self, addr: SocketAddr, opened: Instant) {
+        let (closed, doubted) = {
             let mut addrs = self.lock();
             let Some(a) = addrs.get_mut(&addr) else {
                 return;
             };
-            if let Some(answered) = a.fresh_ok {
+            a.failed_opened = Some(a.failed_opened.map_or(opened, |t| t.max(opened)));
+            let doubted = a.fresh_ok.map(|answered| {
                 a.doubts.put_in_doubt(answered);
-            }
+                a.doubts.clone()
+            });
             a.fresh_ok = None;
             a.renewing = false;
-            std::mem::take(&mut a.idle)
+            (std::mem::take(&mut a.idle), doubted)
         };
+        // Woken after the pool's lock is released: every take and put waits for it.
+        if let Some(doubts) = doubted {
+            doubts.notify.notify_waiters();
+        }
         drop(closed);
     }
 
@@ -307,11 +329,6 @@ impl Pool {
         self.metrics.stale.inc();
     }
 
-    /// Counts a probe run again at once because its kept success was put in doubt.
-    pub fn rechecked(&self) {
-        self.metrics.rechecked.inc();
-    }
-
     /// How many times successes on kept connections to `addr` were put in doubt (tests).
     #[cfg(test)]
     pub fn doubted(&self, addr: SocketAddr) -> u64 {
@@ -337,13 +354,17 @@ pub struct Doubts {
     notify: Notify,
 }
 
+/// The doubts kept: an exchange that saw more doubts raised than this since it was taken
+/// is in doubt whatever they were (it slept through many failures of its address).
+const DOUBTS_KEPT: usize = 8;
+
 #[derive(Default, Clone, Copy)]
 struct DoubtState {
     /// How many times successes were put in doubt.
     count: u64,
-    /// The last time: successes taken after this (the opening of the last answered fresh
-    /// connection) are in doubt.
-    after: Option<Instant>,
+    /// The last [`DOUBTS_KEPT`] times, by `count % DOUBTS_KEPT`: successes taken after the
+    /// opening of the last answered fresh connection then were put in doubt.
+    after: [Option<Instant>; DOUBTS_KEPT],
 }
 
 impl Doubts {
@@ -351,13 +372,13 @@ impl Doubts {
         *self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Raises a doubt on the successes taken after `answered`; the caller wakes the
+    /// waiters (once it released the pool's lock).
     fn put_in_doubt(&self, answered: Instant) {
-        {
-            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.count += 1;
-            s.after = Some(answered);
-        }
-        self.notify.notify_waiters();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.count += 1;
+        let i = (s.count % DOUBTS_KEPT as u64) as usize;
+        s.after[i] = Some(answered);
     }
 }
 
@@ -380,15 +401,16 @@ impl KeptExchange {
     }
 
     /// Whether a fresh connection failed since this was taken, the address not having
-    /// answered a fresh connection opened in between. Two failures since then count as a
-    /// doubt whatever answered between them (an exchange rarely outlives one).
+    /// answered a fresh connection opened in between (after this was taken).
     fn doubted(&self) -> bool {
         let s = self.doubts.state();
-        match s.count - self.count {
-            0 => false,
-            1 => s.after.is_none_or(|after| self.taken > after),
-            _ => true,
+        let since = s.count - self.count;
+        if since > DOUBTS_KEPT as u64 {
+            return true;
         }
+        (self.count + 1..=s.count).any(|k| {
+            s.after[(k % DOUBTS_KEPT as u64) as usize].is_none_or(|after| self.taken > after)
+        })
     }
 
     /// Completes once the success on this exchange is put in doubt (never, if it is not).
@@ -452,7 +474,7 @@ impl<'a> Connecting<'a> {
 impl Drop for Connecting<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.pool.refused(self.addr);
+            self.pool.refused(self.addr, self.opened);
         }
     }
 }
@@ -488,6 +510,84 @@ mod tests {
         pool.accepted(addr, opened);
         let (tcp, _) = tokio::join!(TcpStream::connect(addr), listener.accept());
         pool.put(addr, tcp.unwrap());
+        assert!(pool.take(addr, window).is_some());
+    }
+
+    /// A listener and a connection to it, to pool.
+    async fn connection(listener: &tokio::net::TcpListener) -> TcpStream {
+        let (tcp, _) = tokio::join!(
+            TcpStream::connect(listener.local_addr().unwrap()),
+            listener.accept()
+        );
+        tcp.unwrap()
+    }
+
+    /// The clock's first reading after `t` (readings are ordered; this never waits long).
+    fn after(t: Instant) -> Instant {
+        loop {
+            let now = Instant::now();
+            if now > t {
+                return now;
+            }
+        }
+    }
+
+    /// Each failure doubts only the kept successes taken after the last answer before it:
+    /// one taken before answered fresh connections stays trusted through any number of
+    /// failures (a success doubted for every failure its task slept through would wake
+    /// thousands of tasks of a busy address at each one).
+    #[tokio::test]
+    async fn each_failure_doubts_only_what_was_taken_after_its_last_answer() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::new(Arc::new(Semaphore::new(8)), PoolMetrics::unregistered());
+        let window = Duration::from_secs(60);
+        pool.accepted(addr, Instant::now());
+        pool.put(addr, connection(&listener).await);
+        let (_, early) = pool.take(addr, window).expect("kept");
+        // Fresh connections opened after `early` was taken answer and fail, twice.
+        let mut t = early.taken;
+        for _ in 0..2 {
+            t = after(t);
+            pool.accepted(addr, t);
+            t = after(t);
+            pool.refused(addr, t);
+        }
+        assert_eq!(pool.doubted(addr), 2);
+        assert!(!early.doubted());
+        // One taken after the last answer is doubted by the next failure.
+        pool.accepted(addr, after(t));
+        pool.put(addr, connection(&listener).await);
+        let (_, late) = pool.take(addr, window).expect("kept");
+        assert!(!late.doubted());
+        pool.refused(addr, after(late.taken));
+        assert!(late.doubted());
+        assert!(!early.doubted());
+    }
+
+    /// An answer on a fresh connection opened before one that failed proves nothing about
+    /// now: it does not reopen the gate; one opened after the failure does.
+    #[tokio::test]
+    async fn an_answer_older_than_a_failure_does_not_reopen_the_gate() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::new(Arc::new(Semaphore::new(8)), PoolMetrics::unregistered());
+        let window = Duration::from_secs(60);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis(1);
+        pool.accepted(addr, t0);
+        // B, opened after A, fails; then A's answer arrives.
+        pool.refused(addr, t0 + 2 * ms);
+        pool.accepted(addr, t0 + ms);
+        pool.put(addr, connection(&listener).await);
+        assert_eq!(
+            pool.idle(addr),
+            0,
+            "kept while the address is not known to accept"
+        );
+        assert!(pool.take(addr, window).is_none());
+        pool.accepted(addr, t0 + 3 * ms);
+        pool.put(addr, connection(&listener).await);
         assert!(pool.take(addr, window).is_some());
     }
 }

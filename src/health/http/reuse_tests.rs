@@ -335,8 +335,8 @@ async fn a_router_that_stops_calling_accept_is_detected_within_fast_interval() {
 
 #[tokio::test]
 async fn the_pool_stays_bounded_under_many_concurrent_probes() {
-    // With 5 slots, idle connections keep at most half of the free ones: 3 of 5.
-    for (slots, bound) in [(1000, MAX_IDLE_PER_ADDRESS), (5, 3)] {
+    // With 5 slots, idle connections never outnumber the free ones: 2 of 5.
+    for (slots, bound) in [(1000, MAX_IDLE_PER_ADDRESS), (5, 2)] {
         let server = Server::start(OK, false).await;
         let (pool, metrics) = pool(slots);
         let spec = Arc::new(reuse_spec(server.addr, r#", fast_interval = "60s""#));
