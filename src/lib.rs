@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod dns;
 pub mod fdbudget;
+pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod heap;
