@@ -7,3 +7,4 @@
 //! come next (see the issue).
 
 pub mod auth;
+pub mod member;
