@@ -76,7 +76,7 @@ impl GossipMetrics {
 
 /// The fleet's shared key, from the bytes of `fleet.secret_file`.
 #[derive(Clone)]
-pub struct FleetKey(hmac::Key);
+pub struct FleetKey(hmac::Key, [u8; 32]);
 
 impl FleetKey {
     /// The key of `secret` (surrounding whitespace left out, so that a file written with a
@@ -90,7 +90,14 @@ impl FleetKey {
                 secret.len()
             ));
         }
-        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, secret)))
+        let mut fingerprint = [0u8; 32];
+        fingerprint.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, secret).as_ref());
+        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, secret), fingerprint))
+    }
+
+    /// A digest of the key (to tell whether a reload changed it; never shown).
+    pub fn fingerprint(&self) -> [u8; 32] {
+        self.1
     }
 
     fn tag(&self, payload: &[u8]) -> hmac::Tag {
