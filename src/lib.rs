@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod dns;
 pub mod fdbudget;
+pub mod fleet;
 pub mod geo;
 pub mod health;
 pub mod heap;
@@ -36,6 +37,8 @@ pub struct Loaded {
     pub summary: snapshot::Summary,
     /// Identifies the configuration in effect (file text and environment overrides).
     pub hash: String,
+    /// What the fleet compares between instances ([`fleet_fingerprint`]; empty: `hash`).
+    pub fleet_hash: String,
     /// The `GTMD__…` environment overrides in effect (they win over the file).
     pub overrides: Vec<config::EnvOverride>,
 }
@@ -46,6 +49,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigErrors> {
     let parsed = config::parse_with_env(path, &text, gtmd_env())?;
     let mut loaded = from_config(path, &parsed)?;
     loaded.hash = fingerprint(&text);
+    loaded.fleet_hash = fleet_fingerprint(&text);
     loaded.overrides = config::env_overrides(&text, gtmd_env());
     Ok(loaded)
 }
@@ -90,9 +94,26 @@ fn gtmd_env() -> Vec<(String, String)> {
 
 /// Identifies a configuration: a hash of the file text and the environment overrides.
 pub fn fingerprint(text: &str) -> String {
+    hash_with_env(text, |_| true)
+}
+
+/// The environment overrides that make one instance of a fleet differ from another
+/// running the same file: where it listens, its admin endpoint and who it is in the fleet.
+const INSTANCE_ENV: [&str; 3] = ["GTMD__SERVER__", "GTMD__ADMIN__", "GTMD__FLEET__"];
+
+/// What instances of a fleet compare to find configuration divergence: [`fingerprint`]
+/// without the overrides of [`INSTANCE_ENV`] (every instance reads the same file and
+/// sets its identity in its environment, as a StatefulSet's pods do).
+pub fn fleet_fingerprint(text: &str) -> String {
+    hash_with_env(text, |k| !INSTANCE_ENV.iter().any(|p| k.starts_with(p)))
+}
+
+fn hash_with_env(text: &str, include: impl Fn(&str) -> bool) -> String {
     let mut bytes = text.as_bytes().to_vec();
     for (k, v) in gtmd_env() {
-        bytes.extend_from_slice(format!("\n{k}={v}").as_bytes());
+        if include(&k) {
+            bytes.extend_from_slice(format!("\n{k}={v}").as_bytes());
+        }
     }
     format!("{:016x}", policy::stable_hash(&bytes))
 }
@@ -113,6 +134,7 @@ pub fn from_config(path: &Path, config: &config::Config) -> Result<Loaded, Confi
         model,
         summary,
         hash: String::new(),
+        fleet_hash: String::new(),
         overrides: Vec::new(),
     })
 }

@@ -367,13 +367,33 @@ pub async fn start(
         ));
         info!(%addr, "serving DNS over TCP");
     }
-    let reloader = Arc::new(Reloader::new(
-        source.path.clone(),
-        engine.clone(),
-        metrics.clone(),
-        model.clone(),
-        loaded.hash.clone(),
-    ));
+    let fleet = match &model.fleet {
+        Some(f) => Some(
+            crate::fleet::Fleet::start(
+                f,
+                if loaded.fleet_hash.is_empty() {
+                    &loaded.hash
+                } else {
+                    &loaded.fleet_hash
+                },
+                1,
+                &metrics.registry,
+            )
+            .await
+            .map_err(StartError::Fleet)?,
+        ),
+        None => None,
+    };
+    let reloader = Arc::new(
+        Reloader::new(
+            source.path.clone(),
+            engine.clone(),
+            metrics.clone(),
+            model.clone(),
+            loaded.hash.clone(),
+        )
+        .with_fleet(fleet.clone()),
+    );
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let admin_addr = match listeners.admin {
         Some(l) => {
@@ -386,6 +406,7 @@ pub async fn start(
                 reloader.clone(),
             );
             state.stopping = stopping.clone();
+            state.fleet = fleet.clone();
             let state = Arc::new(state);
             metrics
                 .connection_limit
@@ -496,6 +517,8 @@ pub enum StartError {
     Health(String),
     #[error("config reload: {0}")]
     Reload(String),
+    #[error("{0}")]
+    Fleet(String),
 }
 
 /// Serves until the first stop signal arrives on `signals`, keeps answering DNS for the

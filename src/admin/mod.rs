@@ -3,6 +3,7 @@
 
 mod conns;
 mod explain;
+mod fleet;
 mod status;
 
 use std::{
@@ -46,6 +47,8 @@ pub struct AdminState {
     pub status_pages: Arc<tokio::sync::Semaphore>,
     /// `/metrics` texts built or being written at once (see [`LARGE_IN_FLIGHT`]).
     pub metrics_pages: Arc<tokio::sync::Semaphore>,
+    /// `[fleet]`, for `/api/v1/fleet` (None: this instance runs alone).
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// Large responses of one path (`/api/v1/status` pages; `/metrics`, several MB with
@@ -74,6 +77,7 @@ impl AdminState {
             status_order: Default::default(),
             status_pages: Arc::new(tokio::sync::Semaphore::new(LARGE_IN_FLIGHT)),
             metrics_pages: Arc::new(tokio::sync::Semaphore::new(LARGE_IN_FLIGHT)),
+            fleet: None,
         }
     }
 }
@@ -338,6 +342,7 @@ fn route(state: &AdminState, req: Request<Incoming>) -> Response<Bytes> {
                 )
             }
         }
+        "/api/v1/fleet" => json(StatusCode::OK, &fleet::fleet_json(state)),
         "/api/v1/status" => match status::StatusQuery::parse(query) {
             Ok(q) => respond(
                 StatusCode::OK,

@@ -28,6 +28,9 @@ pub struct Config {
     pub health: HealthConfig,
     #[serde(default)]
     pub geo: GeoConfig,
+    /// `[fleet]`: absent, gtmd runs alone.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
     #[serde(default)]
     pub zones: Vec<ZoneConfig>,
     #[serde(default)]
@@ -503,6 +506,28 @@ pub struct TargetConfig {
 /// A target's weight and priority when the file sets none.
 pub const DEFAULT_WEIGHT: u32 = 1;
 pub const DEFAULT_PRIORITY: u32 = 1;
+
+/// `[fleet]`: gtmd instances that gossip with each other (see `crate::fleet`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// This instance's name, unique in the fleet.
+    pub node: String,
+    /// The gossip UDP address ("ip:port"): bound, and where peers reach this instance.
+    pub listen: String,
+    /// Seed peers ("host:port"); any one reachable peer is enough to join.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// A file holding the fleet's shared key (at least 16 bytes).
+    #[serde(default)]
+    pub secret_file: Option<std::path::PathBuf>,
+    /// Gossip without authentication: must be written explicitly to run without a key.
+    #[serde(default, deserialize_with = "strict::opt_bool")]
+    pub insecure: Option<bool>,
+    /// How often this instance gossips ("1s").
+    #[serde(default, with = "duration::option")]
+    pub gossip_interval: Option<Duration>,
+}
 
 /// `[health]`: the probe engine.
 #[derive(Debug, Clone, Deserialize)]

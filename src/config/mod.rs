@@ -126,7 +126,7 @@ rules = [{ match = "region:eu", pools = ["p"] }, { match = ["default"], pools = 
 pub const ENV_PREFIX: &str = "GTMD";
 
 /// Keys whose environment value is a comma-separated list.
-const ENV_LIST_KEYS: &[&str] = &["server.listen"];
+const ENV_LIST_KEYS: &[&str] = &["server.listen", "fleet.peers"];
 
 /// Reads and deserializes the file at `path` with the process environment layered on top.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {

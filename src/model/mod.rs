@@ -7,6 +7,7 @@
 
 mod app;
 mod cluster;
+pub mod fleet;
 pub mod geo;
 pub mod limits;
 pub mod names;
@@ -37,6 +38,8 @@ pub struct Model {
     pub server: ServerModel,
     pub health: HealthModel,
     pub geo: GeoModel,
+    /// `[fleet]` (None: this instance runs alone).
+    pub fleet: Option<fleet::FleetModel>,
     pub zones: Vec<ZoneModel>,
     pub clusters: Vec<ClusterModel>,
     pub apps: Vec<AppModel>,
@@ -149,6 +152,10 @@ pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
     server.rrl = server::validate_rrl(&config.rrl, &mut errors);
     let health = validate_health(&config.health, &mut errors);
     let geo = geo::validate(&config.geo, &mut errors);
+    let fleet = config
+        .fleet
+        .as_ref()
+        .and_then(|f| fleet::validate(f, &mut errors));
     let zones = zone::validate_zones(&config.zones, &mut errors);
     let clusters = cluster::validate(&config.clusters, &mut errors);
     let apps = app::validate(
@@ -166,6 +173,7 @@ pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
             server,
             health,
             geo,
+            fleet,
             zones,
             clusters,
             apps,

@@ -95,6 +95,8 @@ pub struct Reloader {
     reader: read::FileReader,
     /// The last reload failed (to say so when the file is fine again but unchanged).
     last_failed: AtomicBool,
+    /// The fleet, told each configuration applied (its hash is compared across the fleet).
+    fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 impl Reloader {
@@ -121,7 +123,14 @@ impl Reloader {
             turn: tokio::sync::Mutex::new(()),
             reader: read::FileReader::default(),
             last_failed: AtomicBool::new(false),
+            fleet: None,
         }
+    }
+
+    /// Tells `fleet` (if any) each configuration applied.
+    pub fn with_fleet(mut self, fleet: Option<Arc<crate::fleet::Fleet>>) -> Self {
+        self.fleet = fleet;
+        self
     }
 
     fn current(&self) -> std::sync::MutexGuard<'_, Current> {
@@ -242,6 +251,7 @@ impl Reloader {
     ) -> Result<Option<Applied>, ReloadError> {
         let started = std::time::Instant::now();
         let text = self.reader.read(path).await.map_err(invalid)?;
+        let fleet_hash = self.fleet.as_ref().map(|_| crate::fleet_fingerprint(&text));
         let owned = path.to_path_buf();
         let in_effect = self.info().hash;
         let built = read::on_own_thread("gtmd-config-build", move || {
@@ -260,15 +270,18 @@ impl Reloader {
         let mut engine = self.engine.clone().lock_owned().await;
         let this = self.clone();
         let owned = path.to_path_buf();
-        tokio::task::spawn_blocking(move || this.apply(&owned, model, hash, &mut engine))
-            .await
-            .map_err(|e| ReloadError::Apply(format!("applying the configuration: {e}")))?
-            .map(|applied| {
-                Some(Applied {
-                    parsed_in,
-                    ..applied
-                })
-            })
+        let applied =
+            tokio::task::spawn_blocking(move || this.apply(&owned, model, hash, &mut engine))
+                .await
+                .map_err(|e| ReloadError::Apply(format!("applying the configuration: {e}")))??;
+        // Peers learn the configuration applied (they compare it with theirs).
+        if let (Some(fleet), Some(hash)) = (&self.fleet, fleet_hash) {
+            fleet.config_applied(&hash, applied.generation).await;
+        }
+        Ok(Some(Applied {
+            parsed_in,
+            ..applied
+        }))
     }
 
     fn apply(
@@ -316,6 +329,15 @@ impl Reloader {
         // The writer thread holds the path it was started with.
         if old.health.state_file != new.health.state_file {
             restart.push("health.state_file");
+        }
+        // The gossip node is started once, with its name, address, seeds and key.
+        let same_fleet = match (&old.fleet, &new.fleet) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.same_settings(b),
+            _ => false,
+        };
+        if !same_fleet {
+            restart.push("[fleet]");
         }
         if !restart.is_empty() {
             return Err(ReloadError::Invalid(

@@ -14,6 +14,7 @@ mod fastpath;
 #[path = "../common/fixtures.rs"]
 mod fixtures;
 mod flap;
+mod fleet;
 #[path = "../common/fuzz_checks.rs"]
 mod fuzz_checks;
 mod fuzz_regressions;

@@ -1,0 +1,206 @@
+//! The fleet (issue 15, in progress): gtmd instances that share what they observe over
+//! gossip. The gossip engine is `chitchat` (Scuttlebutt anti-entropy over UDP with
+//! phi-accrual failure detection; each node writes only its own keys); gtmd adds what it
+//! lacks for a server on the open internet: every datagram authenticated ([`auth`]).
+//!
+//! What works so far: membership ([`member`]), each instance's configuration hash shared
+//! and compared (divergence shown and counted, never merged), `GET /api/v1/fleet` and the
+//! `gtmd_fleet_*` metrics. The shared verdicts and the agreed decision come next: until
+//! then every instance still answers from its own probes.
+
+pub mod auth;
+pub mod member;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use tokio::sync::watch;
+
+use crate::model::fleet::FleetModel;
+use auth::{AuthTransport, GossipMetrics, REJECT_REASONS};
+use member::{CONFIG_GENERATION, CONFIG_HASH, Member, MemberSettings, Peer};
+
+/// What this instance sees of the fleet, for the admin API.
+#[derive(Debug, Clone, Default)]
+pub struct FleetView {
+    /// Live peers (this instance left out), by name.
+    pub peers: Vec<Peer>,
+    /// This instance's configuration hash when the view was taken.
+    pub config_hash: String,
+}
+
+impl FleetView {
+    /// Live peers whose configuration hash differs from this instance's.
+    pub fn divergent(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| p.config_hash.as_deref() != Some(self.config_hash.as_str()))
+            .count()
+    }
+}
+
+/// The fleet's gauges (registered only when `[fleet]` is configured).
+struct FleetGauges {
+    peers: IntGauge,
+    divergent: IntGauge,
+}
+
+/// This instance's part in the fleet.
+pub struct Fleet {
+    pub node: String,
+    pub listen: std::net::SocketAddr,
+    pub authenticated: bool,
+    member: Arc<Member>,
+    view: Arc<ArcSwap<FleetView>>,
+    own_hash: watch::Sender<String>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+impl Fleet {
+    /// Joins the fleet as `model.node`, publishing the configuration in effect (`hash`,
+    /// `generation`), and registers the `gtmd_fleet_*` metrics in `registry`.
+    pub async fn start(
+        model: &FleetModel,
+        hash: &str,
+        generation: u64,
+        registry: &Registry,
+    ) -> Result<Arc<Self>, String> {
+        let gossip = register_metrics(registry);
+        let gauges = FleetGauges {
+            peers: IntGauge::new(
+                "gtmd_fleet_peers",
+                "Live fleet peers this instance sees (itself left out).",
+            )
+            .unwrap(),
+            divergent: IntGauge::new(
+                "gtmd_fleet_config_divergent_peers",
+                "Live fleet peers running another configuration (hash) than this instance.",
+            )
+            .unwrap(),
+        };
+        for g in [&gauges.peers, &gauges.divergent] {
+            registry
+                .register(Box::new(g.clone()))
+                .expect("metric names are unique");
+        }
+        let settings = MemberSettings {
+            node: model.node.clone(),
+            listen: model.listen,
+            peers: model.peers.clone(),
+            gossip_interval: model.gossip_interval,
+        };
+        let own = vec![
+            (CONFIG_HASH.to_owned(), hash.to_owned()),
+            (CONFIG_GENERATION.to_owned(), generation.to_string()),
+        ];
+        let member = match &model.key {
+            Some(key) => {
+                let transport = AuthTransport {
+                    key: key.clone(),
+                    metrics: gossip,
+                };
+                Member::join(&settings, &transport, own).await
+            }
+            None => Member::join(&settings, &chitchat::transport::UdpTransport, own).await,
+        }
+        .map_err(|e| format!("fleet: {e:#}"))?;
+        let member = Arc::new(member);
+        let view = Arc::new(ArcSwap::from_pointee(FleetView {
+            peers: Vec::new(),
+            config_hash: hash.to_owned(),
+        }));
+        let (own_hash, own_rx) = watch::channel(hash.to_owned());
+        let watcher = tokio::spawn(watch_peers(member.clone(), view.clone(), own_rx, gauges));
+        Ok(Arc::new(Self {
+            node: model.node.clone(),
+            listen: model.listen,
+            authenticated: model.key.is_some(),
+            member,
+            view,
+            own_hash,
+            watcher,
+        }))
+    }
+
+    /// A reload applied a configuration: peers learn its hash and generation.
+    pub async fn config_applied(&self, hash: &str, generation: u64) {
+        self.member.set(CONFIG_HASH, hash).await;
+        self.member
+            .set(CONFIG_GENERATION, &generation.to_string())
+            .await;
+        self.own_hash.send_replace(hash.to_owned());
+    }
+
+    /// What this instance sees of the fleet now.
+    pub fn view(&self) -> Arc<FleetView> {
+        self.view.load_full()
+    }
+}
+
+/// Keeps the view and the gauges current: on every change of the live peers (a join, a
+/// death, a key) and of this instance's own hash.
+async fn watch_peers(
+    member: Arc<Member>,
+    view: Arc<ArcSwap<FleetView>>,
+    mut own: watch::Receiver<String>,
+    gauges: FleetGauges,
+) {
+    let mut live = member.live_watcher().await;
+    loop {
+        let config_hash = own.borrow_and_update().clone();
+        let now = FleetView {
+            peers: member.live_peers().await,
+            config_hash,
+        };
+        gauges.peers.set(now.peers.len() as i64);
+        gauges.divergent.set(now.divergent() as i64);
+        view.store(Arc::new(now));
+        tokio::select! {
+            changed = live.changed() => if changed.is_err() { return },
+            changed = own.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+fn register_metrics(registry: &Registry) -> GossipMetrics {
+    let bytes = IntCounterVec::new(
+        Opts::new(
+            "gtmd_fleet_gossip_bytes_total",
+            "Gossip bytes sent, and received in datagrams accepted (tag valid, decoded).",
+        ),
+        &["direction"],
+    )
+    .unwrap();
+    let rejected = IntCounterVec::new(
+        Opts::new(
+            "gtmd_fleet_packets_rejected_total",
+            "Gossip datagrams dropped: short (no room for a tag), bad_tag (not the fleet \
+             key's), malformed (a valid tag over something that does not decode), \
+             too_large (an outgoing message that does not fit with its tag).",
+        ),
+        &["reason"],
+    )
+    .unwrap();
+    for reason in REJECT_REASONS {
+        rejected.with_label_values(&[reason]);
+    }
+    let metrics = GossipMetrics {
+        sent: bytes.with_label_values(&["sent"]),
+        received: bytes.with_label_values(&["received"]),
+        rejected: rejected.clone(),
+    };
+    for c in [
+        Box::new(bytes) as Box<dyn prometheus::core::Collector>,
+        Box::new(rejected),
+    ] {
+        registry.register(c).expect("metric names are unique");
+    }
+    metrics
+}
