@@ -99,13 +99,19 @@ pub fn fingerprint(text: &str) -> String {
 
 /// The environment overrides that make one instance of a fleet differ from another
 /// running the same file: where it listens, its admin endpoint and who it is in the fleet.
-const INSTANCE_ENV: [&str; 3] = ["GTMD__SERVER__", "GTMD__ADMIN__", "GTMD__FLEET__"];
+const INSTANCE_ENV: [&str; 5] = [
+    "GTMD__SERVER__LISTEN",
+    "GTMD__ADMIN__LISTEN",
+    "GTMD__FLEET__NODE",
+    "GTMD__FLEET__LISTEN",
+    "GTMD__FLEET__PEERS",
+];
 
 /// What instances of a fleet compare to find configuration divergence: [`fingerprint`]
 /// without the overrides of [`INSTANCE_ENV`] (every instance reads the same file and
 /// sets its identity in its environment, as a StatefulSet's pods do).
 pub fn fleet_fingerprint(text: &str) -> String {
-    hash_with_env(text, |k| !INSTANCE_ENV.iter().any(|p| k.starts_with(p)))
+    hash_with_env(text, |k| !INSTANCE_ENV.contains(&k))
 }
 
 fn hash_with_env(text: &str, include: impl Fn(&str) -> bool) -> String {

@@ -1,22 +1,33 @@
-//! Authenticated gossip datagrams: each of chitchat's messages followed by an HMAC-SHA256
-//! tag under the fleet's shared key (`fleet.secret_file`).
+//! Authenticated gossip datagrams: each of chitchat's messages behind a small header and
+//! followed by an HMAC-SHA256 tag under the fleet's shared key (`fleet.secret_file`).
 //!
 //! chitchat checks nothing of who sends what: any datagram that decodes is applied, and a
-//! delta may rewrite any node's keys. So every datagram carries a tag over its payload, and
-//! one without a valid tag (a stranger, another fleet's key, a truncated or altered
-//! packet) is dropped before it is decoded, and counted. A datagram with a valid tag that
-//! does not decode (a peer of another version) is dropped and counted too. Nothing a
-//! datagram holds stops the gossip: only a failure of the socket itself ends `recv`.
+//! delta may rewrite any node's keys. So every datagram carries a tag over its header and
+//! payload, and one without a valid tag (a stranger, another fleet's key, a truncated or
+//! altered packet) is dropped before anything of it is decoded, and counted. A datagram
+//! with a valid tag that does not decode (a peer of another version) is dropped and
+//! counted too. Nothing a datagram holds stops the gossip: only a failure of the socket
+//! itself ends `recv`.
 //!
-//! Replays of a recorded datagram pass the tag check; chitchat's versions (each node's
-//! keys carry a version that only grows, and its heartbeat) make an old delta a no-op.
+//! **Replays.** The tagged header holds the address the datagram was sent to and when it
+//! was sent. A datagram sent to another member, or older (or newer) than [`MAX_SKEW`]
+//! by the receiver's clock, is dropped: a recorded datagram cannot be reflected to another
+//! member, and can be replayed to its own receiver only within that window. Members' clocks
+//! must agree within it (NTP). Within the window a replay repeats what chitchat already
+//! applied (its versions only grow), or draws one more reply to the sender's address.
 //!
 //! **Size.** chitchat fills a datagram up to the largest UDP payload over IPv4 (65,507
-//! bytes, its constant) less a byte of header; with the tag a nearly full message does not
-//! fit. Such a message is not sent (counted as `too_large`): the state must be gossiped in
-//! keys small enough that its deltas stay well below that (the fleet packs verdicts).
+//! bytes, its constant) less a byte of header, whatever gtmd adds; a message that does not
+//! fit with the header and tag is not sent (`too_large`). Deltas stay far below that while
+//! the fleet's state is small (membership and configuration hashes); a state larger than a
+//! datagram could not be caught up by a new member, so the shared verdicts must keep it
+//! small or chitchat's limit must become configurable.
 
-use std::{io, net::SocketAddr};
+use std::{
+    io,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use async_trait::async_trait;
 use chitchat::{
@@ -30,19 +41,35 @@ use tracing::{debug, warn};
 /// The tag's length: a whole HMAC-SHA256.
 pub const TAG_LEN: usize = 32;
 
-/// The largest UDP payload over IPv4: nothing larger is sent or expected.
+/// The header before chitchat's message: a format byte, the destination (16 bytes of
+/// address, IPv4 mapped, and 2 of port) and the send time (milliseconds since the epoch).
+pub const HEADER_LEN: usize = 1 + 16 + 2 + 8;
+
+const FORMAT: u8 = 1;
+
+/// The largest UDP payload over IPv4: nothing larger is sent.
 pub const MAX_DATAGRAM: usize = 65_507;
 
-/// Bound into every tag, so that a key shared with something else (or a later format)
-/// never validates these datagrams.
-const CONTEXT: &[u8] = b"gtmd-gossip-v1\0";
+/// How far a datagram's send time may be from the receiver's clock.
+pub const MAX_SKEW: Duration = Duration::from_secs(15);
+
+/// What the tags' key is derived with, so that a key shared with something else (or a
+/// later format) never validates these datagrams.
+const CONTEXT: &[u8] = b"gtmd-gossip-v1";
 
 /// The shortest shared key accepted (bytes of `fleet.secret_file`, surrounding whitespace
 /// left out): 128 bits.
 pub const MIN_SECRET: usize = 16;
 
 /// Why a datagram was dropped: the values of `gtmd_fleet_packets_rejected_total{reason}`.
-pub const REJECT_REASONS: [&str; 4] = ["short", "bad_tag", "malformed", "too_large"];
+pub const REJECT_REASONS: [&str; 6] = [
+    "short",
+    "bad_tag",
+    "misdirected",
+    "stale",
+    "malformed",
+    "too_large",
+];
 
 /// The transport's counters.
 #[derive(Clone)]
@@ -76,7 +103,11 @@ impl GossipMetrics {
 
 /// The fleet's shared key, from the bytes of `fleet.secret_file`.
 #[derive(Clone)]
-pub struct FleetKey(hmac::Key, [u8; 32]);
+pub struct FleetKey {
+    /// Derived from the secret with [`CONTEXT`].
+    tags: hmac::Key,
+    fingerprint: [u8; 32],
+}
 
 impl FleetKey {
     /// The key of `secret` (surrounding whitespace left out, so that a file written with a
@@ -90,30 +121,46 @@ impl FleetKey {
                 secret.len()
             ));
         }
+        let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), CONTEXT);
         let mut fingerprint = [0u8; 32];
         fingerprint.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, secret).as_ref());
-        Ok(Self(hmac::Key::new(hmac::HMAC_SHA256, secret), fingerprint))
+        Ok(Self {
+            tags: hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()),
+            fingerprint,
+        })
     }
 
     /// A digest of the key (to tell whether a reload changed it; never shown).
     pub fn fingerprint(&self) -> [u8; 32] {
-        self.1
+        self.fingerprint
     }
 
-    fn tag(&self, payload: &[u8]) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.0);
-        ctx.update(CONTEXT);
-        ctx.update(payload);
-        ctx.sign()
+    fn tag(&self, data: &[u8]) -> hmac::Tag {
+        hmac::sign(&self.tags, data)
     }
 
-    fn verify(&self, payload: &[u8], tag: &[u8]) -> bool {
-        // Constant time: ring compares the whole tag.
-        let mut with_context = Vec::with_capacity(CONTEXT.len() + payload.len());
-        with_context.extend_from_slice(CONTEXT);
-        with_context.extend_from_slice(payload);
-        hmac::verify(&self.0, &with_context, tag).is_ok()
+    /// Constant time: ring compares the whole tag.
+    fn verify(&self, data: &[u8], tag: &[u8]) -> bool {
+        hmac::verify(&self.tags, data, tag).is_ok()
     }
+}
+
+/// The destination as the header holds it.
+fn address_bytes(addr: SocketAddr) -> [u8; 18] {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let mut out = [0u8; 18];
+    out[..16].copy_from_slice(&ip.octets());
+    out[16..].copy_from_slice(&addr.port().to_be_bytes());
+    out
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// chitchat's UDP transport with every datagram tagged and checked.
@@ -134,6 +181,8 @@ impl Transport for AuthTransport {
 /// One gossip socket.
 pub struct AuthSocket {
     socket: tokio::net::UdpSocket,
+    /// The address peers send to (the header of what this socket accepts).
+    me: [u8; 18],
     key: FleetKey,
     metrics: GossipMetrics,
     send_buf: Vec<u8>,
@@ -149,8 +198,10 @@ impl AuthSocket {
         let socket = tokio::net::UdpSocket::bind(listen)
             .await
             .map_err(|e| anyhow::anyhow!("fleet.listen: binding {listen}/udp for gossip: {e}"))?;
+        let me = address_bytes(socket.local_addr()?);
         Ok(Self {
             socket,
+            me,
             key,
             metrics,
             send_buf: Vec::with_capacity(MAX_DATAGRAM),
@@ -163,32 +214,51 @@ impl AuthSocket {
         self.socket.local_addr()
     }
 
-    /// The next datagram with a valid tag that decodes, if this one is; None if it was
-    /// dropped (counted).
+    /// The message of the next datagram, if it is tagged with the fleet key, sent to this
+    /// socket lately and decodes; None if it was dropped (counted).
     async fn receive_one(&mut self) -> anyhow::Result<Option<(SocketAddr, ChitchatMessage)>> {
         let (len, from) = match self.socket.recv_from(&mut self.recv_buf).await {
             Ok(r) => r,
-            // ICMP errors of earlier sends surface here on some systems: not fatal.
+            // ICMP errors of earlier sends surface here on some systems, and a burst can
+            // leave the kernel short of memory for a moment: not the socket's end.
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset
+                    io::ErrorKind::ConnectionRefused
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::OutOfMemory
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 return Ok(None);
             }
             Err(e) => return Err(anyhow::anyhow!("gossip socket: {e}")),
         };
-        let datagram = &self.recv_buf[..len];
-        if len <= TAG_LEN || len > MAX_DATAGRAM {
+        if len <= HEADER_LEN + TAG_LEN || len > MAX_DATAGRAM {
             self.metrics.reject("short");
-            debug!(%from, len, "gossip datagram dropped: too short or too long for a tag");
+            debug!(%from, len, "gossip datagram dropped: no room for a header and a tag");
             return Ok(None);
         }
-        let (payload, tag) = datagram.split_at(len - TAG_LEN);
-        if !self.key.verify(payload, tag) {
+        let (data, tag) = self.recv_buf[..len].split_at(len - TAG_LEN);
+        if !self.key.verify(data, tag) {
             self.metrics.reject("bad_tag");
             debug!(%from, len, "gossip datagram dropped: its tag is not the fleet key's");
+            return Ok(None);
+        }
+        let (header, payload) = data.split_at(HEADER_LEN);
+        if header[0] != FORMAT {
+            self.metrics.reject("malformed");
+            return Ok(None);
+        }
+        if header[1..19] != self.me {
+            self.metrics.reject("misdirected");
+            debug!(%from, "gossip datagram dropped: sent to another member (a reflection?)");
+            return Ok(None);
+        }
+        let sent = u64::from_be_bytes(header[19..27].try_into().expect("8 bytes"));
+        if now_ms().abs_diff(sent) > MAX_SKEW.as_millis() as u64 {
+            self.metrics.reject("stale");
+            debug!(%from, "gossip datagram dropped: sent too long ago or in the future (a replay, or clocks apart)");
             return Ok(None);
         }
         let mut reader = payload;
@@ -204,20 +274,31 @@ impl AuthSocket {
             }
         }
     }
+
+    /// The datagram for `message` to `to`: header, message, tag.
+    fn seal(&mut self, to: SocketAddr, message: &ChitchatMessage) -> bool {
+        self.send_buf.clear();
+        self.send_buf.push(FORMAT);
+        self.send_buf.extend_from_slice(&address_bytes(to));
+        self.send_buf.extend_from_slice(&now_ms().to_be_bytes());
+        message.serialize(&mut self.send_buf);
+        if self.send_buf.len() + TAG_LEN > MAX_DATAGRAM {
+            return false;
+        }
+        let tag = self.key.tag(&self.send_buf);
+        self.send_buf.extend_from_slice(tag.as_ref());
+        true
+    }
 }
 
 #[async_trait]
 impl Socket for AuthSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
-        self.send_buf.clear();
-        message.serialize(&mut self.send_buf);
-        if self.send_buf.len() + TAG_LEN > MAX_DATAGRAM {
+        if !self.seal(to, &message) {
             self.metrics.reject("too_large");
-            warn!(%to, len = self.send_buf.len(), "gossip message too large to send with its tag");
+            warn!(%to, len = self.send_buf.len(), "gossip message too large to send with its header and tag");
             return Ok(());
         }
-        let tag = self.key.tag(&self.send_buf);
-        self.send_buf.extend_from_slice(tag.as_ref());
         // A send that fails (no route, buffer full) is gossip lost, which the protocol
         // repairs: never a reason to stop.
         match self.socket.send_to(&self.send_buf, to).await {
@@ -295,22 +376,35 @@ mod tests {
             .send(addr, ChitchatMessage::BadCluster)
             .await
             .unwrap();
-        // Garbage too short to hold a tag, and garbage with a made-up tag.
+        // Garbage too short to hold a header and a tag, and garbage with a made-up tag.
         raw.send_to(b"junk", addr).await.unwrap();
         raw.send_to(&[7u8; 200], addr).await.unwrap();
-        // A member's datagram altered in flight (one payload byte flipped).
-        let mut payload = Vec::new();
-        ChitchatMessage::BadCluster.serialize(&mut payload);
+        // A member's datagram altered in flight (one byte of its message flipped).
         let key = FleetKey::new(SECRET).unwrap();
-        let mut altered = payload.clone();
-        altered.extend_from_slice(key.tag(&payload).as_ref());
-        altered[0] ^= 1;
+        let (mut sealer, _) = socket(SECRET).await;
+        assert!(sealer.seal(addr, &ChitchatMessage::BadCluster));
+        let mut altered = sealer.send_buf.clone();
+        altered[HEADER_LEN] ^= 1;
         raw.send_to(&altered, addr).await.unwrap();
-        // A valid tag over bytes that are not a chitchat message.
-        let mut wrong = b"not a chitchat message".to_vec();
+        // A valid tag over a header and bytes that are not a chitchat message.
+        let mut wrong = sealer.send_buf[..HEADER_LEN].to_vec();
+        wrong.extend_from_slice(b"not a chitchat message");
         let tag = key.tag(&wrong);
         wrong.extend_from_slice(tag.as_ref());
         raw.send_to(&wrong, addr).await.unwrap();
+        // A member's datagram for another member, reflected here.
+        let elsewhere: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        assert!(sealer.seal(elsewhere, &ChitchatMessage::BadCluster));
+        raw.send_to(&sealer.send_buf, addr).await.unwrap();
+        // A member's datagram sent longer ago than MAX_SKEW (a replay): the time rewritten
+        // and the tag made again, as only a member could.
+        assert!(sealer.seal(addr, &ChitchatMessage::BadCluster));
+        let mut old = sealer.send_buf[..sealer.send_buf.len() - TAG_LEN].to_vec();
+        let then = now_ms() - MAX_SKEW.as_millis() as u64 - 1_000;
+        old[19..27].copy_from_slice(&then.to_be_bytes());
+        let tag = key.tag(&old);
+        old.extend_from_slice(tag.as_ref());
+        raw.send_to(&old, addr).await.unwrap();
         // Then a member's message: the only one received.
         friend
             .send(addr, ChitchatMessage::BadCluster)
@@ -322,6 +416,8 @@ mod tests {
         assert_eq!(rejected(&metrics, "short"), 1);
         assert_eq!(rejected(&metrics, "bad_tag"), 3);
         assert_eq!(rejected(&metrics, "malformed"), 1);
+        assert_eq!(rejected(&metrics, "misdirected"), 1);
+        assert_eq!(rejected(&metrics, "stale"), 1);
     }
 
     #[test]

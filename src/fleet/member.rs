@@ -87,14 +87,25 @@ impl Member {
             .await;
     }
 
-    /// The live peers, this instance left out, by node name.
+    /// The live peers, this instance left out, by node name. A restarted peer is live
+    /// twice for a few intervals (its old generation is not yet seen dead): only its newest
+    /// generation is listed.
     pub async fn live_peers(&self) -> Vec<Peer> {
         let me = self.handle.chitchat_id().clone();
         self.handle
             .with_chitchat(|c| {
-                let mut peers: Vec<Peer> = c
+                let mut ids: Vec<&ChitchatId> = c
                     .live_nodes()
-                    .filter(|id| **id != me)
+                    .filter(|id| id.node_id != me.node_id)
+                    .collect();
+                // By name, the newest generation first, then one per name.
+                ids.sort_by(|a, b| {
+                    a.node_id
+                        .cmp(&b.node_id)
+                        .then(b.generation_id.cmp(&a.generation_id))
+                });
+                ids.dedup_by(|later, first| later.node_id == first.node_id);
+                ids.into_iter()
                     .map(|id| Peer {
                         node: id.node_id.to_string(),
                         addr: id.gossip_advertise_addr,
@@ -103,11 +114,15 @@ impl Member {
                             .and_then(|s| s.get(CONFIG_HASH))
                             .map(str::to_owned),
                     })
-                    .collect();
-                peers.sort_by(|a, b| a.node.cmp(&b.node));
-                peers
+                    .collect()
             })
             .await
+    }
+
+    /// Completes when the gossip stops for good (its socket failed, or chitchat's task
+    /// ended), with why.
+    pub fn stopped(&self) -> impl std::future::Future<Output = anyhow::Result<()>> + use<> {
+        self.handle.termination_watcher()
     }
 
     /// chitchat's watch of the live nodes (this one included): it changes when a peer
@@ -197,7 +212,13 @@ mod tests {
         b.set(CONFIG_HASH, "h3").await;
         let mut watch = a.live_watcher().await;
         tokio::time::timeout(Duration::from_secs(60), async {
-            while a.live_peers().await[0].config_hash.as_deref() != Some("h3") {
+            while a
+                .live_peers()
+                .await
+                .first()
+                .and_then(|p| p.config_hash.as_deref())
+                != Some("h3")
+            {
                 watch.changed().await.unwrap();
             }
         })

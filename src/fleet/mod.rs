@@ -16,6 +16,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::watch;
+use tracing::{error, info, warn};
 
 use crate::model::fleet::FleetModel;
 use auth::{AuthTransport, GossipMetrics, REJECT_REASONS};
@@ -41,9 +42,12 @@ impl FleetView {
 }
 
 /// The fleet's gauges (registered only when `[fleet]` is configured).
+#[derive(Clone)]
 struct FleetGauges {
     peers: IntGauge,
     divergent: IntGauge,
+    /// 1 while the gossip runs.
+    up: IntGauge,
 }
 
 /// This instance's part in the fleet.
@@ -84,8 +88,14 @@ impl Fleet {
                 "Live fleet peers running another configuration (hash) than this instance.",
             )
             .unwrap(),
+            up: IntGauge::new(
+                "gtmd_fleet_gossip_up",
+                "1 while this instance gossips; 0 once its gossip stopped (see the log): \
+                 the peers shown are then the last ones seen.",
+            )
+            .unwrap(),
         };
-        for g in [&gauges.peers, &gauges.divergent] {
+        for g in [&gauges.peers, &gauges.divergent, &gauges.up] {
             registry
                 .register(Box::new(g.clone()))
                 .expect("metric names are unique");
@@ -112,6 +122,21 @@ impl Fleet {
         }
         .map_err(|e| format!("fleet: {e:#}"))?;
         let member = Arc::new(member);
+        if model.key.is_some() {
+            info!(node = %model.node, listen = %model.listen, peers = ?model.peers, "fleet: gossiping, every datagram authenticated");
+        } else {
+            warn!(node = %model.node, listen = %model.listen, peers = ?model.peers, "fleet: gossiping WITHOUT authentication (fleet.insecure = true): anyone who can send UDP to fleet.listen can join the fleet");
+        }
+        gauges.up.set(1);
+        {
+            let (stopped, up, peers) = (member.stopped(), gauges.up.clone(), gauges.peers.clone());
+            tokio::spawn(async move {
+                let why = stopped.await;
+                up.set(0);
+                peers.set(0);
+                error!(result = ?why, "fleet: the gossip stopped; this instance no longer sees its peers (restart it)");
+            });
+        }
         let view = Arc::new(ArcSwap::from_pointee(FleetView {
             peers: Vec::new(),
             config_hash: hash.to_owned(),
@@ -181,9 +206,11 @@ fn register_metrics(registry: &Registry) -> GossipMetrics {
     let rejected = IntCounterVec::new(
         Opts::new(
             "gtmd_fleet_packets_rejected_total",
-            "Gossip datagrams dropped: short (no room for a tag), bad_tag (not the fleet \
-             key's), malformed (a valid tag over something that does not decode), \
-             too_large (an outgoing message that does not fit with its tag).",
+            "Gossip datagrams dropped: short (no room for a header and a tag), bad_tag \
+             (not the fleet key's), misdirected (sent to another member), stale (sent more \
+             than 15 s from this clock), malformed (a valid tag over something that does \
+             not decode), too_large (an outgoing message that does not fit with its header \
+             and tag).",
         ),
         &["reason"],
     )

@@ -85,7 +85,14 @@ pub fn validate(cfg: &FleetConfig, errors: &mut Errors) -> Option<FleetModel> {
             None
         }
     };
-    for (i, peer) in cfg.peers.iter().enumerate() {
+    // Trimmed, and empty entries left out (`GTMD__FLEET__PEERS=""`, "a:1, b:2").
+    let peers: Vec<String> = cfg
+        .peers
+        .iter()
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    for (i, peer) in peers.iter().enumerate() {
         let ok = peer.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
         });
@@ -133,7 +140,7 @@ pub fn validate(cfg: &FleetConfig, errors: &mut Errors) -> Option<FleetModel> {
     Some(FleetModel {
         node: node.to_owned(),
         listen: listen?,
-        peers: cfg.peers.clone(),
+        peers,
         key,
         gossip_interval,
     })

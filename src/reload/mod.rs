@@ -251,19 +251,20 @@ impl Reloader {
     ) -> Result<Option<Applied>, ReloadError> {
         let started = std::time::Instant::now();
         let text = self.reader.read(path).await.map_err(invalid)?;
-        let fleet_hash = self.fleet.as_ref().map(|_| crate::fleet_fingerprint(&text));
         let owned = path.to_path_buf();
         let in_effect = self.info().hash;
+        let fleet = self.fleet.is_some();
         let built = read::on_own_thread("gtmd-config-build", move || {
             if skip_unchanged && crate::fingerprint(&text) == in_effect {
                 return Ok(None);
             }
-            crate::validate_text(&owned, &text).map(Some)
+            let fleet_hash = fleet.then(|| crate::fleet_fingerprint(&text));
+            crate::validate_text(&owned, &text).map(|(model, hash)| Some((model, hash, fleet_hash)))
         })
         .await
         .map_err(|e| ReloadError::Apply(format!("building the configuration: {e}")))?
         .map_err(invalid)?;
-        let Some((model, hash)) = built else {
+        let Some((model, hash, fleet_hash)) = built else {
             return Ok(None);
         };
         let parsed_in = started.elapsed();
