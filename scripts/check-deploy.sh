@@ -43,7 +43,10 @@ import sys, yaml
 doc = yaml.safe_load(open("deploy/kubernetes/configmap.yaml"))
 open(sys.argv[1], "w").write(doc["data"]["gtmd.toml"])
 PY
-  "$gtmd" check --config "$tmp/gtmd.toml"
+  # As a pod runs it: its identity from the Deployment's env, the Secret's key mounted.
+  head -c 32 /dev/urandom | base64 >"$tmp/fleet-key"
+  GTMD__FLEET__NODE=gtmd-0 GTMD__FLEET__LISTEN=10.0.0.5:7946 GTMD__FLEET__PEERS=gtmd-gossip:7946 \
+    GTMD__FLEET__SECRET_FILE="$tmp/fleet-key" "$gtmd" check --config "$tmp/gtmd.toml"
 }
 
 systemd_unit() {
@@ -62,6 +65,7 @@ check "kubernetes-validate deploy/kubernetes (core kinds)" \
   kubernetes-validate --strict --quiet \
   deploy/kubernetes/namespace.yaml deploy/kubernetes/configmap.yaml \
   deploy/kubernetes/deployment.yaml deploy/kubernetes/service.yaml \
+  deploy/kubernetes/service-gossip.yaml \
   deploy/kubernetes/service-metrics.yaml deploy/kubernetes/pdb.yaml
 check "gtmd check on the ConfigMap's config" configmap_config
 check "systemd-analyze verify deploy/systemd/gtmd.service" systemd_unit
@@ -77,7 +81,7 @@ check "promtool test rules deploy/prometheus/gtmd-alerts.test.yaml" \
 operator_manifests() {
   "$venv/bin/python" - "$tmp/prometheusrule-groups.yaml" <<'PY' || return 1
 import sys, yaml
-core = {"namespace.yaml", "configmap.yaml", "deployment.yaml", "service.yaml",
+core = {"namespace.yaml", "configmap.yaml", "deployment.yaml", "service.yaml", "service-gossip.yaml",
         "service-metrics.yaml", "pdb.yaml"}
 operator = {"servicemonitor.yaml": "ServiceMonitor", "prometheusrule.yaml": "PrometheusRule"}
 kust = yaml.safe_load(open("deploy/kubernetes/kustomization.yaml"))
