@@ -241,4 +241,22 @@ mod tests {
         assert_eq!(names, ["b"]);
         assert!(c.live_peers().await.is_empty());
     }
+
+    /// Seeds that include the instance's own address (a headless Service resolves to every
+    /// pod, this one too): the instances still meet, and none lists itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_seed_list_with_the_instance_itself_is_fine() {
+        let [a_addr, b_addr] = free_ports::<2>();
+        let (ta, _) = transport(KEY);
+        let (tb, _) = transport(KEY);
+        let both = [a_addr, b_addr];
+        let a = Member::join(&settings("a", a_addr, &both), &ta, Vec::new())
+            .await
+            .unwrap();
+        let b = Member::join(&settings("b", b_addr, &both), &tb, Vec::new())
+            .await
+            .unwrap();
+        until_peers(&a, &["b"]).await;
+        until_peers(&b, &["a"]).await;
+    }
 }
