@@ -5,25 +5,29 @@ use std::{path::Path, sync::Arc};
 
 use crate::{metrics::Metrics, snapshot::Snapshot};
 
-/// The zone `t.test` alone: the start of a test config that adds its clusters and apps.
-pub const ZONE: &str = r#"
+/// The zone `t.test` alone, as a literal (for `concat!` in test configs that are
+/// constants, and as the first argument of `format!`).
+macro_rules! t_test_zone {
+    () => {
+        r#"
 [[zones]]
 origin = "t.test"
 nameservers = ["ns.outside.net"]
 [zones.soa]
 mname = "ns.outside.net"
 rname = "h.t.test"
-"#;
+"#
+    };
+}
+pub(crate) use t_test_zone;
+
+/// The zone `t.test` alone: the start of a test config that adds its clusters and apps.
+pub const ZONE: &str = t_test_zone!();
 
 /// One zone with a static name and one app on one cluster.
-pub const ONE_APP: &str = r#"
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[zones.records]]
+pub const ONE_APP: &str = concat!(
+    t_test_zone!(),
+    r#"[[zones.records]]
 name = "static"
 type = "A"
 value = "192.0.2.1"
@@ -33,7 +37,8 @@ ingress = ["192.0.2.10"]
 [[apps]]
 hostname = "app.t.test"
 targets = [{ cluster = "a" }]
-"#;
+"#
+);
 
 /// `app.t.test` and `static.t.test` in wire form.
 pub const APP: &[u8] = b"\x03app\x01t\x04test\x00";

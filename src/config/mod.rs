@@ -43,7 +43,8 @@ mod tests {
 
     #[test]
     fn the_file_alone_reads_as_through_the_config_crate() {
-        let text = r#"
+        let text = concat!(
+            r#"
 [server]
 listen = ["127.0.0.1:5353"]
 tcp_idle_timeout = 7
@@ -59,13 +60,9 @@ tls_verify = false
 interval = "250ms"
 [geo]
 regions = [{ name = "eu", networks = ["10.0.0.0/8"] }]
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[clusters]]
+"#,
+            crate::test_support::t_test_zone!(),
+            r#"[[clusters]]
 name = "a"
 ingress = ["192.0.2.10"]
 lat = 50
@@ -76,7 +73,8 @@ policy = "weighted"
 targets = [{ cluster = "a", weight = 3, drain = true }]
 pools = [{ name = "p", clusters = ["a"] }]
 rules = [{ match = "region:eu", pools = ["p"] }, { match = ["default"], pools = ["p"] }]
-"#;
+"#
+        );
         let [alone, layered] = both(text);
         assert!(alone.is_ok(), "{alone:?}");
         assert_eq!(alone, layered);

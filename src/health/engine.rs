@@ -848,14 +848,9 @@ mod tests {
     use super::*;
     use crate::health::publish::ProbeIndex;
 
-    const PROBED: &str = r#"
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[clusters]]
+    const PROBED: &str = concat!(
+        crate::test_support::t_test_zone!(),
+        r#"[[clusters]]
 name = "a"
 ingress = ["192.0.2.10"]
 [[clusters]]
@@ -872,7 +867,8 @@ targets = [{ cluster = "b" }]
 [[apps]]
 hostname = "z.t.test"
 targets = [{ cluster = "a" }]
-"#;
+"#
+    );
 
     fn down(table: &mut HealthTable, id: &ProbeId) {
         let entry = table.get_mut(id).unwrap();

@@ -593,26 +593,24 @@ mod tests {
 
     fn model(state_file: &Path, apps: &[&str]) -> Arc<Model> {
         let mut text = format!(
-            r#"
+            concat!(
+                r#"
 [health]
 state_file = "{}"
 [health.defaults]
 kind = "tcp"
 port = 80
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[clusters]]
+"#,
+                crate::test_support::t_test_zone!(),
+                r#"[[clusters]]
 name = "a"
 ingress = ["192.0.2.10"]
 probe = {{ kind = "tcp", port = 81 }}
 [[clusters]]
 name = "b"
 ingress = ["192.0.2.11"]
-"#,
+"#
+            ),
             state_file.display()
         );
         for app in apps {

@@ -231,14 +231,9 @@ impl IndexCache {
 mod tests {
     use super::*;
 
-    const CONFIG: &str = r#"
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[clusters]]
+    const CONFIG: &str = concat!(
+        crate::test_support::t_test_zone!(),
+        r#"[[clusters]]
 name = "a"
 ingress = ["192.0.2.10"]
 [[clusters]]
@@ -253,7 +248,8 @@ targets = [{ cluster = "b" }]
 [[apps]]
 hostname = "z.t.test"
 targets = [{ cluster = "a" }]
-"#;
+"#
+    );
 
     fn app(name: &str, cluster: &str) -> ProbeId {
         ProbeId::App {

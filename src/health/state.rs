@@ -439,18 +439,15 @@ mod tests {
 
     fn config(interval: &str, path: &str, extra_app: bool) -> String {
         let mut s = format!(
-            r#"
+            concat!(
+                r#"
 [health.defaults]
 kind = "http"
 port = 80
 interval = "{interval}"
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[clusters]]
+"#,
+                crate::test_support::t_test_zone!(),
+                r#"[[clusters]]
 name = "a"
 ingress = ["192.0.2.10"]
 probe = {{ kind = "tcp", port = 81, interval = "{interval}" }}
@@ -459,6 +456,9 @@ hostname = "x.t.test"
 probe = {{ path = "{path}" }}
 targets = [{{ cluster = "a" }}]
 "#
+            ),
+            interval = interval,
+            path = path
         );
         if extra_app {
             s.push_str("[[apps]]\nhostname = \"y.t.test\"\ntargets = [{ cluster = \"a\" }]\n");

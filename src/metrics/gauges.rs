@@ -130,20 +130,16 @@ mod tests {
             .model
     }
 
-    const BASE: &str = r#"
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[clusters]]
+    const BASE: &str = concat!(
+        crate::test_support::t_test_zone!(),
+        r#"[[clusters]]
 name = "a"
 ingress = ["192.0.2.10"]
 [[clusters]]
 name = "b"
 ingress = ["192.0.2.11"]
-"#;
+"#
+    );
 
     #[test]
     fn overrides_follow_the_published_model_and_leave_with_it() {

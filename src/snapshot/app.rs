@@ -746,14 +746,9 @@ mod tests {
 
     /// Apps whose targets are out by the operator (drain, force down, on the target or its
     /// cluster) or down by their probe (`dead`: down from the start, nothing on port 1).
-    const OVERRIDES: &str = r#"
-[[zones]]
-origin = "t.test"
-nameservers = ["ns.outside.net"]
-[zones.soa]
-mname = "ns.outside.net"
-rname = "h.t.test"
-[[clusters]]
+    const OVERRIDES: &str = concat!(
+        crate::test_support::t_test_zone!(),
+        r#"[[clusters]]
 name = "a"
 ingress = ["192.0.2.10"]
 [[clusters]]
@@ -788,7 +783,8 @@ targets = [{ cluster = "off", force = "up" }]
 hostname = "drained-fallback.t.test"
 fallback = "cluster:a"
 targets = [{ cluster = "a", drain = true }, { cluster = "dead" }]
-"#;
+"#
+    );
 
     fn fallback_ips(snapshot: &crate::Snapshot, app: usize) -> Vec<String> {
         let a = snapshot.app(app);
