@@ -489,16 +489,13 @@ mod tests {
     /// timeout longer after a router stopped accepting.
     #[tokio::test]
     async fn the_window_counts_from_when_the_fresh_connection_was_opened() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let pool = Pool::new(Arc::new(Semaphore::new(4)), PoolMetrics::unregistered());
+        let (listener, addr, pool) = loopback().await;
         let window = Duration::from_secs(1);
         let now = Instant::now();
         // Opened longer ago than the window, answered (ended) only now.
         let opened = now.checked_sub(window * 2).unwrap();
         pool.accepted(addr, opened);
-        let (tcp, _) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        pool.put(addr, tcp.unwrap());
+        pool.put(addr, connection(&listener).await);
         assert_eq!(pool.idle(addr), 1);
         assert!(
             pool.take(addr, window).is_none(),
@@ -508,12 +505,19 @@ mod tests {
         // answer arriving later does not move it back.
         pool.accepted(addr, Instant::now());
         pool.accepted(addr, opened);
-        let (tcp, _) = tokio::join!(TcpStream::connect(addr), listener.accept());
-        pool.put(addr, tcp.unwrap());
+        pool.put(addr, connection(&listener).await);
         assert!(pool.take(addr, window).is_some());
     }
 
-    /// A listener and a connection to it, to pool.
+    /// A listener on loopback, its address, and a pool of 8 probe slots.
+    async fn loopback() -> (tokio::net::TcpListener, SocketAddr, Pool) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pool = Pool::new(Arc::new(Semaphore::new(8)), PoolMetrics::unregistered());
+        (listener, addr, pool)
+    }
+
+    /// A connection to `listener`, to pool.
     async fn connection(listener: &tokio::net::TcpListener) -> TcpStream {
         let (tcp, _) = tokio::join!(
             TcpStream::connect(listener.local_addr().unwrap()),
@@ -538,9 +542,7 @@ mod tests {
     /// thousands of tasks of a busy address at each one).
     #[tokio::test]
     async fn each_failure_doubts_only_what_was_taken_after_its_last_answer() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let pool = Pool::new(Arc::new(Semaphore::new(8)), PoolMetrics::unregistered());
+        let (listener, addr, pool) = loopback().await;
         let window = Duration::from_secs(60);
         pool.accepted(addr, Instant::now());
         pool.put(addr, connection(&listener).await);
@@ -569,9 +571,7 @@ mod tests {
     /// now: it does not reopen the gate; one opened after the failure does.
     #[tokio::test]
     async fn an_answer_older_than_a_failure_does_not_reopen_the_gate() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let pool = Pool::new(Arc::new(Semaphore::new(8)), PoolMetrics::unregistered());
+        let (listener, addr, pool) = loopback().await;
         let window = Duration::from_secs(60);
         let t0 = Instant::now();
         let ms = Duration::from_millis(1);

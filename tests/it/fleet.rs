@@ -18,10 +18,17 @@ const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gtmd.toml");
 /// instance reads the same file, and its own identity comes from the environment (as a
 /// StatefulSet's pods would from their name).
 fn fleet_file(key: &std::path::Path, extra: &str) -> tempfile::NamedTempFile {
-    let toml = format!(
-        "{}\n[fleet]\nsecret_file = {:?}\ngossip_interval = \"250ms\"\n{extra}",
-        std::fs::read_to_string(EXAMPLE).unwrap(),
+    example_with_fleet(&format!(
+        "secret_file = {:?}\ngossip_interval = \"250ms\"\n{extra}",
         key.display().to_string()
+    ))
+}
+
+/// The example config with `[fleet]` holding `fleet`, as a file.
+fn example_with_fleet(fleet: &str) -> tempfile::NamedTempFile {
+    let toml = format!(
+        "{}\n[fleet]\n{fleet}",
+        std::fs::read_to_string(EXAMPLE).unwrap()
     );
     let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
     f.write_all(toml.as_bytes()).unwrap();
@@ -208,12 +215,7 @@ fn a_peer_with_another_configuration_is_shown_as_divergent() {
 /// A fleet without a key is refused at start, with the reason and the way out.
 #[test]
 fn a_fleet_without_a_key_is_refused_unless_insecure_is_written() {
-    let toml = format!(
-        "{}\n[fleet]\nnode = \"a\"\nlisten = \"127.0.0.1:7946\"\n",
-        std::fs::read_to_string(EXAMPLE).unwrap()
-    );
-    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    file.write_all(toml.as_bytes()).unwrap();
+    let file = example_with_fleet("node = \"a\"\nlisten = \"127.0.0.1:7946\"\n");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_gtmd"))
         .args(["check", "--config"])
         .arg(file.path())
@@ -232,12 +234,7 @@ fn a_fleet_without_a_key_is_refused_unless_insecure_is_written() {
 /// `insecure = true` runs a fleet without a key, and says so.
 #[test]
 fn an_insecure_fleet_runs_and_warns() {
-    let toml = format!(
-        "{}\n[fleet]\ninsecure = true\ngossip_interval = \"250ms\"\n",
-        std::fs::read_to_string(EXAMPLE).unwrap()
-    );
-    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    file.write_all(toml.as_bytes()).unwrap();
+    let file = example_with_fleet("insecure = true\ngossip_interval = \"250ms\"\n");
     let a = start(file.path(), "a", gossip_addr(), &[]);
     let b = start(file.path(), "b", gossip_addr(), &[a.gossip]);
     let seen = until_peers(&a, &["b"]);

@@ -445,14 +445,15 @@ fn classify_io(io: &io::Error, timeout: Duration) -> Option<Reason> {
 mod tests {
     use super::*;
 
-    fn spec(extra: &str) -> ProbeSpec {
+    /// The probe of one app on one cluster at `ingress`, with the probe's `fields`.
+    pub(super) fn probe_spec(ingress: std::net::IpAddr, fields: &str) -> ProbeSpec {
         let text = format!(
             r#"{zone}[[clusters]]
 name = "a"
-ingress = ["192.0.2.10"]
+ingress = ["{ingress}"]
 [[apps]]
 hostname = "x.t.test"
-probe = {{ kind = "http", port = 8080, path = "/healthz?full=1" {extra} }}
+probe = {{ {fields} }}
 targets = [{{ cluster = "a" }}]
 "#,
             zone = crate::test_support::ZONE,
@@ -461,6 +462,13 @@ targets = [{{ cluster = "a" }}]
             .unwrap()
             .model;
         model.apps[0].targets[0].probe.clone().unwrap()
+    }
+
+    fn spec(extra: &str) -> ProbeSpec {
+        probe_spec(
+            [192, 0, 2, 10].into(),
+            &format!(r#"kind = "http", port = 8080, path = "/healthz?full=1" {extra}"#),
+        )
     }
 
     /// A probe in flight holds its future for up to its timeout, and a blackholed cluster

@@ -120,23 +120,13 @@ const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 
 /// An http probe of `addr` with `reuse_connections` and `extra` settings.
 fn reuse_spec(addr: SocketAddr, extra: &str) -> ProbeSpec {
-    let text = format!(
-        r#"{zone}[[clusters]]
-name = "a"
-ingress = ["{ip}"]
-[[apps]]
-hostname = "x.t.test"
-probe = {{ kind = "http", port = {port}, reuse_connections = true, timeout = "10s", interval = "60s" {extra} }}
-targets = [{{ cluster = "a" }}]
-"#,
-        zone = crate::test_support::ZONE,
-        ip = addr.ip(),
-        port = addr.port(),
+    let spec = super::tests::probe_spec(
+        addr.ip(),
+        &format!(
+            r#"kind = "http", port = {}, reuse_connections = true, timeout = "10s", interval = "60s" {extra}"#,
+            addr.port()
+        ),
     );
-    let model = crate::from_text(std::path::Path::new("t.toml"), &text)
-        .unwrap()
-        .model;
-    let spec = model.apps[0].targets[0].probe.clone().unwrap();
     assert!(spec.reuse_connections);
     spec
 }
