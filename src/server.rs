@@ -295,15 +295,50 @@ pub async fn start(
     let metrics = Arc::new(Metrics::new());
     let model = Arc::new(loaded.model);
     let budget = client_budget(&model, &listeners);
+    let fleet = match &model.fleet {
+        Some(f) => Some(
+            crate::fleet::Fleet::start(
+                f,
+                if loaded.fleet_hash.is_empty() {
+                    &loaded.hash
+                } else {
+                    &loaded.fleet_hash
+                },
+                1,
+                &metrics.registry,
+            )
+            .await
+            .map_err(StartError::Fleet)?,
+        ),
+        None => None,
+    };
     // Every target from its last verdict in the state file (if any) before the first
     // answer; read off the async workers.
-    let restored = {
+    let mut restored = {
         let model = model.clone();
         tokio::task::spawn_blocking(move || {
             crate::health::persist::restore(&model, std::time::SystemTime::now())
         })
         .await
         .map_err(|e| StartError::Health(format!("reading the health state file: {e}")))?
+    };
+    // In a fleet, the first answer already holds what the peers see (warm start).
+    let reader = match (&fleet, &model.fleet) {
+        (Some(fleet), Some(settings)) => {
+            let layout = Arc::new(crate::health::agree::layout::Layout::build(
+                &crate::health::state::probes(&model),
+            ));
+            let reader = fleet.warm_start(&layout).await;
+            restored
+                .table
+                .set_agreement(Some(crate::health::agree::Agreement {
+                    layout,
+                    peers: Arc::new(reader.views()),
+                    up_fraction: settings.up_fraction,
+                }));
+            Some(reader)
+        }
+        _ => None,
     };
     let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
         &model,
@@ -317,6 +352,9 @@ pub async fn start(
     let first_round = engine.first_round();
     crate::heap::release_freed();
     let health = engine.shared();
+    if let (Some(fleet), Some(reader)) = (&fleet, reader) {
+        fleet.share(health.clone(), reader);
+    }
     let engine = Arc::new(tokio::sync::Mutex::new(engine));
     let handler = DnsHandler::new(snapshot.clone(), metrics.clone());
     let background = CancellationToken::new();
@@ -367,23 +405,6 @@ pub async fn start(
         ));
         info!(%addr, "serving DNS over TCP");
     }
-    let fleet = match &model.fleet {
-        Some(f) => Some(
-            crate::fleet::Fleet::start(
-                f,
-                if loaded.fleet_hash.is_empty() {
-                    &loaded.hash
-                } else {
-                    &loaded.fleet_hash
-                },
-                1,
-                &metrics.registry,
-            )
-            .await
-            .map_err(StartError::Fleet)?,
-        ),
-        None => None,
-    };
     let reloader = Arc::new(
         Reloader::new(
             source.path.clone(),

@@ -58,3 +58,20 @@ pub fn snapshot(toml: &str) -> (Snapshot, Metrics) {
     let metrics = Metrics::new();
     (Snapshot::initial(&model, &metrics), metrics)
 }
+
+/// A tcp probe's settings, the defaults otherwise (interval 5 s).
+pub fn probe_spec_for_tests() -> crate::model::ProbeSpec {
+    let text = concat!(
+        t_test_zone!(),
+        r#"[[clusters]]
+name = "a"
+ingress = ["192.0.2.10"]
+[[apps]]
+hostname = "app.t.test"
+probe = { kind = "tcp", port = 80 }
+targets = [{ cluster = "a" }]
+"#
+    );
+    let model = crate::from_text(Path::new("t.toml"), text).unwrap().model;
+    model.apps[0].targets[0].probe.clone().unwrap()
+}

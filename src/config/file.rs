@@ -527,6 +527,10 @@ pub struct FleetConfig {
     /// How often this instance gossips ("1s").
     #[serde(default, with = "duration::option")]
     pub gossip_interval: Option<Duration>,
+    /// A target is answered as up when at least this fraction of the instances with a
+    /// fresh observation of it see it up (0.5: down only when a majority sees it down).
+    #[serde(default, deserialize_with = "strict::opt_float")]
+    pub up_fraction: Option<f64>,
 }
 
 /// `[health]`: the probe engine.

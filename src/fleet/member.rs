@@ -87,6 +87,23 @@ impl Member {
             .await;
     }
 
+    /// Sets several of this instance's keys at once.
+    pub async fn set_all(&self, pairs: Vec<(String, String)>) {
+        self.handle
+            .with_chitchat(move |c| {
+                let me = c.self_node_state();
+                for (k, v) in &pairs {
+                    me.set(k, v);
+                }
+            })
+            .await;
+    }
+
+    /// This instance's name in the fleet.
+    pub fn node(&self) -> &str {
+        &self.handle.chitchat_id().node_id
+    }
+
     /// The live peers, this instance left out, by node name. A restarted peer is live
     /// twice for a few intervals (its old generation is not yet seen dead): only its newest
     /// generation is listed.
@@ -134,6 +151,23 @@ impl Member {
 
 /// What chitchat's live-nodes watch carries.
 pub type LiveNodes = std::collections::BTreeMap<ChitchatId, chitchat::NodeState>;
+
+/// The live peers of a watch value, `me` left out, each by its newest generation (a
+/// restarted peer is live twice for a few intervals).
+pub fn newest_peers<'a>(
+    live: &'a LiveNodes,
+    me: &str,
+) -> Vec<(&'a ChitchatId, &'a chitchat::NodeState)> {
+    let mut out: Vec<(&ChitchatId, &chitchat::NodeState)> =
+        live.iter().filter(|(id, _)| &*id.node_id != me).collect();
+    out.sort_by(|a, b| {
+        a.0.node_id
+            .cmp(&b.0.node_id)
+            .then(b.0.generation_id.cmp(&a.0.generation_id))
+    });
+    out.dedup_by(|later, first| later.0.node_id == first.0.node_id);
+    out
+}
 
 #[cfg(test)]
 mod tests {

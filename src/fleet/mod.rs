@@ -5,11 +5,12 @@
 //!
 //! What works so far: membership ([`member`]), each instance's configuration hash shared
 //! and compared (divergence shown and counted, never merged), `GET /api/v1/fleet` and the
-//! `gtmd_fleet_*` metrics. The shared verdicts and the agreed decision come next: until
-//! then every instance still answers from its own probes.
+//! `gtmd_fleet_*` metrics, and the shared observations ([`share`]) from which each
+//! instance decides the agreed state of every target ([`crate::health::agree`]).
 
 pub mod auth;
 pub mod member;
+pub mod share;
 
 use std::sync::Arc;
 
@@ -18,7 +19,10 @@ use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::model::fleet::FleetModel;
+use crate::{
+    health::{HealthShared, agree::layout::Layout},
+    model::fleet::FleetModel,
+};
 use auth::{AuthTransport, GossipMetrics, REJECT_REASONS};
 use member::{CONFIG_GENERATION, CONFIG_HASH, Member, MemberSettings, Peer};
 
@@ -59,11 +63,22 @@ pub struct Fleet {
     view: Arc<ArcSwap<FleetView>>,
     own_hash: watch::Sender<String>,
     watcher: tokio::task::JoinHandle<()>,
+    /// The exchange of observations with the health table ([`share`]).
+    sharing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    gossip_interval: std::time::Duration,
 }
 
 impl Drop for Fleet {
     fn drop(&mut self) {
         self.watcher.abort();
+        for t in self
+            .sharing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
     }
 }
 
@@ -151,7 +166,35 @@ impl Fleet {
             view,
             own_hash,
             watcher,
+            sharing: Default::default(),
+            gossip_interval: model.gossip_interval,
         }))
+    }
+
+    /// How long a starting instance waits for its peers' observations: three gossip
+    /// rounds and a second (a peer is found in the first, its state arrives in the next).
+    pub fn warm_start_wait(&self) -> std::time::Duration {
+        self.gossip_interval * 3 + std::time::Duration::from_secs(1)
+    }
+
+    /// The peers' observations for a start (see [`share::warm_start`]).
+    pub async fn warm_start(&self, layout: &Arc<Layout>) -> share::PeerReader {
+        share::warm_start(&self.member, layout, self.warm_start_wait()).await
+    }
+
+    /// Starts exchanging observations with the health table: this instance's go out, the
+    /// peers' are decided on.
+    pub fn share(&self, health: Arc<HealthShared>, reader: share::PeerReader) {
+        let mut tasks = self.sharing.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.push(tokio::spawn(share::publish_own(
+            self.member.clone(),
+            health.clone(),
+        )));
+        tasks.push(tokio::spawn(share::read_peers(
+            self.member.clone(),
+            health,
+            reader,
+        )));
     }
 
     /// A reload applied a configuration: peers learn its hash and generation.

@@ -30,6 +30,10 @@ use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 use tracing::{debug, info, warn};
 
 use super::{
+    agree::{
+        Agreement, Outbox, PeerViews, Seen,
+        layout::{BUCKETS, Layout},
+    },
     flap,
     http::HttpProbe,
     hysteresis::Hysteresis,
@@ -85,12 +89,77 @@ pub struct HealthShared {
     publishing: Mutex<IndexCache>,
     /// The first round's completion was announced.
     ready_announced: std::sync::atomic::AtomicBool,
+    /// With a fleet: buckets of own observations to gossip again.
+    pub outbox: Outbox,
 }
 
 impl HealthShared {
     /// The model in effect (the last one applied by a reload).
     pub fn model(&self) -> Arc<Model> {
         self.model.load_full()
+    }
+
+    /// With a fleet: this instance's own observations of bucket `b` (its hash and, in
+    /// layout order, one state per target), to gossip.
+    pub fn own_bucket(&self, b: usize) -> Option<(u64, Vec<Seen>)> {
+        lock(&self.table).own_bucket(b)
+    }
+
+    /// With a fleet: the layout of the configuration in effect.
+    pub fn fleet_layout(&self) -> Option<Arc<Layout>> {
+        lock(&self.table).layout()
+    }
+
+    /// The peers' views changed in `buckets`, read against `layout`: the targets there
+    /// are decided again, and what changed is published. False (nothing done) when
+    /// `layout` is no longer the table's (a reload took another): read them again.
+    pub fn peers_changed(
+        &self,
+        views: Arc<PeerViews>,
+        layout: &Arc<Layout>,
+        buckets: &[usize],
+    ) -> bool {
+        {
+            let mut table = lock(&self.table);
+            if !table.layout().is_some_and(|l| Arc::ptr_eq(&l, layout)) {
+                return false;
+            }
+            table.set_peers(views);
+        }
+        // A bucket at a time: probe results wait for a few hundred decisions at most.
+        for &b in buckets {
+            let changed = lock(&self.table).agree_bucket(b);
+            self.dirty.mark(changed);
+        }
+        true
+    }
+
+    /// Decides every target again and gossips every bucket again: own observations whose
+    /// probes stopped reporting went stale meanwhile (nothing else tells).
+    pub fn sweep(&self) {
+        for b in 0..BUCKETS {
+            let changed = lock(&self.table).agree_bucket(b);
+            self.dirty.mark(changed);
+        }
+        self.outbox.mark_all();
+    }
+
+    /// What each peer sees of probe `id`, by node name (empty without a fleet).
+    pub fn peer_views(&self, id: &ProbeId) -> Vec<(String, Seen)> {
+        let table = lock(&self.table);
+        let (Some(a), Some(slot)) = (
+            table.agreement(),
+            table
+                .get(id)
+                .and_then(|e| super::agree::layout::Slot::unpack(e.slot)),
+        ) else {
+            return Vec::new();
+        };
+        a.peers
+            .peers
+            .iter()
+            .map(|p| (p.node.clone(), p.at(slot)))
+            .collect()
     }
 
     /// A copy of one probe's entry: what the status API reads, one target at a time, so
@@ -190,6 +259,7 @@ impl HealthEngine {
             dirty: Dirty::default(),
             publishing: Mutex::new(IndexCache::for_model(&model)),
             ready_announced: Default::default(),
+            outbox: Outbox::default(),
         });
         let publisher = {
             let shared = shared.clone();
@@ -312,7 +382,23 @@ impl HealthEngine {
         //
         // Every target still there keeps its state, a probe restarted with new settings
         // included: its new task starts from the kept verdict (see `probe_loop`).
-        let view = lock(&self.shared.table).reload_view(&list);
+        let (view, fleet) = {
+            let table = lock(&self.shared.table);
+            (table.reload_view(&list), table.agreement().cloned())
+        };
+        // With a fleet: the new configuration's layout, and the peers' views read against
+        // it (built here, off the lock; applied with the table).
+        let fleet = fleet.map(|a| {
+            let layout = Arc::new(Layout::build(&list));
+            let peers = PeerViews {
+                peers: a.peers.peers.iter().map(|p| p.remapped(&layout)).collect(),
+            };
+            Agreement {
+                layout,
+                peers: Arc::new(peers),
+                up_fraction: a.up_fraction,
+            }
+        });
         let snapshot = Arc::new(Snapshot::build(&new, &view, &self.shared.metrics));
         let index = IndexCache::for_model(&new);
         // Table and snapshot change together, with no batch of the old model in flight.
@@ -320,7 +406,19 @@ impl HealthEngine {
         // The index of the old model goes (and with it the last hold on that model).
         *publishing = index;
         let mut table = lock(&self.shared.table);
-        let (mut carried, changed) = table.take_for(&list, &view);
+        let (mut carried, mut changed) = table.take_for(&list, &view);
+        if fleet.is_some() {
+            // Decided against the new layout; what differs from what the snapshot was
+            // built with is published by the next batch.
+            let seen: HashSet<ProbeId> = changed.iter().cloned().collect();
+            changed.extend(
+                carried
+                    .set_agreement(fleet)
+                    .into_iter()
+                    .filter(|id| !seen.contains(id)),
+            );
+            self.shared.outbox.mark_all();
+        }
         // Only now do the restarted probes' entries change hands: what their old tasks
         // recorded until this moment was carried, what they record from here on (until
         // aborted below) no longer lands.
@@ -706,6 +804,8 @@ impl HealthShared {
             return Published::default(); // removed or replaced by a reload while this probe ran
         };
         let now = SystemTime::now();
+        // The first result makes this instance's observation known to the fleet.
+        let first = entry.last.is_none();
         entry.last = Some(LastResult {
             ok: outcome.up,
             reason: outcome.reason.to_string(),
@@ -725,6 +825,9 @@ impl HealthShared {
             None if transition.is_none() => {
                 if changed {
                     debug!(probe = %id, up = verdict, "verdict change held back: flapping");
+                }
+                if first {
+                    self.share(&mut table, id);
                 }
                 return Published::default();
             }
@@ -764,8 +867,24 @@ impl HealthShared {
         if let Some(up) = transition {
             log_transition(id, up, &reason);
         }
+        self.share(&mut table, id);
         self.dirty.mark([id.clone()]);
         published
+    }
+
+    /// With a fleet: this instance's observation of `id` changed (its first result, a
+    /// new verdict): the fleet gossips it, and the agreed verdict is decided again.
+    fn share(&self, table: &mut HealthTable, id: &ProbeId) {
+        let Some(slot) = table
+            .get(id)
+            .and_then(|e| crate::health::agree::layout::Slot::unpack(e.slot))
+        else {
+            return;
+        };
+        self.outbox.mark(slot.bucket as usize);
+        if table.agree(id) {
+            self.dirty.mark([id.clone()]);
+        }
     }
 
     /// Publishes one snapshot with the apps that read a verdict in `batch` rebuilt. The

@@ -6,6 +6,7 @@
 //! change publishes a new immutable snapshot. [`persist`] keeps the verdicts in a file
 //! across restarts.
 
+pub mod agree;
 pub mod engine;
 pub mod flap;
 pub mod http;

@@ -15,6 +15,10 @@ use std::{
 
 use hickory_proto::rr::Name;
 
+use super::agree::{
+    Agreement, PeerViews, Seen, agreed_reason,
+    layout::{Layout, NO_SLOT, Slot},
+};
 use crate::model::{Model, ProbeSpec};
 
 /// Identifies one probe: an app in one cluster, or a cluster's own probe.
@@ -105,6 +109,30 @@ pub struct ProbeEntry {
     pub owner: u64,
     /// Flap damping of this target: kept with its state, not in the probe task.
     pub flap: super::flap::Flap,
+    /// The fleet's verdict when it is not this instance's own (see [`super::agree`]):
+    /// what is answered. Boxed: None for nearly every entry.
+    pub agreed: Option<Box<ProbeState>>,
+    /// Where this target's verdict sits in what the fleet gossips
+    /// ([`super::agree::layout::Slot`], packed), or `NO_SLOT` without a fleet.
+    pub slot: u32,
+}
+
+impl ProbeEntry {
+    /// The verdict answered: the fleet's when it overrules this instance, else its own.
+    pub fn verdict(&self) -> &ProbeState {
+        self.agreed.as_deref().unwrap_or(&self.state)
+    }
+
+    /// This instance's own observation as the fleet counts it: known while its last
+    /// result is younger than `fresh`.
+    pub fn seen(&self, fresh: Duration, now: SystemTime) -> Seen {
+        match &self.last {
+            Some(l) if now.duration_since(l.at).unwrap_or_default() <= fresh => {
+                Seen::of(self.state.up, &self.state.reason)
+            }
+            _ => Seen::Unknown,
+        }
+    }
 }
 
 /// Every probe of a model with its settings: app probes per (app, target cluster), then
@@ -143,6 +171,8 @@ pub fn probes(model: &Model) -> Vec<(ProbeId, &ProbeSpec)> {
 #[derive(Debug, Clone, Default)]
 pub struct HealthTable {
     entries: HashMap<ProbeId, ProbeEntry>,
+    /// With a fleet: the layout of what is gossiped and the peers' views.
+    agreement: Option<Box<Agreement>>,
 }
 
 fn initial(spec: &ProbeSpec) -> ProbeEntry {
@@ -155,6 +185,8 @@ fn initial(spec: &ProbeSpec) -> ProbeEntry {
         last: None,
         owner: 0,
         flap: Default::default(),
+        agreed: None,
+        slot: NO_SLOT,
     }
 }
 
@@ -169,6 +201,7 @@ impl HealthTable {
                     (id, entry)
                 })
                 .collect(),
+            agreement: None,
         }
     }
 
@@ -180,7 +213,7 @@ impl HealthTable {
             new.iter()
                 .map(|(id, spec)| {
                     let state = match self.entries.get(id) {
-                        Some(e) => e.state.clone(),
+                        Some(e) => e.verdict().clone(),
                         None => initial(spec).state,
                     };
                     (id.clone(), state)
@@ -205,8 +238,9 @@ impl HealthTable {
         seen: &VerdictView,
     ) -> (HealthTable, Vec<ProbeId>) {
         let differs = |id: &ProbeId, entry: &ProbeEntry| {
+            let now = entry.verdict();
             seen.verdict(id)
-                .is_some_and(|s| s.up != entry.state.up || s.reason != entry.state.reason)
+                .is_some_and(|s| s.up != now.up || s.reason != now.reason)
         };
         let mut changed = Vec::new();
         // The usual reload keeps every target (settings edited or not): the table then is
@@ -228,7 +262,8 @@ impl HealthTable {
             }
             if all {
                 let entries = std::mem::take(&mut self.entries);
-                return (HealthTable { entries }, changed);
+                let agreement = self.agreement.take();
+                return (HealthTable { entries, agreement }, changed);
             }
             changed.clear();
         }
@@ -242,7 +277,8 @@ impl HealthTable {
                 (id.clone(), entry)
             })
             .collect();
-        (HealthTable { entries }, changed)
+        let agreement = self.agreement.take();
+        (HealthTable { entries, agreement }, changed)
     }
 
     /// Every entry, to update in place.
@@ -265,6 +301,123 @@ impl HealthTable {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// The fleet's part, if this instance is in one.
+    pub fn agreement(&self) -> Option<&Agreement> {
+        self.agreement.as_deref()
+    }
+
+    /// Joins a fleet, or takes a new layout (a reload): every entry gets its slot and its
+    /// agreed verdict. Returns the probes whose answered verdict changed.
+    pub fn set_agreement(&mut self, agreement: Option<Agreement>) -> Vec<ProbeId> {
+        for e in self.entries.values_mut() {
+            e.slot = NO_SLOT;
+        }
+        if let Some(a) = &agreement {
+            for (id, slot) in a.layout.slots() {
+                if let Some(e) = self.entries.get_mut(id) {
+                    e.slot = slot.pack();
+                }
+            }
+        }
+        self.agreement = agreement.map(Box::new);
+        let ids: Vec<ProbeId> = self.entries.keys().cloned().collect();
+        ids.into_iter().filter(|id| self.agree(id)).collect()
+    }
+
+    /// New views of the peers (same layout).
+    pub fn set_peers(&mut self, peers: Arc<PeerViews>) {
+        if let Some(a) = &mut self.agreement {
+            a.peers = peers;
+        }
+    }
+
+    /// Decides probe `id`'s answered verdict again from its own state and the peers'
+    /// views; whether it changed (up or down, or why).
+    pub fn agree(&mut self, id: &ProbeId) -> bool {
+        let now = SystemTime::now();
+        let Some(e) = self.entries.get_mut(id) else {
+            return false;
+        };
+        let (Some(a), Some(slot)) = (self.agreement.as_deref(), Slot::unpack(e.slot)) else {
+            return e.agreed.take().is_some();
+        };
+        let own = e.seen(a.layout.fresh(slot), now);
+        let d = a.decide(slot, own);
+        let agreed = match d.up {
+            // Alone: the own view.
+            None => None,
+            // The own view, confirmed.
+            Some(up) if own.up() == Some(up) && up == e.state.up => None,
+            Some(up) => {
+                let before = e.verdict();
+                let since = if before.up == up { before.since } else { now };
+                Some(Box::new(ProbeState {
+                    up,
+                    reason: Arc::from(agreed_reason(&d, own, &e.state.reason).as_str()),
+                    since,
+                }))
+            }
+        };
+        let before = e.verdict().clone();
+        e.agreed = agreed;
+        let after = e.verdict();
+        if before.up != after.up {
+            log_agreed(id, after, &e.state);
+        }
+        before.up != after.up || before.reason != after.reason
+    }
+
+    /// This instance's own observations of bucket `b`'s targets, in layout order (what it
+    /// gossips).
+    pub fn own_bucket(&self, b: usize) -> Option<(u64, Vec<Seen>)> {
+        let a = self.agreement.as_deref()?;
+        let bucket = a.layout.buckets.get(b)?;
+        let now = SystemTime::now();
+        let fresh = |i: usize| Duration::from_millis(u64::from(bucket.fresh_ms[i]));
+        let seen = bucket
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                self.entries
+                    .get(id)
+                    .map_or(Seen::Unknown, |e| e.seen(fresh(i), now))
+            })
+            .collect();
+        Some((bucket.hash, seen))
+    }
+
+    /// Decides bucket `b`'s targets again (the peers' views of it changed); the probes
+    /// whose answered verdict changed.
+    pub fn agree_bucket(&mut self, b: usize) -> Vec<ProbeId> {
+        let Some(layout) = self.agreement.as_deref().map(|a| a.layout.clone()) else {
+            return Vec::new();
+        };
+        let Some(bucket) = layout.buckets.get(b) else {
+            return Vec::new();
+        };
+        bucket
+            .ids
+            .iter()
+            .filter(|id| self.agree(id))
+            .cloned()
+            .collect()
+    }
+
+    /// The layout of the fleet's gossip, if in a fleet.
+    pub fn layout(&self) -> Option<Arc<Layout>> {
+        self.agreement.as_deref().map(|a| a.layout.clone())
+    }
+}
+
+/// Logs when the fleet starts or stops overruling this instance's own verdict.
+fn log_agreed(id: &ProbeId, answered: &ProbeState, own: &ProbeState) {
+    if answered.up == own.up {
+        tracing::info!(probe = %id, up = answered.up, "fleet: answering this instance's own verdict again");
+    } else {
+        tracing::info!(probe = %id, up = answered.up, own = %own.reason, reason = %answered.reason, "fleet: the agreed verdict overrules this instance's own");
+    }
 }
 
 /// Where [`target_state`] reads probe verdicts: the whole table, or a [`VerdictView`] of
@@ -276,7 +429,7 @@ pub trait Verdicts {
 
 impl Verdicts for HealthTable {
     fn verdict(&self, id: &ProbeId) -> Option<&ProbeState> {
-        self.entries.get(id).map(|e| &e.state)
+        self.entries.get(id).map(ProbeEntry::verdict)
     }
 }
 
@@ -290,7 +443,8 @@ impl VerdictView {
         let mut view = HashMap::new();
         for id in ids {
             if let Some(e) = table.entries.get(id) {
-                view.entry(id.clone()).or_insert_with(|| e.state.clone());
+                view.entry(id.clone())
+                    .or_insert_with(|| e.verdict().clone());
             }
         }
         Self(view)

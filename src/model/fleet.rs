@@ -20,7 +20,13 @@ pub struct FleetModel {
     /// None only with `insecure = true`.
     pub key: Option<FleetKey>,
     pub gossip_interval: Duration,
+    /// `fleet.up_fraction`.
+    pub up_fraction: f64,
 }
+
+/// `fleet.up_fraction` when not set: a target is down only when a majority of the
+/// instances that observe it see it down.
+pub const DEFAULT_UP_FRACTION: f64 = 0.5;
 
 impl FleetModel {
     /// The same gossip settings, the key compared by its bytes' fingerprint.
@@ -29,6 +35,7 @@ impl FleetModel {
             && self.listen == other.listen
             && self.peers == other.peers
             && self.gossip_interval == other.gossip_interval
+            && self.up_fraction == other.up_fraction
             && self.key.as_ref().map(FleetKey::fingerprint)
                 == other.key.as_ref().map(FleetKey::fingerprint)
     }
@@ -43,6 +50,7 @@ impl std::fmt::Debug for FleetModel {
             .field("peers", &self.peers)
             .field("authenticated", &self.key.is_some())
             .field("gossip_interval", &self.gossip_interval)
+            .field("up_fraction", &self.up_fraction)
             .finish()
     }
 }
@@ -137,12 +145,23 @@ pub fn validate(cfg: &FleetConfig, errors: &mut Errors) -> Option<FleetModel> {
             format!("{gossip_interval:?} is out of range 50ms..=60s"),
         );
     }
+    let up_fraction = cfg.up_fraction.unwrap_or(DEFAULT_UP_FRACTION);
+    if !(up_fraction > 0.0 && up_fraction <= 1.0) {
+        errors.push(
+            "fleet.up_fraction",
+            format!(
+                "{up_fraction} is out of range: more than 0 (0 would never take a target \
+                 out) and at most 1 (every instance that observes it must see it up)"
+            ),
+        );
+    }
     Some(FleetModel {
         node: node.to_owned(),
         listen: listen?,
         peers,
         key,
         gossip_interval,
+        up_fraction,
     })
 }
 
@@ -208,6 +227,11 @@ mod tests {
         };
         assert!(bad("0.0.0.0:7946", "[]")[0].starts_with("fleet.listen: 0.0.0.0:7946"));
         assert!(bad("gtmd-0:7946", "[]")[0].starts_with("fleet.listen"));
+        let fraction = |f: &str| errors_of(&cfg(&format!("insecure = true\nup_fraction = {f}")));
+        assert!(fraction("0.5").is_empty() && fraction("1").is_empty());
+        for f in ["0", "1.5", "-0.1", "nan"] {
+            assert!(fraction(f)[0].starts_with("fleet.up_fraction"), "{f}");
+        }
         let e = bad("127.0.0.1:7946", r#"["gtmd-1.gtmd:7946", "nope", "x:0"]"#);
         assert_eq!(e.len(), 2, "{e:?}");
         assert!(e[0].starts_with("fleet.peers[1]"), "{e:?}");

@@ -168,6 +168,19 @@ pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
         &mut errors,
     );
     zone::check_cross(&zones, &apps, &mut errors);
+    let (mut apps, mut clusters) = (apps, clusters);
+    if let Some(f) = &fleet {
+        let agent: std::sync::Arc<str> = std::sync::Arc::from(
+            format!("{} (fleet node {})", probe::DEFAULT_AGENT, f.node).as_str(),
+        );
+        let specs = apps
+            .iter_mut()
+            .flat_map(|a| a.targets.iter_mut().filter_map(|t| t.probe.as_mut()))
+            .chain(clusters.iter_mut().filter_map(|c| c.probe.as_mut()));
+        for spec in specs {
+            spec.agent = Some(agent.clone());
+        }
+    }
     if errors.is_empty() {
         Ok(Model {
             server,

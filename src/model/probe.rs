@@ -61,7 +61,14 @@ pub struct ProbeSpec {
     /// An `http` probe takes an open connection from the pool of its address when it may
     /// (`health::pool`); always false for https and tcp probes.
     pub reuse_connections: bool,
+    /// The User-Agent of http(s) probes when the probe does not set one: in a fleet it
+    /// names the instance (`gtmd/… health-probe (fleet node a)`), so that an ingress's
+    /// logs tell which instance probed. None: the default agent.
+    pub agent: Option<std::sync::Arc<str>>,
 }
+
+/// The User-Agent of http(s) probes that do not set one.
+pub const DEFAULT_AGENT: &str = concat!("gtmd/", env!("CARGO_PKG_VERSION"), " health-probe");
 
 /// Flap damping settings of a probe (what they do: `health::flap`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -367,6 +374,7 @@ pub fn resolve(
             hold: p.flap_hold.unwrap_or(DEFAULT_FLAP_HOLD),
         },
         reuse_connections: kind == ProbeKind::Http && p.reuse_connections.unwrap_or(true),
+        agent: None,
     })
 }
 

@@ -53,7 +53,7 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// servers accept (nginx's large_client_header_buffers is 4 × 8 KiB per line).
 pub const HEADER_LIMIT: usize = 16 * 1024;
 
-const AGENT: &str = concat!("gtmd/", env!("CARGO_PKG_VERSION"), " health-probe");
+use crate::model::probe::DEFAULT_AGENT as AGENT;
 
 /// TLS for one https probe: the shared client settings and the name sent as SNI and
 /// checked against the certificate.
@@ -391,7 +391,8 @@ fn render_request(spec: &ProbeSpec, out: &mut Vec<u8>) {
     if !configured("host") {
         let _ = write!(out, "Host: {}\r\n", host(spec));
     }
-    for (name, value) in [("User-Agent", AGENT), ("Accept", "*/*")] {
+    let agent = spec.agent.as_deref().unwrap_or(AGENT);
+    for (name, value) in [("User-Agent", agent), ("Accept", "*/*")] {
         if !configured(name) {
             let _ = write!(out, "{name}: {value}\r\n");
         }

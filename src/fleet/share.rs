@@ -1,0 +1,218 @@
+//! The bridge between this instance's health table and the gossip: its own observations
+//! go out as one key per bucket (`v.00` … `v.ff`, see [`crate::health::agree`]), the
+//! live peers' come in and are decided on. Neither runs on the query path: an agreed
+//! verdict reaches the answers through the health table's batch publication.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use tracing::{debug, info, warn};
+
+use super::member::{LiveNodes, Member, newest_peers};
+use crate::health::{
+    HealthShared,
+    agree::{PeerView, PeerViews, codec, layout::BUCKETS, layout::Layout},
+};
+
+/// The prefix of the bucket keys.
+const PREFIX: &str = "v.";
+/// Set once every bucket was published: a peer holding this key holds every bucket (a
+/// delta carries a node's keys in the order they were set).
+pub const READY_KEY: &str = "ready";
+
+/// A burst of changes (an outage is thousands within seconds) goes out as one set of keys.
+const WINDOW: Duration = Duration::from_millis(20);
+
+/// How often every bucket is checked again for observations that went stale.
+pub const SWEEP: Duration = Duration::from_secs(5);
+
+fn key(bucket: usize) -> String {
+    format!("{PREFIX}{bucket:02x}")
+}
+
+fn bucket_of_key(key: &str) -> Option<usize> {
+    let hex = key.strip_prefix(PREFIX)?;
+    (hex.len() == 2)
+        .then(|| usize::from_str_radix(hex, 16).ok())
+        .flatten()
+        .filter(|&b| b < BUCKETS)
+}
+
+/// Gossips this instance's own observations as they change (and every [`SWEEP`]).
+pub async fn publish_own(member: Arc<Member>, health: Arc<HealthShared>) {
+    let mut published: Vec<Option<String>> = vec![None; BUCKETS];
+    let mut announced = false;
+    let mut sweep = tokio::time::interval(SWEEP);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    health.outbox.mark_all();
+    loop {
+        tokio::select! {
+            () = health.outbox.marked() => tokio::time::sleep(WINDOW).await,
+            _ = sweep.tick() => {
+                let h = health.clone();
+                let _ = tokio::task::spawn_blocking(move || h.sweep()).await;
+            }
+        }
+        let mut sets = Vec::new();
+        for b in health.outbox.take() {
+            let Some((hash, states)) = health.own_bucket(b) else {
+                continue;
+            };
+            if states.is_empty() && published[b].is_none() {
+                continue;
+            }
+            let value = codec::encode(hash, &states);
+            if published[b].as_deref() != Some(value.as_str()) {
+                published[b] = Some(value.clone());
+                sets.push((key(b), value));
+            }
+        }
+        if !announced {
+            sets.push((READY_KEY.to_owned(), "1".to_owned()));
+            announced = true;
+        }
+        if !sets.is_empty() {
+            debug!(keys = sets.len(), "fleet: own observations gossiped");
+            member.set_all(sets).await;
+        }
+    }
+}
+
+/// The live peers' views, kept current from the gossip.
+pub struct PeerReader {
+    me: String,
+    /// By node name: the generation read and the view.
+    views: HashMap<String, (u64, PeerView)>,
+    layout: Option<Arc<Layout>>,
+}
+
+impl PeerReader {
+    pub fn new(me: &str) -> Self {
+        Self {
+            me: me.to_owned(),
+            views: HashMap::new(),
+            layout: None,
+        }
+    }
+
+    /// Reads the live nodes against `layout`; the buckets where some peer's view changed.
+    pub fn read(&mut self, live: &LiveNodes, layout: &Arc<Layout>) -> Vec<usize> {
+        let mut changed = vec![false; BUCKETS];
+        if !self.layout.as_ref().is_some_and(|l| Arc::ptr_eq(l, layout)) {
+            for (_, view) in self.views.values_mut() {
+                *view = view.remapped(layout);
+            }
+            changed.iter_mut().for_each(|c| *c = true);
+            self.layout = Some(layout.clone());
+        }
+        let peers = newest_peers(live, &self.me);
+        // Peers no longer live (or restarted) stop counting at once.
+        self.views.retain(|node, (generation, view)| {
+            let keep = peers
+                .iter()
+                .any(|(id, _)| *id.node_id == **node && id.generation_id == *generation);
+            if !keep {
+                for (b, s) in view.seen.iter().enumerate() {
+                    changed[b] |= s.is_some();
+                }
+                info!(peer = %node, "fleet: a peer's observations no longer count (dead, or restarted)");
+            }
+            keep
+        });
+        for (id, state) in peers {
+            let (_, view) = self
+                .views
+                .entry(id.node_id.to_string())
+                .or_insert_with(|| (id.generation_id, PeerView::new(id.node_id.to_string())));
+            for (k, v) in state.iter_prefix(PREFIX) {
+                match bucket_of_key(k) {
+                    Some(b) => {
+                        if view.set_raw(b, Arc::from(v.value.as_str()), layout) {
+                            changed[b] = true;
+                        }
+                    }
+                    None => debug!(peer = %id.node_id, key = k, "fleet: unknown key ignored"),
+                }
+            }
+        }
+        (0..BUCKETS).filter(|&b| changed[b]).collect()
+    }
+
+    /// The views now.
+    pub fn views(&self) -> PeerViews {
+        let mut peers: Vec<PeerView> = self.views.values().map(|(_, v)| v.clone()).collect();
+        peers.sort_by(|a, b| a.node.cmp(&b.node));
+        PeerViews { peers }
+    }
+
+    /// Peers that have published every bucket ([`READY_KEY`]), and all live peers.
+    pub fn complete(live: &LiveNodes, me: &str) -> (usize, usize) {
+        let peers = newest_peers(live, me);
+        let ready = peers
+            .iter()
+            .filter(|(_, s)| s.get(READY_KEY).is_some())
+            .count();
+        (ready, peers.len())
+    }
+}
+
+/// Keeps the health table's view of the peers current.
+pub async fn read_peers(member: Arc<Member>, health: Arc<HealthShared>, mut reader: PeerReader) {
+    let mut watch = member.live_watcher().await;
+    loop {
+        let Some(layout) = health.fleet_layout() else {
+            return;
+        };
+        let live = watch.borrow_and_update().clone();
+        let changed = reader.read(&live, &layout);
+        if !changed.is_empty() {
+            let views = Arc::new(reader.views());
+            let h = health.clone();
+            let applied =
+                tokio::task::spawn_blocking(move || h.peers_changed(views, &layout, &changed))
+                    .await
+                    .unwrap_or(false);
+            if !applied {
+                // A reload changed the layout meanwhile: read again against the new one.
+                continue;
+            }
+        }
+        if watch.changed().await.is_err() {
+            warn!("fleet: the gossip's watch ended; peers' observations no longer update");
+            return;
+        }
+    }
+}
+
+/// Waits, at most `wait`, until the live peers have published all their observations,
+/// and returns what they see: a (re)starting instance answers from the fleet's view, not
+/// from `initial` states. Returns early when no peer is configured.
+pub async fn warm_start(member: &Member, layout: &Arc<Layout>, wait: Duration) -> PeerReader {
+    let mut reader = PeerReader::new(member.node());
+    let mut watch = member.live_watcher().await;
+    let started = tokio::time::Instant::now();
+    let deadline = started + wait;
+    loop {
+        let live = watch.borrow_and_update().clone();
+        let (ready, all) = PeerReader::complete(&live, member.node());
+        if all > 0 && ready == all {
+            reader.read(&live, layout);
+            info!(peers = all, took = ?started.elapsed(), "fleet: started from the peers' observations");
+            return reader;
+        }
+        tokio::select! {
+            r = watch.changed() => if r.is_err() { break },
+            () = tokio::time::sleep_until(deadline) => {
+                let live = watch.borrow_and_update().clone();
+                reader.read(&live, layout);
+                let (ready, all) = PeerReader::complete(&live, member.node());
+                if all == 0 {
+                    info!(waited = ?wait, "fleet: no peer answered; starting from this instance's own view");
+                } else {
+                    warn!(ready, peers = all, "fleet: not every peer's observations arrived in time; starting with what did");
+                }
+                return reader;
+            }
+        }
+    }
+    reader
+}
