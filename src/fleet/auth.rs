@@ -16,12 +16,13 @@
 //! must agree within it (NTP). Within the window a replay repeats what chitchat already
 //! applied (its versions only grow), or draws one more reply to the sender's address.
 //!
-//! **Size.** chitchat fills a datagram up to the largest UDP payload over IPv4 (65,507
-//! bytes, its constant) less a byte of header, whatever gtmd adds; a message that does not
-//! fit with the header and tag is not sent (`too_large`). Deltas stay far below that while
-//! the fleet's state is small (membership and configuration hashes); a state larger than a
-//! datagram could not be caught up by a new member, so the shared verdicts must keep it
-//! small or chitchat's limit must become configurable.
+//! **Size.** chitchat fills a message up to the largest UDP payload over IPv4 (65,507
+//! bytes, its constant) less a byte, whatever gtmd adds: a delta that catches a peer up
+//! with a large state (shared observations during an outage) does not fit one datagram
+//! with the header and tag. Such a message is sent in parts (at most [`MAX_PARTS`], each
+//! tagged and checked like a whole datagram) and put together by the receiver, which keeps
+//! at most [`MAX_PARTIAL`] unfinished messages for at most [`PART_WAIT`]; parts dropped
+//! before their message completed are counted (`incomplete`): gossip repairs the loss.
 
 use std::{
     io,
@@ -46,6 +47,22 @@ pub const TAG_LEN: usize = 32;
 pub const HEADER_LEN: usize = 1 + 16 + 2 + 8;
 
 const FORMAT: u8 = 1;
+/// A part of a message too large for one datagram.
+const FORMAT_PART: u8 = 2;
+
+/// A part's header: the datagram header, then the message's id (4 bytes), the part's
+/// index and the number of parts.
+pub const PART_HEADER_LEN: usize = HEADER_LEN + 4 + 1 + 1;
+
+/// Parts per message at most (chitchat's messages need two at most).
+pub const MAX_PARTS: usize = 4;
+
+/// Unfinished messages kept at once, and how long each waits for its other parts.
+pub const MAX_PARTIAL: usize = 8;
+pub const PART_WAIT: Duration = Duration::from_secs(5);
+
+/// The message bytes one part carries at most.
+const PART_PAYLOAD: usize = MAX_DATAGRAM - PART_HEADER_LEN - TAG_LEN;
 
 /// The largest UDP payload over IPv4: nothing larger is sent.
 pub const MAX_DATAGRAM: usize = 65_507;
@@ -62,13 +79,14 @@ const CONTEXT: &[u8] = b"gtmd-gossip-v1";
 pub const MIN_SECRET: usize = 16;
 
 /// Why a datagram was dropped: the values of `gtmd_fleet_packets_rejected_total{reason}`.
-pub const REJECT_REASONS: [&str; 6] = [
+pub const REJECT_REASONS: [&str; 7] = [
     "short",
     "bad_tag",
     "misdirected",
     "stale",
     "malformed",
     "too_large",
+    "incomplete",
 ];
 
 /// The transport's counters.
@@ -188,6 +206,16 @@ pub struct AuthSocket {
     metrics: GossipMetrics,
     send_buf: Vec<u8>,
     recv_buf: Box<[u8]>,
+    /// Messages of which some parts arrived.
+    partial: Vec<Partial>,
+}
+
+/// A message of which some parts arrived.
+struct Partial {
+    from: SocketAddr,
+    id: u32,
+    parts: Vec<Option<Vec<u8>>>,
+    first: std::time::Instant,
 }
 
 impl AuthSocket {
@@ -208,6 +236,7 @@ impl AuthSocket {
             send_buf: Vec::with_capacity(MAX_DATAGRAM),
             // One byte more than the largest datagram: a longer one is seen as such.
             recv_buf: vec![0u8; MAX_DATAGRAM + 1].into_boxed_slice(),
+            partial: Vec::new(),
         })
     }
 
@@ -247,7 +276,7 @@ impl AuthSocket {
             return Ok(None);
         }
         let (header, payload) = data.split_at(HEADER_LEN);
-        if header[0] != FORMAT {
+        if header[0] != FORMAT && header[0] != FORMAT_PART {
             self.metrics.reject("malformed");
             return Ok(None);
         }
@@ -262,7 +291,19 @@ impl AuthSocket {
             debug!(%from, "gossip datagram dropped: sent too long ago or in the future (a replay, or clocks apart)");
             return Ok(None);
         }
-        let mut reader = payload;
+        let whole;
+        let message_bytes: &[u8] = if header[0] == FORMAT_PART {
+            match take_part(&mut self.partial, &self.metrics, from, payload) {
+                Some(bytes) => {
+                    whole = bytes;
+                    &whole
+                }
+                None => return Ok(None),
+            }
+        } else {
+            payload
+        };
+        let mut reader = message_bytes;
         match ChitchatMessage::deserialize(&mut reader) {
             Ok(message) => {
                 self.metrics.received.inc_by(len as u64);
@@ -274,6 +315,36 @@ impl AuthSocket {
                 Ok(None)
             }
         }
+    }
+
+    /// The datagrams of a message too large for one: each part behind its header, tagged.
+    fn seal_parts(&mut self, to: SocketAddr) -> Option<Vec<Vec<u8>>> {
+        let message = &self.send_buf[HEADER_LEN..];
+        let count = message.len().div_ceil(PART_PAYLOAD);
+        if count > MAX_PARTS {
+            return None;
+        }
+        let id: u32 = rand::random();
+        let sent = now_ms();
+        Some(
+            message
+                .chunks(PART_PAYLOAD)
+                .enumerate()
+                .map(|(i, chunk)| {
+                    let mut d = Vec::with_capacity(PART_HEADER_LEN + chunk.len() + TAG_LEN);
+                    d.push(FORMAT_PART);
+                    d.extend_from_slice(&address_bytes(to));
+                    d.extend_from_slice(&sent.to_be_bytes());
+                    d.extend_from_slice(&id.to_be_bytes());
+                    d.push(i as u8);
+                    d.push(count as u8);
+                    d.extend_from_slice(chunk);
+                    let tag = self.key.tag(&d);
+                    d.extend_from_slice(tag.as_ref());
+                    d
+                })
+                .collect(),
+        )
     }
 
     /// The datagram for `message` to `to`: header, message, tag.
@@ -292,12 +363,79 @@ impl AuthSocket {
     }
 }
 
+/// Keeps a part (`body`: id, index, count, bytes); the whole message once every part
+/// arrived.
+fn take_part(
+    partial: &mut Vec<Partial>,
+    metrics: &GossipMetrics,
+    from: SocketAddr,
+    body: &[u8],
+) -> Option<Vec<u8>> {
+    let now = std::time::Instant::now();
+    let before = partial.len();
+    partial.retain(|p| now.duration_since(p.first) <= PART_WAIT);
+    let expired = before - partial.len();
+    if expired > 0 {
+        metrics
+            .rejected
+            .with_label_values(&["incomplete"])
+            .inc_by(expired as u64);
+    }
+    if body.len() < 7 {
+        metrics.reject("malformed");
+        return None;
+    }
+    let id = u32::from_be_bytes(body[..4].try_into().expect("4 bytes"));
+    let (index, count) = (body[4] as usize, body[5] as usize);
+    if !(2..=MAX_PARTS).contains(&count) || index >= count {
+        metrics.reject("malformed");
+        return None;
+    }
+    let at = match partial.iter().position(|p| p.from == from && p.id == id) {
+        Some(at) if partial[at].parts.len() == count => at,
+        Some(_) => {
+            metrics.reject("malformed");
+            return None;
+        }
+        None => {
+            if partial.len() == MAX_PARTIAL {
+                // The oldest unfinished message gives way.
+                partial.remove(0);
+                metrics.reject("incomplete");
+            }
+            partial.push(Partial {
+                from,
+                id,
+                parts: vec![None; count],
+                first: now,
+            });
+            partial.len() - 1
+        }
+    };
+    let p = &mut partial[at];
+    p.parts[index] = Some(body[6..].to_vec());
+    if p.parts.iter().any(Option::is_none) {
+        return None;
+    }
+    let p = partial.remove(at);
+    Some(p.parts.into_iter().flatten().flatten().collect())
+}
+
 #[async_trait]
 impl Socket for AuthSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
         if !self.seal(to, &message) {
-            self.metrics.reject("too_large");
-            warn!(%to, len = self.send_buf.len(), "gossip message too large to send with its header and tag");
+            let Some(parts) = self.seal_parts(to) else {
+                self.metrics.reject("too_large");
+                warn!(%to, len = self.send_buf.len(), "gossip message too large to send even in parts");
+                return Ok(());
+            };
+            for part in parts {
+                match self.socket.send_to(&part, to).await {
+                    Ok(n) => self.metrics.sent.inc_by(n as u64),
+                    Err(e) => debug!(%to, error = %e, "gossip send failed"),
+                }
+            }
             return Ok(());
         }
         // A send that fails (no route, buffer full) is gossip lost, which the protocol
@@ -419,6 +557,56 @@ mod tests {
         assert_eq!(rejected(&metrics, "malformed"), 1);
         assert_eq!(rejected(&metrics, "misdirected"), 1);
         assert_eq!(rejected(&metrics, "stale"), 1);
+    }
+
+    /// A message larger than a datagram (a catch-up delta of a large state) arrives whole,
+    /// in parts; parts that never complete their message are dropped and counted, and a
+    /// flood of unfinished messages keeps at most MAX_PARTIAL of them.
+    #[tokio::test]
+    async fn a_message_larger_than_a_datagram_arrives_in_parts() {
+        let (mut a, _) = socket(SECRET).await;
+        let (mut b, b_metrics) = socket(SECRET).await;
+        let b_addr = b.local_addr().unwrap();
+        let big = big_message(65_500);
+        assert!(!a.seal(b_addr, &big), "the message needs parts");
+        a.send(b_addr, big_message(65_500)).await.unwrap();
+        let (_, received) = next(&mut b).await;
+        assert_eq!(received, big);
+        // Only the first part of ten more messages: eight are kept, the two oldest give
+        // way (counted), then a whole one still arrives.
+        for _ in 0..10 {
+            a.seal(b_addr, &big);
+            let parts = a.seal_parts(b_addr).unwrap();
+            assert_eq!(parts.len(), 2);
+            assert!(parts.iter().all(|p| p.len() <= MAX_DATAGRAM));
+            a.socket.send_to(&parts[0], b_addr).await.unwrap();
+            // Received before the next (a burst of large datagrams overflows the socket's
+            // buffer): a whole message behind it arrives after it.
+            a.send(b_addr, ChitchatMessage::BadCluster).await.unwrap();
+            assert_eq!(next(&mut b).await.1, ChitchatMessage::BadCluster);
+        }
+        assert_eq!(b.partial.len(), MAX_PARTIAL);
+        assert_eq!(rejected(&b_metrics, "incomplete"), 2);
+        // A part claiming an impossible count is malformed.
+        a.seal(b_addr, &big);
+        let mut part = a.seal_parts(b_addr).unwrap().remove(0);
+        let count_at = PART_HEADER_LEN - 1;
+        part.truncate(part.len() - TAG_LEN);
+        part[count_at] = 9;
+        let tag = FleetKey::new(SECRET).unwrap().tag(&part);
+        part.extend_from_slice(tag.as_ref());
+        a.socket.send_to(&part, b_addr).await.unwrap();
+        a.send(b_addr, ChitchatMessage::BadCluster).await.unwrap();
+        next(&mut b).await;
+        assert_eq!(rejected(&b_metrics, "malformed"), 1);
+    }
+
+    /// A chitchat message of about `bytes` bytes (its cluster id holds up to 65,535).
+    fn big_message(bytes: usize) -> ChitchatMessage {
+        ChitchatMessage::Syn {
+            cluster_id: "x".repeat(bytes),
+            digest: Default::default(),
+        }
     }
 
     #[test]

@@ -252,8 +252,8 @@ fn register_metrics(registry: &Registry) -> GossipMetrics {
             "Gossip datagrams dropped: short (no room for a header and a tag), bad_tag \
              (not the fleet key's), misdirected (sent to another member), stale (sent more \
              than 15 s from this clock), malformed (a valid tag over something that does \
-             not decode), too_large (an outgoing message that does not fit with its header \
-             and tag).",
+             not decode), too_large (an outgoing message that does not fit four datagrams), \
+             incomplete (a message sent in parts of which some never arrived).",
         ),
         &["reason"],
     )
