@@ -214,6 +214,30 @@ pub(super) fn flap_json(flap: Option<FlapView>) -> Value {
     })
 }
 
+/// `null` without a fleet; else what each instance sees of the probe and what is
+/// answered: the agreed verdict (`overruled` when it is not this instance's own).
+pub(super) fn fleet_json(health: &HealthShared, id: &ProbeId, entry: Option<&ProbeEntry>) -> Value {
+    let (Some(view), Some(e)) = (health.fleet_view(id), entry) else {
+        return Value::Null;
+    };
+    let answered = e.verdict();
+    json!({
+        "answered": {
+            "up": answered.up,
+            "reason": &*answered.reason,
+            "since": unix(answered.since),
+        },
+        "overruled": view.overruled,
+        "own": view.own.describe(),
+        "peers": view.peers.iter().map(|(node, seen)| json!({
+            "node": node,
+            "sees": seen.describe(),
+        })).collect::<Vec<_>>(),
+        "fresh_observations": view.decision.known,
+        "up_observations": view.decision.ups,
+    })
+}
+
 fn probe_json(entry: Option<&ProbeEntry>) -> Value {
     let Some(e) = entry else {
         return Value::Null;
@@ -380,6 +404,7 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                         "interval_ms": p.interval.as_millis() as u64,
                     })),
                     "health": probe_json(entry.as_ref()),
+                    "fleet": fleet_json(health, &id, entry.as_ref()),
                     "verdict": verdict,
                     "last_probe": last_probe,
                 })
@@ -412,6 +437,7 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                 "drain": c.drain,
                 "force": c.force.map(|up| if up { "up" } else { "down" }),
                 "probe": probe_json(health.entry(&id).as_ref()),
+                "fleet": fleet_json(health, &id, health.entry(&id).as_ref()),
             })
         })
         .collect();

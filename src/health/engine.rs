@@ -144,22 +144,25 @@ impl HealthShared {
         self.outbox.mark_all();
     }
 
-    /// What each peer sees of probe `id`, by node name (empty without a fleet).
-    pub fn peer_views(&self, id: &ProbeId) -> Vec<(String, Seen)> {
+    /// What the fleet sees of probe `id` (None without a fleet): this instance's own
+    /// observation as shared, each live peer's, and the decision.
+    pub fn fleet_view(&self, id: &ProbeId) -> Option<FleetTargetView> {
         let table = lock(&self.table);
-        let (Some(a), Some(slot)) = (
-            table.agreement(),
-            table
-                .get(id)
-                .and_then(|e| super::agree::layout::Slot::unpack(e.slot)),
-        ) else {
-            return Vec::new();
-        };
-        a.peers
-            .peers
-            .iter()
-            .map(|p| (p.node.clone(), p.at(slot)))
-            .collect()
+        let a = table.agreement()?;
+        let e = table.get(id)?;
+        let slot = super::agree::layout::Slot::unpack(e.slot)?;
+        let own = e.seen(a.layout.fresh(slot), SystemTime::now());
+        Some(FleetTargetView {
+            own,
+            peers: a
+                .peers
+                .peers
+                .iter()
+                .map(|p| (p.node.clone(), p.at(slot)))
+                .collect(),
+            decision: a.decide(slot, own),
+            overruled: e.agreed.is_some(),
+        })
     }
 
     /// A copy of one probe's entry: what the status API reads, one target at a time, so
@@ -168,6 +171,18 @@ impl HealthShared {
     pub fn entry(&self, id: &ProbeId) -> Option<super::state::ProbeEntry> {
         lock(&self.table).get(id).cloned()
     }
+}
+
+/// What the fleet sees of one target (status API).
+#[derive(Debug, Clone)]
+pub struct FleetTargetView {
+    /// This instance's own observation as it shares it.
+    pub own: Seen,
+    /// Each live peer's, by node name.
+    pub peers: Vec<(String, Seen)>,
+    pub decision: super::agree::Decision,
+    /// The answered verdict is the fleet's, not this instance's own.
+    pub overruled: bool,
 }
 
 /// A running probe task.

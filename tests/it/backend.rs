@@ -53,6 +53,9 @@ struct State {
     only_host: Option<String>,
     hosts_seen: Vec<String>,
     flap: bool,
+    /// Answer 503 to requests whose User-Agent contains one of these (a broken path
+    /// from one gtmd instance of a fleet: its probes name it).
+    blocked_agents: Vec<String>,
 }
 
 pub struct Backend {
@@ -121,6 +124,7 @@ impl Backend {
             only_host: None,
             hosts_seen: Vec::new(),
             flap: false,
+            blocked_agents: Vec::new(),
         }));
         let hits = Arc::new(AtomicUsize::new(0));
         let changed = Arc::new(Notify::new());
@@ -162,6 +166,20 @@ impl Backend {
 
     pub fn only_host(&self, host: &str) {
         self.state.lock().unwrap().only_host = Some(host.to_owned());
+    }
+
+    /// Answers 503 to requests whose User-Agent contains `agent` (until unblocked).
+    pub fn block_agent(&self, agent: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .blocked_agents
+            .push(agent.to_owned());
+    }
+
+    #[allow(dead_code)]
+    pub fn unblock_agents(&self) {
+        self.state.lock().unwrap().blocked_agents.clear();
     }
 
     pub fn hosts_seen(&self) -> Vec<String> {
@@ -282,6 +300,14 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
             k.eq_ignore_ascii_case("host").then(|| v.trim().to_owned())
         })
         .unwrap_or_default();
+    let agent = request
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("user-agent")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_default();
     let host_only = host
         .rsplit_once(':')
         .map_or(host.as_str(), |(h, _)| h)
@@ -290,7 +316,9 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     let (status, body) = {
         let mut s = state.lock().unwrap();
         s.hosts_seen.push(host.clone());
-        if let Some(code) = s.script.pop_front() {
+        if s.blocked_agents.iter().any(|a| agent.contains(a.as_str())) {
+            (503, "blocked".to_owned())
+        } else if let Some(code) = s.script.pop_front() {
             (code, "scripted".to_owned())
         } else if s.only_host.as_ref().is_some_and(|h| *h != host_only) {
             (404, "no such route".to_owned())

@@ -1,5 +1,8 @@
 //! `[fleet]`: real gtmd processes on loopback that gossip with each other (membership,
-//! authentication, configuration divergence). The shared verdicts are not built yet.
+//! authentication, configuration divergence) and answer from one agreed view of health:
+//! an instance with a broken path to a cluster is overruled, a real outage is agreed by
+//! all, a (re)started instance answers the fleet's view from its first answer, and a
+//! partitioned one answers from its own probes until the cut heals.
 
 use std::{
     io::Write,
@@ -7,9 +10,15 @@ use std::{
     time::Duration,
 };
 
+use hickory_proto::{
+    op::Message,
+    rr::{RData, RecordType},
+};
+
 use crate::{
+    backend::{Backend, Mode},
     cli::{Served, free_port, serve_command, spawn_only},
-    support::{http_get, wait_for},
+    support::{http_get, query, udp_raw_timeout, wait_for},
 };
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config/gtmd.toml");
@@ -51,6 +60,29 @@ struct Instance {
     served: Served,
     admin: SocketAddr,
     gossip: SocketAddr,
+    dns: SocketAddr,
+}
+
+/// `gtmd serve` of `config` as fleet node `node`, gossiping on `gossip`, seeded with
+/// `peers`, not started yet; with its DNS and admin addresses.
+fn command(
+    config: &std::path::Path,
+    node: &str,
+    gossip: SocketAddr,
+    peers: &[SocketAddr],
+) -> (std::process::Command, SocketAddr, SocketAddr) {
+    let dns: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
+    let mut cmd = serve_command(config, &[]);
+    cmd.env("GTMD__SERVER__LISTEN", dns.to_string())
+        .env("GTMD__ADMIN__LISTEN", admin.to_string())
+        .env("GTMD__FLEET__NODE", node)
+        .env("GTMD__FLEET__LISTEN", gossip.to_string());
+    if !peers.is_empty() {
+        cmd.env("GTMD__FLEET__PEERS", peers.join(","));
+    }
+    (cmd, dns, admin)
 }
 
 /// `gtmd serve` of `config` as fleet node `node`, gossiping on `gossip`, seeded with
@@ -61,17 +93,7 @@ fn start(
     gossip: SocketAddr,
     peers: &[SocketAddr],
 ) -> Instance {
-    let dns = free_port();
-    let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let peers: Vec<String> = peers.iter().map(|p| p.to_string()).collect();
-    let mut cmd = serve_command(config, &[]);
-    cmd.env("GTMD__SERVER__LISTEN", format!("127.0.0.1:{dns}"))
-        .env("GTMD__ADMIN__LISTEN", admin.to_string())
-        .env("GTMD__FLEET__NODE", node)
-        .env("GTMD__FLEET__LISTEN", gossip.to_string());
-    if !peers.is_empty() {
-        cmd.env("GTMD__FLEET__PEERS", peers.join(","));
-    }
+    let (cmd, dns, admin) = command(config, node, gossip, peers);
     let mut served = spawn_only(cmd);
     wait_for("the admin endpoint", Duration::from_secs(60), || {
         if let Ok(Some(status)) = served.0.try_wait() {
@@ -83,6 +105,7 @@ fn start(
         served,
         admin,
         gossip,
+        dns,
     }
 }
 
@@ -241,4 +264,295 @@ fn an_insecure_fleet_runs_and_warns() {
     assert_eq!(seen["authenticated"], false);
     assert!(a.served.stderr().contains("WITHOUT authentication"));
     let _keep = &b.served;
+}
+
+// ---- Three instances, three clusters: the agreed view ----
+
+const ONE: &str = "127.0.0.81";
+const TWO: &str = "127.0.0.82";
+const THREE: &str = "127.0.0.83";
+const APP: &str = "shop.w.test.";
+
+/// Three clusters, each with its backend, and one file every instance reads.
+struct Trio {
+    _dir: tempfile::TempDir,
+    _key: tempfile::NamedTempFile,
+    config: std::path::PathBuf,
+    backends: [Backend; 3],
+}
+
+/// shop.w.test on clusters one, two and three (policy all), probed over http every
+/// second (fall 2, rise 2, no flap hold), gossip every 250 ms.
+fn trio() -> Trio {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file("0123456789abcdef0123456789abcdef");
+    let backends = [Backend::http(ONE), Backend::http(TWO), Backend::http(THREE)];
+    let config = dir.path().join("gtmd.toml");
+    let mut text = String::from(
+        r#"
+[health.defaults]
+kind = "http"
+interval = "1s"
+# No loaded machine makes a healthy backend miss this; no flap hold.
+timeout = "900ms"
+fast_interval = "100ms"
+rise = 2
+fall = 2
+flap_changes = 0
+[[zones]]
+origin = "w.test"
+nameservers = ["ns.outside.net"]
+[zones.soa]
+mname = "ns.outside.net"
+rname = "h.w.test"
+"#,
+    );
+    for (name, b) in ["one", "two", "three"].iter().zip(&backends) {
+        text.push_str(&format!(
+            "[[clusters]]\nname = \"{name}\"\ningress = [\"{}\"]\napp_probe = {{ port = {} }}\n",
+            b.addr.ip(),
+            b.addr.port()
+        ));
+    }
+    text.push_str(&format!(
+        r#"[[apps]]
+hostname = "shop.w.test"
+policy = "all"
+targets = [{{ cluster = "one" }}, {{ cluster = "two" }}, {{ cluster = "three" }}]
+[fleet]
+secret_file = {:?}
+gossip_interval = "250ms"
+"#,
+        key.path().display().to_string()
+    ));
+    std::fs::write(&config, text).unwrap();
+    Trio {
+        _dir: dir,
+        _key: key,
+        config,
+        backends,
+    }
+}
+
+/// The A records of shop.w.test from `dns`, sorted (None without a reply).
+fn answer(dns: SocketAddr) -> Option<Vec<String>> {
+    let q = query(APP, RecordType::A).to_vec().unwrap();
+    let reply = udp_raw_timeout(dns, &q, Duration::from_millis(500))?;
+    let msg = Message::from_vec(&reply).ok()?;
+    let mut ips: Vec<String> = msg
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    ips.sort();
+    Some(ips)
+}
+
+fn all_three() -> Vec<String> {
+    vec![ONE.to_owned(), TWO.to_owned(), THREE.to_owned()]
+}
+
+fn without(ip: &str) -> Vec<String> {
+    all_three().into_iter().filter(|a| a != ip).collect()
+}
+
+/// The status of shop.w.test's target in `cluster` as `i` shows it.
+fn target_status(i: &Instance, cluster: &str) -> serde_json::Value {
+    let (status, body) = http_get(i.admin, "/api/v1/status?app=shop.w.test");
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["apps"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["cluster"] == cluster)
+        .cloned()
+        .unwrap_or_else(|| panic!("no target in {cluster}: {v}"))
+}
+
+/// Waits until every instance answers `want`; returns when each first did, measured from
+/// the call (a failure after a minute).
+fn until_all_answer(instances: &[&Instance], want: &[String]) -> Vec<Duration> {
+    let started = std::time::Instant::now();
+    let mut when: Vec<Option<Duration>> = vec![None; instances.len()];
+    wait_for(
+        &format!("every instance answers {want:?}"),
+        Duration::from_secs(60),
+        || {
+            for (i, inst) in instances.iter().enumerate() {
+                let now = answer(inst.dns);
+                match (&when[i], now.as_deref() == Some(want)) {
+                    (None, true) => when[i] = Some(started.elapsed()),
+                    (Some(_), false) => when[i] = None,
+                    _ => {}
+                }
+            }
+            when.iter().all(Option::is_some)
+        },
+    );
+    when.into_iter().map(Option::unwrap).collect()
+}
+
+/// a, b and c, c and b seeded with a; returns once each sees the two others.
+fn start_trio(t: &Trio) -> [Instance; 3] {
+    let a = start(&t.config, "a", gossip_addr(), &[]);
+    let b = start(&t.config, "b", gossip_addr(), &[a.gossip]);
+    let c = start(&t.config, "c", gossip_addr(), &[a.gossip]);
+    until_peers(&a, &["b", "c"]);
+    until_peers(&b, &["a", "c"]);
+    until_peers(&c, &["a", "b"]);
+    [a, b, c]
+}
+
+/// One instance's path to cluster two breaks (its probes fail, the others' succeed): the
+/// fleet overrules it and all three keep answering cluster two. Cluster two really dies:
+/// all three drop it. It comes back: all three answer it again (c still overruled).
+#[test]
+fn a_broken_path_is_overruled_and_a_real_outage_is_agreed() {
+    let t = trio();
+    // c's probes of cluster two fail from the start (they name c in their User-Agent).
+    t.backends[1].block_agent("(fleet node c)");
+    let [a, b, c] = start_trio(&t);
+    // Until c's own probe is down, and a's and b's observations reached it.
+    let mut s = serde_json::Value::Null;
+    wait_for(
+        "c's own probe of two down, overruled",
+        Duration::from_secs(60),
+        || {
+            s = target_status(&c, "two");
+            s["fleet"]["own"] == "down (http)" && s["fleet"]["fresh_observations"] == 3
+        },
+    );
+    assert_eq!(s["fleet"]["overruled"], true, "{s}");
+    assert_eq!(s["health"]["up"], false, "c's own verdict: {s}");
+    assert_eq!(s["fleet"]["answered"]["up"], true, "{s}");
+    assert!(
+        s["fleet"]["answered"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("fleet: 2 of 3 instances see it up (this instance: status 503)"),
+        "{s}"
+    );
+    // What is answered follows (one batch publication later).
+    wait_for(
+        "c's answer plan from the agreed verdict",
+        Duration::from_secs(60),
+        || {
+            let s = target_status(&c, "two");
+            s["state"] == "up" && s["detail"].as_str().unwrap().starts_with("fleet: 2 of 3")
+        },
+    );
+    for i in [&a, &b, &c] {
+        assert_eq!(answer(i.dns).unwrap(), all_three(), "{}", i.served.stderr());
+    }
+    // a sees what c sees (once c's observation reached it), and is not overruled.
+    let mut s = serde_json::Value::Null;
+    wait_for("a sees c's observation", Duration::from_secs(60), || {
+        s = target_status(&a, "two");
+        s["fleet"]["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["node"] == "c" && p["sees"] == "down (http)")
+    });
+    assert_eq!(s["fleet"]["overruled"], false, "{s}");
+    assert_eq!(s["fleet"]["fresh_observations"], 3, "{s}");
+
+    // Cluster two dies for everyone.
+    t.backends[1].set(Mode::Closed);
+    let gone = until_all_answer(&[&a, &b, &c], &without(TWO));
+    eprintln!("cluster two dropped by a, b, c after {gone:?}");
+    // It comes back (c's path is still broken: it is overruled again).
+    t.backends[1].set(Mode::Ok);
+    let back = until_all_answer(&[&a, &b, &c], &all_three());
+    eprintln!("cluster two answered again by a, b, c after {back:?}");
+    assert_eq!(target_status(&c, "two")["fleet"]["overruled"], true);
+}
+
+/// Starts an instance and returns it with the very first answer it gives (queries sent
+/// from one socket that stays open from before it listens, so the first reply is the
+/// first answer).
+fn start_and_first_answer(
+    config: &std::path::Path,
+    node: &str,
+    gossip: SocketAddr,
+    peers: &[SocketAddr],
+) -> (Instance, Vec<String>) {
+    let (cmd, dns, admin) = command(config, node, gossip, peers);
+    let served = spawn_only(cmd);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut id = 0u16;
+    while std::time::Instant::now() < deadline {
+        id = id.wrapping_add(1);
+        let mut q = query(APP, RecordType::A);
+        q.metadata.id = id;
+        // Refused (ICMP) while nothing listens yet: try again.
+        let _ = sock.send_to(&q.to_vec().unwrap(), dns);
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let msg = Message::from_vec(&buf[..n]).unwrap();
+            let mut ips: Vec<String> = msg
+                .answers
+                .iter()
+                .filter_map(|r| match &r.data {
+                    RData::A(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect();
+            ips.sort();
+            let instance = Instance {
+                served,
+                admin,
+                gossip,
+                dns,
+            };
+            return (instance, ips);
+        }
+    }
+    panic!("{node} did not answer within 60 s:\n{}", served.stderr());
+}
+
+/// Cluster three is dead for a and b, alive for c's probes (c's path is the odd one): a
+/// (re)started c answers without it from its very first answer, before its own probes
+/// could say anything, and goes on doing so when they say it is up (two of three see it
+/// down).
+#[test]
+fn a_restarted_instance_answers_the_fleets_view_from_its_first_answer() {
+    let t = trio();
+    t.backends[2].block_agent("(fleet node a)");
+    t.backends[2].block_agent("(fleet node b)");
+    let a = start(&t.config, "a", gossip_addr(), &[]);
+    let b = start(&t.config, "b", gossip_addr(), &[a.gossip]);
+    until_peers(&a, &["b"]);
+    until_all_answer(&[&a, &b], &without(THREE));
+    let c_gossip = gossip_addr();
+    for round in ["start", "restart"] {
+        let (c, first) = start_and_first_answer(&t.config, "c", c_gossip, &[a.gossip, b.gossip]);
+        assert_eq!(first, without(THREE), "{round}: {}", c.served.stderr());
+        assert!(
+            c.served
+                .stderr()
+                .contains("fleet: started from the peers' observations"),
+            "{round}: {}",
+            c.served.stderr()
+        );
+        // Its own probes find three up; the fleet keeps it out.
+        let mut s = serde_json::Value::Null;
+        wait_for("c's own probe of three", Duration::from_secs(60), || {
+            s = target_status(&c, "three");
+            s["fleet"]["own"] == "up" && s["fleet"]["fresh_observations"] == 3
+        });
+        assert_eq!(s["state"], "down", "{round}: {s}");
+        assert_eq!(s["fleet"]["overruled"], true, "{round}: {s}");
+        assert_eq!(answer(c.dns).unwrap(), without(THREE), "{round}");
+        // Stopped (killed, by its PID: no goodbye to the peers) before the restart.
+        drop(c);
+    }
+    let _keep = (&a.served, &b.served);
 }
