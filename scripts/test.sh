@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole gtmd test suite, as CI runs it (.ci/run calls exactly this).
 # On a fresh Debian machine with Rust it installs the external programs the end-to-end tests
-# drive (dig from bind9-dnsutils; prometheus and promtool; unbound; knot; systemd-analyze), then
+# drive (dig from bind9-dnsutils; prometheus and promtool; unbound; knot; systemd-analyze;
+# nft and ip for the fleet's partition test, which needs root), then
 # runs formatting, lints and every test, including the ones ignored by a plain
 # `cargo test` because they need those programs, checks the deployment artefacts
 # (hadolint and kubernetes-validate come from PyPI), and runs each fuzz target for
@@ -19,6 +20,9 @@ command -v unbound >/dev/null 2>&1 || need_pkgs+=(unbound)
 # knotd answers the same packets as gtmd in the DNS compliance comparison.
 command -v knotd >/dev/null 2>&1 || need_pkgs+=(knot)
 command -v systemd-analyze >/dev/null 2>&1 || need_pkgs+=(systemd)
+# The fleet's partition test cuts gossip with nft in a network namespace of its own.
+command -v nft >/dev/null 2>&1 || need_pkgs+=(nftables)
+command -v ip >/dev/null 2>&1 || need_pkgs+=(iproute2)
 # scripts/check-deploy.sh keeps its Python tools in a virtual environment.
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if ((${#need_pkgs[@]})); then

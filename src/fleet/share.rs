@@ -94,9 +94,11 @@ impl PeerReader {
         }
     }
 
-    /// Reads the live nodes against `layout`; the buckets where some peer's view changed.
-    pub fn read(&mut self, live: &LiveNodes, layout: &Arc<Layout>) -> Vec<usize> {
+    /// Reads the live nodes against `layout`; the buckets where some peer's view changed,
+    /// and whether peers came or went.
+    pub fn read(&mut self, live: &LiveNodes, layout: &Arc<Layout>) -> (Vec<usize>, bool) {
         let mut changed = vec![false; BUCKETS];
+        let before = self.views.len();
         if !self.layout.as_ref().is_some_and(|l| Arc::ptr_eq(l, layout)) {
             for (_, view) in self.views.values_mut() {
                 *view = view.remapped(layout);
@@ -118,11 +120,20 @@ impl PeerReader {
             }
             keep
         });
+        let mut joined = self.views.len() != before;
         for (id, state) in peers {
-            let (_, view) = self
-                .views
-                .entry(id.node_id.to_string())
-                .or_insert_with(|| (id.generation_id, PeerView::new(id.node_id.to_string())));
+            debug!(
+                peer = %id.node_id,
+                generation = id.generation_id,
+                keys = state.num_key_values(),
+                max_version = state.max_version(),
+                ready = state.get(READY_KEY).is_some(),
+                "fleet: peer state read"
+            );
+            let (_, view) = self.views.entry(id.node_id.to_string()).or_insert_with(|| {
+                joined = true;
+                (id.generation_id, PeerView::new(id.node_id.to_string()))
+            });
             for (k, v) in state.iter_prefix(PREFIX) {
                 match bucket_of_key(k) {
                     Some(b) => {
@@ -134,7 +145,7 @@ impl PeerReader {
                 }
             }
         }
-        (0..BUCKETS).filter(|&b| changed[b]).collect()
+        ((0..BUCKETS).filter(|&b| changed[b]).collect(), joined)
     }
 
     /// The views now.
@@ -163,8 +174,8 @@ pub async fn read_peers(member: Arc<Member>, health: Arc<HealthShared>, mut read
             return;
         };
         let live = watch.borrow_and_update().clone();
-        let changed = reader.read(&live, &layout);
-        if !changed.is_empty() {
+        let (changed, peers) = reader.read(&live, &layout);
+        if !changed.is_empty() || peers {
             let views = Arc::new(reader.views());
             let h = health.clone();
             let applied =

@@ -110,8 +110,8 @@ impl HealthShared {
         lock(&self.table).layout()
     }
 
-    /// The peers' views changed in `buckets`, read against `layout`: the targets there
-    /// are decided again, and what changed is published. False (nothing done) when
+    /// The peers' views changed in `buckets` (or only who the peers are), read against
+    /// `layout`: the targets there are decided again, and what changed is published. False (nothing done) when
     /// `layout` is no longer the table's (a reload took another): read them again.
     pub fn peers_changed(
         &self,
