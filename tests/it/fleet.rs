@@ -651,3 +651,40 @@ fn a_partitioned_instance_answers_from_its_own_probes_until_the_cut_heals() {
     eprintln!("after the cut healed, a, b, c answered alike after {healed:?}");
     assert_eq!(target_status(&c, "two")["fleet"]["overruled"], true);
 }
+
+/// Cluster one's health flips ten times (down for everyone, then up): after each flip,
+/// once the change has propagated, the three instances give the same answer. How long
+/// the last instance followed the first is printed (the benchmark measures 100 flips).
+#[test]
+fn after_every_flip_the_three_instances_answer_alike() {
+    let t = trio();
+    let [a, b, c] = start_trio(&t);
+    let mut spreads = Vec::new();
+    for flip in 0..10 {
+        let (mode, want) = if flip % 2 == 0 {
+            (Mode::Status(503), without(ONE))
+        } else {
+            (Mode::Ok, all_three())
+        };
+        t.backends[0].set(mode);
+        let when = until_all_answer(&[&a, &b, &c], &want);
+        let first = when.iter().min().unwrap();
+        let last = when.iter().max().unwrap();
+        spreads.push(*last - *first);
+        // Settled: the three answer alike (same query, policy all).
+        let answers: Vec<Vec<String>> = [&a, &b, &c]
+            .iter()
+            .map(|i| answer(i.dns).unwrap())
+            .collect();
+        assert!(
+            answers.iter().all(|x| *x == want),
+            "flip {flip}: {answers:?}"
+        );
+    }
+    spreads.sort();
+    eprintln!(
+        "first to last instance, over 10 flips: median {:?}, max {:?}",
+        spreads[spreads.len() / 2],
+        spreads.last().unwrap()
+    );
+}
