@@ -54,6 +54,55 @@ struct FleetGauges {
     up: IntGauge,
 }
 
+/// The gauges of the shared observations (see [`share`]).
+#[derive(Clone)]
+pub struct SharingGauges {
+    /// Targets answered from the fleet's verdict, not this instance's own.
+    pub overruled: IntGauge,
+    /// Targets some fresh observation disagrees with what is answered.
+    pub disagreeing: IntGauge,
+    /// Per live peer: targets it has a fresh observation of.
+    pub peer_observations: prometheus::IntGaugeVec,
+}
+
+impl SharingGauges {
+    fn register(registry: &Registry) -> Self {
+        let g = Self {
+            overruled: IntGauge::new(
+                "gtmd_fleet_overruled_targets",
+                "Targets answered from the fleet's agreed verdict where this instance's own \
+                 observation says otherwise (its path to them may be broken). Counted every \
+                 5 s.",
+            )
+            .unwrap(),
+            disagreeing: IntGauge::new(
+                "gtmd_fleet_disagreeing_targets",
+                "Targets where at least one fresh observation (this instance's or a peer's) \
+                 differs from what is answered. Counted every 5 s.",
+            )
+            .unwrap(),
+            peer_observations: prometheus::IntGaugeVec::new(
+                Opts::new(
+                    "gtmd_fleet_peer_observations",
+                    "Per live peer (node): targets of this configuration it has a fresh \
+                     observation of. Lower than the target count: the peer is starting, its \
+                     probes are late, or it runs another configuration.",
+                ),
+                &["node"],
+            )
+            .unwrap(),
+        };
+        for c in [
+            Box::new(g.overruled.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(g.disagreeing.clone()),
+            Box::new(g.peer_observations.clone()),
+        ] {
+            registry.register(c).expect("metric names are unique");
+        }
+        g
+    }
+}
+
 /// This instance's part in the fleet.
 pub struct Fleet {
     pub node: String,
@@ -66,6 +115,7 @@ pub struct Fleet {
     /// The exchange of observations with the health table ([`share`]).
     sharing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     gossip_interval: std::time::Duration,
+    gauges: SharingGauges,
 }
 
 impl Drop for Fleet {
@@ -168,6 +218,7 @@ impl Fleet {
             watcher,
             sharing: Default::default(),
             gossip_interval: model.gossip_interval,
+            gauges: SharingGauges::register(registry),
         }))
     }
 
@@ -189,11 +240,13 @@ impl Fleet {
         tasks.push(tokio::spawn(share::publish_own(
             self.member.clone(),
             health.clone(),
+            self.gauges.clone(),
         )));
         tasks.push(tokio::spawn(share::read_peers(
             self.member.clone(),
             health,
             reader,
+            self.gauges.clone(),
         )));
     }
 

@@ -7,7 +7,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use tracing::{debug, info, warn};
 
-use super::member::{LiveNodes, Member, newest_peers};
+use super::{
+    SharingGauges,
+    member::{LiveNodes, Member, newest_peers},
+};
 use crate::health::{
     HealthShared,
     agree::{PeerView, PeerViews, codec, layout::BUCKETS, layout::Layout},
@@ -38,7 +41,7 @@ fn bucket_of_key(key: &str) -> Option<usize> {
 }
 
 /// Gossips this instance's own observations as they change (and every [`SWEEP`]).
-pub async fn publish_own(member: Arc<Member>, health: Arc<HealthShared>) {
+pub async fn publish_own(member: Arc<Member>, health: Arc<HealthShared>, gauges: SharingGauges) {
     let mut published: Vec<Option<String>> = vec![None; BUCKETS];
     let mut announced = false;
     let mut sweep = tokio::time::interval(SWEEP);
@@ -49,7 +52,10 @@ pub async fn publish_own(member: Arc<Member>, health: Arc<HealthShared>) {
             () = health.outbox.marked() => tokio::time::sleep(WINDOW).await,
             _ = sweep.tick() => {
                 let h = health.clone();
-                let _ = tokio::task::spawn_blocking(move || h.sweep()).await;
+                if let Ok((overruled, disagreeing)) = tokio::task::spawn_blocking(move || h.sweep()).await {
+                    gauges.overruled.set(overruled as i64);
+                    gauges.disagreeing.set(disagreeing as i64);
+                }
             }
         }
         let mut sets = Vec::new();
@@ -167,7 +173,13 @@ impl PeerReader {
 }
 
 /// Keeps the health table's view of the peers current.
-pub async fn read_peers(member: Arc<Member>, health: Arc<HealthShared>, mut reader: PeerReader) {
+pub async fn read_peers(
+    member: Arc<Member>,
+    health: Arc<HealthShared>,
+    mut reader: PeerReader,
+    gauges: SharingGauges,
+) {
+    let mut shown: Vec<String> = Vec::new();
     let mut watch = member.live_watcher().await;
     loop {
         let Some(layout) = health.fleet_layout() else {
@@ -185,6 +197,21 @@ pub async fn read_peers(member: Arc<Member>, health: Arc<HealthShared>, mut read
             if !applied {
                 // A reload changed the layout meanwhile: read again against the new one.
                 continue;
+            }
+            // One series per live peer: a departed peer's goes.
+            let views = reader.views();
+            for node in shown
+                .iter()
+                .filter(|n| !views.peers.iter().any(|p| p.node == **n))
+            {
+                let _ = gauges.peer_observations.remove_label_values(&[node]);
+            }
+            shown = views.peers.iter().map(|p| p.node.clone()).collect();
+            for p in &views.peers {
+                gauges
+                    .peer_observations
+                    .with_label_values(&[&p.node])
+                    .set(p.known() as i64);
             }
         }
         if watch.changed().await.is_err() {

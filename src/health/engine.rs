@@ -136,12 +136,21 @@ impl HealthShared {
 
     /// Decides every target again and gossips every bucket again: own observations whose
     /// probes stopped reporting went stale meanwhile (nothing else tells).
-    pub fn sweep(&self) {
+    /// Returns, after it, how many targets the fleet overrules this instance on and how
+    /// many some fresh observation disagrees with what is answered.
+    pub fn sweep(&self) -> (usize, usize) {
+        let (mut overruled, mut disagreeing) = (0, 0);
         for b in 0..BUCKETS {
-            let changed = lock(&self.table).agree_bucket(b);
+            let mut table = lock(&self.table);
+            let changed = table.agree_bucket(b);
+            let (o, d) = table.tally_bucket(b);
+            drop(table);
+            overruled += o;
+            disagreeing += d;
             self.dirty.mark(changed);
         }
         self.outbox.mark_all();
+        (overruled, disagreeing)
     }
 
     /// What the fleet sees of probe `id` (None without a fleet): this instance's own

@@ -405,6 +405,40 @@ impl HealthTable {
             .collect()
     }
 
+    /// Of bucket `b`'s targets: how many answer the fleet's verdict rather than this
+    /// instance's own (overruled), and how many some fresh observation (own or a peer's)
+    /// disagrees with the answered verdict.
+    pub fn tally_bucket(&self, b: usize) -> (usize, usize) {
+        let Some(a) = self.agreement.as_deref() else {
+            return (0, 0);
+        };
+        let Some(bucket) = a.layout.buckets.get(b) else {
+            return (0, 0);
+        };
+        let now = SystemTime::now();
+        let (mut overruled, mut disagreeing) = (0, 0);
+        for (i, id) in bucket.ids.iter().enumerate() {
+            let Some(e) = self.entries.get(id) else {
+                continue;
+            };
+            let slot = Slot {
+                bucket: b as u16,
+                index: i as u32,
+            };
+            let answered = e.verdict().up;
+            overruled += usize::from(e.agreed.is_some());
+            let fresh = Duration::from_millis(u64::from(bucket.fresh_ms[i]));
+            let own = e.seen(fresh, now).up();
+            let differs = own.is_some_and(|up| up != answered)
+                || a.peers
+                    .peers
+                    .iter()
+                    .any(|p| p.at(slot).up().is_some_and(|up| up != answered));
+            disagreeing += usize::from(differs);
+        }
+        (overruled, disagreeing)
+    }
+
     /// The layout of the fleet's gossip, if in a fleet.
     pub fn layout(&self) -> Option<Arc<Layout>> {
         self.agreement.as_deref().map(|a| a.layout.clone())

@@ -463,9 +463,18 @@ fn a_broken_path_is_overruled_and_a_real_outage_is_agreed() {
             .unwrap()
             .iter()
             .any(|p| p["node"] == "c" && p["sees"] == "down (http)")
+            && s["fleet"]["fresh_observations"] == 3
     });
     assert_eq!(s["fleet"]["overruled"], false, "{s}");
-    assert_eq!(s["fleet"]["fresh_observations"], 3, "{s}");
+    // The gauges (counted at each 5 s sweep): c is overruled on one target, a sees one
+    // target with a dissenting observation, and each peer observes all three targets.
+    wait_for("the fleet gauges", Duration::from_secs(60), || {
+        metric(&c, "gtmd_fleet_overruled_targets ") == 1.0
+            && metric(&a, "gtmd_fleet_disagreeing_targets ") == 1.0
+            && metric(&a, "gtmd_fleet_overruled_targets ") == 0.0
+    });
+    assert_eq!(metric(&a, "gtmd_fleet_peer_observations{node=\"c\"} "), 3.0);
+    assert_eq!(metric(&c, "gtmd_fleet_peer_observations{node=\"b\"} "), 3.0);
 
     // Cluster two dies for everyone.
     t.backends[1].set(Mode::Closed);

@@ -150,6 +150,15 @@ impl PeerView {
         changed
     }
 
+    /// Targets this peer has a fresh observation of.
+    pub fn known(&self) -> usize {
+        self.seen
+            .iter()
+            .flatten()
+            .map(|s| s.iter().filter(|x| **x != Seen::Unknown).count())
+            .sum()
+    }
+
     /// The same values read against another layout (after a reload).
     pub fn remapped(&self, layout: &Layout) -> Self {
         let mut out = Self::new(self.node.clone());
