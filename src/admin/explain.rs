@@ -189,10 +189,13 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
                 !live.aaaa.is_empty()
             };
             let flap = super::status::target_flap(&state.health, &m.hostname, &cluster.name);
+            let overruled =
+                super::status::target_overruled(&state.health, &m.hostname, &cluster.name);
             json!({
                 "cluster": cluster.name,
                 "state": live.state,
                 "detail": live.detail,
+                "fleet_overruled": overruled.is_some(),
                 "flapping": flap.is_some(),
                 "flap": super::status::flap_json(flap),
                 "weight": t.weight,
@@ -203,6 +206,12 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
         .collect();
     for (t, live) in m.targets.iter().zip(&app.targets) {
         let name = &model.clusters[t.cluster].name;
+        if let Some((up, why)) = super::status::target_overruled(&state.health, &m.hostname, name) {
+            steps.push(format!(
+                "{name}: the fleet overrules this instance's own probes and counts it {}: {why}",
+                if up { "up" } else { "down" }
+            ));
+        }
         let has = if qtype == RecordType::A {
             !live.a.is_empty()
         } else {

@@ -197,6 +197,29 @@ pub(super) fn target_flap(health: &HealthShared, app: &Name, cluster: &str) -> O
     .find_map(|id| flap_view(&health.entry(id)?))
 }
 
+/// When the fleet overrules this instance on a target (its app probe's or its cluster
+/// probe's verdict is the fleet's, not its own): the verdict answered and why.
+pub(super) fn target_overruled(
+    health: &HealthShared,
+    app: &Name,
+    cluster: &str,
+) -> Option<(bool, String)> {
+    let cluster: Arc<str> = Arc::from(cluster);
+    [
+        ProbeId::App {
+            app: app.clone(),
+            cluster: cluster.clone(),
+        },
+        ProbeId::Cluster(cluster),
+    ]
+    .iter()
+    .find_map(|id| {
+        let e = health.entry(id)?;
+        let agreed = e.agreed.as_deref()?;
+        Some((agreed.up, agreed.reason.to_string()))
+    })
+}
+
 fn flap_view(e: &ProbeEntry) -> Option<FlapView> {
     e.flap
         .view(std::time::Instant::now(), std::time::SystemTime::now())

@@ -454,6 +454,16 @@ fn a_broken_path_is_overruled_and_a_real_outage_is_agreed() {
     for i in [&a, &b, &c] {
         assert_eq!(answer(i.dns).unwrap(), all_three(), "{}", i.served.stderr());
     }
+    // explain says so.
+    let (_, body) = http_get(c.admin, "/api/v1/explain?name=shop.w.test&client=127.0.0.1");
+    let explained: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let steps = explained["steps"].to_string();
+    assert!(
+        steps.contains(
+            "two: the fleet overrules this instance's own probes and counts it up: fleet: 2 of 3"
+        ),
+        "{explained}"
+    );
     // a sees what c sees (once c's observation reached it), and is not overruled.
     let mut s = serde_json::Value::Null;
     wait_for("a sees c's observation", Duration::from_secs(60), || {
