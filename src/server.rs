@@ -328,7 +328,7 @@ pub async fn start(
             let layout = Arc::new(crate::health::agree::layout::Layout::build(
                 &crate::health::state::probes(&model),
             ));
-            let reader = fleet.warm_start(&layout).await;
+            let (reader, complete) = fleet.warm_start(&layout).await;
             restored
                 .table
                 .set_agreement(Some(crate::health::agree::Agreement {
@@ -336,7 +336,7 @@ pub async fn start(
                     peers: Arc::new(reader.views()),
                     up_fraction: settings.up_fraction,
                 }));
-            Some(reader)
+            Some((reader, complete))
         }
         _ => None,
     };
@@ -352,8 +352,11 @@ pub async fn start(
     let first_round = engine.first_round();
     crate::heap::release_freed();
     let health = engine.shared();
-    if let (Some(fleet), Some(reader)) = (&fleet, reader) {
+    if let (Some(fleet), Some((reader, complete))) = (&fleet, reader) {
         fleet.share(health.clone(), reader);
+        if complete {
+            health.ready_from_fleet();
+        }
     }
     let engine = Arc::new(tokio::sync::Mutex::new(engine));
     let handler = DnsHandler::new(snapshot.clone(), metrics.clone());

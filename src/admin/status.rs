@@ -258,6 +258,8 @@ pub(super) fn fleet_json(health: &HealthShared, id: &ProbeId, entry: Option<&Pro
         })).collect::<Vec<_>>(),
         "fresh_observations": view.decision.known,
         "up_observations": view.decision.ups,
+        // With fleet.probes_per_target: the instances that probe it.
+        "probed_by": health.probers(id),
     })
 }
 

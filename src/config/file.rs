@@ -531,6 +531,10 @@ pub struct FleetConfig {
     /// fresh observation of it see it up (0.5: down only when a majority sees it down).
     #[serde(default, deserialize_with = "strict::opt_float")]
     pub up_fraction: Option<f64>,
+    /// How many live instances probe each target (chosen by rendezvous hashing); unset:
+    /// every instance probes every target.
+    #[serde(default, deserialize_with = "strict::opt_int")]
+    pub probes_per_target: Option<u32>,
 }
 
 /// `[health]`: the probe engine.

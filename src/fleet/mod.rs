@@ -116,6 +116,8 @@ pub struct Fleet {
     sharing: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     gossip_interval: std::time::Duration,
     gauges: SharingGauges,
+    /// `fleet.probes_per_target`.
+    probes_per_target: Option<usize>,
 }
 
 impl Drop for Fleet {
@@ -219,6 +221,7 @@ impl Fleet {
             sharing: Default::default(),
             gossip_interval: model.gossip_interval,
             gauges: SharingGauges::register(registry),
+            probes_per_target: model.probes_per_target,
         }))
     }
 
@@ -229,8 +232,14 @@ impl Fleet {
     }
 
     /// The peers' observations for a start (see [`share::warm_start`]).
-    pub async fn warm_start(&self, layout: &Arc<Layout>) -> share::PeerReader {
-        share::warm_start(&self.member, layout, self.warm_start_wait()).await
+    pub async fn warm_start(&self, layout: &Arc<Layout>) -> (share::PeerReader, bool) {
+        share::warm_start(
+            &self.member,
+            layout,
+            self.warm_start_wait(),
+            self.gossip_interval * 2,
+        )
+        .await
     }
 
     /// Starts exchanging observations with the health table: this instance's go out, the
@@ -247,6 +256,7 @@ impl Fleet {
             health,
             reader,
             self.gauges.clone(),
+            self.probes_per_target,
         )));
     }
 

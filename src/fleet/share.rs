@@ -13,6 +13,7 @@ use super::{
 };
 use crate::health::{
     HealthShared,
+    agree::assign::Assignment,
     agree::{PeerView, PeerViews, codec, layout::BUCKETS, layout::Layout},
 };
 
@@ -128,14 +129,6 @@ impl PeerReader {
         });
         let mut joined = self.views.len() != before;
         for (id, state) in peers {
-            debug!(
-                peer = %id.node_id,
-                generation = id.generation_id,
-                keys = state.num_key_values(),
-                max_version = state.max_version(),
-                ready = state.get(READY_KEY).is_some(),
-                "fleet: peer state read"
-            );
             let (_, view) = self.views.entry(id.node_id.to_string()).or_insert_with(|| {
                 joined = true;
                 (id.generation_id, PeerView::new(id.node_id.to_string()))
@@ -178,8 +171,16 @@ pub async fn read_peers(
     health: Arc<HealthShared>,
     mut reader: PeerReader,
     gauges: SharingGauges,
+    probes_per_target: Option<usize>,
 ) {
     let mut shown: Vec<String> = Vec::new();
+    let assign = |reader: &PeerReader| {
+        if let Some(k) = probes_per_target {
+            let peers = reader.views.keys().cloned();
+            health.set_assignment(Some(Assignment::new(member.node(), peers, k)));
+        }
+    };
+    assign(&reader);
     let mut watch = member.live_watcher().await;
     loop {
         let Some(layout) = health.fleet_layout() else {
@@ -187,6 +188,9 @@ pub async fn read_peers(
         };
         let live = watch.borrow_and_update().clone();
         let (changed, peers) = reader.read(&live, &layout);
+        if peers {
+            assign(&reader);
+        }
         if !changed.is_empty() || peers {
             let views = Arc::new(reader.views());
             let h = health.clone();
@@ -223,34 +227,59 @@ pub async fn read_peers(
 
 /// Waits, at most `wait`, until the live peers have published all their observations,
 /// and returns what they see: a (re)starting instance answers from the fleet's view, not
-/// from `initial` states. Returns early when no peer is configured.
-pub async fn warm_start(member: &Member, layout: &Arc<Layout>, wait: Duration) -> PeerReader {
+/// from `initial` states; and whether every live peer's observations arrived (at least
+/// one peer's). A peer counts as live only after two of its heartbeats, so the set of
+/// ready peers must also stay the same for `settle` (two gossip rounds): a fleet's second
+/// peer is not missed because the first one answered sooner.
+pub async fn warm_start(
+    member: &Member,
+    layout: &Arc<Layout>,
+    wait: Duration,
+    settle: Duration,
+) -> (PeerReader, bool) {
     let mut reader = PeerReader::new(member.node());
     let mut watch = member.live_watcher().await;
     let started = tokio::time::Instant::now();
     let deadline = started + wait;
+    // Since when every live peer is ready, and how many there are.
+    let mut complete: Option<(usize, tokio::time::Instant)> = None;
     loop {
         let live = watch.borrow_and_update().clone();
         let (ready, all) = PeerReader::complete(&live, member.node());
-        if all > 0 && ready == all {
+        let now = tokio::time::Instant::now();
+        complete = match complete {
+            _ if all == 0 || ready < all => None,
+            Some((n, since)) if n == all => Some((n, since)),
+            _ => Some((all, now)),
+        };
+        let settled = complete.map(|(_, since)| since + settle);
+        if settled.is_some_and(|at| at <= now) {
             reader.read(&live, layout);
             info!(peers = all, took = ?started.elapsed(), "fleet: started from the peers' observations");
-            return reader;
+            return (reader, true);
         }
+        let wake = settled.map_or(deadline, |at| at.min(deadline));
         tokio::select! {
             r = watch.changed() => if r.is_err() { break },
-            () = tokio::time::sleep_until(deadline) => {
+            () = tokio::time::sleep_until(wake) => {
+                if wake < deadline {
+                    continue;
+                }
                 let live = watch.borrow_and_update().clone();
                 reader.read(&live, layout);
                 let (ready, all) = PeerReader::complete(&live, member.node());
                 if all == 0 {
                     info!(waited = ?wait, "fleet: no peer answered; starting from this instance's own view");
-                } else {
-                    warn!(ready, peers = all, "fleet: not every peer's observations arrived in time; starting with what did");
+                    return (reader, false);
                 }
-                return reader;
+                if ready == all {
+                    info!(peers = all, took = ?started.elapsed(), "fleet: started from the peers' observations");
+                    return (reader, true);
+                }
+                warn!(ready, peers = all, "fleet: not every peer's observations arrived in time; starting with what did");
+                return (reader, false);
             }
         }
     }
-    reader
+    (reader, false)
 }

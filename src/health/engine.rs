@@ -32,6 +32,7 @@ use tracing::{debug, info, warn};
 use super::{
     agree::{
         Agreement, Outbox, PeerViews, Seen,
+        assign::Assignment,
         layout::{BUCKETS, Layout},
     },
     flap,
@@ -91,6 +92,8 @@ pub struct HealthShared {
     ready_announced: std::sync::atomic::AtomicBool,
     /// With a fleet: buckets of own observations to gossip again.
     pub outbox: Outbox,
+    /// With `fleet.probes_per_target`: which targets this instance probes.
+    assignment: arc_swap::ArcSwapOption<Assignment>,
 }
 
 impl HealthShared {
@@ -172,6 +175,35 @@ impl HealthShared {
             decision: a.decide(slot, own),
             overruled: e.agreed.is_some(),
         })
+    }
+
+    /// The fleet's membership changed (`fleet.probes_per_target`): each probe task checks
+    /// at its next turn whether it is one of its target's probers.
+    pub fn set_assignment(&self, assignment: Option<Assignment>) {
+        self.assignment.store(assignment.map(Arc::new));
+    }
+
+    /// Whether this instance probes `id` (always, unless `fleet.probes_per_target` leaves
+    /// it to others).
+    pub fn probes(&self, id: &ProbeId) -> bool {
+        self.assignment.load().as_ref().is_none_or(|a| a.probes(id))
+    }
+
+    /// The instances that probe `id`, when `fleet.probes_per_target` is set.
+    pub fn probers(&self, id: &ProbeId) -> Option<Vec<String>> {
+        let a = self.assignment.load_full()?;
+        Some(a.probers(id).into_iter().map(str::to_owned).collect())
+    }
+
+    /// A fleet's start took every peer's observations: this instance answers the fleet's
+    /// view while its own first round runs, so it is ready now.
+    pub fn ready_from_fleet(&self) {
+        if !*self.first_round.borrow() {
+            info!(
+                "ready: answering from the fleet's observations while this instance's first probe round runs"
+            );
+            self.announce_ready();
+        }
     }
 
     /// A copy of one probe's entry: what the status API reads, one target at a time, so
@@ -284,6 +316,7 @@ impl HealthEngine {
             publishing: Mutex::new(IndexCache::for_model(&model)),
             ready_announced: Default::default(),
             outbox: Outbox::default(),
+            assignment: Default::default(),
         });
         let publisher = {
             let shared = shared.clone();
@@ -659,10 +692,17 @@ async fn probe_loop(
     // A probe restarted by a reload with changed settings, or one whose state was
     // restored from the state file, starts from the verdict in the table: a down target
     // keeps needing `rise` successes.
-    if let Some(entry) = lock(&shared.table).get(&id) {
-        hysteresis = Hysteresis::new(entry.state.up, spec.rise, spec.fall);
-        metrics.gauges.set_flapping(entry.flap.is_flapping());
+    {
+        let mut table = lock(&shared.table);
+        // In a fleet, an instance without its own result yet starts from what it answers.
+        if let Some(up) = table.adopt_answered(&id) {
+            hysteresis = Hysteresis::new(up, spec.rise, spec.fall);
+        }
+        if let Some(entry) = table.get(&id) {
+            metrics.gauges.set_flapping(entry.flap.is_flapping());
+        }
     }
+    let mut skipping = false;
     metrics.gauges.set_up(hysteresis.is_up());
     let mut first_pending = true;
     // The last success, when it came from a kept connection (`reuse_connections`).
@@ -672,6 +712,23 @@ async fn probe_loop(
         let rechecked = until_next(next, kept.take()).await == Woken::InDoubt;
         if rechecked {
             shared.metrics.engine.pool.rechecked.inc();
+        }
+        // Left to other instances of the fleet (`probes_per_target`): checked again at the
+        // next interval; this instance's observation ages into "unknown" meanwhile.
+        if !shared.probes(&id) {
+            if first_pending {
+                first_pending = false;
+                shared.not_mine(&id);
+            }
+            skipping = true;
+            next = Instant::now() + spec.interval;
+            continue;
+        }
+        if std::mem::take(&mut skipping) {
+            // Taken over (its prober died): from the verdict answered until now.
+            if let Some(up) = lock(&shared.table).adopt_answered(&id) {
+                hysteresis = Hysteresis::new(up, spec.rise, spec.fall);
+            }
         }
         let due = next;
         let started = Instant::now();
@@ -769,6 +826,17 @@ impl HealthShared {
             entry.owner = epoch;
         }
         epoch
+    }
+
+    /// A probe left to other instances needs no verdict of this one to be ready.
+    fn not_mine(&self, id: &ProbeId) {
+        let ready = {
+            let mut pending = lock_pending(&self.pending);
+            pending.remove(id) && pending.is_empty()
+        };
+        if ready {
+            self.announce_ready();
+        }
     }
 
     fn first_verdict(&self, id: &ProbeId) {

@@ -344,13 +344,17 @@ impl HealthTable {
         };
         let own = e.seen(a.layout.fresh(slot), now);
         let d = a.decide(slot, own);
+        let before = e.verdict().clone();
         let agreed = match d.up {
-            // Alone: the own view.
+            // Alone: the own view, when this instance has one. Without any fresh
+            // observation (a start, a target whose prober just died) the last answered
+            // verdict stays: an instance's stale or initial state never resurrects a
+            // target the fleet saw dead.
+            None if own == Seen::Unknown => e.agreed.take(),
             None => None,
             // The own view, confirmed.
             Some(up) if own.up() == Some(up) && up == e.state.up => None,
             Some(up) => {
-                let before = e.verdict();
                 let since = if before.up == up { before.since } else { now };
                 Some(Box::new(ProbeState {
                     up,
@@ -359,13 +363,30 @@ impl HealthTable {
                 }))
             }
         };
-        let before = e.verdict().clone();
         e.agreed = agreed;
         let after = e.verdict();
         if before.up != after.up {
             log_agreed(id, after, &e.state);
         }
         before.up != after.up || before.reason != after.reason
+    }
+
+    /// A probe task starts probing `id` (at its start, or taking it over from an instance
+    /// that died): without a result of its own yet, this instance adopts the verdict it
+    /// answers (the fleet's) as its own, so that its hysteresis starts from what the fleet
+    /// knew, not from an initial or stale state. Returns the state to start from.
+    pub fn adopt_answered(&mut self, id: &ProbeId) -> Option<bool> {
+        let e = self.entries.get_mut(id)?;
+        let fresh = self
+            .agreement
+            .as_deref()
+            .zip(Slot::unpack(e.slot))
+            .map(|(a, slot)| a.layout.fresh(slot));
+        let known = fresh.is_some_and(|f| e.seen(f, SystemTime::now()) != Seen::Unknown);
+        if !known && let Some(agreed) = e.agreed.take() {
+            e.state = *agreed;
+        }
+        Some(e.state.up)
     }
 
     /// This instance's own observations of bucket `b`'s targets, in layout order (what it
@@ -658,6 +679,50 @@ targets = [{{ cluster = "a" }}]
         crate::from_text(std::path::Path::new("t.toml"), text)
             .unwrap()
             .model
+    }
+
+    /// With a fleet: an instance with no observation of its own answers its peers' view;
+    /// when that view goes (its only observer died), the last answered verdict stays
+    /// rather than the instance's initial state, and a probe that takes the target over
+    /// starts from it.
+    #[test]
+    fn without_any_fresh_observation_the_last_answered_verdict_stays() {
+        use crate::health::agree::{PeerView, PeerViews, codec};
+        let model = model(&config("5s", "/", false));
+        let list = probes(&model);
+        let layout = Arc::new(Layout::build(&list));
+        let x = app("x.t.test.");
+        let (_, slot) = layout.slots().find(|(id, _)| **id == x).unwrap();
+        let bucket = &layout.buckets[slot.bucket as usize];
+        let mut states = vec![Seen::Up; bucket.ids.len()];
+        states[slot.index as usize] = Seen::Refused;
+        let mut peer = PeerView::new("b".into());
+        peer.set_raw(
+            slot.bucket as usize,
+            Arc::from(codec::encode(bucket.hash, &states)),
+            &layout,
+        );
+        let mut table = HealthTable::initial(&model);
+        let changed = table.set_agreement(Some(Agreement {
+            layout,
+            peers: Arc::new(PeerViews { peers: vec![peer] }),
+            up_fraction: 0.5,
+        }));
+        assert!(changed.contains(&x));
+        let answered = |t: &HealthTable| t.verdict(&x).unwrap().clone();
+        assert!(!answered(&table).up);
+        assert!(
+            answered(&table)
+                .reason
+                .starts_with("fleet: 1 of 1 instances see it down")
+        );
+        // The peer dies: nobody has a fresh observation; it stays down.
+        table.set_peers(Arc::new(PeerViews::default()));
+        assert!(!table.agree(&x));
+        assert!(!answered(&table).up);
+        // This instance takes the probe over: it starts from down.
+        assert_eq!(table.adopt_answered(&x), Some(false));
+        assert!(!table.get(&x).unwrap().state.up);
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct FleetModel {
     pub gossip_interval: Duration,
     /// `fleet.up_fraction`.
     pub up_fraction: f64,
+    /// `fleet.probes_per_target`: None, every instance probes every target.
+    pub probes_per_target: Option<usize>,
 }
 
 /// `fleet.up_fraction` when not set: a target is down only when a majority of the
@@ -36,6 +38,7 @@ impl FleetModel {
             && self.peers == other.peers
             && self.gossip_interval == other.gossip_interval
             && self.up_fraction == other.up_fraction
+            && self.probes_per_target == other.probes_per_target
             && self.key.as_ref().map(FleetKey::fingerprint)
                 == other.key.as_ref().map(FleetKey::fingerprint)
     }
@@ -51,6 +54,7 @@ impl std::fmt::Debug for FleetModel {
             .field("authenticated", &self.key.is_some())
             .field("gossip_interval", &self.gossip_interval)
             .field("up_fraction", &self.up_fraction)
+            .field("probes_per_target", &self.probes_per_target)
             .finish()
     }
 }
@@ -155,6 +159,12 @@ pub fn validate(cfg: &FleetConfig, errors: &mut Errors) -> Option<FleetModel> {
             ),
         );
     }
+    if cfg.probes_per_target == Some(0) {
+        errors.push(
+            "fleet.probes_per_target",
+            "0: at least one instance must probe each target (leave it out for all of them)",
+        );
+    }
     Some(FleetModel {
         node: node.to_owned(),
         listen: listen?,
@@ -162,6 +172,7 @@ pub fn validate(cfg: &FleetConfig, errors: &mut Errors) -> Option<FleetModel> {
         key,
         gossip_interval,
         up_fraction,
+        probes_per_target: cfg.probes_per_target.map(|k| k as usize),
     })
 }
 

@@ -56,6 +56,8 @@ struct State {
     /// Answer 503 to requests whose User-Agent contains one of these (a broken path
     /// from one gtmd instance of a fleet: its probes name it).
     blocked_agents: Vec<String>,
+    /// The User-Agent of each request, in order (cleared by `take_agents`).
+    agents_seen: Vec<String>,
 }
 
 pub struct Backend {
@@ -125,6 +127,7 @@ impl Backend {
             hosts_seen: Vec::new(),
             flap: false,
             blocked_agents: Vec::new(),
+            agents_seen: Vec::new(),
         }));
         let hits = Arc::new(AtomicUsize::new(0));
         let changed = Arc::new(Notify::new());
@@ -177,9 +180,9 @@ impl Backend {
             .push(agent.to_owned());
     }
 
-    #[allow(dead_code)]
-    pub fn unblock_agents(&self) {
-        self.state.lock().unwrap().blocked_agents.clear();
+    /// The User-Agents of the requests since the last call.
+    pub fn take_agents(&self) -> Vec<String> {
+        std::mem::take(&mut self.state.lock().unwrap().agents_seen)
     }
 
     pub fn hosts_seen(&self) -> Vec<String> {
@@ -316,6 +319,7 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     let (status, body) = {
         let mut s = state.lock().unwrap();
         s.hosts_seen.push(host.clone());
+        s.agents_seen.push(agent.clone());
         if s.blocked_agents.iter().any(|a| agent.contains(a.as_str())) {
             (503, "blocked".to_owned())
         } else if let Some(code) = s.script.pop_front() {

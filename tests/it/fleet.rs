@@ -284,6 +284,11 @@ struct Trio {
 /// shop.w.test on clusters one, two and three (policy all), probed over http every
 /// second (fall 2, rise 2, no flap hold), gossip every 250 ms.
 fn trio() -> Trio {
+    trio_with("")
+}
+
+/// [`trio`] with `fleet` lines added to `[fleet]`.
+fn trio_with(fleet: &str) -> Trio {
     let dir = tempfile::tempdir().unwrap();
     let key = key_file("0123456789abcdef0123456789abcdef");
     let backends = [Backend::http(ONE), Backend::http(TWO), Backend::http(THREE)];
@@ -322,6 +327,7 @@ targets = [{{ cluster = "one" }}, {{ cluster = "two" }}, {{ cluster = "three" }}
 [fleet]
 secret_file = {:?}
 gossip_interval = "250ms"
+{fleet}
 "#,
         key.path().display().to_string()
     ));
@@ -399,6 +405,11 @@ fn until_all_answer(instances: &[&Instance], want: &[String]) -> Vec<Duration> {
 /// a, b and c, c and b seeded with a; returns once each sees the two others and holds
 /// their observations of cluster one.
 fn start_trio(t: &Trio) -> [Instance; 3] {
+    start_trio_observing(t, 3)
+}
+
+/// [`start_trio`], waiting for `fresh` observations of cluster one at each instance.
+fn start_trio_observing(t: &Trio, fresh: u64) -> [Instance; 3] {
     let a = start(&t.config, "a", gossip_addr(), &[]);
     let b = start(&t.config, "b", gossip_addr(), &[a.gossip]);
     let c = start(&t.config, "c", gossip_addr(), &[a.gossip]);
@@ -407,7 +418,7 @@ fn start_trio(t: &Trio) -> [Instance; 3] {
     until_peers(&c, &["a", "b"]);
     for i in [&a, &b, &c] {
         wait_for("three fresh observations", Duration::from_secs(60), || {
-            target_status(i, "one")["fleet"]["fresh_observations"] == 3
+            target_status(i, "one")["fleet"]["fresh_observations"] == fresh
         });
     }
     [a, b, c]
@@ -555,18 +566,30 @@ fn a_restarted_instance_answers_the_fleets_view_from_its_first_answer() {
     let a = start(&t.config, "a", gossip_addr(), &[]);
     let b = start(&t.config, "b", gossip_addr(), &[a.gossip]);
     until_peers(&a, &["b"]);
+    // Both have seen it down themselves, and know it of each other.
+    for i in [&a, &b] {
+        wait_for(
+            "two observations of three down",
+            Duration::from_secs(60),
+            || {
+                let s = target_status(i, "three");
+                s["fleet"]["own"] == "down (http)"
+                    && s["fleet"]["fresh_observations"] == 2
+                    && s["fleet"]["up_observations"] == 0
+            },
+        );
+    }
     until_all_answer(&[&a, &b], &without(THREE));
     let c_gossip = gossip_addr();
     for round in ["start", "restart"] {
         let (c, first) = start_and_first_answer(&t.config, "c", c_gossip, &[a.gossip, b.gossip]);
         assert_eq!(first, without(THREE), "{round}: {}", c.served.stderr());
-        assert!(
+        // (The log is read from its pipe as it comes.)
+        wait_for("c's log of its warm start", Duration::from_secs(60), || {
             c.served
                 .stderr()
-                .contains("fleet: started from the peers' observations"),
-            "{round}: {}",
-            c.served.stderr()
-        );
+                .contains("fleet: started from the peers' observations")
+        });
         // Its own probes find three up; the fleet keeps it out.
         let mut s = serde_json::Value::Null;
         wait_for("c's own probe of three", Duration::from_secs(60), || {
@@ -706,4 +729,60 @@ fn after_every_flip_the_three_instances_answer_alike() {
         spreads[spreads.len() / 2],
         spreads.last().unwrap()
     );
+}
+
+/// The User-Agents of the next `n` requests `backend` receives (a failure after a minute).
+fn agents(backend: &Backend, n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    wait_for(&format!("{n} requests"), Duration::from_secs(60), || {
+        seen.extend(backend.take_agents());
+        seen.len() >= n
+    });
+    seen
+}
+
+/// `probes_per_target = 1`: each target is probed by one instance, the same one in every
+/// instance's view; the others answer from its observation. When that instance dies,
+/// another takes its targets over, and an outage is still seen by all.
+#[test]
+fn with_one_prober_per_target_a_dead_probers_targets_move() {
+    let t = trio_with("probes_per_target = 1");
+    let [a, b, c] = start_trio_observing(&t, 1);
+    let probers = |i: &Instance, cluster: &str| -> Vec<String> {
+        serde_json::from_value(target_status(i, cluster)["fleet"]["probed_by"].clone()).unwrap()
+    };
+    let prober = probers(&a, "two");
+    assert_eq!(prober.len(), 1, "{prober:?}");
+    for i in [&b, &c] {
+        assert_eq!(probers(i, "two"), prober);
+    }
+    // Only that instance's probes reach cluster two.
+    let mine = format!("(fleet node {})", prober[0]);
+    t.backends[1].take_agents();
+    let seen = agents(&t.backends[1], 3);
+    assert!(seen.iter().all(|a| a.contains(&mine)), "{seen:?}");
+    // The prober of cluster two dies: one of the others takes it over.
+    let (gone, rest): (Vec<Instance>, Vec<Instance>) = [a, b, c]
+        .into_iter()
+        .partition(|i| fleet(i)["node"] == prober[0].as_str());
+    drop(gone);
+    for i in &rest {
+        wait_for(
+            "another prober of cluster two",
+            Duration::from_secs(60),
+            || {
+                let p = probers(i, "two");
+                p.len() == 1 && p != prober
+            },
+        );
+    }
+    let successor = probers(&rest[0], "two");
+    assert_eq!(probers(&rest[1], "two"), successor);
+    let theirs = format!("(fleet node {})", successor[0]);
+    t.backends[1].take_agents();
+    let seen = agents(&t.backends[1], 3);
+    assert!(seen.iter().all(|a| a.contains(&theirs)), "{seen:?}");
+    // Cluster two dies: both remaining instances drop it, from the one observation.
+    t.backends[1].set(Mode::Closed);
+    until_all_answer(&[&rest[0], &rest[1]], &without(TWO));
 }

@@ -17,13 +17,13 @@ use crate::{health::state::ProbeId, model::ProbeSpec};
 pub const BUCKETS: usize = 256;
 
 /// FNV-1a, 64 bits: stable across builds and instances (unlike the std hasher).
-fn fnv(state: u64, bytes: &[u8]) -> u64 {
+pub(crate) fn fnv(state: u64, bytes: &[u8]) -> u64 {
     bytes.iter().fold(state, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
 
-const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
+pub(crate) const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// The identity of a probe as bytes every instance writes alike: kind, then the app's
 /// labels in lower case with their lengths, then the cluster name.

@@ -17,6 +17,7 @@
 //! Everything here runs off the query path: an agreed verdict is stored in the health
 //! table's entry and reaches the answers as a local transition does (a batch publication).
 
+pub mod assign;
 pub mod codec;
 pub mod layout;
 
