@@ -215,7 +215,7 @@ pub(super) fn target_overruled(
     .iter()
     .find_map(|id| {
         let e = health.entry(id)?;
-        let agreed = e.agreed.as_deref()?;
+        let agreed = &e.agreed.as_deref()?.state;
         Some((agreed.up, agreed.reason.to_string()))
     })
 }

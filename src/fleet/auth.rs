@@ -98,6 +98,8 @@ pub struct GossipMetrics {
     pub received: IntCounter,
     /// `gtmd_fleet_packets_rejected_total{reason}` ([`REJECT_REASONS`]).
     pub rejected: IntCounterVec,
+    /// `gtmd_fleet_work_seconds_total{part="transport"}`: sealing, checking and decoding.
+    pub work: prometheus::Counter,
 }
 
 impl GossipMetrics {
@@ -112,6 +114,7 @@ impl GossipMetrics {
                 &["reason"],
             )
             .unwrap(),
+            work: prometheus::Counter::new("work", "work").unwrap(),
         }
     }
 
@@ -247,7 +250,20 @@ impl AuthSocket {
     /// The message of the next datagram, if it is tagged with the fleet key, sent to this
     /// socket lately and decodes; None if it was dropped (counted).
     async fn receive_one(&mut self) -> anyhow::Result<Option<(SocketAddr, ChitchatMessage)>> {
-        let (len, from) = match self.socket.recv_from(&mut self.recv_buf).await {
+        let received = self.socket.recv_from(&mut self.recv_buf).await;
+        let started = super::share::cpu_time();
+        let out = self.check(received);
+        let spent = super::share::cpu_time().saturating_sub(started);
+        self.metrics.work.inc_by(spent.as_secs_f64());
+        out
+    }
+
+    /// A datagram received (or the error): checked and decoded, see [`Self::receive_one`].
+    fn check(
+        &mut self,
+        received: io::Result<(usize, SocketAddr)>,
+    ) -> anyhow::Result<Option<(SocketAddr, ChitchatMessage)>> {
+        let (len, from) = match received {
             Ok(r) => r,
             // ICMP errors of earlier sends surface here on some systems, and a burst can
             // leave the kernel short of memory for a moment: not the socket's end.
@@ -424,8 +440,13 @@ fn take_part(
 #[async_trait]
 impl Socket for AuthSocket {
     async fn send(&mut self, to: SocketAddr, message: ChitchatMessage) -> anyhow::Result<()> {
-        if !self.seal(to, &message) {
-            let Some(parts) = self.seal_parts(to) else {
+        let started = super::share::cpu_time();
+        let whole = self.seal(to, &message);
+        let parts = if whole { None } else { self.seal_parts(to) };
+        let spent = super::share::cpu_time().saturating_sub(started);
+        self.metrics.work.inc_by(spent.as_secs_f64());
+        if !whole {
+            let Some(parts) = parts else {
                 self.metrics.reject("too_large");
                 warn!(%to, len = self.send_buf.len(), "gossip message too large to send even in parts");
                 return Ok(());

@@ -99,6 +99,46 @@ impl Member {
             .await;
     }
 
+    /// Gossips with these peers now, besides the regular rounds (a change of this
+    /// instance's keys then travels at once instead of at the next round).
+    pub fn gossip_now(&self, peers: impl IntoIterator<Item = SocketAddr>) {
+        for addr in peers {
+            // Fails only once chitchat stopped, which `stopped` reports.
+            let _ = self.handle.gossip(addr);
+        }
+    }
+
+    /// Wakes `notify` whenever a peer's key under `prefix` changes (as a delta is applied,
+    /// not at the next round). Subscribed while the handle lives.
+    pub async fn on_key_change(
+        &self,
+        prefix: &str,
+        notify: std::sync::Arc<tokio::sync::Notify>,
+    ) -> chitchat::ListenerHandle {
+        let prefix = prefix.to_owned();
+        self.handle
+            .with_chitchat(move |c| {
+                let n = notify.clone();
+                c.subscribe_event(prefix.clone(), move |_| n.notify_one())
+            })
+            .await
+    }
+
+    /// The live nodes and their state now (the watch's value is refreshed once a round).
+    pub async fn live_states(&self) -> LiveNodes {
+        self.handle
+            .with_chitchat(|c| {
+                let ids: Vec<ChitchatId> = c.live_nodes().cloned().collect();
+                ids.into_iter()
+                    .filter_map(|id| {
+                        let state = c.node_state(&id)?.clone();
+                        Some((id, state))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
     /// This instance's name in the fleet.
     pub fn node(&self) -> &str {
         &self.handle.chitchat_id().node_id

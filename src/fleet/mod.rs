@@ -63,11 +63,14 @@ pub struct SharingGauges {
     pub disagreeing: IntGauge,
     /// Per live peer: targets it has a fresh observation of.
     pub peer_observations: prometheus::IntGaugeVec,
+    /// `gtmd_fleet_work_seconds_total{part="share"}`.
+    pub work: prometheus::Counter,
 }
 
 impl SharingGauges {
-    fn register(registry: &Registry) -> Self {
+    fn register(registry: &Registry, work: prometheus::Counter) -> Self {
         let g = Self {
+            work,
             overruled: IntGauge::new(
                 "gtmd_fleet_overruled_targets",
                 "Targets answered from the fleet's agreed verdict where this instance's own \
@@ -143,7 +146,7 @@ impl Fleet {
         generation: u64,
         registry: &Registry,
     ) -> Result<Arc<Self>, String> {
-        let gossip = register_metrics(registry);
+        let (gossip, share_work) = register_metrics(registry);
         let gauges = FleetGauges {
             peers: IntGauge::new(
                 "gtmd_fleet_peers",
@@ -220,13 +223,14 @@ impl Fleet {
             watcher,
             sharing: Default::default(),
             gossip_interval: model.gossip_interval,
-            gauges: SharingGauges::register(registry),
+            gauges: SharingGauges::register(registry, share_work),
             probes_per_target: model.probes_per_target,
         }))
     }
 
-    /// How long a starting instance waits for its peers' observations: three gossip
-    /// rounds and a second (a peer is found in the first, its state arrives in the next).
+    /// How long a starting instance waits for its peers' observations at most: three
+    /// gossip rounds and a second (a peer is found in the first, its state arrives in the
+    /// next, and the ready set must then hold for one more).
     pub fn warm_start_wait(&self) -> std::time::Duration {
         self.gossip_interval * 3 + std::time::Duration::from_secs(1)
     }
@@ -237,7 +241,7 @@ impl Fleet {
             &self.member,
             layout,
             self.warm_start_wait(),
-            self.gossip_interval * 2,
+            self.gossip_interval,
         )
         .await
     }
@@ -250,6 +254,7 @@ impl Fleet {
             self.member.clone(),
             health.clone(),
             self.gauges.clone(),
+            self.gossip_interval,
         )));
         tasks.push(tokio::spawn(share::read_peers(
             self.member.clone(),
@@ -300,7 +305,8 @@ async fn watch_peers(
     }
 }
 
-fn register_metrics(registry: &Registry) -> GossipMetrics {
+/// The transport's metrics, and the counter of the sharing's work.
+fn register_metrics(registry: &Registry) -> (GossipMetrics, prometheus::Counter) {
     let bytes = IntCounterVec::new(
         Opts::new(
             "gtmd_fleet_gossip_bytes_total",
@@ -324,16 +330,30 @@ fn register_metrics(registry: &Registry) -> GossipMetrics {
     for reason in REJECT_REASONS {
         rejected.with_label_values(&[reason]);
     }
+    let work = prometheus::CounterVec::new(
+        Opts::new(
+            "gtmd_fleet_work_seconds_total",
+            "CPU time this instance spent on the fleet, off the query path: part=\"transport\" \
+             sealing, checking and decoding gossip datagrams; part=\"share\" encoding its \
+             own observations, reading the peers' and deciding the agreed verdicts (chitchat's \
+             own bookkeeping is not counted).",
+        ),
+        &["part"],
+    )
+    .unwrap();
     let metrics = GossipMetrics {
         sent: bytes.with_label_values(&["sent"]),
         received: bytes.with_label_values(&["received"]),
         rejected: rejected.clone(),
+        work: work.with_label_values(&["transport"]),
     };
+    let share = work.with_label_values(&["share"]);
     for c in [
         Box::new(bytes) as Box<dyn prometheus::core::Collector>,
         Box::new(rejected),
+        Box::new(work),
     ] {
         registry.register(c).expect("metric names are unique");
     }
-    metrics
+    (metrics, share)
 }

@@ -14,7 +14,7 @@ use super::{
 use crate::health::{
     HealthShared,
     agree::assign::Assignment,
-    agree::{PeerView, PeerViews, codec, layout::BUCKETS, layout::Layout},
+    agree::{Changed, OwnBucket, PeerView, PeerViews, codec, layout::BUCKETS, layout::Layout},
 };
 
 /// The prefix of the bucket keys.
@@ -23,11 +23,24 @@ const PREFIX: &str = "v.";
 /// delta carries a node's keys in the order they were set).
 pub const READY_KEY: &str = "ready";
 
-/// A burst of changes (an outage is thousands within seconds) goes out as one set of keys.
-const WINDOW: Duration = Duration::from_millis(20);
+/// A burst of changes (an outage is thousands within seconds) goes out as one set of keys,
+/// pushed to the live peers at once: at most every quarter of the gossip interval (and at
+/// least [`MIN_WINDOW`] apart), so a change reaches the peers within that, not a round.
+const MIN_WINDOW: Duration = Duration::from_millis(20);
 
 /// How often every bucket is checked again for observations that went stale.
 pub const SWEEP: Duration = Duration::from_secs(5);
+
+/// The CPU time of the calling thread: what the fleet's work costs, whatever else runs.
+pub fn cpu_time() -> Duration {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    Duration::new(t.tv_sec as u64, t.tv_nsec as u32)
+}
 
 fn key(bucket: usize) -> String {
     format!("{PREFIX}{bucket:02x}")
@@ -42,28 +55,48 @@ fn bucket_of_key(key: &str) -> Option<usize> {
 }
 
 /// Gossips this instance's own observations as they change (and every [`SWEEP`]).
-pub async fn publish_own(member: Arc<Member>, health: Arc<HealthShared>, gauges: SharingGauges) {
+pub async fn publish_own(
+    member: Arc<Member>,
+    health: Arc<HealthShared>,
+    gauges: SharingGauges,
+    gossip_interval: Duration,
+) {
+    let window = (gossip_interval / 4).max(MIN_WINDOW);
     let mut published: Vec<Option<String>> = vec![None; BUCKETS];
     let mut announced = false;
     let mut sweep = tokio::time::interval(SWEEP);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     health.outbox.mark_all();
     loop {
+        // This instance's own observations of the buckets to gossip again.
+        let mut own: Vec<OwnBucket> = Vec::new();
         tokio::select! {
-            () = health.outbox.marked() => tokio::time::sleep(WINDOW).await,
+            () = health.outbox.marked() => tokio::time::sleep(window).await,
             _ = sweep.tick() => {
-                let h = health.clone();
-                if let Ok((overruled, disagreeing)) = tokio::task::spawn_blocking(move || h.sweep()).await {
+                let (h, work) = (health.clone(), gauges.work.clone());
+                let swept = tokio::task::spawn_blocking(move || {
+                    let started = cpu_time();
+                    let out = h.sweep();
+                    work.inc_by(cpu_time().saturating_sub(started).as_secs_f64());
+                    out
+                });
+                if let Ok((overruled, disagreeing, states)) = swept.await {
                     gauges.overruled.set(overruled as i64);
                     gauges.disagreeing.set(disagreeing as i64);
+                    own = states;
                 }
             }
         }
+        let started = cpu_time();
+        own.extend(
+            health
+                .outbox
+                .take()
+                .into_iter()
+                .filter_map(|b| health.own_bucket(b).map(|(hash, states)| (b, hash, states))),
+        );
         let mut sets = Vec::new();
-        for b in health.outbox.take() {
-            let Some((hash, states)) = health.own_bucket(b) else {
-                continue;
-            };
+        for (b, hash, states) in own {
             if states.is_empty() && published[b].is_none() {
                 continue;
             }
@@ -77,9 +110,14 @@ pub async fn publish_own(member: Arc<Member>, health: Arc<HealthShared>, gauges:
             sets.push((READY_KEY.to_owned(), "1".to_owned()));
             announced = true;
         }
+        gauges
+            .work
+            .inc_by(cpu_time().saturating_sub(started).as_secs_f64());
         if !sets.is_empty() {
             debug!(keys = sets.len(), "fleet: own observations gossiped");
             member.set_all(sets).await;
+            let peers = member.live_peers().await;
+            member.gossip_now(peers.iter().map(|p| p.addr));
         }
     }
 }
@@ -101,16 +139,20 @@ impl PeerReader {
         }
     }
 
-    /// Reads the live nodes against `layout`; the buckets where some peer's view changed,
-    /// and whether peers came or went.
-    pub fn read(&mut self, live: &LiveNodes, layout: &Arc<Layout>) -> (Vec<usize>, bool) {
-        let mut changed = vec![false; BUCKETS];
+    /// Reads the live nodes against `layout`; the targets of each bucket some peer now
+    /// says something else of, and whether peers came or went.
+    pub fn read(
+        &mut self,
+        live: &LiveNodes,
+        layout: &Arc<Layout>,
+    ) -> (Vec<(usize, Changed)>, bool) {
+        let mut changed = vec![Changed::None; BUCKETS];
         let before = self.views.len();
         if !self.layout.as_ref().is_some_and(|l| Arc::ptr_eq(l, layout)) {
             for (_, view) in self.views.values_mut() {
                 *view = view.remapped(layout);
             }
-            changed.iter_mut().for_each(|c| *c = true);
+            changed.iter_mut().for_each(|c| *c = Changed::All);
             self.layout = Some(layout.clone());
         }
         let peers = newest_peers(live, &self.me);
@@ -121,7 +163,9 @@ impl PeerReader {
                 .any(|(id, _)| *id.node_id == **node && id.generation_id == *generation);
             if !keep {
                 for (b, s) in view.seen.iter().enumerate() {
-                    changed[b] |= s.is_some();
+                    if s.is_some() {
+                        changed[b] = Changed::All;
+                    }
                 }
                 info!(peer = %node, "fleet: a peer's observations no longer count (dead, or restarted)");
             }
@@ -135,16 +179,25 @@ impl PeerReader {
             });
             for (k, v) in state.iter_prefix(PREFIX) {
                 match bucket_of_key(k) {
+                    // Unchanged (most keys, most of the time): nothing to copy or read.
+                    Some(b) if view.raw[b].as_deref() == Some(v.value.as_str()) => {}
                     Some(b) => {
-                        if view.set_raw(b, Arc::from(v.value.as_str()), layout) {
-                            changed[b] = true;
-                        }
+                        let now = view.set_raw(b, Arc::from(v.value.as_str()), layout);
+                        let before = std::mem::replace(&mut changed[b], Changed::None);
+                        changed[b] = before.merge(now);
                     }
                     None => debug!(peer = %id.node_id, key = k, "fleet: unknown key ignored"),
                 }
             }
         }
-        ((0..BUCKETS).filter(|&b| changed[b]).collect(), joined)
+        (
+            changed
+                .into_iter()
+                .enumerate()
+                .filter(|(_, c)| *c != Changed::None)
+                .collect(),
+            joined,
+        )
     }
 
     /// The views now.
@@ -182,12 +235,20 @@ pub async fn read_peers(
     };
     assign(&reader);
     let mut watch = member.live_watcher().await;
+    // A peer's change is read as its delta arrives, not at this instance's next round.
+    let keys = Arc::new(tokio::sync::Notify::new());
+    let _subscribed = member.on_key_change(PREFIX, keys.clone()).await;
     loop {
         let Some(layout) = health.fleet_layout() else {
             return;
         };
-        let live = watch.borrow_and_update().clone();
+        watch.borrow_and_update();
+        let live = member.live_states().await;
+        let started = cpu_time();
         let (changed, peers) = reader.read(&live, &layout);
+        gauges
+            .work
+            .inc_by(cpu_time().saturating_sub(started).as_secs_f64());
         if peers {
             assign(&reader);
         }
@@ -218,9 +279,12 @@ pub async fn read_peers(
                     .set(p.known() as i64);
             }
         }
-        if watch.changed().await.is_err() {
-            warn!("fleet: the gossip's watch ended; peers' observations no longer update");
-            return;
+        tokio::select! {
+            changed = watch.changed() => if changed.is_err() {
+                warn!("fleet: the gossip's watch ended; peers' observations no longer update");
+                return;
+            },
+            () = keys.notified() => {}
         }
     }
 }
@@ -229,7 +293,7 @@ pub async fn read_peers(
 /// and returns what they see: a (re)starting instance answers from the fleet's view, not
 /// from `initial` states; and whether every live peer's observations arrived (at least
 /// one peer's). A peer counts as live only after two of its heartbeats, so the set of
-/// ready peers must also stay the same for `settle` (two gossip rounds): a fleet's second
+/// ready peers must also stay the same for `settle` (a gossip round): a fleet's second
 /// peer is not missed because the first one answered sooner.
 pub async fn warm_start(
     member: &Member,

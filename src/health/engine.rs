@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     agree::{
-        Agreement, Outbox, PeerViews, Seen,
+        Agreement, Changed, Outbox, OwnBucket, PeerViews, Seen,
         assign::Assignment,
         layout::{BUCKETS, Layout},
     },
@@ -120,7 +120,7 @@ impl HealthShared {
         &self,
         views: Arc<PeerViews>,
         layout: &Arc<Layout>,
-        buckets: &[usize],
+        buckets: &[(usize, Changed)],
     ) -> bool {
         {
             let mut table = lock(&self.table);
@@ -130,30 +130,31 @@ impl HealthShared {
             table.set_peers(views);
         }
         // A bucket at a time: probe results wait for a few hundred decisions at most.
-        for &b in buckets {
-            let changed = lock(&self.table).agree_bucket(b);
+        for (b, which) in buckets {
+            let changed = lock(&self.table).agree_in(*b, which);
             self.dirty.mark(changed);
         }
         true
     }
 
-    /// Decides every target again and gossips every bucket again: own observations whose
-    /// probes stopped reporting went stale meanwhile (nothing else tells).
-    /// Returns, after it, how many targets the fleet overrules this instance on and how
-    /// many some fresh observation disagrees with what is answered.
-    pub fn sweep(&self) -> (usize, usize) {
+    /// Decides every target again (own observations whose probes stopped reporting went
+    /// stale meanwhile: nothing else tells), in one pass a bucket at a time. Returns how
+    /// many targets the fleet overrules this instance on, how many some fresh observation
+    /// disagrees with what is answered, and this instance's own observations of every
+    /// bucket (hash, states), to gossip.
+    pub fn sweep(&self) -> (usize, usize, Vec<OwnBucket>) {
         let (mut overruled, mut disagreeing) = (0, 0);
+        let mut own = Vec::new();
         for b in 0..BUCKETS {
-            let mut table = lock(&self.table);
-            let changed = table.agree_bucket(b);
-            let (o, d) = table.tally_bucket(b);
-            drop(table);
-            overruled += o;
-            disagreeing += d;
-            self.dirty.mark(changed);
+            let swept = lock(&self.table).sweep_bucket(b);
+            overruled += swept.overruled;
+            disagreeing += swept.disagreeing;
+            self.dirty.mark(swept.changed);
+            if let Some((hash, states)) = swept.own {
+                own.push((b, hash, states));
+            }
         }
-        self.outbox.mark_all();
-        (overruled, disagreeing)
+        (overruled, disagreeing, own)
     }
 
     /// What the fleet sees of probe `id` (None without a fleet): this instance's own

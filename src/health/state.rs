@@ -111,16 +111,28 @@ pub struct ProbeEntry {
     pub flap: super::flap::Flap,
     /// The fleet's verdict when it is not this instance's own (see [`super::agree`]):
     /// what is answered. Boxed: None for nearly every entry.
-    pub agreed: Option<Box<ProbeState>>,
+    pub agreed: Option<Box<Agreed>>,
     /// Where this target's verdict sits in what the fleet gossips
     /// ([`super::agree::layout::Slot`], packed), or `NO_SLOT` without a fleet.
     pub slot: u32,
 }
 
+/// A verdict of the fleet, and what it was decided from (to tell, when it is decided
+/// again, whether anything changed without writing its reason again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Agreed {
+    pub state: ProbeState,
+    ups: u32,
+    known: u32,
+    own: Seen,
+    /// This instance's reason the text quotes.
+    own_reason: Arc<str>,
+}
+
 impl ProbeEntry {
     /// The verdict answered: the fleet's when it overrules this instance, else its own.
     pub fn verdict(&self) -> &ProbeState {
-        self.agreed.as_deref().unwrap_or(&self.state)
+        self.agreed.as_deref().map_or(&self.state, |a| &a.state)
     }
 
     /// This instance's own observation as the fleet counts it: known while its last
@@ -335,40 +347,53 @@ impl HealthTable {
     /// Decides probe `id`'s answered verdict again from its own state and the peers'
     /// views; whether it changed (up or down, or why).
     pub fn agree(&mut self, id: &ProbeId) -> bool {
-        let now = SystemTime::now();
         let Some(e) = self.entries.get_mut(id) else {
             return false;
         };
         let (Some(a), Some(slot)) = (self.agreement.as_deref(), Slot::unpack(e.slot)) else {
             return e.agreed.take().is_some();
         };
-        let own = e.seen(a.layout.fresh(slot), now);
-        let d = a.decide(slot, own);
-        let before = e.verdict().clone();
-        let agreed = match d.up {
-            // Alone: the own view, when this instance has one. Without any fresh
-            // observation (a start, a target whose prober just died) the last answered
-            // verdict stays: an instance's stale or initial state never resurrects a
-            // target the fleet saw dead.
-            None if own == Seen::Unknown => e.agreed.take(),
-            None => None,
-            // The own view, confirmed.
-            Some(up) if own.up() == Some(up) && up == e.state.up => None,
-            Some(up) => {
-                let since = if before.up == up { before.since } else { now };
-                Some(Box::new(ProbeState {
-                    up,
-                    reason: Arc::from(agreed_reason(&d, own, &e.state.reason).as_str()),
-                    since,
-                }))
-            }
+        agree_entry(id, e, a, slot, SystemTime::now()).0
+    }
+
+    /// One pass over bucket `b` (the fleet's periodic sweep): every target decided again
+    /// (own observations may have gone stale), and counted, and this instance's own
+    /// observations of the bucket to gossip (its hash and one state per target).
+    pub fn sweep_bucket(&mut self, b: usize) -> Swept {
+        let mut out = Swept::default();
+        let Some(a) = self.agreement.as_deref() else {
+            return out;
         };
-        e.agreed = agreed;
-        let after = e.verdict();
-        if before.up != after.up {
-            log_agreed(id, after, &e.state);
+        let Some(bucket) = a.layout.buckets.get(b) else {
+            return out;
+        };
+        let now = SystemTime::now();
+        let mut own = Vec::with_capacity(bucket.ids.len());
+        for (i, id) in bucket.ids.iter().enumerate() {
+            let slot = Slot {
+                bucket: b as u16,
+                index: i as u32,
+            };
+            let Some(e) = self.entries.get_mut(id) else {
+                own.push(Seen::Unknown);
+                continue;
+            };
+            let (changed, seen) = agree_entry(id, e, a, slot, now);
+            if changed {
+                out.changed.push(id.clone());
+            }
+            own.push(seen);
+            let answered = e.verdict().up;
+            out.overruled += usize::from(e.agreed.is_some());
+            let differs = seen.up().is_some_and(|up| up != answered)
+                || a.peers
+                    .peers
+                    .iter()
+                    .any(|p| p.at(slot).up().is_some_and(|up| up != answered));
+            out.disagreeing += usize::from(differs);
         }
-        before.up != after.up || before.reason != after.reason
+        out.own = Some((bucket.hash, own));
+        out
     }
 
     /// A probe task starts probing `id` (at its start, or taking it over from an instance
@@ -384,7 +409,7 @@ impl HealthTable {
             .map(|(a, slot)| a.layout.fresh(slot));
         let known = fresh.is_some_and(|f| e.seen(f, SystemTime::now()) != Seen::Unknown);
         if !known && let Some(agreed) = e.agreed.take() {
-            e.state = *agreed;
+            e.state = agreed.state;
         }
         Some(e.state.up)
     }
@@ -426,44 +451,100 @@ impl HealthTable {
             .collect()
     }
 
-    /// Of bucket `b`'s targets: how many answer the fleet's verdict rather than this
-    /// instance's own (overruled), and how many some fresh observation (own or a peer's)
-    /// disagrees with the answered verdict.
-    pub fn tally_bucket(&self, b: usize) -> (usize, usize) {
-        let Some(a) = self.agreement.as_deref() else {
-            return (0, 0);
+    /// Decides again the targets of bucket `b` that `which` names; the probes whose
+    /// answered verdict changed.
+    pub fn agree_in(&mut self, b: usize, which: &super::agree::Changed) -> Vec<ProbeId> {
+        use super::agree::Changed;
+        let Some(layout) = self.layout() else {
+            return Vec::new();
         };
-        let Some(bucket) = a.layout.buckets.get(b) else {
-            return (0, 0);
+        let Some(bucket) = layout.buckets.get(b) else {
+            return Vec::new();
         };
-        let now = SystemTime::now();
-        let (mut overruled, mut disagreeing) = (0, 0);
-        for (i, id) in bucket.ids.iter().enumerate() {
-            let Some(e) = self.entries.get(id) else {
-                continue;
-            };
-            let slot = Slot {
-                bucket: b as u16,
-                index: i as u32,
-            };
-            let answered = e.verdict().up;
-            overruled += usize::from(e.agreed.is_some());
-            let fresh = Duration::from_millis(u64::from(bucket.fresh_ms[i]));
-            let own = e.seen(fresh, now).up();
-            let differs = own.is_some_and(|up| up != answered)
-                || a.peers
-                    .peers
-                    .iter()
-                    .any(|p| p.at(slot).up().is_some_and(|up| up != answered));
-            disagreeing += usize::from(differs);
+        match which {
+            Changed::None => Vec::new(),
+            Changed::All => self.agree_bucket(b),
+            Changed::Some(at) => at
+                .iter()
+                .filter_map(|&i| bucket.ids.get(i as usize))
+                .filter(|id| self.agree(id))
+                .cloned()
+                .collect(),
         }
-        (overruled, disagreeing)
     }
 
     /// The layout of the fleet's gossip, if in a fleet.
     pub fn layout(&self) -> Option<Arc<Layout>> {
         self.agreement.as_deref().map(|a| a.layout.clone())
     }
+}
+
+/// What one pass of the fleet's sweep found in a bucket ([`HealthTable::sweep_bucket`]).
+#[derive(Debug, Default)]
+pub struct Swept {
+    /// Probes whose answered verdict changed.
+    pub changed: Vec<ProbeId>,
+    /// Targets answered from the fleet's verdict rather than this instance's own.
+    pub overruled: usize,
+    /// Targets some fresh observation (own or a peer's) disagrees with what is answered.
+    pub disagreeing: usize,
+    /// This instance's own observations of the bucket, to gossip.
+    pub own: Option<(u64, Vec<Seen>)>,
+}
+
+/// Decides the answered verdict of entry `e` (probe `id`, at `slot`) from its own state
+/// and the peers' views; whether it changed (up or down, or why), and this instance's own
+/// observation as counted.
+fn agree_entry(
+    id: &ProbeId,
+    e: &mut ProbeEntry,
+    a: &Agreement,
+    slot: Slot,
+    now: SystemTime,
+) -> (bool, Seen) {
+    let own = e.seen(a.layout.fresh(slot), now);
+    let d = a.decide(slot, own);
+    let before = e.verdict().clone();
+    let agreed = match d.up {
+        // Alone: the own view, when this instance has one. Without any fresh
+        // observation (a start, a target whose prober just died) the last answered
+        // verdict stays: an instance's stale or initial state never resurrects a
+        // target the fleet saw dead.
+        None if own == Seen::Unknown => e.agreed.take(),
+        None => None,
+        // The own view, confirmed.
+        Some(up) if own.up() == Some(up) && up == e.state.up => None,
+        // The same decision from the same observations: nothing to write.
+        Some(up)
+            if e.agreed.as_deref().is_some_and(|a| {
+                a.state.up == up
+                    && (a.ups, a.known, a.own) == (d.ups, d.known, own)
+                    && Arc::ptr_eq(&a.own_reason, &e.state.reason)
+            }) =>
+        {
+            return (false, own);
+        }
+        Some(up) => {
+            let since = if before.up == up { before.since } else { now };
+            Some(Box::new(Agreed {
+                state: ProbeState {
+                    up,
+                    reason: Arc::from(agreed_reason(&d, own, &e.state.reason).as_str()),
+                    since,
+                },
+                ups: d.ups,
+                known: d.known,
+                own,
+                own_reason: e.state.reason.clone(),
+            }))
+        }
+    };
+    e.agreed = agreed;
+    let after = e.verdict();
+    if before.up != after.up {
+        log_agreed(id, after, &e.state);
+    }
+    (before.up != after.up || before.reason != after.reason, own)
 }
 
 /// Logs when the fleet starts or stops overruling this instance's own verdict.

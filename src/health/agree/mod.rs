@@ -136,17 +136,32 @@ impl PeerView {
             .unwrap_or(Seen::Unknown)
     }
 
-    /// Reads bucket `b`'s value against `layout`; whether what it says changed.
-    pub fn set_raw(&mut self, b: usize, value: Arc<str>, layout: &Layout) -> bool {
+    /// Reads bucket `b`'s value against `layout`; which of its targets it now says
+    /// something else of.
+    pub fn set_raw(&mut self, b: usize, value: Arc<str>, layout: &Layout) -> Changed {
         if self.raw[b].as_deref() == Some(&*value) {
-            return false;
+            return Changed::None;
         }
         let bucket = &layout.buckets[b];
-        let seen = codec::decode(&value, bucket.hash, bucket.ids.len())
+        let seen: Option<Arc<[Seen]>> = codec::decode(&value, bucket.hash, bucket.ids.len())
             .ok()
             .map(Arc::from);
         self.raw[b] = Some(value);
-        let changed = self.seen[b] != seen;
+        let changed = match (&self.seen[b], &seen) {
+            (Some(old), Some(new)) if old.len() == new.len() => {
+                let at: Vec<u32> = (0..new.len())
+                    .filter(|&i| old[i] != new[i])
+                    .map(|i| i as u32)
+                    .collect();
+                if at.is_empty() {
+                    Changed::None
+                } else {
+                    Changed::Some(at)
+                }
+            }
+            (None, None) => Changed::None,
+            _ => Changed::All,
+        };
         self.seen[b] = seen;
         changed
     }
@@ -169,6 +184,35 @@ impl PeerView {
             }
         }
         out
+    }
+}
+
+/// This instance's own observations of one bucket, to gossip: bucket, its hash, a state
+/// per target.
+pub type OwnBucket = (usize, u64, Vec<Seen>);
+
+/// Which targets of a bucket a peer's new value says something else of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    None,
+    /// Positions in the bucket.
+    Some(Vec<u32>),
+    All,
+}
+
+impl Changed {
+    /// Both changes together.
+    pub fn merge(self, other: Changed) -> Changed {
+        match (self, other) {
+            (Changed::All, _) | (_, Changed::All) => Changed::All,
+            (Changed::None, x) | (x, Changed::None) => x,
+            (Changed::Some(mut a), Changed::Some(b)) => {
+                a.extend(b);
+                a.sort_unstable();
+                a.dedup();
+                Changed::Some(a)
+            }
+        }
     }
 }
 
@@ -351,11 +395,19 @@ mod tests {
         let (a, slot) = agreement(&[&[Seen::Refused]], 0.5);
         let mut other = PeerView::new("x".into());
         let b = slot.bucket as usize;
-        assert!(!other.set_raw(
-            b,
-            Arc::from(codec::encode(12345, &[Seen::Refused])),
-            &a.layout
-        ));
+        let wrong = Arc::from(codec::encode(12345, &[Seen::Refused]));
+        assert_eq!(other.set_raw(b, wrong, &a.layout), Changed::None);
+        // A value that fits: every target changed (nothing was known); then only the
+        // targets whose state differs.
+        let hash = a.layout.buckets[b].hash;
+        let fits = |s: Seen| Arc::from(codec::encode(hash, &[s]));
+        assert_eq!(other.set_raw(b, fits(Seen::Up), &a.layout), Changed::All);
+        assert_eq!(other.set_raw(b, fits(Seen::Up), &a.layout), Changed::None);
+        assert_eq!(
+            other.set_raw(b, fits(Seen::Timeout), &a.layout),
+            Changed::Some(vec![0])
+        );
+        let other = PeerView::new("x".into());
         assert_eq!(other.at(slot), Seen::Unknown);
         // Read again against a layout where it fits.
         assert_eq!(a.peers.peers[0].remapped(&a.layout).at(slot), Seen::Refused);
