@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(packet config differential)
+((${#targets[@]})) || targets=(packet config differential fleet)
 
 toolchain=()
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then

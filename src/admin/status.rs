@@ -252,9 +252,10 @@ pub(super) fn fleet_json(health: &HealthShared, id: &ProbeId, entry: Option<&Pro
         },
         "overruled": view.overruled,
         "own": view.own.describe(),
-        "peers": view.peers.iter().map(|(node, seen)| json!({
+        "peers": view.peers.iter().map(|(node, seen, since)| json!({
             "node": node,
             "sees": seen.describe(),
+            "since": since.map(unix),
         })).collect::<Vec<_>>(),
         "fresh_observations": view.decision.known,
         "up_observations": view.decision.ups,

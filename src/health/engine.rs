@@ -171,7 +171,7 @@ impl HealthShared {
                 .peers
                 .peers
                 .iter()
-                .map(|p| (p.node.clone(), p.at(slot)))
+                .map(|p| (p.node.clone(), p.at(slot), p.since(slot)))
                 .collect(),
             decision: a.decide(slot, own),
             overruled: e.agreed.is_some(),
@@ -220,8 +220,9 @@ impl HealthShared {
 pub struct FleetTargetView {
     /// This instance's own observation as it shares it.
     pub own: Seen,
-    /// Each live peer's, by node name.
-    pub peers: Vec<(String, Seen)>,
+    /// Each live peer's, by node name, and since when it says so (as this instance saw it
+    /// change).
+    pub peers: Vec<(String, Seen, Option<SystemTime>)>,
     pub decision: super::agree::Decision,
     /// The answered verdict is the fleet's, not this instance's own.
     pub overruled: bool,

@@ -257,3 +257,69 @@ pub fn config(data: &[u8]) {
         }
     }
 }
+
+/// The fleet's own decoding: a bucket of shared observations (`health::agree::codec`)
+/// and an authenticated gossip datagram (`fleet::auth`), whole or in parts, as a holder
+/// of the key could send anything. Never panics; a bucket that decodes holds exactly its
+/// targets and survives a round trip; unfinished messages stay bounded.
+///
+/// Input: a mode byte. Mode 0: two bytes of target count, then the value's text. Else: a
+/// sequence of datagrams, each a format byte (1 whole, 2 a part), a length byte and that
+/// many body bytes, tagged with the fleet key and checked by one socket in turn.
+pub fn fleet(data: &[u8]) {
+    use gtmd::health::agree::codec;
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        if rest.len() < 2 {
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]])) % 512;
+        let text = String::from_utf8_lossy(&rest[2..]);
+        // The hash the value names, so that the body is what gets read.
+        let hash = text
+            .split('/')
+            .next()
+            .and_then(|h| u64::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+        if let Ok(states) = codec::decode(&text, hash, len) {
+            assert_eq!(states.len(), len);
+            let again = codec::decode(&codec::encode(hash, &states), hash, len).unwrap();
+            assert_eq!(again, states, "{text:?} does not survive a round trip");
+        }
+        return;
+    }
+    FLEET_SOCKET.with(|cell| {
+        let mut guard = cell.borrow_mut();
+        let (socket, key) = &mut *guard;
+        let from: SocketAddr = "127.0.0.1:7946".parse().unwrap();
+        let mut input = rest;
+        while let [format, n, body @ ..] = input {
+            let n = usize::from(*n).min(body.len());
+            let datagram = socket.tagged(key, *format, &body[..n]);
+            let _ = socket.accept(&datagram, from);
+            assert!(socket.partial_messages() <= gtmd::fleet::auth::MAX_PARTIAL);
+            input = &body[n..];
+        }
+    });
+}
+
+thread_local! {
+    /// One gossip socket per fuzzing thread (bound once, on loopback; nothing is sent).
+    static FLEET_SOCKET: RefCell<(gtmd::fleet::auth::AuthSocket, gtmd::fleet::auth::FleetKey)> = {
+        let key = gtmd::fleet::auth::FleetKey::new(b"a fleet key for the fuzz target!").unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_io().build().unwrap();
+        let metrics = gtmd::fleet::auth::GossipMetrics::unregistered();
+        let socket = runtime
+            .block_on(gtmd::fleet::auth::AuthSocket::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                key.clone(),
+                metrics,
+            ))
+            .unwrap();
+        // The socket's reactor stays with the runtime; `accept` never touches it.
+        std::mem::forget(runtime);
+        RefCell::new((socket, key))
+    };
+}

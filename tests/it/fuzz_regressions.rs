@@ -26,11 +26,12 @@ fn replay(dir: &Path, check: Check) -> usize {
 /// A fuzz target's check: panics on a bad input.
 type Check = fn(&[u8]);
 
-fn targets() -> [(&'static str, Check); 3] {
+fn targets() -> [(&'static str, Check); 4] {
     [
         ("packet", fuzz_checks::packet),
         ("config", fuzz_checks::config),
         ("differential", fuzz_checks::differential),
+        ("fleet", fuzz_checks::fleet),
     ]
 }
 

@@ -116,6 +116,54 @@ mod tests {
         assert_eq!(&*decode(&encode(3, &[]), 3, 0).unwrap(), &[]);
     }
 
+    /// What an instance gossips at 10,000 apps x 5 clusters: a few KiB healthy, a few tens
+    /// of KiB with one cluster down for every app (the bound: a few hundred KiB).
+    #[test]
+    fn ten_thousand_apps_in_five_clusters_cost_kibs() {
+        use crate::health::{ProbeId, agree::layout::Layout};
+        use std::sync::Arc;
+        let spec = crate::test_support::probe_spec_for_tests();
+        let spec = &spec;
+        let clusters: Vec<Arc<str>> = (0..5).map(|c| Arc::from(format!("c{c}"))).collect();
+        let list: Vec<(ProbeId, &crate::model::ProbeSpec)> = (0..10_000)
+            .flat_map(|a| {
+                let app: hickory_proto::rr::Name = format!("app{a}.outage.test.").parse().unwrap();
+                clusters.iter().map(move |c| {
+                    (
+                        ProbeId::App {
+                            app: app.clone(),
+                            cluster: c.clone(),
+                        },
+                        spec,
+                    )
+                })
+            })
+            .collect();
+        let layout = Layout::build(&list);
+        let size = |down: &str| -> usize {
+            layout
+                .buckets
+                .iter()
+                .map(|b| {
+                    let states: Vec<Seen> = b
+                        .ids
+                        .iter()
+                        .map(|id| match id {
+                            ProbeId::App { cluster, .. } if &**cluster == down => Seen::Refused,
+                            _ => Seen::Up,
+                        })
+                        .collect();
+                    // Key ("v.xx") and value.
+                    4 + encode(b.hash, &states).len()
+                })
+                .sum()
+        };
+        let (healthy, outage) = (size("none"), size("c0"));
+        assert!(healthy < 10 * 1024, "{healthy} bytes healthy");
+        assert!(outage < 48 * 1024, "{outage} bytes with c0 down");
+        eprintln!("50,000 targets: {healthy} bytes healthy, {outage} with one cluster down");
+    }
+
     #[test]
     fn another_bucket_or_garbage_is_refused() {
         let text = encode(7, &[Seen::Up, Seen::Down]);

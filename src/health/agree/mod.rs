@@ -117,6 +117,9 @@ pub struct PeerView {
     /// Each bucket read against this instance's layout: None where nothing was received,
     /// or where the peer's bucket holds other targets (another configuration).
     pub seen: Vec<Option<Arc<[Seen]>>>,
+    /// Per bucket and target: since when (seconds since the epoch, this instance's clock)
+    /// the peer has said what it says now, as far as this instance saw it change.
+    pub since: Vec<Option<Arc<Vec<u32>>>>,
 }
 
 impl PeerView {
@@ -125,7 +128,16 @@ impl PeerView {
             node,
             raw: vec![None; BUCKETS],
             seen: vec![None; BUCKETS],
+            since: vec![None; BUCKETS],
         }
+    }
+
+    /// Since when this peer has said what it says of the target at `slot`.
+    pub fn since(&self, slot: Slot) -> Option<std::time::SystemTime> {
+        let secs = *self.since[slot.bucket as usize]
+            .as_ref()?
+            .get(slot.index as usize)?;
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::from(secs)))
     }
 
     /// What this peer sees of the target at `slot`.
@@ -162,6 +174,24 @@ impl PeerView {
             (None, None) => Changed::None,
             _ => Changed::All,
         };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32);
+        match (&changed, &seen) {
+            (_, None) => self.since[b] = None,
+            (Changed::All, Some(new)) => self.since[b] = Some(Arc::new(vec![now; new.len()])),
+            (Changed::Some(at), Some(_)) => {
+                if let Some(since) = self.since[b].as_mut() {
+                    let since = Arc::make_mut(since);
+                    for &i in at {
+                        if let Some(t) = since.get_mut(i as usize) {
+                            *t = now;
+                        }
+                    }
+                }
+            }
+            (Changed::None, Some(_)) => {}
+        }
         self.seen[b] = seen;
         changed
     }
