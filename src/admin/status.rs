@@ -197,8 +197,9 @@ pub(super) fn target_flap(health: &HealthShared, app: &Name, cluster: &str) -> O
     .find_map(|id| flap_view(&health.entry(id)?))
 }
 
-/// When the fleet overrules this instance on a target (its app probe's or its cluster
-/// probe's verdict is the fleet's, not its own): the verdict answered and why.
+/// When the fleet overrules this instance on a target (this instance's own fresh
+/// observation, of its app probe or its cluster probe, says otherwise than what is
+/// answered): the verdict answered and why.
 pub(super) fn target_overruled(
     health: &HealthShared,
     app: &Name,
@@ -214,9 +215,12 @@ pub(super) fn target_overruled(
     ]
     .iter()
     .find_map(|id| {
+        if !health.fleet_view(id)?.overruled {
+            return None;
+        }
         let e = health.entry(id)?;
-        let agreed = &e.agreed.as_deref()?.state;
-        Some((agreed.up, agreed.reason.to_string()))
+        let answered = e.verdict();
+        Some((answered.up, answered.reason.to_string()))
     })
 }
 

@@ -54,6 +54,10 @@ struct FleetGauges {
     up: IntGauge,
 }
 
+/// The longest a start waits for the peers' observations, whatever the gossip interval:
+/// DNS, `/healthz` and `/readyz` wait for it.
+pub const WARM_START_MAX: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The gauges of the shared observations (see [`share`]).
 #[derive(Clone)]
 pub struct SharingGauges {
@@ -65,12 +69,26 @@ pub struct SharingGauges {
     pub peer_observations: prometheus::IntGaugeVec,
     /// `gtmd_fleet_work_seconds_total{part="share"}`.
     pub work: prometheus::Counter,
+    /// Per live peer: seconds since its heartbeat last advanced here (how old the newest
+    /// news of it is).
+    pub heard: prometheus::GaugeVec,
 }
 
 impl SharingGauges {
     fn register(registry: &Registry, work: prometheus::Counter) -> Self {
         let g = Self {
             work,
+            heard: prometheus::GaugeVec::new(
+                Opts::new(
+                    "gtmd_fleet_peer_heard_seconds",
+                    "Per live peer (node): seconds since this instance last had news of it (its \
+                     heartbeat advanced): about one gossip interval in a healthy fleet; it \
+                     grows while the peer is cut off, until the failure detector marks it dead \
+                     and the series goes. The peer's observations are as old as this at most.",
+                ),
+                &["node"],
+            )
+            .unwrap(),
             overruled: IntGauge::new(
                 "gtmd_fleet_overruled_targets",
                 "Targets answered from the fleet's agreed verdict where this instance's own \
@@ -99,6 +117,7 @@ impl SharingGauges {
             Box::new(g.overruled.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(g.disagreeing.clone()),
             Box::new(g.peer_observations.clone()),
+            Box::new(g.heard.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -232,7 +251,7 @@ impl Fleet {
     /// gossip rounds and a second (a peer is found in the first, its state arrives in the
     /// next, and the ready set must then hold for one more).
     pub fn warm_start_wait(&self) -> std::time::Duration {
-        self.gossip_interval * 3 + std::time::Duration::from_secs(1)
+        (self.gossip_interval * 3 + std::time::Duration::from_secs(1)).min(WARM_START_MAX)
     }
 
     /// The peers' observations for a start (see [`share::warm_start`]).
@@ -255,6 +274,10 @@ impl Fleet {
             health.clone(),
             self.gauges.clone(),
             self.gossip_interval,
+        )));
+        tasks.push(tokio::spawn(share::heard(
+            self.member.clone(),
+            self.gauges.heard.clone(),
         )));
         tasks.push(tokio::spawn(share::read_peers(
             self.member.clone(),

@@ -289,6 +289,38 @@ pub async fn read_peers(
     }
 }
 
+/// Keeps `gtmd_fleet_peer_heard_seconds` current: every second, for each live peer, how
+/// long ago its heartbeat last advanced here.
+pub async fn heard(member: Arc<Member>, gauge: prometheus::GaugeVec) {
+    let mut last: HashMap<String, (u64, tokio::time::Instant)> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let live = member.live_states().await;
+        let now = tokio::time::Instant::now();
+        let peers = newest_peers(&live, member.node());
+        let names: Vec<String> = peers.iter().map(|(id, _)| id.node_id.to_string()).collect();
+        last.retain(|node, _| {
+            let keep = names.contains(node);
+            if !keep {
+                let _ = gauge.remove_label_values(&[node]);
+            }
+            keep
+        });
+        for ((_, state), node) in peers.iter().zip(names) {
+            let beat = u64::from(state.heartbeat());
+            let entry = last.entry(node.clone()).or_insert((beat, now));
+            if entry.0 != beat {
+                *entry = (beat, now);
+            }
+            gauge
+                .with_label_values(&[&node])
+                .set(now.duration_since(entry.1).as_secs_f64());
+        }
+    }
+}
+
 /// Waits, at most `wait`, until the live peers have published all their observations,
 /// and returns what they see: a (re)starting instance answers from the fleet's view, not
 /// from `initial` states; and whether every live peer's observations arrived (at least

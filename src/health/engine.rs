@@ -165,6 +165,7 @@ impl HealthShared {
         let e = table.get(id)?;
         let slot = super::agree::layout::Slot::unpack(e.slot)?;
         let own = e.seen(a.layout.fresh(slot), SystemTime::now());
+        let answered = e.verdict().up;
         Some(FleetTargetView {
             own,
             peers: a
@@ -174,7 +175,7 @@ impl HealthShared {
                 .map(|p| (p.node.clone(), p.at(slot), p.since(slot)))
                 .collect(),
             decision: a.decide(slot, own),
-            overruled: e.agreed.is_some(),
+            overruled: own.up().is_some_and(|up| up != answered),
         })
     }
 
@@ -199,9 +200,24 @@ impl HealthShared {
     /// A fleet's start took every peer's observations: this instance answers the fleet's
     /// view while its own first round runs, so it is ready now.
     pub fn ready_from_fleet(&self) {
-        if !*self.first_round.borrow() {
+        if *self.first_round.borrow() {
+            return;
+        }
+        let ready = {
+            let mut pending = lock_pending(&self.pending);
+            if pending.is_empty() {
+                return;
+            }
+            // A target waits for a verdict until this instance's probe gives one or a peer
+            // has a fresh observation of it: a peer that only shares "unknown" (starting
+            // too, or another configuration) readies nothing.
+            let table = lock(&self.table);
+            pending.retain(|id| !table.peers_observe(id));
+            pending.is_empty()
+        };
+        if ready {
             info!(
-                "ready: answering from the fleet's observations while this instance's first probe round runs"
+                "ready: every target has a fresh observation (this instance's or a peer's); this instance's own first probe round may still run"
             );
             self.announce_ready();
         }
@@ -224,7 +240,7 @@ pub struct FleetTargetView {
     /// change).
     pub peers: Vec<(String, Seen, Option<SystemTime>)>,
     pub decision: super::agree::Decision,
-    /// The answered verdict is the fleet's, not this instance's own.
+    /// This instance's own fresh observation says otherwise than what is answered.
     pub overruled: bool,
 }
 
@@ -715,9 +731,11 @@ async fn probe_loop(
         if rechecked {
             shared.metrics.engine.pool.rechecked.inc();
         }
-        // Left to other instances of the fleet (`probes_per_target`): checked again at the
-        // next interval; this instance's observation ages into "unknown" meanwhile.
-        if !shared.probes(&id) {
+        // Left to other instances of the fleet (`probes_per_target`) while one of them has
+        // a fresh observation of it: checked again at the next interval; this instance's
+        // observation ages into "unknown" meanwhile. Without one (a start, a prober that
+        // died or whose probes stalled, a peer on another configuration) it probes itself.
+        if !shared.probes(&id) && lock(&shared.table).peers_observe(&id) {
             if first_pending {
                 first_pending = false;
                 shared.not_mine(&id);
@@ -831,6 +849,7 @@ impl HealthShared {
     }
 
     /// A probe left to other instances needs no verdict of this one to be ready.
+    /// A probe left to a peer that observes its target: its verdict is not awaited.
     fn not_mine(&self, id: &ProbeId) {
         let ready = {
             let mut pending = lock_pending(&self.pending);
@@ -898,8 +917,12 @@ impl HealthShared {
             return Published::default(); // removed or replaced by a reload while this probe ran
         };
         let now = SystemTime::now();
-        // The first result makes this instance's observation known to the fleet.
-        let first = entry.last.is_none();
+        // The first result, or the first after a gap (a probe taken over, probes that were
+        // late), makes this instance's observation known to the fleet again.
+        let first = entry.last.as_ref().is_none_or(|l| {
+            now.duration_since(l.at).unwrap_or_default()
+                > crate::health::agree::layout::fresh_for(spec)
+        });
         entry.last = Some(LastResult {
             ok: outcome.up,
             reason: outcome.reason.to_string(),
@@ -914,13 +937,18 @@ impl HealthShared {
             changed,
         );
         let transition = (step.up != entry.state.up).then_some(step.up);
+        // A result that agrees with what is published, or that changes it, confirms it.
+        let confirms = !entry.confirmed && (transition.is_some() || outcome.up == entry.state.up);
+        if confirms {
+            entry.confirmed = true;
+        }
         match step.event {
             Some(event) => flap::log_event(id, &spec.flap, event),
             None if transition.is_none() => {
                 if changed {
                     debug!(probe = %id, up = verdict, "verdict change held back: flapping");
                 }
-                if first {
+                if first || confirms {
                     self.share(&mut table, id);
                 }
                 return Published::default();

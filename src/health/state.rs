@@ -115,6 +115,10 @@ pub struct ProbeEntry {
     /// Where this target's verdict sits in what the fleet gossips
     /// ([`super::agree::layout::Slot`], packed), or `NO_SLOT` without a fleet.
     pub slot: u32,
+    /// This instance's probes have confirmed its verdict (a result agreed with it, or
+    /// brought it): until then the verdict is an assumption (initial, restored, adopted
+    /// from the fleet), shared as "unknown".
+    pub confirmed: bool,
 }
 
 /// A verdict of the fleet, and what it was decided from (to tell, when it is decided
@@ -135,11 +139,11 @@ impl ProbeEntry {
         self.agreed.as_deref().map_or(&self.state, |a| &a.state)
     }
 
-    /// This instance's own observation as the fleet counts it: known while its last
-    /// result is younger than `fresh`.
+    /// This instance's own observation as the fleet counts it: known while its verdict is
+    /// confirmed by its probes and its last result is younger than `fresh`.
     pub fn seen(&self, fresh: Duration, now: SystemTime) -> Seen {
         match &self.last {
-            Some(l) if now.duration_since(l.at).unwrap_or_default() <= fresh => {
+            Some(l) if self.confirmed && now.duration_since(l.at).unwrap_or_default() <= fresh => {
                 Seen::of(self.state.up, &self.state.reason)
             }
             _ => Seen::Unknown,
@@ -199,6 +203,7 @@ fn initial(spec: &ProbeSpec) -> ProbeEntry {
         flap: Default::default(),
         agreed: None,
         slot: NO_SLOT,
+        confirmed: false,
     }
 }
 
@@ -384,7 +389,7 @@ impl HealthTable {
             }
             own.push(seen);
             let answered = e.verdict().up;
-            out.overruled += usize::from(e.agreed.is_some());
+            out.overruled += usize::from(seen.up().is_some_and(|up| up != answered));
             let differs = seen.up().is_some_and(|up| up != answered)
                 || a.peers
                     .peers
@@ -410,8 +415,20 @@ impl HealthTable {
         let known = fresh.is_some_and(|f| e.seen(f, SystemTime::now()) != Seen::Unknown);
         if !known && let Some(agreed) = e.agreed.take() {
             e.state = agreed.state;
+            e.confirmed = false;
         }
         Some(e.state.up)
+    }
+
+    /// Whether a peer has a fresh observation of `id` (readable: same targets).
+    pub fn peers_observe(&self, id: &ProbeId) -> bool {
+        let (Some(a), Some(slot)) = (
+            self.agreement.as_deref(),
+            self.entries.get(id).and_then(|e| Slot::unpack(e.slot)),
+        ) else {
+            return false;
+        };
+        a.peers.peers.iter().any(|p| p.at(slot) != Seen::Unknown)
     }
 
     /// This instance's own observations of bucket `b`'s targets, in layout order (what it
@@ -484,7 +501,7 @@ impl HealthTable {
 pub struct Swept {
     /// Probes whose answered verdict changed.
     pub changed: Vec<ProbeId>,
-    /// Targets answered from the fleet's verdict rather than this instance's own.
+    /// Targets whose answered verdict this instance's own fresh observation contradicts.
     pub overruled: usize,
     /// Targets some fresh observation (own or a peer's) disagrees with what is answered.
     pub disagreeing: usize,

@@ -791,11 +791,17 @@ fn with_one_prober_per_target_a_dead_probers_targets_move() {
     for i in [&b, &c] {
         assert_eq!(probers(i, "two"), prober);
     }
-    // Only that instance's probes reach cluster two.
+    // Only that instance's probes reach cluster two, once the others have its observation
+    // (until then, they probe too: nobody else observes it).
     let mine = format!("(fleet node {})", prober[0]);
-    t.backends[1].take_agents();
-    let seen = agents(&t.backends[1], 3);
-    assert!(seen.iter().all(|a| a.contains(&mine)), "{seen:?}");
+    wait_for(
+        "three probes of cluster two in a row from its prober",
+        Duration::from_secs(60),
+        || {
+            t.backends[1].take_agents();
+            agents(&t.backends[1], 3).iter().all(|a| a.contains(&mine))
+        },
+    );
     // The prober of cluster two dies: one of the others takes it over.
     let (gone, rest): (Vec<Instance>, Vec<Instance>) = [a, b, c]
         .into_iter()
@@ -814,10 +820,58 @@ fn with_one_prober_per_target_a_dead_probers_targets_move() {
     let successor = probers(&rest[0], "two");
     assert_eq!(probers(&rest[1], "two"), successor);
     let theirs = format!("(fleet node {})", successor[0]);
-    t.backends[1].take_agents();
-    let seen = agents(&t.backends[1], 3);
-    assert!(seen.iter().all(|a| a.contains(&theirs)), "{seen:?}");
+    wait_for(
+        "three probes of cluster two in a row from its successor",
+        Duration::from_secs(60),
+        || {
+            t.backends[1].take_agents();
+            agents(&t.backends[1], 3)
+                .iter()
+                .all(|a| a.contains(&theirs))
+        },
+    );
     // Cluster two dies: both remaining instances drop it, from the one observation.
     t.backends[1].set(Mode::Closed);
     until_all_answer(&[&rest[0], &rest[1]], &without(TWO));
+    // An instance that does not probe a target is not "overruled" on it: only an own
+    // fresh observation that says otherwise is (counted at each 5 s sweep).
+    for i in &rest {
+        wait_for("a sweep", Duration::from_secs(60), || {
+            metric(i, "gtmd_fleet_disagreeing_targets ") == 0.0
+        });
+        assert_eq!(metric(i, "gtmd_fleet_overruled_targets "), 0.0);
+    }
+}
+
+/// The whole fleet starts at once, cluster three dead, one prober per target: no instance
+/// reports ready before every target has a fresh observation (its own or a peer's), so
+/// none answers the dead cluster once ready, although every peer's `ready` key is there
+/// early (with nothing observed yet).
+#[test]
+fn a_cold_started_fleet_is_ready_only_with_every_target_observed() {
+    let t = trio_with("probes_per_target = 1");
+    t.backends[2].set(Mode::Closed);
+    let gossip = [gossip_addr(), gossip_addr(), gossip_addr()];
+    let mut started = Vec::new();
+    for (i, node) in ["a", "b", "c"].iter().enumerate() {
+        let peers: Vec<SocketAddr> = gossip.iter().copied().filter(|g| *g != gossip[i]).collect();
+        let (cmd, dns, admin) = command(&t.config, node, gossip[i], &peers);
+        started.push(Instance {
+            served: spawn_only(cmd),
+            admin,
+            gossip: gossip[i],
+            dns,
+        });
+    }
+    for i in &started {
+        wait_for("ready", Duration::from_secs(60), || {
+            std::net::TcpStream::connect(i.admin).is_ok() && http_get(i.admin, "/readyz").0 == 200
+        });
+        assert_eq!(
+            answer(i.dns).unwrap(),
+            without(THREE),
+            "{}",
+            i.served.stderr()
+        );
+    }
 }

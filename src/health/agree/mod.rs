@@ -155,9 +155,16 @@ impl PeerView {
             return Changed::None;
         }
         let bucket = &layout.buckets[b];
-        let seen: Option<Arc<[Seen]>> = codec::decode(&value, bucket.hash, bucket.ids.len())
-            .ok()
-            .map(Arc::from);
+        let seen: Option<Arc<[Seen]>> = match codec::decode(&value, bucket.hash, bucket.ids.len()) {
+            Ok(states) => Some(Arc::from(states)),
+            // Expected while configurations differ (a rollout): not read, quietly.
+            Err(codec::DecodeError::OtherTargets) => None,
+            // Once per new value: a peer of another version, or a bug.
+            Err(e) => {
+                tracing::warn!(peer = %self.node, bucket = b, error = %e, "fleet: a peer's observations do not decode; they do not count");
+                None
+            }
+        };
         self.raw[b] = Some(value);
         let changed = match (&self.seen[b], &seen) {
             (Some(old), Some(new)) if old.len() == new.len() => {
