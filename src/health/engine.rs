@@ -848,9 +848,13 @@ impl HealthShared {
         epoch
     }
 
-    /// A probe left to other instances needs no verdict of this one to be ready.
-    /// A probe left to a peer that observes its target: its verdict is not awaited.
+    /// A probe left to a peer that observes its target: its verdict is not awaited. The
+    /// target is decided from the peer's observation first (the peers' views may be newer
+    /// than the last decision), so that readiness never publishes an older answer.
     fn not_mine(&self, id: &ProbeId) {
+        if lock(&self.table).agree(id) {
+            self.dirty.mark([id.clone()]);
+        }
         let ready = {
             let mut pending = lock_pending(&self.pending);
             pending.remove(id) && pending.is_empty()
