@@ -59,8 +59,16 @@ def metric(node, series):
     return 0.0
 
 
+def probes(node):
+    """Probes run so far (every cluster's probe duration histogram count)."""
+    _, text = get(node, "/metrics")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("gtmd_probe_duration_seconds_count"))
+
+
 def gauges(node):
     return {
+        "probes": probes(node),
         "sent": metric(node, 'gtmd_fleet_gossip_bytes_total{direction="sent"}'),
         "work": metric(node, 'gtmd_fleet_work_seconds_total{part="share"}')
         + metric(node, 'gtmd_fleet_work_seconds_total{part="transport"}'),
@@ -184,6 +192,7 @@ def one_run(run, args, nginx, work):
             result[f"rest_bytes_{n}"] = (g["sent"] - before[n][0]["sent"]) / span
             result[f"rest_work_{n}"] = 100 * (g["work"] - before[n][0]["work"]) / span
             result[f"rest_cpu_{n}"] = 100 * (cpu - before[n][1]) / span
+            result[f"rest_probes_{n}"] = (g["probes"] - before[n][0]["probes"]) / span
         outage.warm_up(poller, limit=120)
 
         # The outage.
@@ -243,7 +252,8 @@ def print_run(run, r):
     print(f"  join: c answers DNS after {r['join_answer']:.2f} s, ready after {r['join_ready']:.2f} s")
     for n in NODES:
         print(f"  at rest, {n}: gossip {r[f'rest_bytes_{n}']:.0f} B/s sent, fleet work "
-              f"{r[f'rest_work_{n}']:.2f} % of a core, process CPU {r[f'rest_cpu_{n}']:.1f} %")
+              f"{r[f'rest_work_{n}']:.2f} % of a core, process CPU {r[f'rest_cpu_{n}']:.1f} %, "
+              f"{r[f'rest_probes_{n}']:.0f} probes/s")
     print(f"  outage, all three without the victim (s from the kill): {dist(r['out'])}")
     for n in NODES:
         print(f"    {n}: gossip {r[f'out_bytes_{n}']:.0f} B/s sent, fleet work "
