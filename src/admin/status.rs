@@ -182,9 +182,9 @@ impl Order {
     }
 }
 
-/// The flapping episode that holds a target out, if any: its app probe's, else its
-/// cluster probe's.
-pub(super) fn target_flap(health: &HealthShared, app: &Name, cluster: &str) -> Option<FlapView> {
+/// The probes of a target, in the order they are consulted here: its app probe, then
+/// its cluster's probe.
+fn target_probes(app: &Name, cluster: &str) -> [ProbeId; 2] {
     let cluster: Arc<str> = Arc::from(cluster);
     [
         ProbeId::App {
@@ -193,8 +193,14 @@ pub(super) fn target_flap(health: &HealthShared, app: &Name, cluster: &str) -> O
         },
         ProbeId::Cluster(cluster),
     ]
-    .iter()
-    .find_map(|id| flap_view(&health.entry(id)?))
+}
+
+/// The flapping episode that holds a target out, if any: its app probe's, else its
+/// cluster probe's.
+pub(super) fn target_flap(health: &HealthShared, app: &Name, cluster: &str) -> Option<FlapView> {
+    target_probes(app, cluster)
+        .iter()
+        .find_map(|id| flap_view(&health.entry(id)?))
 }
 
 /// When the fleet overrules this instance on a target (this instance's own fresh
@@ -205,16 +211,7 @@ pub(super) fn target_overruled(
     app: &Name,
     cluster: &str,
 ) -> Option<(bool, String)> {
-    let cluster: Arc<str> = Arc::from(cluster);
-    [
-        ProbeId::App {
-            app: app.clone(),
-            cluster: cluster.clone(),
-        },
-        ProbeId::Cluster(cluster),
-    ]
-    .iter()
-    .find_map(|id| {
+    target_probes(app, cluster).iter().find_map(|id| {
         if !health.fleet_view(id)?.overruled {
             return None;
         }

@@ -374,7 +374,11 @@ gossip_interval = "250ms"
 fn answer(dns: SocketAddr) -> Option<Vec<String>> {
     let q = query(APP, RecordType::A).to_vec().unwrap();
     let reply = udp_raw_timeout(dns, &q, Duration::from_millis(500))?;
-    let msg = Message::from_vec(&reply).ok()?;
+    Some(a_records(&Message::from_vec(&reply).ok()?))
+}
+
+/// The A records of a reply, sorted.
+fn a_records(msg: &Message) -> Vec<String> {
     let mut ips: Vec<String> = msg
         .answers
         .iter()
@@ -384,7 +388,7 @@ fn answer(dns: SocketAddr) -> Option<Vec<String>> {
         })
         .collect();
     ips.sort();
-    Some(ips)
+    ips
 }
 
 fn all_three() -> Vec<String> {
@@ -562,16 +566,7 @@ fn start_and_first_answer(
         // Refused (ICMP) while nothing listens yet: try again.
         let _ = sock.send_to(&q.to_vec().unwrap(), dns);
         if let Ok((n, _)) = sock.recv_from(&mut buf) {
-            let msg = Message::from_vec(&buf[..n]).unwrap();
-            let mut ips: Vec<String> = msg
-                .answers
-                .iter()
-                .filter_map(|r| match &r.data {
-                    RData::A(a) => Some(a.0.to_string()),
-                    _ => None,
-                })
-                .collect();
-            ips.sort();
+            let ips = a_records(&Message::from_vec(&buf[..n]).unwrap());
             let instance = Instance {
                 served,
                 admin,
