@@ -71,10 +71,6 @@ impl Assignment {
         ranked.truncate(self.k);
         ranked.into_iter().map(|(_, m)| m).collect()
     }
-
-    pub fn k(&self) -> usize {
-        self.k
-    }
 }
 
 #[cfg(test)]
