@@ -43,6 +43,8 @@ NODES = ["a", "b", "c"]
 DNS = {n: 5821 + i for i, n in enumerate(NODES)}
 ADMIN = {n: 9821 + i for i, n in enumerate(NODES)}
 GOSSIP = {n: 7951 + i for i, n in enumerate(NODES)}
+# The parts of gtmd_fleet_work_seconds_total.
+WORK_PARTS = ["transport", "sweep", "publish", "read"]
 
 
 def get(node, path, timeout=5):
@@ -50,29 +52,38 @@ def get(node, path, timeout=5):
         return r.status, r.read().decode()
 
 
-def metric(node, series):
-    """The value of one series (the whole line up to the value) in /metrics, or 0."""
+def gauges(node, pid=None):
+    """One scrape of /metrics (and the process's CPU seconds when `pid` is given), and
+    when it was taken: every rate is the difference of two scrapes of the same node over
+    the time between them. (A scrape of 10,000 apps' metrics takes a good part of a
+    second; rates over a common span of all three nodes' scrapes came out ~15 % high.)"""
+    t = time.monotonic()
     _, text = get(node, "/metrics")
+    cpu = outage.cpu_seconds(pid) if pid else 0.0
+    t = (t + time.monotonic()) / 2
+    values = {}
     for line in text.splitlines():
-        if line.startswith(series + " "):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def probes(node):
-    """Probes run so far (every cluster's probe duration histogram count)."""
-    _, text = get(node, "/metrics")
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("gtmd_probe_duration_seconds_count"))
-
-
-def gauges(node):
+        if line and not line.startswith("#"):
+            series, value = line.rsplit(" ", 1)
+            values[series] = float(value)
     return {
-        "probes": probes(node),
-        "sent": metric(node, 'gtmd_fleet_gossip_bytes_total{direction="sent"}'),
-        "work": metric(node, 'gtmd_fleet_work_seconds_total{part="share"}')
-        + metric(node, 'gtmd_fleet_work_seconds_total{part="transport"}'),
+        "t": t,
+        "cpu": cpu,
+        # Probes run so far: every cluster's probe duration histogram count.
+        "probes": sum(v for k, v in values.items()
+                      if k.startswith("gtmd_probe_duration_seconds_count")),
+        "sent": values.get('gtmd_fleet_gossip_bytes_total{direction="sent"}', 0.0),
+        # The fleet's own work, every part.
+        "work": sum(v for k, v in values.items()
+                    if k.startswith("gtmd_fleet_work_seconds_total{")),
+        **{f"work_{part}": values.get(f'gtmd_fleet_work_seconds_total{{part="{part}"}}', 0.0)
+           for part in WORK_PARTS},
     }
+
+
+def rate(after, before, key):
+    """Per second, between two scrapes of one node."""
+    return (after[key] - before[key]) / (after["t"] - before["t"])
 
 
 def write_config(path, args, key):
@@ -183,16 +194,15 @@ def one_run(run, args, nginx, work):
         # own first observations (its probes' first results, spread over an interval) are
         # shared and nothing changes any more.
         time.sleep(max(0.0, t0 + result["join_ready"] + args.settle_seconds - time.monotonic()))
-        before = {n: (gauges(n), outage.cpu_seconds(procs[n].pid)) for n in NODES}
-        t_rest = time.monotonic()
+        before = {n: gauges(n, procs[n].pid) for n in NODES}
         time.sleep(args.rest_seconds)
-        span = time.monotonic() - t_rest
         for n in NODES:
-            g, cpu = gauges(n), outage.cpu_seconds(procs[n].pid)
-            result[f"rest_bytes_{n}"] = (g["sent"] - before[n][0]["sent"]) / span
-            result[f"rest_work_{n}"] = 100 * (g["work"] - before[n][0]["work"]) / span
-            result[f"rest_cpu_{n}"] = 100 * (cpu - before[n][1]) / span
-            result[f"rest_probes_{n}"] = (g["probes"] - before[n][0]["probes"]) / span
+            g = gauges(n, procs[n].pid)
+            result[f"rest_bytes_{n}"] = rate(g, before[n], "sent")
+            result[f"rest_work_{n}"] = 100 * rate(g, before[n], "work")
+            result[f"rest_parts_{n}"] = {p: 100 * rate(g, before[n], f"work_{p}") for p in WORK_PARTS}
+            result[f"rest_cpu_{n}"] = 100 * rate(g, before[n], "cpu")
+            result[f"rest_probes_{n}"] = rate(g, before[n], "probes")
         outage.warm_up(poller, limit=120)
 
         # The outage.
@@ -202,13 +212,12 @@ def one_run(run, args, nginx, work):
         backends[outage.VICTIM].kill()
         t_kill = time.monotonic()
         settled = until_settled(poller, servers, False, args.limit)
-        span = time.monotonic() - t_kill
         done, never = agreed_times(servers, False, t_kill)
         result["out"] = outage.distribution(done, never)
         for n in NODES:
             g = gauges(n)
-            result[f"out_bytes_{n}"] = (g["sent"] - before[n]["sent"]) / span
-            result[f"out_work_{n}"] = 100 * (g["work"] - before[n]["work"]) / span
+            result[f"out_bytes_{n}"] = rate(g, before[n], "sent")
+            result[f"out_work_{n}"] = 100 * rate(g, before[n], "work")
         if not settled:
             print(f"  run {run}: not every name agreed without the victim within {args.limit} s",
                   file=sys.stderr)
@@ -224,10 +233,9 @@ def one_run(run, args, nginx, work):
         until_settled(poller, servers, True, args.limit)
         done, never = agreed_times(servers, True, t_back)
         result["back"] = outage.distribution(done, never)
-        span = time.monotonic() - t_back
         for n in NODES:
             g = gauges(n)
-            result[f"back_bytes_{n}"] = (g["sent"] - before[n]["sent"]) / span
+            result[f"back_bytes_{n}"] = rate(g, before[n], "sent")
         for s in servers:
             s.sock.close()
         result["rss_c"] = outage.rss_mib(procs["c"].pid)
@@ -254,6 +262,9 @@ def print_run(run, r):
         print(f"  at rest, {n}: gossip {r[f'rest_bytes_{n}']:.0f} B/s sent, fleet work "
               f"{r[f'rest_work_{n}']:.2f} % of a core, process CPU {r[f'rest_cpu_{n}']:.1f} %, "
               f"{r[f'rest_probes_{n}']:.0f} probes/s")
+        parts = r[f"rest_parts_{n}"]
+        print("    fleet work by part (% of a core): "
+              + ", ".join(f"{p} {parts[p]:.2f}" for p in WORK_PARTS))
     print(f"  outage, all three without the victim (s from the kill): {dist(r['out'])}")
     for n in NODES:
         print(f"    {n}: gossip {r[f'out_bytes_{n}']:.0f} B/s sent, fleet work "

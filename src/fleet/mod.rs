@@ -67,15 +67,15 @@ pub struct SharingGauges {
     pub disagreeing: IntGauge,
     /// Per live peer: targets it has a fresh observation of.
     pub peer_observations: prometheus::IntGaugeVec,
-    /// `gtmd_fleet_work_seconds_total{part="share"}`.
-    pub work: prometheus::Counter,
+    /// `gtmd_fleet_work_seconds_total{part}` of the sharing: `sweep`, `publish`, `read`.
+    pub work: ShareWork,
     /// Per live peer: seconds since its heartbeat last advanced here (how old the newest
     /// news of it is).
     pub heard: prometheus::GaugeVec,
 }
 
 impl SharingGauges {
-    fn register(registry: &Registry, work: prometheus::Counter) -> Self {
+    fn register(registry: &Registry, work: ShareWork) -> Self {
         let g = Self {
             work,
             heard: prometheus::GaugeVec::new(
@@ -328,8 +328,20 @@ async fn watch_peers(
     }
 }
 
-/// The transport's metrics, and the counter of the sharing's work.
-fn register_metrics(registry: &Registry) -> (GossipMetrics, prometheus::Counter) {
+/// The CPU time of each part of the sharing ([`share`]), apart so that an operator (and
+/// the benchmark) can tell which one costs.
+#[derive(Clone)]
+pub struct ShareWork {
+    /// The periodic pass over every target ([`share::SWEEP`]).
+    pub sweep: prometheus::Counter,
+    /// Encoding this instance's own changed observations.
+    pub publish: prometheus::Counter,
+    /// Reading the peers' changed observations and deciding the targets they change.
+    pub read: prometheus::Counter,
+}
+
+/// The transport's metrics, and the counters of the sharing's work.
+fn register_metrics(registry: &Registry) -> (GossipMetrics, ShareWork) {
     let bytes = IntCounterVec::new(
         Opts::new(
             "gtmd_fleet_gossip_bytes_total",
@@ -357,9 +369,11 @@ fn register_metrics(registry: &Registry) -> (GossipMetrics, prometheus::Counter)
         Opts::new(
             "gtmd_fleet_work_seconds_total",
             "CPU time this instance spent on the fleet, off the query path: part=\"transport\" \
-             sealing, checking and decoding gossip datagrams; part=\"share\" encoding its \
-             own observations, reading the peers' and deciding the agreed verdicts (chitchat's \
-             own bookkeeping is not counted).",
+             sealing, checking and decoding gossip datagrams; part=\"sweep\" the pass over \
+             every target every 5 s (own observations gone stale, the gauges); \
+             part=\"publish\" encoding its own changed observations; part=\"read\" reading \
+             the peers' changed observations and deciding the targets they change \
+             (chitchat's own bookkeeping is not counted).",
         ),
         &["part"],
     )
@@ -370,7 +384,11 @@ fn register_metrics(registry: &Registry) -> (GossipMetrics, prometheus::Counter)
         rejected: rejected.clone(),
         work: work.with_label_values(&["transport"]),
     };
-    let share = work.with_label_values(&["share"]);
+    let share = ShareWork {
+        sweep: work.with_label_values(&["sweep"]),
+        publish: work.with_label_values(&["publish"]),
+        read: work.with_label_values(&["read"]),
+    };
     for c in [
         Box::new(bytes) as Box<dyn prometheus::core::Collector>,
         Box::new(rejected),

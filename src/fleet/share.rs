@@ -73,7 +73,7 @@ pub async fn publish_own(
         tokio::select! {
             () = health.outbox.marked() => tokio::time::sleep(window).await,
             _ = sweep.tick() => {
-                let (h, work) = (health.clone(), gauges.work.clone());
+                let (h, work) = (health.clone(), gauges.work.sweep.clone());
                 let swept = tokio::task::spawn_blocking(move || {
                     let started = cpu_time();
                     let out = h.sweep();
@@ -112,6 +112,7 @@ pub async fn publish_own(
         }
         gauges
             .work
+            .publish
             .inc_by(cpu_time().saturating_sub(started).as_secs_f64());
         if !sets.is_empty() {
             debug!(keys = sets.len(), "fleet: own observations gossiped");
@@ -248,17 +249,22 @@ pub async fn read_peers(
         let (changed, peers) = reader.read(&live, &layout);
         gauges
             .work
+            .read
             .inc_by(cpu_time().saturating_sub(started).as_secs_f64());
         if peers {
             assign(&reader);
         }
         if !changed.is_empty() || peers {
             let views = Arc::new(reader.views());
-            let h = health.clone();
-            let applied =
-                tokio::task::spawn_blocking(move || h.peers_changed(views, &layout, &changed))
-                    .await
-                    .unwrap_or(false);
+            let (h, work) = (health.clone(), gauges.work.read.clone());
+            let applied = tokio::task::spawn_blocking(move || {
+                let started = cpu_time();
+                let applied = h.peers_changed(views, &layout, &changed);
+                work.inc_by(cpu_time().saturating_sub(started).as_secs_f64());
+                applied
+            })
+            .await
+            .unwrap_or(false);
             if !applied {
                 // A reload changed the layout meanwhile: read again against the new one.
                 continue;

@@ -14,6 +14,7 @@ use std::{
 };
 
 use hickory_proto::rr::Name;
+use indexmap::IndexMap;
 
 use super::agree::{
     Agreement, PeerViews, Seen, agreed_reason,
@@ -186,10 +187,20 @@ pub fn probes(model: &Model) -> Vec<(ProbeId, &ProbeSpec)> {
 /// Verdicts of every probe.
 #[derive(Debug, Clone, Default)]
 pub struct HealthTable {
-    entries: HashMap<ProbeId, ProbeEntry>,
+    /// In a map that also numbers its entries, so that the fleet's passes over every
+    /// target reach each entry by its number ([`HealthTable::at`]), not by hashing and
+    /// comparing its id: at 50,000 targets that lookup was most of the sweep's time.
+    entries: IndexMap<ProbeId, ProbeEntry>,
     /// With a fleet: the layout of what is gossiped and the peers' views.
     agreement: Option<Box<Agreement>>,
+    /// With a fleet: per bucket of the layout and target in it, the number of its entry
+    /// (`NOT_HELD` when this table has none). Kept in step by [`HealthTable::reindex`]
+    /// whenever the entries or the layout change.
+    at: Vec<Box<[u32]>>,
 }
+
+/// In [`HealthTable::at`]: a target of the layout this table holds no entry for.
+const NOT_HELD: u32 = u32::MAX;
 
 fn initial(spec: &ProbeSpec) -> ProbeEntry {
     ProbeEntry {
@@ -219,6 +230,7 @@ impl HealthTable {
                 })
                 .collect(),
             agreement: None,
+            at: Vec::new(),
         }
     }
 
@@ -280,22 +292,39 @@ impl HealthTable {
             if all {
                 let entries = std::mem::take(&mut self.entries);
                 let agreement = self.agreement.take();
-                return (HealthTable { entries, agreement }, changed);
+                let at = std::mem::take(&mut self.at);
+                return (
+                    HealthTable {
+                        entries,
+                        agreement,
+                        at,
+                    },
+                    changed,
+                );
             }
             changed.clear();
         }
         let entries = new
             .iter()
             .map(|(id, spec)| {
-                let entry = self.entries.remove(id).unwrap_or_else(|| initial(spec));
+                let entry = self
+                    .entries
+                    .swap_remove(id)
+                    .unwrap_or_else(|| initial(spec));
                 if differs(id, &entry) {
                     changed.push(id.clone());
                 }
                 (id.clone(), entry)
             })
             .collect();
-        let agreement = self.agreement.take();
-        (HealthTable { entries, agreement }, changed)
+        let mut table = HealthTable {
+            entries,
+            agreement: self.agreement.take(),
+            at: Vec::new(),
+        };
+        self.at.clear();
+        table.reindex();
+        (table, changed)
     }
 
     /// Every entry, to update in place.
@@ -338,8 +367,28 @@ impl HealthTable {
             }
         }
         self.agreement = agreement.map(Box::new);
+        self.reindex();
         let ids: Vec<ProbeId> = self.entries.keys().cloned().collect();
         ids.into_iter().filter(|id| self.agree(id)).collect()
+    }
+
+    /// Numbers the entry of every target of the layout ([`HealthTable::at`]).
+    fn reindex(&mut self) {
+        self.at = match self.agreement.as_deref() {
+            None => Vec::new(),
+            Some(a) => a
+                .layout
+                .buckets
+                .iter()
+                .map(|bucket| {
+                    bucket
+                        .ids
+                        .iter()
+                        .map(|id| self.entries.get_index_of(id).map_or(NOT_HELD, |i| i as u32))
+                        .collect()
+                })
+                .collect(),
+        };
     }
 
     /// New views of the peers (same layout).
@@ -369,17 +418,17 @@ impl HealthTable {
         let Some(a) = self.agreement.as_deref() else {
             return out;
         };
-        let Some(bucket) = a.layout.buckets.get(b) else {
+        let (Some(bucket), Some(at)) = (a.layout.buckets.get(b), self.at.get(b)) else {
             return out;
         };
         let now = SystemTime::now();
         let mut own = Vec::with_capacity(bucket.ids.len());
-        for (i, id) in bucket.ids.iter().enumerate() {
+        for (i, (id, &n)) in bucket.ids.iter().zip(at.iter()).enumerate() {
             let slot = Slot {
                 bucket: b as u16,
                 index: i as u32,
             };
-            let Some(e) = self.entries.get_mut(id) else {
+            let Some((_, e)) = self.entries.get_index_mut(n as usize) else {
                 own.push(Seen::Unknown);
                 continue;
             };
@@ -438,14 +487,15 @@ impl HealthTable {
         let bucket = a.layout.buckets.get(b)?;
         let now = SystemTime::now();
         let fresh = |i: usize| Duration::from_millis(u64::from(bucket.fresh_ms[i]));
-        let seen = bucket
-            .ids
+        let seen = self
+            .at
+            .get(b)?
             .iter()
             .enumerate()
-            .map(|(i, id)| {
+            .map(|(i, &n)| {
                 self.entries
-                    .get(id)
-                    .map_or(Seen::Unknown, |e| e.seen(fresh(i), now))
+                    .get_index(n as usize)
+                    .map_or(Seen::Unknown, |(_, e)| e.seen(fresh(i), now))
             })
             .collect();
         Some((bucket.hash, seen))
@@ -454,17 +504,15 @@ impl HealthTable {
     /// Decides bucket `b`'s targets again (the peers' views of it changed); the probes
     /// whose answered verdict changed.
     pub fn agree_bucket(&mut self, b: usize) -> Vec<ProbeId> {
-        let Some(layout) = self.agreement.as_deref().map(|a| a.layout.clone()) else {
+        let Some(layout) = self.layout() else {
             return Vec::new();
         };
         let Some(bucket) = layout.buckets.get(b) else {
             return Vec::new();
         };
-        bucket
-            .ids
-            .iter()
-            .filter(|id| self.agree(id))
-            .cloned()
+        (0..bucket.ids.len())
+            .filter(|&i| self.agree_at(b, i))
+            .map(|i| bucket.ids[i].clone())
             .collect()
     }
 
@@ -483,11 +531,32 @@ impl HealthTable {
             Changed::All => self.agree_bucket(b),
             Changed::Some(at) => at
                 .iter()
-                .filter_map(|&i| bucket.ids.get(i as usize))
-                .filter(|id| self.agree(id))
-                .cloned()
+                .map(|&i| i as usize)
+                .filter(|&i| i < bucket.ids.len() && self.agree_at(b, i))
+                .map(|i| bucket.ids[i].clone())
                 .collect(),
         }
+    }
+
+    /// [`HealthTable::agree`] for the target at index `i` of bucket `b` of the layout.
+    fn agree_at(&mut self, b: usize, i: usize) -> bool {
+        let Some(a) = self.agreement.as_deref() else {
+            return false;
+        };
+        let (Some(id), Some(&n)) = (
+            a.layout.buckets.get(b).and_then(|bucket| bucket.ids.get(i)),
+            self.at.get(b).and_then(|at| at.get(i)),
+        ) else {
+            return false;
+        };
+        let Some((_, e)) = self.entries.get_index_mut(n as usize) else {
+            return false;
+        };
+        let slot = Slot {
+            bucket: b as u16,
+            index: i as u32,
+        };
+        agree_entry(id, e, a, slot, SystemTime::now()).0
     }
 
     /// The layout of the fleet's gossip, if in a fleet.
@@ -521,6 +590,15 @@ fn agree_entry(
 ) -> (bool, Seen) {
     let own = e.seen(a.layout.fresh(slot), now);
     let d = a.decide(slot, own);
+    // Most targets, most of the time (every pass of the sweep): answered from the own
+    // view, and still so. Nothing to compare or write.
+    let own_view = match d.up {
+        None => true,
+        Some(up) => own.up() == Some(up) && up == e.state.up,
+    };
+    if own_view && e.agreed.is_none() {
+        return (false, own);
+    }
     let before = e.verdict().clone();
     let agreed = match d.up {
         // Alone: the own view, when this instance has one. Without any fresh
@@ -902,5 +980,75 @@ targets = [{{ cluster = "a" }}]
         let carried_back = self::carried(&carried, &old);
         assert!(carried_back.get(&app("y.t.test.")).is_none());
         assert_eq!(carried_back.len(), 2);
+    }
+
+    /// The fleet's passes over every target (sweep, own observations) reach each target's
+    /// entry by its number in the table: still its own entry after a reload that removes
+    /// one target (the others move) and adds another.
+    #[test]
+    fn the_fleets_passes_read_each_targets_own_entry_across_a_reload() {
+        let config = |apps: &[&str]| {
+            let mut text = format!(
+                "[health.defaults]\nkind = \"http\"\nport = 80\n{}\
+                 [[clusters]]\nname = \"a\"\ningress = [\"192.0.2.10\"]\n",
+                crate::test_support::t_test_zone!()
+            );
+            for a in apps {
+                text.push_str(&format!(
+                    "[[apps]]\nhostname = \"{a}.t.test\"\ntargets = [{{ cluster = \"a\" }}]\n"
+                ));
+            }
+            model(&text)
+        };
+        // Each app's own observation tells which app it is: down (refused) or up, by name.
+        let expected = |id: &ProbeId| match id {
+            ProbeId::App { app, .. } if app.to_ascii().starts_with('d') => Seen::Refused,
+            _ => Seen::Up,
+        };
+        let observe = |table: &mut HealthTable, model: &Model| {
+            let now = SystemTime::now();
+            for (id, _) in probes(model) {
+                let e = table.get_mut(&id).unwrap();
+                let up = expected(&id) == Seen::Up;
+                e.state = ProbeState {
+                    up,
+                    reason: Arc::from(if up { "ok" } else { "connection refused" }),
+                    since: now,
+                };
+                e.last = Some(LastResult {
+                    ok: up,
+                    reason: e.state.reason.to_string(),
+                    at: now,
+                    duration: Duration::from_millis(1),
+                });
+                e.confirmed = true;
+            }
+        };
+        let join = |table: &mut HealthTable, model: &Model| {
+            table.set_agreement(Some(Agreement {
+                layout: Arc::new(Layout::build(&probes(model))),
+                peers: Arc::new(PeerViews::default()),
+                up_fraction: 0.5,
+            }));
+        };
+        let check = |table: &mut HealthTable| {
+            let layout = table.layout().unwrap();
+            for (b, bucket) in layout.buckets.iter().enumerate() {
+                let want: Vec<Seen> = bucket.ids.iter().map(expected).collect();
+                assert_eq!(table.own_bucket(b).unwrap().1, want, "bucket {b}");
+                assert_eq!(table.sweep_bucket(b).own.unwrap().1, want, "bucket {b}");
+            }
+        };
+        let old = config(&["u1", "d2", "u3", "d4", "u5", "d6"]);
+        let mut table = HealthTable::initial(&old);
+        observe(&mut table, &old);
+        join(&mut table, &old);
+        check(&mut table);
+        // A reload: u1 goes (the entries after it are renumbered), d7 comes.
+        let new = config(&["d2", "u3", "d4", "u5", "d6", "d7"]);
+        let (mut carried, _) = table.take_for(&probes(&new), &VerdictView::default());
+        observe(&mut carried, &new);
+        join(&mut carried, &new);
+        check(&mut carried);
     }
 }
