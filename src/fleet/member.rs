@@ -333,4 +333,70 @@ mod tests {
         until_peers(&a, &["b"]).await;
         until_peers(&b, &["a"]).await;
     }
+
+    /// A starting instance's wait ([`crate::fleet::share::warm_start`]) ends as soon as
+    /// every member its live peers name is live and ready: undecided while a peer names
+    /// none, not yet while one it names is missing, then yes.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_start_waits_for_exactly_the_members_its_peers_name() {
+        use crate::fleet::share::{MEMBERS_KEY, PeerReader, READY_KEY};
+        let [a_addr, b_addr, c_addr] = free_ports::<3>();
+        let join = |node: &'static str, addr, seeds: Vec<SocketAddr>, keys: &[(&str, &str)]| {
+            let keys: Vec<(String, String)> = keys
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            async move {
+                let (t, _) = transport(KEY);
+                Member::join(&settings(node, addr, &seeds), &t, keys)
+                    .await
+                    .unwrap()
+            }
+        };
+        let a = join(
+            "a",
+            a_addr,
+            vec![],
+            &[(READY_KEY, "1"), (MEMBERS_KEY, "a b")],
+        )
+        .await;
+        let b = join("b", b_addr, vec![a_addr], &[(READY_KEY, "1")]).await;
+        let c = join("c", c_addr, vec![a_addr], &[]).await;
+        // What c's start sees, once the live peers' states satisfy `until`.
+        let named_when = |until: fn(&LiveNodes) -> bool| {
+            let c = &c;
+            async move {
+                let mut watch = c.live_watcher().await;
+                tokio::time::timeout(Duration::from_secs(60), async {
+                    loop {
+                        let live = c.live_states().await;
+                        if until(&live) {
+                            return PeerReader::all_named_ready(&live, "c");
+                        }
+                        watch.changed().await.unwrap();
+                    }
+                })
+                .await
+                .expect("the peers' keys within a minute")
+            }
+        };
+        let both_ready = |live: &LiveNodes| PeerReader::complete(live, "c") == (2, 2);
+        assert_eq!(named_when(both_ready).await, None, "b names no members yet");
+        b.set(MEMBERS_KEY, "a b x").await;
+        let names_x = |live: &LiveNodes| {
+            PeerReader::complete(live, "c") == (2, 2)
+                && newest_peers(live, "c")
+                    .iter()
+                    .any(|(id, s)| &*id.node_id == "b" && s.get(MEMBERS_KEY) == Some("a b x"))
+        };
+        assert_eq!(named_when(names_x).await, Some(false), "x is not live");
+        b.set(MEMBERS_KEY, "a b c").await;
+        let names_c = |live: &LiveNodes| {
+            newest_peers(live, "c")
+                .iter()
+                .any(|(id, s)| &*id.node_id == "b" && s.get(MEMBERS_KEY) == Some("a b c"))
+        };
+        assert_eq!(named_when(names_c).await, Some(true));
+        drop(a);
+    }
 }

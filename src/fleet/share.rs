@@ -22,6 +22,10 @@ const PREFIX: &str = "v.";
 /// Set once every bucket was published: a peer holding this key holds every bucket (a
 /// delta carries a node's keys in the order they were set).
 pub const READY_KEY: &str = "ready";
+/// The live members this instance sees, itself included, by name, separated by spaces
+/// (names are visible ASCII). A starting instance waits for exactly these to be ready
+/// ([`warm_start`]) rather than for the set of peers it sees to hold still for a round.
+pub const MEMBERS_KEY: &str = "members";
 
 /// A burst of changes (an outage is thousands within seconds) goes out as one set of keys,
 /// pushed to the live peers at once: at most every quarter of the gossip interval (and at
@@ -217,6 +221,32 @@ impl PeerReader {
             .count();
         (ready, peers.len())
     }
+
+    /// Whether every member that the live peers name ([`MEMBERS_KEY`]) is live here and
+    /// ready: then nothing more is to come. None while a live peer has not said (a start
+    /// of its own, or an older version): the caller then waits for the live set to settle.
+    pub fn all_named_ready(live: &LiveNodes, me: &str) -> Option<bool> {
+        let peers = newest_peers(live, me);
+        let ready = |name: &str| {
+            peers
+                .iter()
+                .any(|(id, s)| *id.node_id == *name && s.get(READY_KEY).is_some())
+        };
+        let mut all = !peers.is_empty();
+        for (_, state) in &peers {
+            let named = state.get(MEMBERS_KEY)?;
+            all &= named.split(' ').filter(|n| *n != me).all(ready);
+        }
+        Some(all && peers.iter().all(|(id, _)| ready(&id.node_id)))
+    }
+}
+
+/// The value of [`MEMBERS_KEY`]: this instance and the peers it reads, by name.
+fn members(me: &str, reader: &PeerReader) -> String {
+    let mut names: Vec<&str> = reader.views.keys().map(String::as_str).collect();
+    names.push(me);
+    names.sort_unstable();
+    names.join(" ")
 }
 
 /// Keeps the health table's view of the peers current.
@@ -235,6 +265,9 @@ pub async fn read_peers(
         }
     };
     assign(&reader);
+    member
+        .set(MEMBERS_KEY, &members(member.node(), &reader))
+        .await;
     let mut watch = member.live_watcher().await;
     // A peer's change is read as its delta arrives, not at this instance's next round.
     let keys = Arc::new(tokio::sync::Notify::new());
@@ -253,6 +286,9 @@ pub async fn read_peers(
             .inc_by(cpu_time().saturating_sub(started).as_secs_f64());
         if peers {
             assign(&reader);
+            member
+                .set(MEMBERS_KEY, &members(member.node(), &reader))
+                .await;
         }
         if !changed.is_empty() || peers {
             let views = Arc::new(reader.views());
@@ -330,9 +366,11 @@ pub async fn heard(member: Arc<Member>, gauge: prometheus::GaugeVec) {
 /// Waits, at most `wait`, until the live peers have published all their observations,
 /// and returns what they see: a (re)starting instance answers from the fleet's view, not
 /// from `initial` states; and whether every live peer's observations arrived (at least
-/// one peer's). A peer counts as live only after two of its heartbeats, so the set of
-/// ready peers must also stay the same for `settle` (a gossip round): a fleet's second
-/// peer is not missed because the first one answered sooner.
+/// one peer's). A peer counts as live only after two of its heartbeats, so a fleet's
+/// second peer can become live a round after the first: the wait ends when every member
+/// that the live peers name ([`MEMBERS_KEY`]) is live and ready here, or, while a peer
+/// names none, once the set of ready peers has stayed the same for `settle` (a gossip
+/// round).
 pub async fn warm_start(
     member: &Member,
     layout: &Arc<Layout>,
@@ -355,7 +393,8 @@ pub async fn warm_start(
             _ => Some((all, now)),
         };
         let settled = complete.map(|(_, since)| since + settle);
-        if settled.is_some_and(|at| at <= now) {
+        let named = PeerReader::all_named_ready(&live, member.node()) == Some(true);
+        if named || settled.is_some_and(|at| at <= now) {
             reader.read(&live, layout);
             info!(peers = all, took = ?started.elapsed(), "fleet: started from the peers' observations");
             return (reader, true);
