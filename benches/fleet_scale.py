@@ -73,6 +73,9 @@ def gauges(node, pid=None):
         "probes": sum(v for k, v in values.items()
                       if k.startswith("gtmd_probe_duration_seconds_count")),
         "sent": values.get('gtmd_fleet_gossip_bytes_total{direction="sent"}', 0.0),
+        # Gossip datagrams dropped, every reason.
+        "rejected": sum(v for k, v in values.items()
+                        if k.startswith("gtmd_fleet_packets_rejected_total{")),
         # The fleet's own work, every part.
         "work": sum(v for k, v in values.items()
                     if k.startswith("gtmd_fleet_work_seconds_total{")),
@@ -137,12 +140,14 @@ def first_answer(node, proc, log_path, limit=180):
     raise SystemExit(f"gtmd {node} did not answer within {limit} s")
 
 
-def agreed_times(servers, want_victim, t0):
-    """Per name: seconds from t0 until the last of the servers took its final streak."""
+def agreed_times(servers, want_victim, t0, first=False):
+    """Per name: seconds from t0 until the last of the servers took its final streak (the
+    first of them with first=True: the detection, before the fleet's agreement)."""
     out, never = [], 0
+    pick = min if first else max
     for i in range(servers[0].n):
         if all(s.streak[i] is want_victim for s in servers):
-            out.append(max(s.since[i] for s in servers) - t0)
+            out.append(pick(s.since[i] for s in servers) - t0)
         else:
             never += 1
     return out, never
@@ -214,10 +219,12 @@ def one_run(run, args, nginx, work):
         settled = until_settled(poller, servers, False, args.limit)
         done, never = agreed_times(servers, False, t_kill)
         result["out"] = outage.distribution(done, never)
+        result["out_first"] = outage.distribution(*agreed_times(servers, False, t_kill, True))
         for n in NODES:
             g = gauges(n)
             result[f"out_bytes_{n}"] = rate(g, before[n], "sent")
             result[f"out_work_{n}"] = 100 * rate(g, before[n], "work")
+            result[f"out_rejected_{n}"] = g["rejected"] - before[n]["rejected"]
         if not settled:
             print(f"  run {run}: not every name agreed without the victim within {args.limit} s",
                   file=sys.stderr)
@@ -266,9 +273,11 @@ def print_run(run, r):
         print("    fleet work by part (% of a core): "
               + ", ".join(f"{p} {parts[p]:.2f}" for p in WORK_PARTS))
     print(f"  outage, all three without the victim (s from the kill): {dist(r['out'])}")
+    print(f"    (the first of the three without it: {dist(r['out_first'])})")
     for n in NODES:
         print(f"    {n}: gossip {r[f'out_bytes_{n}']:.0f} B/s sent, fleet work "
-              f"{r[f'out_work_{n}']:.2f} % of a core")
+              f"{r[f'out_work_{n}']:.2f} % of a core, "
+              f"{r[f'out_rejected_{n}']:.0f} gossip datagrams rejected")
     print(f"  recovery, all three with it again (s from the restart): {dist(r['back'])}")
     print(f"  c's RSS at the end: {r['rss_c']:.0f} MiB")
     sys.stdout.flush()
@@ -290,6 +299,8 @@ def summary(results):
         ("at rest: process CPU, max of the three (%)",
          [max(r[f"rest_cpu_{n}"] for n in NODES) for r in results]),
         ("outage: all three without it, median name (s)", [r["out"]["median"] for r in results]),
+        ("outage: the first of the three without it, last name (s)",
+         [r["out_first"]["last"] for r in results]),
         ("outage: all three without it, last name (s)", [r["out"]["last"] for r in results]),
         ("outage: gossip sent, max of the three (B/s)",
          [max(r[f"out_bytes_{n}"] for n in NODES) for r in results]),
