@@ -103,14 +103,20 @@ pub async fn publish_own(
                 .outbox
                 .take()
                 .into_iter()
-                .filter_map(|b| health.own_bucket(b).map(|(hash, states)| (b, hash, states))),
+                .filter_map(|b| health.own_bucket(b)),
         );
         let mut sets = Vec::new();
-        for (b, hash, states) in own {
+        for OwnBucket {
+            bucket: b,
+            hash,
+            states,
+            since,
+        } in own
+        {
             if states.is_empty() && published[b].is_none() {
                 continue;
             }
-            let value = codec::encode(hash, &states);
+            let value = codec::encode(hash, &states, &since);
             if published[b].as_deref() != Some(value.as_str()) {
                 published[b] = Some(value.clone());
                 sets.push((key(b), value));

@@ -104,7 +104,7 @@ impl HealthShared {
 
     /// With a fleet: this instance's own observations of bucket `b` (its hash and, in
     /// layout order, one state per target), to gossip.
-    pub fn own_bucket(&self, b: usize) -> Option<(u64, Vec<Seen>)> {
+    pub fn own_bucket(&self, b: usize) -> Option<OwnBucket> {
         lock(&self.table).own_bucket(b)
     }
 
@@ -150,9 +150,7 @@ impl HealthShared {
             overruled += swept.overruled;
             disagreeing += swept.disagreeing;
             self.dirty.mark(swept.changed);
-            if let Some((hash, states)) = swept.own {
-                own.push((b, hash, states));
-            }
+            own.extend(swept.own);
         }
         (overruled, disagreeing, own)
     }

@@ -17,7 +17,7 @@ use hickory_proto::rr::Name;
 use indexmap::IndexMap;
 
 use super::agree::{
-    Agreement, PeerViews, Seen, agreed_reason,
+    Agreement, OwnBucket, PeerViews, Seen, agreed_reason,
     layout::{Layout, NO_SLOT, Slot},
 };
 use crate::model::{Model, ProbeSpec};
@@ -422,21 +422,21 @@ impl HealthTable {
             return out;
         };
         let now = SystemTime::now();
-        let mut own = Vec::with_capacity(bucket.ids.len());
+        let mut own = OwnBucket::with_capacity(b, bucket.hash, bucket.ids.len());
         for (i, (id, &n)) in bucket.ids.iter().zip(at.iter()).enumerate() {
             let slot = Slot {
                 bucket: b as u16,
                 index: i as u32,
             };
             let Some((_, e)) = self.entries.get_index_mut(n as usize) else {
-                own.push(Seen::Unknown);
+                own.push_unknown();
                 continue;
             };
             let (changed, seen) = agree_entry(id, e, a, slot, now);
             if changed {
                 out.changed.push(id.clone());
             }
-            own.push(seen);
+            own.push(seen, e);
             let answered = e.verdict().up;
             out.overruled += usize::from(seen.up().is_some_and(|up| up != answered));
             let differs = seen.up().is_some_and(|up| up != answered)
@@ -446,7 +446,7 @@ impl HealthTable {
                     .any(|p| p.at(slot).up().is_some_and(|up| up != answered));
             out.disagreeing += usize::from(differs);
         }
-        out.own = Some((bucket.hash, own));
+        out.own = Some(own);
         out
     }
 
@@ -482,23 +482,19 @@ impl HealthTable {
 
     /// This instance's own observations of bucket `b`'s targets, in layout order (what it
     /// gossips).
-    pub fn own_bucket(&self, b: usize) -> Option<(u64, Vec<Seen>)> {
+    pub fn own_bucket(&self, b: usize) -> Option<OwnBucket> {
         let a = self.agreement.as_deref()?;
         let bucket = a.layout.buckets.get(b)?;
         let now = SystemTime::now();
         let fresh = |i: usize| Duration::from_millis(u64::from(bucket.fresh_ms[i]));
-        let seen = self
-            .at
-            .get(b)?
-            .iter()
-            .enumerate()
-            .map(|(i, &n)| {
-                self.entries
-                    .get_index(n as usize)
-                    .map_or(Seen::Unknown, |(_, e)| e.seen(fresh(i), now))
-            })
-            .collect();
-        Some((bucket.hash, seen))
+        let mut own = OwnBucket::with_capacity(b, bucket.hash, bucket.ids.len());
+        for (i, &n) in self.at.get(b)?.iter().enumerate() {
+            match self.entries.get_index(n as usize) {
+                Some((_, e)) => own.push(e.seen(fresh(i), now), e),
+                None => own.push_unknown(),
+            }
+        }
+        Some(own)
     }
 
     /// Decides bucket `b`'s targets again (the peers' views of it changed); the probes
@@ -565,6 +561,35 @@ impl HealthTable {
     }
 }
 
+impl OwnBucket {
+    fn with_capacity(bucket: usize, hash: u64, n: usize) -> Self {
+        Self {
+            bucket,
+            hash,
+            states: Vec::with_capacity(n),
+            since: Vec::with_capacity(n),
+        }
+    }
+
+    /// The next target: seen as `seen`, by entry `e` (since when its own verdict holds).
+    fn push(&mut self, seen: Seen, e: &ProbeEntry) {
+        self.states.push(seen);
+        self.since.push(if seen == Seen::Unknown {
+            0
+        } else {
+            e.state
+                .since
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+        });
+    }
+
+    fn push_unknown(&mut self) {
+        self.states.push(Seen::Unknown);
+        self.since.push(0);
+    }
+}
+
 /// What one pass of the fleet's sweep found in a bucket ([`HealthTable::sweep_bucket`]).
 #[derive(Debug, Default)]
 pub struct Swept {
@@ -575,7 +600,7 @@ pub struct Swept {
     /// Targets some fresh observation (own or a peer's) disagrees with what is answered.
     pub disagreeing: usize,
     /// This instance's own observations of the bucket, to gossip.
-    pub own: Option<(u64, Vec<Seen>)>,
+    pub own: Option<OwnBucket>,
 }
 
 /// Decides the answered verdict of entry `e` (probe `id`, at `slot`) from its own state
@@ -875,7 +900,7 @@ targets = [{{ cluster = "a" }}]
         let mut peer = PeerView::new("b".into());
         peer.set_raw(
             slot.bucket as usize,
-            Arc::from(codec::encode(bucket.hash, &states)),
+            Arc::from(codec::encode(bucket.hash, &states, &[])),
             &layout,
         );
         let mut table = HealthTable::initial(&model);
@@ -1035,8 +1060,12 @@ targets = [{{ cluster = "a" }}]
             let layout = table.layout().unwrap();
             for (b, bucket) in layout.buckets.iter().enumerate() {
                 let want: Vec<Seen> = bucket.ids.iter().map(expected).collect();
-                assert_eq!(table.own_bucket(b).unwrap().1, want, "bucket {b}");
-                assert_eq!(table.sweep_bucket(b).own.unwrap().1, want, "bucket {b}");
+                assert_eq!(table.own_bucket(b).unwrap().states, want, "bucket {b}");
+                assert_eq!(
+                    table.sweep_bucket(b).own.unwrap().states,
+                    want,
+                    "bucket {b}"
+                );
             }
         };
         let old = config(&["u1", "d2", "u3", "d4", "u5", "d6"]);

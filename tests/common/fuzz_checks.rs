@@ -283,10 +283,29 @@ pub fn fleet(data: &[u8]) {
             .next()
             .and_then(|h| u64::from_str_radix(h, 16).ok())
             .unwrap_or(0);
-        if let Ok(states) = codec::decode(&text, hash, len) {
-            assert_eq!(states.len(), len);
-            let again = codec::decode(&codec::encode(hash, &states), hash, len).unwrap();
-            assert_eq!(again, states, "{text:?} does not survive a round trip");
+        if let Ok(read) = codec::decode(&text, hash, len) {
+            assert_eq!(read.states.len(), len);
+            let since = read.since.as_deref().unwrap_or(&[]);
+            assert!(since.is_empty() || since.len() == len);
+            let again =
+                codec::decode(&codec::encode(hash, &read.states, since), hash, len).unwrap();
+            assert_eq!(
+                again.states, read.states,
+                "{text:?} does not survive a round trip"
+            );
+            // What a value says of since is kept where it is said of an observed target
+            // that differs from the common state (the rest is not encoded): written
+            // again, it reads the same.
+            let third = codec::decode(
+                &codec::encode(hash, &again.states, again.since.as_deref().unwrap_or(&[])),
+                hash,
+                len,
+            )
+            .unwrap();
+            assert_eq!(
+                third, again,
+                "{text:?}: since does not survive a round trip"
+            );
         }
         return;
     }

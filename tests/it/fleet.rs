@@ -624,6 +624,17 @@ fn a_restarted_instance_answers_the_fleets_view_from_its_first_answer() {
         assert_eq!(s["state"], "down", "{round}: {s}");
         assert_eq!(s["fleet"]["overruled"], true, "{round}: {s}");
         assert_eq!(answer(c.dns).unwrap(), without(THREE), "{round}");
+        // Since when a has seen three down is a's own time, as a says it, not when c
+        // (just started) heard of it.
+        let a_since = target_status(&a, "three")["verdict"]["since"].clone();
+        let peer_a = s["fleet"]["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["node"] == "a")
+            .cloned()
+            .unwrap_or_default();
+        assert_eq!(peer_a["since"], a_since, "{round}: {s}");
         // Stopped (killed, by its PID: no goodbye to the peers) before the restart.
         drop(c);
     }

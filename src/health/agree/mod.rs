@@ -117,8 +117,9 @@ pub struct PeerView {
     /// Each bucket read against this instance's layout: None where nothing was received,
     /// or where the peer's bucket holds other targets (another configuration).
     pub seen: Vec<Option<Arc<[Seen]>>>,
-    /// Per bucket and target: since when (seconds since the epoch, this instance's clock)
-    /// the peer has said what it says now, as far as this instance saw it change.
+    /// Per bucket and target: since when (seconds since the epoch) the peer has seen the
+    /// target as it says: as the peer says it (a target not in its bucket's common
+    /// state), else when this instance saw the peer's view change (its clock).
     pub since: Vec<Option<Arc<Vec<u32>>>>,
 }
 
@@ -155,8 +156,12 @@ impl PeerView {
             return Changed::None;
         }
         let bucket = &layout.buckets[b];
+        let mut said: Option<Box<[u32]>> = None;
         let seen: Option<Arc<[Seen]>> = match codec::decode(&value, bucket.hash, bucket.ids.len()) {
-            Ok(states) => Some(Arc::from(states)),
+            Ok(d) => {
+                said = d.since;
+                Some(Arc::from(d.states))
+            }
             // Expected while configurations differ (a rollout): not read, quietly.
             Err(codec::DecodeError::OtherTargets) => None,
             // Once per new value: a peer of another version, or a bug.
@@ -199,6 +204,19 @@ impl PeerView {
             }
             (Changed::None, Some(_)) => {}
         }
+        // Where the peer says since when it has seen a target so, that, not when this
+        // instance heard of it.
+        if let (Some(said), Some(since)) = (said, self.since[b].as_mut()) {
+            let differs = |(i, t): (usize, &u32)| *t != 0 && since.get(i) != Some(t);
+            if said.iter().enumerate().any(differs) {
+                let since = Arc::make_mut(since);
+                for (i, &t) in said.iter().enumerate() {
+                    if let Some(at) = since.get_mut(i).filter(|_| t != 0) {
+                        *at = t;
+                    }
+                }
+            }
+        }
         self.seen[b] = seen;
         changed
     }
@@ -224,9 +242,18 @@ impl PeerView {
     }
 }
 
-/// This instance's own observations of one bucket, to gossip: bucket, its hash, a state
-/// per target.
-pub type OwnBucket = (usize, u64, Vec<Seen>);
+/// This instance's own observations of one bucket, to gossip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnBucket {
+    pub bucket: usize,
+    /// The bucket's hash (which targets it holds).
+    pub hash: u64,
+    /// A state per target.
+    pub states: Vec<Seen>,
+    /// Per target, since when (seconds since the Unix epoch) this instance has seen it
+    /// so; 0 where unknown.
+    pub since: Vec<u32>,
+}
 
 /// Which targets of a bucket a peer's new value says something else of.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -379,7 +406,7 @@ mod tests {
                 let mut v = PeerView::new(format!("p{i}"));
                 v.set_raw(
                     slot.bucket as usize,
-                    Arc::from(codec::encode(hash, states)),
+                    Arc::from(codec::encode(hash, states, &[])),
                     &layout,
                 );
                 v
@@ -432,12 +459,12 @@ mod tests {
         let (a, slot) = agreement(&[&[Seen::Refused]], 0.5);
         let mut other = PeerView::new("x".into());
         let b = slot.bucket as usize;
-        let wrong = Arc::from(codec::encode(12345, &[Seen::Refused]));
+        let wrong = Arc::from(codec::encode(12345, &[Seen::Refused], &[]));
         assert_eq!(other.set_raw(b, wrong, &a.layout), Changed::None);
         // A value that fits: every target changed (nothing was known); then only the
         // targets whose state differs.
         let hash = a.layout.buckets[b].hash;
-        let fits = |s: Seen| Arc::from(codec::encode(hash, &[s]));
+        let fits = |s: Seen| Arc::from(codec::encode(hash, &[s], &[]));
         assert_eq!(other.set_raw(b, fits(Seen::Up), &a.layout), Changed::All);
         assert_eq!(other.set_raw(b, fits(Seen::Up), &a.layout), Changed::None);
         assert_eq!(
