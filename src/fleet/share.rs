@@ -31,8 +31,8 @@ pub const MEMBERS_KEY: &str = "members";
 /// of changes (an outage is thousands within seconds) goes out as one set of keys per
 /// window: at most every tenth of the gossip interval, and at least [`MIN_WINDOW`]
 /// apart. Each set re-sends the buckets it changed whole, so the window bounds the
-/// bandwidth of a burst (about 40 KB/s per instance for 10,000 targets going down over
-/// 5 s with a 250 ms window, see the README's fleet figures).
+/// bandwidth of a burst (77-86 KB/s per instance for 10,000 targets going down over
+/// 5 s with the 100 ms window of a 1 s interval, see the README's fleet figures).
 const MIN_WINDOW: Duration = Duration::from_millis(20);
 
 /// How often every bucket is checked again for observations that went stale.
@@ -71,7 +71,7 @@ pub async fn publish_own(
     let window = (gossip_interval / 10).max(MIN_WINDOW);
     // The first change after a quiet window goes at once; the next ones wait out the
     // window from the last set sent.
-    let mut last_sent = tokio::time::Instant::now() - window;
+    let mut last_sent: Option<tokio::time::Instant> = None;
     let mut published: Vec<Option<String>> = vec![None; BUCKETS];
     let mut announced = false;
     let mut sweep = tokio::time::interval(SWEEP);
@@ -81,7 +81,11 @@ pub async fn publish_own(
         // This instance's own observations of the buckets to gossip again.
         let mut own: Vec<OwnBucket> = Vec::new();
         tokio::select! {
-            () = health.outbox.marked() => tokio::time::sleep_until(last_sent + window).await,
+            () = health.outbox.marked() => {
+                if let Some(at) = last_sent {
+                    tokio::time::sleep_until(at + window).await;
+                }
+            }
             _ = sweep.tick() => {
                 let (h, work) = (health.clone(), gauges.work.sweep.clone());
                 let swept = tokio::task::spawn_blocking(move || {
@@ -135,7 +139,7 @@ pub async fn publish_own(
             member.set_all(sets).await;
             let peers = member.live_peers().await;
             member.gossip_now(peers.iter().map(|p| p.addr));
-            last_sent = tokio::time::Instant::now();
+            last_sent = Some(tokio::time::Instant::now());
         }
     }
 }
@@ -380,10 +384,11 @@ pub async fn heard(member: Arc<Member>, gauge: prometheus::GaugeVec) {
 /// and returns what they see: a (re)starting instance answers from the fleet's view, not
 /// from `initial` states; and whether every live peer's observations arrived (at least
 /// one peer's). A peer counts as live only after two of its heartbeats, so a fleet's
-/// second peer can become live a round after the first: the wait ends when every member
-/// that the live peers name ([`MEMBERS_KEY`]) is live and ready here, or, while a peer
-/// names none, once the set of ready peers has stayed the same for `settle` (a gossip
-/// round).
+/// second peer can become live a round after the first. The wait ends as soon as every
+/// member that the live peers name ([`MEMBERS_KEY`]) is live and ready here; otherwise
+/// (a peer that names none yet, or names one that is not coming: it just died) once the
+/// set of ready peers has stayed the same for `settle` (a gossip round), as before the
+/// members were named.
 pub async fn warm_start(
     member: &Member,
     layout: &Arc<Layout>,

@@ -428,10 +428,11 @@ impl HealthTable {
                 bucket: b as u16,
                 index: i as u32,
             };
-            let Some((_, e)) = self.entries.get_index_mut(n as usize) else {
+            let Some((held, e)) = self.entries.get_index_mut(n as usize) else {
                 own.push_unknown();
                 continue;
             };
+            debug_assert_eq!(held, id, "the layout's index is stale");
             let (changed, seen) = agree_entry(id, e, a, slot, now);
             if changed {
                 out.changed.push(id.clone());
@@ -545,9 +546,10 @@ impl HealthTable {
         ) else {
             return false;
         };
-        let Some((_, e)) = self.entries.get_index_mut(n as usize) else {
+        let Some((held, e)) = self.entries.get_index_mut(n as usize) else {
             return false;
         };
+        debug_assert_eq!(held, id, "the layout's index is stale");
         let slot = Slot {
             bucket: b as u16,
             index: i as u32,
