@@ -234,8 +234,8 @@ impl HealthShared {
 pub struct FleetTargetView {
     /// This instance's own observation as it shares it.
     pub own: Seen,
-    /// Each live peer's, by node name, and since when it says so (as this instance saw it
-    /// change).
+    /// Each live peer's, by node name, and since when it says so: as the peer says it
+    /// where its value carries the time, else as this instance saw its view change.
     pub peers: Vec<(String, Seen, Option<SystemTime>)>,
     pub decision: super::agree::Decision,
     /// This instance's own fresh observation says otherwise than what is answered.

@@ -579,10 +579,7 @@ impl OwnBucket {
         self.since.push(if seen == Seen::Unknown {
             0
         } else {
-            e.state
-                .since
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32)
+            super::agree::epoch_secs(e.state.since)
         });
     }
 

@@ -186,9 +186,7 @@ impl PeerView {
             (None, None) => Changed::None,
             _ => Changed::All,
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32);
+        let now = epoch_secs(std::time::SystemTime::now());
         match (&changed, &seen) {
             (_, None) => self.since[b] = None,
             (Changed::All, Some(new)) => self.since[b] = Some(Arc::new(vec![now; new.len()])),
@@ -333,6 +331,13 @@ impl Agreement {
             up,
         }
     }
+}
+
+/// `t` in whole seconds since the Unix epoch, as the gossip carries times (0 before it,
+/// saturated at the end of `u32`, the year 2106).
+pub fn epoch_secs(t: std::time::SystemTime) -> u32 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32)
 }
 
 /// The reason an agreed verdict gives when it is not this instance's own.
