@@ -239,7 +239,8 @@ pub(super) fn flap_json(flap: Option<FlapView>) -> Value {
 }
 
 /// `null` without a fleet; else what each instance sees of the probe and what is
-/// answered: the agreed verdict (`overruled` when this instance's own fresh observation says otherwise).
+/// answered: the agreed verdict (`overruled` when this instance's own fresh observation
+/// says otherwise).
 pub(super) fn fleet_json(health: &HealthShared, id: &ProbeId, entry: Option<&ProbeEntry>) -> Value {
     let (Some(view), Some(e)) = (health.fleet_view(id), entry) else {
         return Value::Null;
