@@ -121,8 +121,11 @@ pub struct FamilyPlan {
     pub addrs: smallvec::SmallVec<[(u32, IpAddr); INLINE]>,
     /// Per pool: its up candidates and total weight.
     pub pools: Vec<(Vec<Candidate>, u64)>,
-    /// What the app's fallback answers when no target is up.
-    pub fallback: Vec<Record>,
+    /// What the app's fallback answers when no target is up: addresses that point at the
+    /// targets' records (or the fallback cluster's, [`AppAnswers::fallback_own`]), not
+    /// copies of them. Copies were most of a plan's memory (a `Record` is ~270 bytes), and
+    /// were made again at every health publication.
+    pub fallback: Box<[Answered]>,
 }
 
 /// An app's answer plan. `repr(C)`: what a query reads comes first, in reading order
@@ -149,6 +152,10 @@ pub struct AppAnswers {
     pub hostname: Name,
     pub fallback: Fallback,
     pub targets: Vec<TargetAnswers>,
+    /// The records of the fallback cluster (`fallback = "cluster:<name>"`), A and AAAA, that
+    /// [`Source::Fallback`] indexes; none for the other fallbacks. Per model, carried from
+    /// plan to plan.
+    pub fallback_own: Option<Family<Arc<[Record]>>>,
 }
 
 /// Where an answered address comes from, to find its `Record` (full path).
@@ -156,7 +163,7 @@ pub struct AppAnswers {
 pub enum Source {
     /// The `k`-th record of the family at target `t`.
     Target(u32, u32),
-    /// The `k`-th record of the family's fallback.
+    /// The `k`-th record of the family in the fallback cluster's own records.
     Fallback(u32),
 }
 
@@ -203,19 +210,6 @@ fn records_for(hostname: &Name, ttl: u32, ips: &[IpAddr]) -> (Vec<Record>, Vec<R
     (a, aaaa)
 }
 
-/// Records of `targets`, each address once (two clusters may share an ingress edge).
-fn union<'a>(targets: impl Iterator<Item = &'a [Record]>) -> Vec<Record> {
-    let mut out: Vec<Record> = Vec::new();
-    for set in targets {
-        for r in set {
-            if !out.iter().any(|x| x.data == r.data) {
-                out.push(r.clone());
-            }
-        }
-    }
-    out
-}
-
 /// A value per address family: (A, AAAA).
 type Family<T> = (T, T);
 
@@ -227,6 +221,7 @@ struct Fixed {
     wire_name: smallvec::SmallVec<[u8; 48]>,
     answered: smallvec::SmallVec<[IntCounter; INLINE]>,
     fallback_answers: IntCounter,
+    fallback_own: Option<Family<Arc<[Record]>>>,
 }
 
 impl AppAnswers {
@@ -253,6 +248,13 @@ impl AppAnswers {
                 })
                 .collect(),
             fallback_answers: metrics.fallback_answers.with_label_values(&[&app_label]),
+            fallback_own: match m.fallback {
+                Fallback::Cluster(c) => {
+                    let (a, aaaa) = records_for(&m.hostname, m.ttl, &model.clusters[c].ingress);
+                    Some((Arc::from(a), Arc::from(aaaa)))
+                }
+                Fallback::All | Fallback::None => None,
+            },
         };
         Self::assemble(model, app, table, metrics, fixed, None)
     }
@@ -276,6 +278,7 @@ impl AppAnswers {
             wire_name: self.wire_name.clone(),
             answered: self.answered.clone(),
             fallback_answers: self.fallback_answers.clone(),
+            fallback_own: self.fallback_own.clone(),
         };
         Self::assemble(
             model,
@@ -368,7 +371,8 @@ impl AppAnswers {
                     (up.into_vec(), total)
                 })
                 .collect();
-            let fallback = fallback_records(model, app, &targets, m.fallback, v6);
+            let fallback =
+                fallback_plan(model, &targets, fixed.fallback_own.as_ref(), m.fallback, v6);
             let addrs = targets
                 .iter()
                 .enumerate()
@@ -400,6 +404,7 @@ impl AppAnswers {
             v6,
             answered: fixed.answered,
             fallback_answers: fixed.fallback_answers,
+            fallback_own: fixed.fallback_own,
         };
         answers.v4.rendered = answers.render(RecordType::A);
         answers.v6.rendered = answers.render(RecordType::AAAA);
@@ -521,18 +526,7 @@ impl AppAnswers {
                 false
             }
             Picked::Fallback { rule: None } => {
-                records.extend(
-                    plan.fallback
-                        .iter()
-                        .enumerate()
-                        .filter_map(|(k, r)| {
-                            Some(Answered {
-                                ip: address(r)?,
-                                source: Source::Fallback(k as u32),
-                            })
-                        })
-                        .take(max),
-                );
+                records.extend(plan.fallback.iter().copied().take(max));
                 true
             }
             Picked::Fallback { rule: Some(rule) } => {
@@ -567,7 +561,13 @@ impl AppAnswers {
                 let t = &self.targets[t as usize];
                 &(if v6 { &t.aaaa } else { &t.a })[k as usize]
             }
-            Source::Fallback(k) => &(if v6 { &self.v6 } else { &self.v4 }).fallback[k as usize],
+            Source::Fallback(k) => {
+                let own = self
+                    .fallback_own
+                    .as_ref()
+                    .expect("Source::Fallback only in plans with the fallback cluster's records");
+                &(if v6 { &own.1 } else { &own.0 })[k as usize]
+            }
         }
     }
 
@@ -614,7 +614,7 @@ impl AppAnswers {
             return Vec::new();
         };
         if self.fallback_active {
-            return plan.fallback.iter().collect();
+            return plan.fallback.iter().map(|a| self.record(a, v6)).collect();
         }
         let mut out: Vec<&Record> = Vec::new();
         for c in &plan.up {
@@ -650,36 +650,49 @@ fn address(r: &Record) -> Option<IpAddr> {
     }
 }
 
-/// The app's fallback records (all targets down).
-fn fallback_records(
+/// The app's fallback addresses (all targets down), each pointing at its record.
+fn fallback_plan(
     model: &Model,
-    app: usize,
     targets: &[TargetAnswers],
+    own: Option<&Family<Arc<[Record]>>>,
     fallback: Fallback,
     v6: bool,
-) -> Vec<Record> {
-    let m = &model.apps[app];
-    fn pick(t: &TargetAnswers, v6: bool) -> &[Record] {
-        if v6 { &t.aaaa } else { &t.a }
-    }
+) -> Box<[Answered]> {
+    let mut out: Vec<Answered> = Vec::new();
     match fallback {
-        // Fail open: every target the probes put down; none the operator took out.
-        Fallback::All => union(
-            targets
-                .iter()
-                .filter(|t| !t.by_operator)
-                .map(|t| pick(t, v6)),
-        ),
-        Fallback::None => Vec::new(),
-        Fallback::Cluster(c) => {
-            let cluster = &model.clusters[c];
-            if fallback_cluster_out(model, targets, c) {
-                return Vec::new();
+        // Fail open: every target the probes put down; none the operator took out. Each
+        // address once (two clusters may share an ingress edge).
+        Fallback::All => {
+            for (t, target) in targets.iter().enumerate().filter(|(_, t)| !t.by_operator) {
+                let set = if v6 { &target.aaaa } else { &target.a };
+                for (k, r) in set.iter().enumerate() {
+                    if let Some(ip) = address(r)
+                        && !out.iter().any(|x| x.ip == ip)
+                    {
+                        out.push(Answered {
+                            ip,
+                            source: Source::Target(t as u32, k as u32),
+                        });
+                    }
+                }
             }
-            let (a, aaaa) = records_for(&m.hostname, m.ttl, &cluster.ingress);
-            if v6 { aaaa } else { a }
+        }
+        Fallback::None => {}
+        Fallback::Cluster(c) => {
+            if !fallback_cluster_out(model, targets, c)
+                && let Some(own) = own
+            {
+                let set = if v6 { &own.1 } else { &own.0 };
+                out.extend(set.iter().enumerate().filter_map(|(k, r)| {
+                    Some(Answered {
+                        ip: address(r)?,
+                        source: Source::Fallback(k as u32),
+                    })
+                }));
+            }
         }
     }
+    out.into_boxed_slice()
 }
 
 /// Whether the fallback cluster `c` is out by the operator's word for this app: the whole
@@ -835,5 +848,77 @@ targets = [{ cluster = "a", drain = true }, { cluster = "dead" }]
         // The target's force decides over its cluster's.
         assert!(!snapshot.app(4).fallback_active);
         assert_eq!(fallback_ips(&snapshot, 4), ["192.0.2.13"]);
+    }
+
+    /// The fallback's answers point at records the plan holds (the targets', or the
+    /// fallback cluster's own) instead of copying them: the full path's records are those
+    /// of the addresses answered, owned by the app's name, each address once.
+    #[test]
+    fn fallback_answers_point_at_the_records_the_plan_holds() {
+        let text = concat!(
+            crate::test_support::t_test_zone!(),
+            r#"[[clusters]]
+name = "dead1"
+ingress = ["192.0.2.20", "2001:db8::20"]
+probe_address = "127.0.0.1"
+probe = { kind = "tcp", port = 1, initial = "down" }
+[[clusters]]
+name = "dead2"
+ingress = ["192.0.2.21", "192.0.2.20"]
+probe_address = "127.0.0.1"
+probe = { kind = "tcp", port = 1, initial = "down" }
+[[clusters]]
+name = "spare"
+ingress = ["192.0.2.30", "192.0.2.31", "2001:db8::30"]
+[[apps]]
+hostname = "open.t.test"
+targets = [{ cluster = "dead1" }, { cluster = "dead2" }]
+[[apps]]
+hostname = "spare.t.test"
+fallback = "cluster:spare"
+targets = [{ cluster = "dead1" }]
+"#
+        );
+        let (snapshot, _) = crate::test_support::snapshot(text);
+        let nowhere = crate::geo::Location::default;
+        let client = ClientView {
+            sticky_key: 0,
+            sticky_scope: 0,
+            locate: &nowhere,
+        };
+        let answered = |app: usize, rtype: RecordType| {
+            let plan = snapshot.app(app);
+            assert!(plan.fallback_active);
+            let answer = plan.answer(rtype, &client, &mut || 0);
+            assert!(answer.fallback);
+            let ips: Vec<String> = answer.records.iter().map(|a| a.ip.to_string()).collect();
+            let records: Vec<String> = answer
+                .record_refs()
+                .map(|r| {
+                    assert_eq!(&r.name, &plan.hostname);
+                    address(r).unwrap().to_string()
+                })
+                .collect();
+            assert_eq!(ips, records, "each answered address is its record's");
+            let all: Vec<String> = plan
+                .all_records(rtype)
+                .iter()
+                .map(|r| address(r).unwrap().to_string())
+                .collect();
+            assert_eq!(all, records);
+            ips
+        };
+        assert_eq!(
+            answered(0, RecordType::A),
+            ["192.0.2.20", "192.0.2.21"],
+            "fail open: every target's address once"
+        );
+        assert_eq!(answered(0, RecordType::AAAA), ["2001:db8::20"]);
+        assert_eq!(
+            answered(1, RecordType::A),
+            ["192.0.2.30", "192.0.2.31"],
+            "the fallback cluster's own records"
+        );
+        assert_eq!(answered(1, RecordType::AAAA), ["2001:db8::30"]);
     }
 }
