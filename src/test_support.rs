@@ -73,5 +73,5 @@ targets = [{ cluster = "a" }]
 "#
     );
     let model = crate::from_text(Path::new("t.toml"), text).unwrap().model;
-    model.apps[0].targets[0].probe.clone().unwrap()
+    (*model.apps[0].targets[0].probe.clone().unwrap()).clone()
 }

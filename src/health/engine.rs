@@ -385,7 +385,7 @@ impl HealthEngine {
         Ok(engine)
     }
 
-    fn prepare(&mut self, list: &[(ProbeId, &ProbeSpec)]) -> Result<Vec<Prober>, String> {
+    fn prepare(&mut self, list: &[(ProbeId, &Arc<ProbeSpec>)]) -> Result<Vec<Prober>, String> {
         list.iter()
             .map(|(id, spec)| {
                 Ok(match spec.kind {
@@ -403,9 +403,8 @@ impl HealthEngine {
             .collect()
     }
 
-    fn spawn(&mut self, id: ProbeId, spec: ProbeSpec, prober: Prober, epoch: u64) {
+    fn spawn(&mut self, id: ProbeId, spec: Arc<ProbeSpec>, prober: Prober, epoch: u64) {
         let metrics = ProbeMetrics::new(&self.shared.metrics, &id);
-        let spec = Arc::new(spec);
         let task = self.tasks.spawn(probe_loop(
             id.clone(),
             spec.clone(),
@@ -427,14 +426,49 @@ impl HealthEngine {
         self.shared.clone()
     }
 
+    /// Points each probe of `model` (a reload's, not yet applied) whose settings are a
+    /// running probe's at that probe's settings. The running task holds its settings until
+    /// it stops, so without this a reload would leave two copies of every kept probe's
+    /// settings alive (the task's and the new model's): at 10,000 apps, tens of MiB.
+    pub fn share_specs(&self, model: &mut Model) {
+        let names: Vec<Arc<str>> = model
+            .clusters
+            .iter()
+            .map(|c| Arc::from(c.name.as_str()))
+            .collect();
+        let share = |id: ProbeId, spec: &mut Arc<ProbeSpec>| {
+            if let Some(r) = self.running.get(&id)
+                && r.spec == *spec
+            {
+                *spec = r.spec.clone();
+            }
+        };
+        for app in &mut model.apps {
+            for target in &mut app.targets {
+                if let Some(spec) = &mut target.probe {
+                    let id = ProbeId::App {
+                        app: app.hostname.clone(),
+                        cluster: names[target.cluster].clone(),
+                    };
+                    share(id, spec);
+                }
+            }
+        }
+        for (cluster, name) in model.clusters.iter_mut().zip(names) {
+            if let Some(spec) = &mut cluster.probe {
+                share(ProbeId::Cluster(name), spec);
+            }
+        }
+    }
+
     /// Applies a new model: probes that are unchanged keep running with their state, the
     /// others start over or stop; a snapshot of the new model with the carried health is
     /// published. On error nothing changes.
     pub fn reload(&mut self, new: Arc<Model>) -> Result<ReloadSummary, String> {
         let list = probes(&new);
-        let to_start: Vec<(ProbeId, &ProbeSpec)> = list
+        let to_start: Vec<(ProbeId, &Arc<ProbeSpec>)> = list
             .iter()
-            .filter(|(id, spec)| self.running.get(id).is_none_or(|r| *r.spec != **spec))
+            .filter(|(id, spec)| self.running.get(id).is_none_or(|r| r.spec != **spec))
             .cloned()
             .collect();
         let changed_settings = to_start
@@ -472,7 +506,12 @@ impl HealthEngine {
                 up_fraction: a.up_fraction,
             }
         });
-        let snapshot = Arc::new(Snapshot::build(&new, &view, &self.shared.metrics));
+        let snapshot = Arc::new(Snapshot::build_after(
+            Some(&self.shared.snapshot.load_full()),
+            &new,
+            &view,
+            &self.shared.metrics,
+        ));
         let index = IndexCache::for_model(&new);
         // Table and snapshot change together, with no batch of the old model in flight.
         let mut publishing = lock_publishing(&self.shared.publishing);
@@ -1117,6 +1156,70 @@ targets = [{ cluster = "a" }]
         let entry = table.get_mut(id).unwrap();
         entry.state.up = false;
         entry.state.reason = Arc::from("refused");
+    }
+
+    /// A reload keeps one copy of a kept probe's settings: the new model's is the running
+    /// task's; a probe restarted with new settings runs with the new model's copy.
+    #[tokio::test]
+    async fn a_reload_keeps_one_copy_of_the_settings_of_each_probe() {
+        let text = |port_y: u16| {
+            format!(
+                "{}[[clusters]]\nname = \"a\"\ningress = [\"192.0.2.10\"]\n\
+                 probe_address = \"127.0.0.1\"\n\
+                 [[apps]]\nhostname = \"x.t.test\"\nprobe = {{ kind = \"tcp\", port = 1 }}\n\
+                 targets = [{{ cluster = \"a\" }}]\n\
+                 [[apps]]\nhostname = \"y.t.test\"\nprobe = {{ kind = \"tcp\", port = {port_y} }}\n\
+                 targets = [{{ cluster = \"a\" }}]\n",
+                crate::test_support::t_test_zone!()
+            )
+        };
+        let load = |t: &str| {
+            crate::from_text(std::path::Path::new("t.toml"), t)
+                .unwrap()
+                .model
+        };
+        let model = Arc::new(load(&text(1)));
+        let metrics = Arc::new(Metrics::new());
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(&model, &metrics)));
+        let restored = crate::health::persist::Restored {
+            table: HealthTable::initial(&model),
+            seed: HashMap::new(),
+        };
+        let mut engine = HealthEngine::start(model.clone(), snapshot, metrics, restored).unwrap();
+        let id = |app: &str| ProbeId::App {
+            app: app.parse().unwrap(),
+            cluster: Arc::from("a"),
+        };
+        let running = |engine: &HealthEngine, app: &str| engine.running[&id(app)].spec.clone();
+        let spec = |m: &Model, app: usize| m.apps[app].targets[0].probe.clone().unwrap();
+        assert!(Arc::ptr_eq(
+            &running(&engine, "x.t.test."),
+            &spec(&model, 0)
+        ));
+        // y's probe now goes to port 2.
+        let mut edited = load(&text(2));
+        engine.share_specs(&mut edited);
+        assert!(Arc::ptr_eq(
+            &spec(&edited, 0),
+            &running(&engine, "x.t.test.")
+        ));
+        assert!(!Arc::ptr_eq(
+            &spec(&edited, 1),
+            &running(&engine, "y.t.test.")
+        ));
+        let edited = Arc::new(edited);
+        let summary = engine.reload(edited.clone()).unwrap();
+        assert_eq!((summary.kept, summary.changed), (1, 1));
+        assert!(Arc::ptr_eq(
+            &running(&engine, "x.t.test."),
+            &spec(&edited, 0)
+        ));
+        assert!(Arc::ptr_eq(
+            &running(&engine, "y.t.test."),
+            &spec(&edited, 1)
+        ));
+        assert_eq!(running(&engine, "y.t.test.").addr.port(), 2);
+        engine.stop().await;
     }
 
     #[test]

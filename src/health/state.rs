@@ -155,7 +155,7 @@ impl ProbeEntry {
 /// Every probe of a model with its settings: app probes per (app, target cluster), then
 /// cluster probes. The settings are borrowed from the model: a reload compares 50,000 of
 /// them and copies only those of the probes it starts.
-pub fn probes(model: &Model) -> Vec<(ProbeId, &ProbeSpec)> {
+pub fn probes(model: &Model) -> Vec<(ProbeId, &Arc<ProbeSpec>)> {
     // One name per cluster, shared by its probes' ids (50,000 of them at 10,000 apps).
     let names: Vec<Arc<str>> = model
         .clusters
@@ -237,7 +237,7 @@ impl HealthTable {
     /// The verdicts a reload builds its snapshot from: every probe of the new model's list
     /// with its state here, or its initial state when it is new. Copied (an `Arc` count
     /// each) so the build runs without the table's lock.
-    pub fn reload_view(&self, new: &[(ProbeId, &ProbeSpec)]) -> VerdictView {
+    pub fn reload_view(&self, new: &[(ProbeId, &Arc<ProbeSpec>)]) -> VerdictView {
         VerdictView(
             new.iter()
                 .map(|(id, spec)| {
@@ -263,7 +263,7 @@ impl HealthTable {
     /// the reload's snapshot was built from (they changed during the build).
     pub fn take_for(
         &mut self,
-        new: &[(ProbeId, &ProbeSpec)],
+        new: &[(ProbeId, &Arc<ProbeSpec>)],
         seen: &VerdictView,
     ) -> (HealthTable, Vec<ProbeId>) {
         let differs = |id: &ProbeId, entry: &ProbeEntry| {

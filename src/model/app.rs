@@ -94,7 +94,8 @@ pub fn validate(
                 Some(hostname.to_string().trim_end_matches('.').to_owned()),
                 &probe_path,
                 &mut found,
-            );
+            )
+            .map(std::sync::Arc::new);
             for e in found.into_vec() {
                 // The same problem as [health.defaults] has on its own: reported there,
                 // once, rather than at every app that inherits it.

@@ -95,7 +95,7 @@ pub fn validate(cfgs: &[ClusterConfig], errors: &mut Errors) -> Vec<ClusterModel
         let cluster_probe = c.probe.as_ref().and_then(|p| {
             let ppath = format!("{path}.probe");
             probe::check_layer(p, &ppath, errors);
-            probe::resolve(p, probe_ip, None, &ppath, errors)
+            probe::resolve(p, probe_ip, None, &ppath, errors).map(std::sync::Arc::new)
         });
         out.push(ClusterModel {
             name,

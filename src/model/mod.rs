@@ -110,7 +110,7 @@ pub struct ClusterModel {
     /// Admin override of every app's health in this cluster.
     pub force: Option<bool>,
     /// The probe of the cluster's ingress itself.
-    pub probe: Option<ProbeSpec>,
+    pub probe: Option<std::sync::Arc<ProbeSpec>>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,8 +136,10 @@ pub struct TargetModel {
     pub drain: bool,
     /// Admin override of the probe result.
     pub force: Option<bool>,
-    /// The probe of this app in this cluster (None: not probed, counts as up).
-    pub probe: Option<ProbeSpec>,
+    /// The probe of this app in this cluster (None: not probed, counts as up). Shared with
+    /// the probe's task, which holds the same settings (see
+    /// `HealthEngine::share_specs`): one copy of 50,000 settings, not two.
+    pub probe: Option<std::sync::Arc<ProbeSpec>>,
 }
 
 /// Checks the whole configuration; returns every error found, in file order.
@@ -178,7 +180,8 @@ pub fn validate(config: &Config) -> Result<Model, Vec<ConfigError>> {
             .flat_map(|a| a.targets.iter_mut().filter_map(|t| t.probe.as_mut()))
             .chain(clusters.iter_mut().filter_map(|c| c.probe.as_mut()));
         for spec in specs {
-            spec.agent = Some(agent.clone());
+            // Not shared yet: changed in place.
+            std::sync::Arc::make_mut(spec).agent = Some(agent.clone());
         }
     }
     if errors.is_empty() {

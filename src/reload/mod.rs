@@ -293,6 +293,8 @@ impl Reloader {
         engine: &mut HealthEngine,
     ) -> Result<Applied, ReloadError> {
         let old = self.current().model.clone();
+        let mut model = model;
+        engine.share_specs(&mut model);
         let new = Arc::new(model);
         let mut restart = Vec::new();
         if old.server.listen != new.server.listen {

@@ -259,7 +259,32 @@ impl AppAnswers {
         Self::assemble(model, app, table, metrics, fixed, None)
     }
 
-    /// This plan (of app `app` in the same model) for new verdicts: records, counters and
+    /// Whether app `new` of `new_model` would get the records and counters that app `old`
+    /// of `old_model` has ([`Fixed`]): the same name and TTL, the same clusters in the same
+    /// order with the same addresses, and the same fallback cluster's addresses. Then
+    /// [`AppAnswers::rebuilt`] may carry them across a reload.
+    pub fn same_fixed(old_model: &Model, old: usize, new_model: &Model, new: usize) -> bool {
+        let (x, y) = (&old_model.apps[old], &new_model.apps[new]);
+        let same_cluster = |c: usize, d: usize| {
+            let (p, q) = (&old_model.clusters[c], &new_model.clusters[d]);
+            p.name == q.name && p.ingress == q.ingress
+        };
+        x.hostname == y.hostname
+            && x.ttl == y.ttl
+            && x.targets.len() == y.targets.len()
+            && x.targets
+                .iter()
+                .zip(&y.targets)
+                .all(|(s, t)| same_cluster(s.cluster, t.cluster))
+            && match (x.fallback, y.fallback) {
+                (Fallback::Cluster(c), Fallback::Cluster(d)) => same_cluster(c, d),
+                (Fallback::Cluster(_), _) | (_, Fallback::Cluster(_)) => false,
+                _ => true,
+            }
+    }
+
+    /// This plan (of app `app` in the same model, or in a model where
+    /// [`AppAnswers::same_fixed`] holds) for new verdicts: records, counters and
     /// labels are carried over instead of made again, so a health publication costs the
     /// verdicts and the policy plan, not allocation and metric label lookups.
     pub fn rebuilt(

@@ -59,8 +59,45 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the snapshot for `health`. The model is valid, so this cannot fail.
     pub fn build(model: &Arc<Model>, health: &impl Verdicts, metrics: &Metrics) -> Self {
+        Self::build_after(None, model, health, metrics)
+    }
+
+    /// Like [`Snapshot::build`], for a reload: an app whose records and counters would be
+    /// made the same as in `previous` (same name, TTL, clusters with the same addresses)
+    /// takes them from its plan there, as a health publication does. At 10,000 apps that
+    /// is 50,000 records and metric lookups a reload need not make again, and memory that
+    /// is not allocated twice while both snapshots live.
+    pub fn build_after(
+        previous: Option<&Snapshot>,
+        model: &Arc<Model>,
+        health: &impl Verdicts,
+        metrics: &Metrics,
+    ) -> Self {
+        let mut by_name: Option<HashMap<&hickory_proto::rr::Name, usize>> = None;
         let apps: Vec<Arc<AppAnswers>> = (0..model.apps.len())
-            .map(|a| Arc::new(AppAnswers::build(model, a, health, metrics)))
+            .map(|a| {
+                let reused = previous.and_then(|p| {
+                    let name = &model.apps[a].hostname;
+                    // The usual reload keeps the apps in their order: no map then.
+                    let at = match p.model.apps.get(a) {
+                        Some(old) if old.hostname == *name => Some(a),
+                        _ => by_name
+                            .get_or_insert_with(|| {
+                                p.model
+                                    .apps
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, app)| (&app.hostname, i))
+                                    .collect()
+                            })
+                            .get(name)
+                            .copied(),
+                    }?;
+                    AppAnswers::same_fixed(&p.model, at, model, a)
+                        .then(|| p.apps[at].rebuilt(model, a, health, metrics))
+                });
+                Arc::new(reused.unwrap_or_else(|| AppAnswers::build(model, a, health, metrics)))
+            })
             .collect();
         let mut zones: HashMap<LowerName, Zone> = model
             .zones
@@ -137,5 +174,82 @@ impl Snapshot {
             next.apps[i] = Arc::new(answers);
         }
         next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hickory_proto::rr::RecordType;
+
+    fn model(apps: &str, b_ingress: &str) -> Arc<Model> {
+        let text = format!(
+            "{}[[clusters]]\nname = \"a\"\ningress = [\"192.0.2.10\"]\n\
+             [[clusters]]\nname = \"b\"\ningress = [\"{b_ingress}\"]\n{apps}",
+            crate::test_support::t_test_zone!()
+        );
+        Arc::new(
+            crate::from_text(std::path::Path::new("t.toml"), &text)
+                .unwrap()
+                .model,
+        )
+    }
+
+    /// (TTL, address) of every A record an app answers.
+    fn answers(s: &Snapshot, app: usize) -> Vec<(u32, String)> {
+        s.app(app)
+            .all_records(RecordType::A)
+            .iter()
+            .map(|r| (r.ttl, r.data.to_string()))
+            .collect()
+    }
+
+    /// A reload takes an app's records and counters from the running snapshot only where
+    /// they would be made the same (same name, TTL, clusters and addresses), found by name
+    /// when the apps moved; and answers exactly as a snapshot built from scratch.
+    #[test]
+    fn a_reload_carries_the_records_of_the_apps_whose_addresses_did_not_change() {
+        let old = model(
+            concat!(
+                "[[apps]]\nhostname = \"x.t.test\"\ntargets = [{ cluster = \"a\" }, { cluster = \"b\" }]\n",
+                "[[apps]]\nhostname = \"y.t.test\"\ntargets = [{ cluster = \"a\" }]\n",
+                "[[apps]]\nhostname = \"z.t.test\"\ntargets = [{ cluster = \"b\" }]\n",
+            ),
+            "192.0.2.11",
+        );
+        // y moved to the front, x's TTL changed, cluster b (z's) has a new address, w is new.
+        let new = model(
+            concat!(
+                "[[apps]]\nhostname = \"y.t.test\"\ntargets = [{ cluster = \"a\" }]\n",
+                "[[apps]]\nhostname = \"x.t.test\"\nttl = 60\ntargets = [{ cluster = \"a\" }, { cluster = \"b\" }]\n",
+                "[[apps]]\nhostname = \"z.t.test\"\ntargets = [{ cluster = \"b\" }]\n",
+                "[[apps]]\nhostname = \"w.t.test\"\ntargets = [{ cluster = \"a\" }]\n",
+            ),
+            "192.0.2.12",
+        );
+        let metrics = Metrics::new();
+        let before = Snapshot::initial(&old, &metrics);
+        let health = HealthTable::initial(&new);
+        let after = Snapshot::build_after(Some(&before), &new, &health, &metrics);
+        let fresh = Snapshot::build(&new, &health, &metrics);
+        let same = |a: usize, b: usize| {
+            Arc::ptr_eq(&after.app(a).targets[0].a, &before.app(b).targets[0].a)
+        };
+        assert!(same(0, 1), "y's records are carried from where y was");
+        assert!(!same(1, 0), "x's TTL changed: its records are made again");
+        assert!(
+            !same(2, 2),
+            "z's cluster has a new address: its records are made again"
+        );
+        for app in 0..new.apps.len() {
+            assert_eq!(answers(&after, app), answers(&fresh, app), "app {app}");
+            assert_eq!(
+                after.app(app).v4.rendered.bytes,
+                fresh.app(app).v4.rendered.bytes,
+                "app {app}"
+            );
+        }
+        assert_eq!(answers(&after, 1)[0], (60, "192.0.2.10".to_owned()));
+        assert_eq!(answers(&after, 2), [(30, "192.0.2.12".to_owned())]);
     }
 }

@@ -253,10 +253,10 @@ mod tests {
     fn ten_thousand_apps_in_five_clusters_cost_kibs() {
         use crate::health::{ProbeId, agree::layout::Layout};
         use std::sync::Arc;
-        let spec = crate::test_support::probe_spec_for_tests();
+        let spec = Arc::new(crate::test_support::probe_spec_for_tests());
         let spec = &spec;
         let clusters: Vec<Arc<str>> = (0..5).map(|c| Arc::from(format!("c{c}"))).collect();
-        let list: Vec<(ProbeId, &crate::model::ProbeSpec)> = (0..10_000)
+        let list: Vec<(ProbeId, &Arc<crate::model::ProbeSpec>)> = (0..10_000)
             .flat_map(|a| {
                 let app: hickory_proto::rr::Name = format!("app{a}.outage.test.").parse().unwrap();
                 clusters.iter().map(move |c| {

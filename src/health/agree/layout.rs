@@ -9,7 +9,7 @@
 //! configuration) is not read for that bucket, so an instance only ever uses observations
 //! of targets that exist in its own configuration.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{health::state::ProbeId, model::ProbeSpec};
 
@@ -103,7 +103,7 @@ pub fn fresh_for(spec: &ProbeSpec) -> Duration {
 
 impl Layout {
     /// The layout of a probe list (as [`crate::health::state::probes`] gives it).
-    pub fn build(list: &[(ProbeId, &ProbeSpec)]) -> Self {
+    pub fn build(list: &[(ProbeId, &Arc<ProbeSpec>)]) -> Self {
         let mut keyed: Vec<Vec<(Vec<u8>, usize)>> = (0..BUCKETS).map(|_| Vec::new()).collect();
         for (i, (id, _)) in list.iter().enumerate() {
             let key = canonical(id);
@@ -175,12 +175,14 @@ mod tests {
         let spec = crate::test_support::probe_spec_for_tests();
         let mut slower = spec.clone();
         slower.interval *= 3;
+        let (spec, slower) = (Arc::new(spec), Arc::new(slower));
         let ids: Vec<ProbeId> = (0..2000)
             .map(|i| app(&format!("app{i}.t.test."), ["a", "b"][i % 2]))
             .chain([ProbeId::Cluster(Arc::from("a"))])
             .collect();
-        let one: Vec<(ProbeId, &ProbeSpec)> = ids.iter().map(|id| (id.clone(), &spec)).collect();
-        let other: Vec<(ProbeId, &ProbeSpec)> = ids
+        let one: Vec<(ProbeId, &Arc<ProbeSpec>)> =
+            ids.iter().map(|id| (id.clone(), &spec)).collect();
+        let other: Vec<(ProbeId, &Arc<ProbeSpec>)> = ids
             .iter()
             .rev()
             .map(|id| match id {

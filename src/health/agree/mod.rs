@@ -399,7 +399,7 @@ mod tests {
     use super::*;
 
     fn agreement(peers: &[&[Seen]], up_fraction: f64) -> (Agreement, Slot) {
-        let spec = crate::test_support::probe_spec_for_tests();
+        let spec = Arc::new(crate::test_support::probe_spec_for_tests());
         let id = crate::health::ProbeId::Cluster(Arc::from("a"));
         let layout = Layout::build(&[(id, &spec)]);
         let (_, slot) = layout.slots().next().unwrap();

@@ -462,7 +462,7 @@ targets = [{{ cluster = "a" }}]
         let model = crate::from_text(std::path::Path::new("t.toml"), &text)
             .unwrap()
             .model;
-        model.apps[0].targets[0].probe.clone().unwrap()
+        (*model.apps[0].targets[0].probe.clone().unwrap()).clone()
     }
 
     fn spec(extra: &str) -> ProbeSpec {
