@@ -157,11 +157,7 @@ impl ProbeEntry {
 /// them and copies only those of the probes it starts.
 pub fn probes(model: &Model) -> Vec<(ProbeId, &Arc<ProbeSpec>)> {
     // One name per cluster, shared by its probes' ids (50,000 of them at 10,000 apps).
-    let names: Vec<Arc<str>> = model
-        .clusters
-        .iter()
-        .map(|c| Arc::from(c.name.as_str()))
-        .collect();
+    let names: Vec<Arc<str>> = model.clusters.iter().map(|c| c.id.clone()).collect();
     let mut out = Vec::new();
     for app in &model.apps {
         for target in &app.targets {
@@ -756,7 +752,7 @@ pub fn target_state(
     table: &impl Verdicts,
     app: usize,
     target: usize,
-) -> (TargetState, String) {
+) -> (TargetState, Arc<str>) {
     let a = &model.apps[app];
     let t = &a.targets[target];
     let cluster = &model.clusters[t.cluster];
@@ -766,7 +762,7 @@ pub fn target_state(
     if cluster.drain {
         return (
             TargetState::Drained,
-            format!("cluster {} drained", cluster.name),
+            format!("cluster {} drained", cluster.name).into(),
         );
     }
     let forced = |up: bool| {
@@ -777,30 +773,29 @@ pub fn target_state(
         }
     };
     if let Some(up) = t.force {
-        return (forced(up), format!("forced {}", forced(up)));
+        return (forced(up), format!("forced {}", forced(up)).into());
     }
     if let Some(up) = cluster.force {
         return (
             forced(up),
-            format!("cluster {} forced {}", cluster.name, forced(up)),
+            format!("cluster {} forced {}", cluster.name, forced(up)).into(),
         );
     }
-    let name: Arc<str> = Arc::from(cluster.name.as_str());
-    if let Some(c) = table.verdict(&ProbeId::Cluster(name.clone()))
+    if let Some(c) = table.verdict(&ProbeId::Cluster(cluster.id.clone()))
         && !c.up
     {
         return (
             TargetState::Down,
-            format!("cluster {} probe down: {}", cluster.name, c.reason),
+            format!("cluster {} probe down: {}", cluster.name, c.reason).into(),
         );
     }
     let id = ProbeId::App {
         app: a.hostname.clone(),
-        cluster: name,
+        cluster: cluster.id.clone(),
     };
     match table.verdict(&id) {
-        Some(p) if p.up => (TargetState::Up, p.reason.to_string()),
-        Some(p) => (TargetState::Down, p.reason.to_string()),
+        Some(p) if p.up => (TargetState::Up, p.reason.clone()),
+        Some(p) => (TargetState::Down, p.reason.clone()),
         None => (TargetState::Up, "not probed".into()),
     }
 }

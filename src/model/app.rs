@@ -39,6 +39,9 @@ pub fn validate(
     let mut hostnames: HashMap<hickory_proto::rr::Name, usize> = HashMap::new();
     let mut out = Vec::with_capacity(cfgs.len());
     let from_defaults = defaults_problems(probe_defaults);
+    // The probe settings that apps without a `probe` of their own inherit, resolved, per
+    // (cluster, address probed), without a Host (see `ProbeSpec::for_host`).
+    let mut inherited: HashMap<(usize, IpAddr), Option<probe::ProbeSpec>> = HashMap::new();
     for (i, a) in cfgs.iter().enumerate() {
         let path = format!("apps[{i}]");
         let hostname = match names::absolute(&a.hostname) {
@@ -75,27 +78,40 @@ pub fn validate(
             probe::check_layer(p, &format!("{path}.probe"), errors);
         }
         let mut targets = validate_targets(a, &path, &cluster_index, errors);
+        let probe_path = format!("{path}.probe");
+        let host = hostname.to_string().trim_end_matches('.').to_owned();
         // Each target's probe: built-in defaults < [health.defaults] < cluster app_probe <
         // app probe.
         for t in &mut targets {
             let cluster = t.model.cluster;
+            let ip = t.probe_ip.unwrap_or(clusters[cluster].probe_ip);
+            // Most apps have no probe of their own: their targets in one cluster then
+            // differ only in the Host header, and are resolved once.
+            let key = (a.probe.is_none()).then_some((cluster, ip));
+            if let Some(spec) = key.and_then(|k| inherited.get(&k)) {
+                t.model.probe = spec
+                    .as_ref()
+                    .map(|s| std::sync::Arc::new(s.for_host(&host)));
+                continue;
+            }
             let layers = [
                 probe_defaults,
                 cluster_cfgs.get(cluster).and_then(|c| c.app_probe.as_ref()),
                 a.probe.as_ref(),
             ];
             let merged = probe::merge(layers.into_iter().flatten());
-            let ip = t.probe_ip.unwrap_or(clusters[cluster].probe_ip);
-            let probe_path = format!("{path}.probe");
             let mut found = Errors::default();
-            t.model.probe = probe::resolve(
-                &merged,
-                ip,
-                Some(hostname.to_string().trim_end_matches('.').to_owned()),
-                &probe_path,
-                &mut found,
-            )
-            .map(std::sync::Arc::new);
+            let spec = probe::resolve(&merged, ip, None, &probe_path, &mut found);
+            t.model.probe = spec
+                .as_ref()
+                .map(|s| std::sync::Arc::new(s.for_host(&host)));
+            // Only what resolves without a problem is reused: a problem is reported at
+            // every app that has it, as before.
+            if let Some(k) = key
+                && found.is_empty()
+            {
+                inherited.insert(k, spec);
+            }
             for e in found.into_vec() {
                 // The same problem as [health.defaults] has on its own: reported there,
                 // once, rather than at every app that inherits it.
@@ -107,7 +123,7 @@ pub fn validate(
                 }
             }
         }
-        let target_models: Vec<TargetModel> = targets.iter().map(|t| t.model.clone()).collect();
+        let target_models: Vec<TargetModel> = targets.into_iter().map(|t| t.model).collect();
         let policy = super::policy::validate(a, &path, &target_models, clusters, &geo.geo, errors);
         let fallback = parse_fallback(&a.fallback, &cluster_index)
             .map_err(|e| errors.push(format!("{path}.fallback"), e))
@@ -243,4 +259,57 @@ fn validate_targets(
         );
     }
     targets
+}
+
+#[cfg(test)]
+mod tests {
+    /// Apps without a probe of their own share the resolved settings of their cluster
+    /// (resolved once per cluster and address probed), yet each target probes with its
+    /// own app's Host, its own address, and the layers that apply to it.
+    #[test]
+    fn inherited_probe_settings_are_resolved_once_and_given_each_apps_host() {
+        let text = concat!(
+            crate::test_support::t_test_zone!(),
+            r#"[health.defaults]
+kind = "http"
+path = "/d"
+[[clusters]]
+name = "a"
+ingress = ["192.0.2.10"]
+[[clusters]]
+name = "b"
+ingress = ["192.0.2.11"]
+app_probe = { path = "/b", host = "fixed.example" }
+[[apps]]
+hostname = "x.t.test"
+targets = [{ cluster = "a" }, { cluster = "b" }]
+[[apps]]
+hostname = "y.t.test"
+targets = [{ cluster = "a", probe_address = "192.0.2.99" }, { cluster = "b" }]
+[[apps]]
+hostname = "z.t.test"
+probe = { path = "/z" }
+targets = [{ cluster = "a" }, { cluster = "b" }]
+"#
+        );
+        let model = crate::from_text(std::path::Path::new("t.toml"), text)
+            .unwrap()
+            .model;
+        let got = |app: usize, t: usize| {
+            let s = model.apps[app].targets[t].probe.clone().unwrap();
+            (
+                s.host.clone().unwrap(),
+                s.path.clone(),
+                s.addr.ip().to_string(),
+            )
+        };
+        let want =
+            |host: &str, path: &str, ip: &str| (host.to_owned(), path.to_owned(), ip.to_owned());
+        assert_eq!(got(0, 0), want("x.t.test", "/d", "192.0.2.10"));
+        assert_eq!(got(0, 1), want("fixed.example", "/b", "192.0.2.11"));
+        assert_eq!(got(1, 0), want("y.t.test", "/d", "192.0.2.99"));
+        assert_eq!(got(1, 1), want("fixed.example", "/b", "192.0.2.11"));
+        assert_eq!(got(2, 0), want("z.t.test", "/z", "192.0.2.10"));
+        assert_eq!(got(2, 1), want("fixed.example", "/z", "192.0.2.11"));
+    }
 }

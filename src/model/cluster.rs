@@ -98,6 +98,7 @@ pub fn validate(cfgs: &[ClusterConfig], errors: &mut Errors) -> Vec<ClusterModel
             probe::resolve(p, probe_ip, None, &ppath, errors).map(std::sync::Arc::new)
         });
         out.push(ClusterModel {
+            id: std::sync::Arc::from(name.as_str()),
             name,
             region: c.region.as_ref().map(|r| r.trim().to_owned()),
             coordinates,

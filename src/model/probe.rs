@@ -67,6 +67,18 @@ pub struct ProbeSpec {
     pub agent: Option<std::sync::Arc<str>>,
 }
 
+impl ProbeSpec {
+    /// These settings for an app's target: the Host header (and TLS SNI) is the app's
+    /// hostname `host` unless the settings name one.
+    pub fn for_host(&self, host: &str) -> ProbeSpec {
+        let mut spec = self.clone();
+        if spec.host.is_none() {
+            spec.host = Some(host.to_owned());
+        }
+        spec
+    }
+}
+
 /// The User-Agent of http(s) probes that do not set one.
 pub const DEFAULT_AGENT: &str = concat!("gtmd/", env!("CARGO_PKG_VERSION"), " health-probe");
 

@@ -32,7 +32,8 @@ pub struct TargetAnswers {
     /// Index into the model's clusters.
     pub cluster: usize,
     pub state: TargetState,
-    pub detail: String,
+    /// Shared with the verdict's reason where it is one (no copy per plan).
+    pub detail: Arc<str>,
     /// Out by the operator's word: drained, or forced down (target or cluster). Such a
     /// target is never answered, not even by the fail-open fallback, which only brings
     /// back targets that the probes put down.

@@ -102,7 +102,7 @@ fn wait_ready(s: &TestServer) {
 
 /// The detail gtmd records for target `t` of app `app` (index in config order).
 fn detail(s: &TestServer, app: usize, t: usize) -> String {
-    s.snapshot.load().apps()[app].targets[t].detail.clone()
+    s.snapshot.load().apps()[app].targets[t].detail.to_string()
 }
 
 const TWO: &str = r#"
