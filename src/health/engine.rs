@@ -426,41 +426,6 @@ impl HealthEngine {
         self.shared.clone()
     }
 
-    /// Points each probe of `model` (a reload's, not yet applied) whose settings are a
-    /// running probe's at that probe's settings. The running task holds its settings until
-    /// it stops, so without this a reload would leave two copies of every kept probe's
-    /// settings alive (the task's and the new model's): at 10,000 apps, tens of MiB.
-    pub fn share_specs(&self, model: &mut Model) {
-        let names: Vec<Arc<str>> = model
-            .clusters
-            .iter()
-            .map(|c| Arc::from(c.name.as_str()))
-            .collect();
-        let share = |id: ProbeId, spec: &mut Arc<ProbeSpec>| {
-            if let Some(r) = self.running.get(&id)
-                && r.spec == *spec
-            {
-                *spec = r.spec.clone();
-            }
-        };
-        for app in &mut model.apps {
-            for target in &mut app.targets {
-                if let Some(spec) = &mut target.probe {
-                    let id = ProbeId::App {
-                        app: app.hostname.clone(),
-                        cluster: names[target.cluster].clone(),
-                    };
-                    share(id, spec);
-                }
-            }
-        }
-        for (cluster, name) in model.clusters.iter_mut().zip(names) {
-            if let Some(spec) = &mut cluster.probe {
-                share(ProbeId::Cluster(name), spec);
-            }
-        }
-    }
-
     /// Applies a new model: probes that are unchanged keep running with their state, the
     /// others start over or stop; a snapshot of the new model with the carried health is
     /// published. On error nothing changes.
@@ -1198,7 +1163,7 @@ targets = [{ cluster = "a" }]
         ));
         // y's probe now goes to port 2.
         let mut edited = load(&text(2));
-        engine.share_specs(&mut edited);
+        edited.share_probe_settings(&model);
         assert!(Arc::ptr_eq(
             &spec(&edited, 0),
             &running(&engine, "x.t.test.")

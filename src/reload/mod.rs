@@ -254,12 +254,18 @@ impl Reloader {
         let owned = path.to_path_buf();
         let in_effect = self.info().hash;
         let fleet = self.fleet.is_some();
+        let running = self.current().model.clone();
         let built = read::on_own_thread("gtmd-config-build", move || {
             if skip_unchanged && crate::fingerprint(&text) == in_effect {
                 return Ok(None);
             }
             let fleet_hash = fleet.then(|| crate::fleet_fingerprint(&text));
-            crate::validate_text(&owned, &text).map(|(model, hash)| Some((model, hash, fleet_hash)))
+            crate::validate_text(&owned, &text).map(|(mut model, hash)| {
+                // Reloads take turns: `running` is still the model in effect when this one
+                // is applied.
+                model.share_probe_settings(&running);
+                Some((model, hash, fleet_hash))
+            })
         })
         .await
         .map_err(|e| ReloadError::Apply(format!("building the configuration: {e}")))?
@@ -293,8 +299,6 @@ impl Reloader {
         engine: &mut HealthEngine,
     ) -> Result<Applied, ReloadError> {
         let old = self.current().model.clone();
-        let mut model = model;
-        engine.share_specs(&mut model);
         let new = Arc::new(model);
         let mut restart = Vec::new();
         if old.server.listen != new.server.listen {

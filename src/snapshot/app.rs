@@ -284,6 +284,49 @@ impl AppAnswers {
             }
     }
 
+    /// Whether this plan (of app `old` in `old_model`) is the plan app `new` of
+    /// `new_model` gets with `table`'s verdicts: every input [`AppAnswers::assemble`]
+    /// reads is the same (records, policy, weights, priorities, operator overrides,
+    /// coordinates, the fallback, the cluster indices the plan names, and each target's
+    /// state and detail). A reload then keeps the plan itself: at 10,000 apps most of a
+    /// reload's snapshot is made of plans it would build again, equal, while the old
+    /// ones still serve.
+    pub fn still_holds(
+        &self,
+        old_model: &Model,
+        old: usize,
+        new_model: &Model,
+        new: usize,
+        table: &impl Verdicts,
+    ) -> bool {
+        if !Self::same_fixed(old_model, old, new_model, new) {
+            return false;
+        }
+        let (x, y) = (&old_model.apps[old], &new_model.apps[new]);
+        let same_cluster = |c: usize, d: usize| {
+            let (p, q) = (&old_model.clusters[c], &new_model.clusters[d]);
+            c == d && p.coordinates == q.coordinates && p.drain == q.drain && p.force == q.force
+        };
+        let same_fallback = match (x.fallback, y.fallback) {
+            (Fallback::All, Fallback::All) | (Fallback::None, Fallback::None) => true,
+            (Fallback::Cluster(c), Fallback::Cluster(d)) => same_cluster(c, d),
+            _ => false,
+        };
+        same_fallback
+            && x.policy == y.policy
+            && x.targets.iter().zip(&y.targets).all(|(s, t)| {
+                s.weight == t.weight
+                    && s.priority == t.priority
+                    && s.drain == t.drain
+                    && s.force == t.force
+                    && same_cluster(s.cluster, t.cluster)
+            })
+            && self.targets.iter().enumerate().all(|(t, was)| {
+                let (state, detail) = target_state(new_model, table, new, t);
+                was.state == state && was.detail == detail
+            })
+    }
+
     /// This plan (of app `app` in the same model, or in a model where
     /// [`AppAnswers::same_fixed`] holds) for new verdicts: records, counters and
     /// labels are carried over instead of made again, so a health publication costs the

@@ -62,8 +62,9 @@ impl Snapshot {
         Self::build_after(None, model, health, metrics)
     }
 
-    /// Like [`Snapshot::build`], for a reload: an app whose records and counters would be
-    /// made the same as in `previous` (same name, TTL, clusters with the same addresses)
+    /// Like [`Snapshot::build`], for a reload: an app whose plan in `previous` is the one
+    /// it would get ([`AppAnswers::still_holds`]) keeps that plan; one whose records and
+    /// counters would be made the same (same name, TTL, clusters with the same addresses)
     /// takes them from its plan there, as a health publication does. At 10,000 apps that
     /// is 50,000 records and metric lookups a reload need not make again, and memory that
     /// is not allocated twice while both snapshots live.
@@ -93,10 +94,15 @@ impl Snapshot {
                             .get(name)
                             .copied(),
                     }?;
-                    AppAnswers::same_fixed(&p.model, at, model, a)
-                        .then(|| p.apps[at].rebuilt(model, a, health, metrics))
+                    let plan = &p.apps[at];
+                    if plan.still_holds(&p.model, at, model, a, health) {
+                        Some(plan.clone())
+                    } else {
+                        AppAnswers::same_fixed(&p.model, at, model, a)
+                            .then(|| Arc::new(plan.rebuilt(model, a, health, metrics)))
+                    }
                 });
-                Arc::new(reused.unwrap_or_else(|| AppAnswers::build(model, a, health, metrics)))
+                reused.unwrap_or_else(|| Arc::new(AppAnswers::build(model, a, health, metrics)))
             })
             .collect();
         let mut zones: HashMap<LowerName, Zone> = model
@@ -251,5 +257,164 @@ mod tests {
         }
         assert_eq!(answers(&after, 1)[0], (60, "192.0.2.10".to_owned()));
         assert_eq!(answers(&after, 2), [(30, "192.0.2.12".to_owned())]);
+    }
+
+    const PLANS: &str = r#"[[geo.regions]]
+name = "eu"
+networks = ["10.0.0.0/8"]
+[health.defaults]
+kind = "tcp"
+port = 1
+[[clusters]]
+name = "a"
+ingress = ["192.0.2.10", "2001:db8::10"]
+probe_address = "127.0.0.1"
+lat = 50.1
+lon = 8.7
+[[clusters]]
+name = "b"
+ingress = ["192.0.2.11"]
+probe_address = "127.0.0.1"
+lat = 39.0
+lon = -77.5
+[[clusters]]
+name = "c"
+ingress = ["192.0.2.12"]
+probe_address = "127.0.0.1"
+[[apps]]
+hostname = "all.t.test"
+targets = [{ cluster = "a" }, { cluster = "b" }, { cluster = "c" }]
+[[apps]]
+hostname = "failover.t.test"
+policy = "failover"
+targets = [{ cluster = "a", priority = 1 }, { cluster = "b", priority = 2 }]
+[[apps]]
+hostname = "weighted.t.test"
+policy = "weighted"
+fallback = "cluster:c"
+targets = [{ cluster = "a", weight = 80 }, { cluster = "b", weight = 20 }]
+[[apps]]
+hostname = "geo.t.test"
+policy = "geo"
+targets = [{ cluster = "a" }, { cluster = "b" }]
+pools = [{ name = "eu", clusters = ["a"] }, { name = "us", clusters = ["b"] }]
+rules = [{ match = "region:eu", pools = ["eu", "us"] }, { match = "default", pools = ["us"] }]
+"#;
+
+    /// Whichever input of a plan a reload changes (and the verdicts it is built with), the
+    /// snapshot built after the running one answers exactly as one built from scratch, and
+    /// keeps the running plans of the apps the change does not touch.
+    #[test]
+    fn a_reload_keeps_a_plan_only_when_every_input_of_it_is_unchanged() {
+        let text = |edit: (&str, &str)| {
+            assert!(PLANS.contains(edit.0), "{edit:?}");
+            let t = format!(
+                "{}{}",
+                crate::test_support::t_test_zone!(),
+                PLANS.replacen(edit.0, edit.1, 1)
+            );
+            Arc::new(
+                crate::from_text(std::path::Path::new("t.toml"), &t)
+                    .unwrap()
+                    .model,
+            )
+        };
+        let metrics = Metrics::new();
+        let old = text(("", ""));
+        let before = Snapshot::initial(&old, &metrics);
+        // (edit, apps whose plan must be new)
+        let cases: &[((&str, &str), &[usize])] = &[
+            (("", ""), &[]),
+            (("weight = 80", "weight = 70"), &[2]),
+            (("priority = 2", "priority = 0"), &[1]),
+            (
+                (
+                    "{ cluster = \"b\", priority = 2 }",
+                    "{ cluster = \"b\", priority = 2, drain = true }",
+                ),
+                &[1],
+            ),
+            (
+                (
+                    "{ cluster = \"b\", priority = 2 }",
+                    "{ cluster = \"b\", priority = 2, force = \"down\" }",
+                ),
+                &[1],
+            ),
+            (("lat = 39.0", "lat = 40.0"), &[0, 1, 2, 3]),
+            (
+                ("ingress = [\"192.0.2.12\"]", "ingress = [\"192.0.2.13\"]"),
+                &[0, 2],
+            ),
+            (
+                (
+                    "ingress = [\"192.0.2.12\"]\nprobe_address = \"127.0.0.1\"",
+                    "ingress = [\"192.0.2.12\"]\nprobe_address = \"127.0.0.1\"\ndrain = true",
+                ),
+                &[0, 2],
+            ),
+            (("fallback = \"cluster:c\"", "fallback = \"none\""), &[2]),
+            (
+                ("pools = [\"eu\", \"us\"]", "pools = [\"us\", \"eu\"]"),
+                &[3],
+            ),
+            (
+                (
+                    "hostname = \"all.t.test\"",
+                    "hostname = \"all.t.test\"\nttl = 60",
+                ),
+                &[0],
+            ),
+            (
+                (
+                    "[[clusters]]\nname = \"a\"",
+                    "[[clusters]]\nname = \"first\"\ningress = [\"192.0.2.9\"]\n[[clusters]]\nname = \"a\"",
+                ),
+                &[0, 1, 2, 3],
+            ),
+        ];
+        for (edit, changed) in cases {
+            let new = text(*edit);
+            let health = HealthTable::initial(&new);
+            let after = Snapshot::build_after(Some(&before), &new, &health, &metrics);
+            let fresh = Snapshot::build(&new, &health, &metrics);
+            for app in 0..new.apps.len() {
+                assert_eq!(
+                    format!("{:?}", after.app(app)),
+                    format!("{:?}", fresh.app(app)),
+                    "{edit:?}: app {app}"
+                );
+                assert_eq!(
+                    Arc::ptr_eq(&after.apps()[app], &before.apps()[app]),
+                    !changed.contains(&app),
+                    "{edit:?}: app {app}"
+                );
+            }
+        }
+        // A verdict that changed since: that app's plan is new, and says so.
+        let mut health = HealthTable::initial(&old);
+        let id = crate::health::ProbeId::App {
+            app: "failover.t.test.".parse().unwrap(),
+            cluster: Arc::from("a"),
+        };
+        let entry = health.get_mut(&id).unwrap();
+        entry.state.up = false;
+        entry.state.reason = Arc::from("refused");
+        let after = Snapshot::build_after(Some(&before), &old, &health, &metrics);
+        let fresh = Snapshot::build(&old, &health, &metrics);
+        for app in 0..old.apps.len() {
+            assert_eq!(
+                format!("{:?}", after.app(app)),
+                format!("{:?}", fresh.app(app))
+            );
+            assert_eq!(
+                Arc::ptr_eq(&after.apps()[app], &before.apps()[app]),
+                app != 1
+            );
+        }
+        assert_eq!(
+            after.app(1).targets[0].state,
+            crate::health::state::TargetState::Down
+        );
     }
 }
