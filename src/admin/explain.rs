@@ -194,7 +194,7 @@ pub fn explain(state: &AdminState, query: &str) -> Result<Value, String> {
             json!({
                 "cluster": cluster.name,
                 "state": live.state,
-                "detail": live.detail,
+                "detail": &*live.detail,
                 "fleet_overruled": overruled.is_some(),
                 "flapping": flap.is_some(),
                 "flap": super::status::flap_json(flap),

@@ -421,7 +421,7 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                     "drain": t.drain || cluster.drain,
                     "force": t.force.or(cluster.force).map(|up| if up { "up" } else { "down" }),
                     "state": live.state,
-                    "detail": live.detail,
+                    "detail": &*live.detail,
                     "flapping": flap.is_some(),
                     "flap": flap_json(flap),
                     "addresses": cluster.ingress,

@@ -154,7 +154,8 @@ impl ProbeEntry {
 
 /// Every probe of a model with its settings: app probes per (app, target cluster), then
 /// cluster probes. The settings are borrowed from the model: a reload compares 50,000 of
-/// them and copies only those of the probes it starts.
+/// them (mostly the same `Arc`, see `Model::share_probe_settings`) and hands the probes it
+/// starts a count of the model's.
 pub fn probes(model: &Model) -> Vec<(ProbeId, &Arc<ProbeSpec>)> {
     // One name per cluster, shared by its probes' ids (50,000 of them at 10,000 apps).
     let names: Vec<Arc<str>> = model.clusters.iter().map(|c| c.id.clone()).collect();
@@ -713,7 +714,7 @@ impl Verdicts for VerdictView {
 pub fn app_probe_ids(model: &Model, app: usize) -> impl Iterator<Item = ProbeId> + '_ {
     let a = &model.apps[app];
     a.targets.iter().flat_map(move |t| {
-        let cluster: Arc<str> = Arc::from(model.clusters[t.cluster].name.as_str());
+        let cluster = model.clusters[t.cluster].id.clone();
         [
             ProbeId::Cluster(cluster.clone()),
             ProbeId::App {

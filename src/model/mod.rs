@@ -140,8 +140,8 @@ pub struct TargetModel {
     /// Admin override of the probe result.
     pub force: Option<bool>,
     /// The probe of this app in this cluster (None: not probed, counts as up). Shared with
-    /// the probe's task, which holds the same settings (see
-    /// `HealthEngine::share_specs`): one copy of 50,000 settings, not two.
+    /// the probe's task, which holds the same settings (and across a reload, see
+    /// [`Model::share_probe_settings`]): one copy of 50,000 settings, not two.
     pub probe: Option<std::sync::Arc<ProbeSpec>>,
 }
 

@@ -38,7 +38,8 @@ pub struct TargetAnswers {
     /// target is never answered, not even by the fail-open fallback, which only brings
     /// back targets that the probes put down.
     pub by_operator: bool,
-    /// Shared by the plans of successive health publications.
+    /// Shared by the plans of successive health publications, and across a reload that
+    /// makes the same records ([`AppAnswers::same_fixed`]).
     pub a: Arc<[Record]>,
     pub aaaa: Arc<[Record]>,
 }
@@ -154,8 +155,8 @@ pub struct AppAnswers {
     pub fallback: Fallback,
     pub targets: Vec<TargetAnswers>,
     /// The records of the fallback cluster (`fallback = "cluster:<name>"`), A and AAAA, that
-    /// [`Source::Fallback`] indexes; none for the other fallbacks. Per model, carried from
-    /// plan to plan.
+    /// [`Source::Fallback`] indexes; none for the other fallbacks. Carried from plan to
+    /// plan (and across reloads) with the targets' records.
     pub fallback_own: Option<Family<Arc<[Record]>>>,
 }
 
@@ -214,8 +215,9 @@ fn records_for(hostname: &Name, ttl: u32, ips: &[IpAddr]) -> (Vec<Record>, Vec<R
 /// A value per address family: (A, AAAA).
 type Family<T> = (T, T);
 
-/// What an app's plan holds that no verdict changes: its records and counters. Built once
-/// per model, then carried from plan to plan by [`AppAnswers::rebuilt`].
+/// What an app's plan holds that no verdict changes: its records and counters. Built once,
+/// then carried from plan to plan by [`AppAnswers::rebuilt`], also across reloads where
+/// [`AppAnswers::same_fixed`] holds.
 struct Fixed {
     /// Per target: its A and AAAA records.
     records: Vec<Family<Arc<[Record]>>>,
