@@ -153,49 +153,69 @@ impl Model {
     /// apps × 5 clusters, tens of MiB). Apps are matched by position, else by name;
     /// targets by position, else by cluster name.
     pub fn share_probe_settings(&mut self, running: &Model) {
-        let mut by_name: Option<HashMap<&Name, usize>> = None;
+        let mut apps = AppFinder::new(running);
         let clusters = &self.clusters;
         for (i, app) in self.apps.iter_mut().enumerate() {
-            let at = match running.apps.get(i) {
-                Some(was) if was.hostname == app.hostname => Some(i),
-                _ => by_name
+            let Some(was) = apps.find(i, &app.hostname).map(|at| &running.apps[at]) else {
+                continue;
+            };
+            for (k, target) in app.targets.iter_mut().enumerate() {
+                let name = &clusters[target.cluster].name;
+                let kept = at_or_find(&was.targets, k, |t| {
+                    running.clusters[t.cluster].name == *name
+                });
+                share(&mut target.probe, kept.and_then(|t| t.probe.as_ref()));
+            }
+        }
+        for (k, cluster) in self.clusters.iter_mut().enumerate() {
+            let kept = at_or_find(&running.clusters, k, |c| c.name == cluster.name);
+            share(&mut cluster.probe, kept.and_then(|c| c.probe.as_ref()));
+        }
+    }
+}
+
+/// Finds the apps of a model by hostname, trying the same position first: the usual
+/// reload keeps the apps in their order, and then builds no map of 10,000 names.
+pub struct AppFinder<'m> {
+    model: &'m Model,
+    by_name: Option<HashMap<&'m Name, usize>>,
+}
+
+impl<'m> AppFinder<'m> {
+    pub fn new(model: &'m Model) -> Self {
+        Self {
+            model,
+            by_name: None,
+        }
+    }
+
+    /// The index of the app named `name`, looked for at `at` first.
+    pub fn find(&mut self, at: usize, name: &Name) -> Option<usize> {
+        match self.model.apps.get(at) {
+            Some(app) if app.hostname == *name => Some(at),
+            _ => {
+                let model = self.model;
+                self.by_name
                     .get_or_insert_with(|| {
-                        running
+                        model
                             .apps
                             .iter()
                             .enumerate()
                             .map(|(i, a)| (&a.hostname, i))
                             .collect()
                     })
-                    .get(&app.hostname)
-                    .copied(),
-            };
-            let Some(was) = at.map(|at| &running.apps[at]) else {
-                continue;
-            };
-            for (k, target) in app.targets.iter_mut().enumerate() {
-                let name = &clusters[target.cluster].name;
-                let same = |t: &&TargetModel| running.clusters[t.cluster].name == *name;
-                let kept = was
-                    .targets
-                    .get(k)
-                    .filter(same)
-                    .or_else(|| was.targets.iter().find(same))
-                    .and_then(|t| t.probe.as_ref());
-                share(&mut target.probe, kept);
+                    .get(name)
+                    .copied()
             }
         }
-        for (k, cluster) in self.clusters.iter_mut().enumerate() {
-            let same = |c: &&ClusterModel| c.name == cluster.name;
-            let kept = running
-                .clusters
-                .get(k)
-                .filter(same)
-                .or_else(|| running.clusters.iter().find(same))
-                .and_then(|c| c.probe.as_ref());
-            share(&mut cluster.probe, kept);
-        }
     }
+}
+
+/// The entry at `k` when `same` holds for it, else the first one for which it holds.
+fn at_or_find<T>(list: &[T], k: usize, same: impl Fn(&T) -> bool) -> Option<&T> {
+    list.get(k)
+        .filter(|x| same(x))
+        .or_else(|| list.iter().find(|x| same(x)))
 }
 
 /// `spec` becomes `kept` when they are equal.

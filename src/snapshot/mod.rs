@@ -74,26 +74,11 @@ impl Snapshot {
         health: &impl Verdicts,
         metrics: &Metrics,
     ) -> Self {
-        let mut by_name: Option<HashMap<&hickory_proto::rr::Name, usize>> = None;
+        let mut finder = previous.map(|p| crate::model::AppFinder::new(&p.model));
         let apps: Vec<Arc<AppAnswers>> = (0..model.apps.len())
             .map(|a| {
-                let reused = previous.and_then(|p| {
-                    let name = &model.apps[a].hostname;
-                    // The usual reload keeps the apps in their order: no map then.
-                    let at = match p.model.apps.get(a) {
-                        Some(old) if old.hostname == *name => Some(a),
-                        _ => by_name
-                            .get_or_insert_with(|| {
-                                p.model
-                                    .apps
-                                    .iter()
-                                    .enumerate()
-                                    .map(|(i, app)| (&app.hostname, i))
-                                    .collect()
-                            })
-                            .get(name)
-                            .copied(),
-                    }?;
+                let reused = previous.zip(finder.as_mut()).and_then(|(p, finder)| {
+                    let at = finder.find(a, &model.apps[a].hostname)?;
                     let plan = &p.apps[at];
                     if plan.still_holds(&p.model, at, model, a, health) {
                         Some(plan.clone())
