@@ -52,9 +52,14 @@ pub fn query(name: &[u8], qtype: u8) -> Vec<u8> {
     q
 }
 
+/// The model of a valid configuration text.
+pub fn model(toml: &str) -> crate::model::Model {
+    crate::from_text(Path::new("t.toml"), toml).unwrap().model
+}
+
 /// The snapshot of `toml` with every target in its initial state, and its metrics.
 pub fn snapshot(toml: &str) -> (Snapshot, Metrics) {
-    let model = Arc::new(crate::from_text(Path::new("t.toml"), toml).unwrap().model);
+    let model = Arc::new(model(toml));
     let metrics = Metrics::new();
     (Snapshot::initial(&model, &metrics), metrics)
 }
@@ -72,6 +77,6 @@ probe = { kind = "tcp", port = 80 }
 targets = [{ cluster = "a" }]
 "#
     );
-    let model = crate::from_text(Path::new("t.toml"), text).unwrap().model;
+    let model = model(text);
     (*model.apps[0].targets[0].probe.clone().unwrap()).clone()
 }

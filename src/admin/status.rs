@@ -387,7 +387,7 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
     let cluster_entries: Vec<Option<ProbeEntry>> = model
         .clusters
         .iter()
-        .map(|c| health.entry(&ProbeId::Cluster(Arc::from(c.name.as_str()))))
+        .map(|c| health.entry(&ProbeId::Cluster(c.id.clone())))
         .collect();
     let cluster_flaps: Vec<Option<FlapView>> = cluster_entries
         .iter()
@@ -404,7 +404,7 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
                 let cluster = &model.clusters[t.cluster];
                 let id = ProbeId::App {
                     app: m.hostname.clone(),
-                    cluster: Arc::from(cluster.name.as_str()),
+                    cluster: cluster.id.clone(),
                 };
                 let entry = health.entry(&id);
                 let (verdict, last_probe) =
@@ -456,7 +456,7 @@ pub fn status(state: &AdminState, query: &StatusQuery) -> String {
         .iter()
         .filter(|c| query.cluster.as_ref().is_none_or(|n| c.name == *n))
         .map(|c| {
-            let id = ProbeId::Cluster(Arc::from(c.name.as_str()));
+            let id = ProbeId::Cluster(c.id.clone());
             json!({
                 "name": c.name,
                 "region": c.region,

@@ -1138,11 +1138,7 @@ targets = [{ cluster = "a" }]
                 crate::test_support::t_test_zone!()
             )
         };
-        let load = |t: &str| {
-            crate::from_text(std::path::Path::new("t.toml"), t)
-                .unwrap()
-                .model
-        };
+        let load = crate::test_support::model;
         let model = Arc::new(load(&text(1)));
         let metrics = Arc::new(Metrics::new());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(&model, &metrics)));

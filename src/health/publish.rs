@@ -157,11 +157,7 @@ pub struct ProbeIndex {
 
 impl ProbeIndex {
     pub fn build(model: &Model) -> Self {
-        let names: Vec<Arc<str>> = model
-            .clusters
-            .iter()
-            .map(|c| Arc::from(c.name.as_str()))
-            .collect();
+        let names: Vec<Arc<str>> = model.clusters.iter().map(|c| c.id.clone()).collect();
         let mut index = Self {
             by_cluster: HashMap::with_capacity(names.len()),
             by_app: HashMap::with_capacity(model.apps.len()),

@@ -292,9 +292,7 @@ probe = { path = "/z" }
 targets = [{ cluster = "a" }, { cluster = "b" }]
 "#
         );
-        let model = crate::from_text(std::path::Path::new("t.toml"), text)
-            .unwrap()
-            .model;
+        let model = crate::test_support::model(text);
         let got = |app: usize, t: usize| {
             let s = model.apps[app].targets[t].probe.clone().unwrap();
             (

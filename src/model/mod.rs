@@ -338,10 +338,7 @@ mod tests {
     use std::sync::Arc;
 
     fn model(body: &str) -> super::Model {
-        let text = format!("{}{body}", crate::test_support::t_test_zone!());
-        crate::from_text(std::path::Path::new("t.toml"), &text)
-            .unwrap()
-            .model
+        crate::test_support::model(&format!("{}{body}", crate::test_support::t_test_zone!()))
     }
 
     /// A reload's model shares each probe's settings with the model in effect when they

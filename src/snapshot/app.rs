@@ -663,17 +663,7 @@ impl AppAnswers {
             if !eligible {
                 continue;
             }
-            let set = if v6 { &t.aaaa } else { &t.a };
-            for (k, r) in set.iter().enumerate() {
-                if let Some(ip) = address(r)
-                    && !out.iter().any(|x| x.ip == ip)
-                {
-                    out.push(Answered {
-                        ip,
-                        source: Source::Target(i as u32, k as u32),
-                    });
-                }
-            }
+            push_addresses(&mut out, i, t, v6);
         }
         out
     }
@@ -721,6 +711,22 @@ fn address(r: &Record) -> Option<IpAddr> {
     }
 }
 
+/// Adds target `t`'s addresses of one family to `out`, each pointing at its record, and
+/// each address once (two clusters may share an ingress edge).
+fn push_addresses(out: &mut Vec<Answered>, t: usize, target: &TargetAnswers, v6: bool) {
+    let set = if v6 { &target.aaaa } else { &target.a };
+    for (k, r) in set.iter().enumerate() {
+        if let Some(ip) = address(r)
+            && !out.iter().any(|x| x.ip == ip)
+        {
+            out.push(Answered {
+                ip,
+                source: Source::Target(t as u32, k as u32),
+            });
+        }
+    }
+}
+
 /// The app's fallback addresses (all targets down), each pointing at its record.
 fn fallback_plan(
     model: &Model,
@@ -731,21 +737,10 @@ fn fallback_plan(
 ) -> Box<[Answered]> {
     let mut out: Vec<Answered> = Vec::new();
     match fallback {
-        // Fail open: every target the probes put down; none the operator took out. Each
-        // address once (two clusters may share an ingress edge).
+        // Fail open: every target the probes put down; none the operator took out.
         Fallback::All => {
             for (t, target) in targets.iter().enumerate().filter(|(_, t)| !t.by_operator) {
-                let set = if v6 { &target.aaaa } else { &target.a };
-                for (k, r) in set.iter().enumerate() {
-                    if let Some(ip) = address(r)
-                        && !out.iter().any(|x| x.ip == ip)
-                    {
-                        out.push(Answered {
-                            ip,
-                            source: Source::Target(t as u32, k as u32),
-                        });
-                    }
-                }
+                push_addresses(&mut out, t, target, v6);
             }
         }
         Fallback::None => {}
@@ -963,10 +958,24 @@ targets = [{ cluster = "dead1" }]
             let answer = plan.answer(rtype, &client, &mut || 0);
             assert!(answer.fallback);
             let ips: Vec<String> = answer.records.iter().map(|a| a.ip.to_string()).collect();
+            // Each record is one the plan holds (a target's, or the fallback cluster's
+            // own), not a copy made for the fallback.
+            let held: Vec<*const Record> = plan
+                .targets
+                .iter()
+                .flat_map(|t| t.a.iter().chain(t.aaaa.iter()))
+                .chain(
+                    plan.fallback_own
+                        .iter()
+                        .flat_map(|o| o.0.iter().chain(o.1.iter())),
+                )
+                .map(|r| r as *const Record)
+                .collect();
             let records: Vec<String> = answer
                 .record_refs()
                 .map(|r| {
                     assert_eq!(&r.name, &plan.hostname);
+                    assert!(held.contains(&(r as *const Record)), "{r:?} is a copy");
                     address(r).unwrap().to_string()
                 })
                 .collect();

@@ -179,11 +179,7 @@ mod tests {
              [[clusters]]\nname = \"b\"\ningress = [\"{b_ingress}\"]\n{apps}",
             crate::test_support::t_test_zone!()
         );
-        Arc::new(
-            crate::from_text(std::path::Path::new("t.toml"), &text)
-                .unwrap()
-                .model,
-        )
+        Arc::new(crate::test_support::model(&text))
     }
 
     /// (TTL, address) of every A record an app answers.
@@ -298,11 +294,7 @@ rules = [{ match = "region:eu", pools = ["eu", "us"] }, { match = "default", poo
                 crate::test_support::t_test_zone!(),
                 PLANS.replacen(edit.0, edit.1, 1)
             );
-            Arc::new(
-                crate::from_text(std::path::Path::new("t.toml"), &t)
-                    .unwrap()
-                    .model,
-            )
+            Arc::new(crate::test_support::model(&t))
         };
         let metrics = Metrics::new();
         let old = text(("", ""));
